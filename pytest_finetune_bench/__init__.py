@@ -1,0 +1,5 @@
+"""pytest-finetune-bench: did my fine-tune help, and did it break anything?"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

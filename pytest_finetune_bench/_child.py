@@ -1,0 +1,188 @@
+"""Child process that runs one lm-eval evaluation: `python -m pytest_finetune_bench._child SPEC.json`.
+
+It runs apart from pytest so that a hang, a crash or CUDA running out of memory takes down this
+process only. It reports to the parent as JSON lines on its original stdout; everything the
+libraries print goes to stderr, which the parent keeps as the run's log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from collections import Counter
+from pathlib import Path
+from typing import IO, Any
+
+
+class Events:
+    """JSON-lines channel to the parent, throttled so a fast model cannot flood it."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self._last_progress = 0.0
+
+    def send(self, event: str, **data: Any) -> None:
+        self._stream.write(json.dumps({"event": event, **data}, default=str) + "\n")
+        self._stream.flush()
+
+    def progress(self, force: bool, **data: Any) -> None:
+        now = time.monotonic()
+        if force or now - self._last_progress >= 2.0:
+            self._last_progress = now
+            self.send("progress", **data)
+
+
+class ProgressTracker:
+    """Counts responses per task as the model produces them, via lm-eval's per-response cache hook."""
+
+    def __init__(self, events: Events) -> None:
+        self.events = events
+        self.task_of: dict[str, str] = {}
+        self.total: Counter[str] = Counter()
+        self.done: Counter[str] = Counter()
+        self.generated = 0
+
+    def expect(self, attr: str, requests: list[Any]) -> None:
+        from lm_eval.api.model import hash_args
+
+        for req in requests:
+            self.task_of[hash_args(attr, req.args)] = req.task_name
+            self.total[req.task_name] += 1
+        self.events.send("requests", kind=attr, tasks=dict(Counter(r.task_name for r in requests)))
+
+    def produced(self, attr: str, args: Any) -> None:
+        from lm_eval.api.model import hash_args
+
+        task = self.task_of.get(hash_args(attr, args), "?")
+        self.done[task] += 1
+        self.generated += 1
+        finished = self.done[task] == self.total[task]
+        self.events.progress(finished, task=task, done=self.done[task], total=self.total[task], generated=self.generated)
+
+
+class _ChainedHook:
+    """Sees each response as it is produced, then hands it to lm-eval's own hook (the sqlite cache)."""
+
+    def __init__(self, inner: Any, tracker: ProgressTracker) -> None:
+        self.inner = inner
+        self.tracker = tracker
+
+    def add_partial(self, attr: str, req: Any, res: Any) -> None:
+        self.inner.add_partial(attr, req, res)
+        self.tracker.produced(attr, req)
+
+
+def _instrument(lm: Any, tracker: ProgressTracker) -> None:
+    """Report requests and responses of the model that really runs (not those the cache answers)."""
+    set_hook = lm.set_cache_hook
+
+    # lm-eval's CachingLM installs its own hook later; keep ours chained in front of whatever comes.
+    def chained_set_hook(hook: Any) -> None:
+        set_hook(_ChainedHook(hook, tracker))
+
+    lm.set_cache_hook = chained_set_hook
+    chained_set_hook(lm.cache_hook)
+    for attr in ("generate_until", "loglikelihood", "loglikelihood_rolling"):
+        original = getattr(lm, attr)
+
+        def counted(requests: list[Any], _attr: str = attr, _original: Any = original) -> Any:
+            tracker.expect(_attr, requests)
+            return _original(requests)
+
+        setattr(lm, attr, counted)
+
+
+def _build_lm(spec: dict[str, Any]) -> Any:
+    import lm_eval.api.registry
+
+    return lm_eval.api.registry.get_model(spec["model"]).create_from_arg_string(
+        spec["model_args"],
+        {"batch_size": spec["batch_size"], "max_batch_size": spec.get("max_batch_size"), "device": spec["device"]},
+    )
+
+
+def evaluate(spec: dict[str, Any], events: Events) -> tuple[dict[str, Any], int]:
+    """Run lm-eval as the CLI would; returns its results and how many responses the model produced."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    include = spec.get("include_path")
+    task_manager = TaskManager(include_path=include, include_defaults=spec.get("include_defaults", True))
+    events.send("loading", model=spec["model_args"])
+    lm = _build_lm(spec)
+    tracker = ProgressTracker(events)
+    _instrument(lm, tracker)
+    random_seed, numpy_seed, torch_seed, fewshot_seed = spec["seeds"]
+    results = lm_eval.simple_evaluate(
+        model=lm,
+        # Responses are committed to sqlite one by one, so a killed run resumes where it stopped.
+        use_cache=spec.get("use_cache"),
+        tasks=spec["tasks"],
+        num_fewshot=spec.get("num_fewshot"),
+        limit=spec.get("limit"),
+        samples=spec.get("samples"),
+        log_samples=True,
+        apply_chat_template=spec["apply_chat_template"],
+        fewshot_as_multiturn=spec["fewshot_as_multiturn"],
+        gen_kwargs=spec.get("gen_kwargs"),
+        task_manager=task_manager,
+        random_seed=random_seed,
+        numpy_random_seed=numpy_seed,
+        torch_random_seed=torch_seed,
+        fewshot_random_seed=fewshot_seed,
+        bootstrap_iters=spec.get("bootstrap_iters", 100000),
+    )
+    if results is None:
+        raise RuntimeError("lm-eval returned no results")
+    # lm-eval names an LM object by its class; record what the CLI would have.
+    results["config"]["model"] = spec["model"]
+    results["config"]["model_args"] = spec["model_args"]
+    results["config"]["batch_size"] = spec["batch_size"]
+    results["config"]["device"] = spec["device"]
+    return results, tracker.generated
+
+
+def save(results: dict[str, Any], output_path: str) -> None:
+    """Write results the way the lm_eval CLI does, with its EvaluationTracker."""
+    from lm_eval.loggers import EvaluationTracker
+
+    samples = results.pop("samples")
+    tracker = EvaluationTracker(output_path=output_path)
+    tracker.general_config_tracker.model_name_sanitized = "model"
+    tracker.save_results_aggregated(results=results, samples=samples)
+    for task_name in results["configs"]:
+        tracker.save_results_samples(task_name=task_name, samples=samples[task_name])
+
+
+def classify(exc: BaseException) -> tuple[str, str]:
+    """(kind, one-line message) for the parent to turn into advice."""
+    text = f"{type(exc).__name__}: {exc}".strip().splitlines()[0] if str(exc) else type(exc).__name__
+    if "out of memory" in str(exc).lower() or type(exc).__name__ == "OutOfMemoryError":
+        return "oom", text
+    if isinstance(exc, ModuleNotFoundError):
+        return "missing_dependency", exc.name or text
+    return "error", text
+
+
+def main(argv: list[str]) -> int:
+    spec = json.loads(Path(argv[1]).read_text())
+    # Events keep the real stdout; anything libraries print joins stderr (the log).
+    events = Events(os.fdopen(os.dup(1), "w", buffering=1))
+    os.dup2(2, 1)
+    try:
+        results, generated = evaluate(spec, events)
+        save(results, spec["output_path"])
+    except BaseException as exc:  # noqa: BLE001 - every failure must reach the parent as an event
+        traceback.print_exc()
+        kind, message = classify(exc)
+        events.send("failed", kind=kind, message=message)
+        return 3 if kind == "oom" else 2
+    events.send("finished", generated=generated)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,43 @@
+"""The HuggingFace transformers backend: lm-eval's `hf` model on a merged model folder or Hub id."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pytest_finetune_bench.settings import EvalSettings
+
+
+class HFBackend:
+    name = "hf"
+    lm_eval_model = "hf"
+
+    def model_args(self, model: str, settings: EvalSettings) -> dict[str, str]:
+        return {"pretrained": model, "dtype": settings.dtype}
+
+    def has_chat_template(self, model: str) -> bool:
+        folder = Path(model)
+        if folder.is_dir():
+            return _folder_has_chat_template(folder)
+        return _hub_has_chat_template(model)
+
+
+def _folder_has_chat_template(folder: Path) -> bool:
+    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
+        return True
+    config = folder / "tokenizer_config.json"
+    if not config.is_file():
+        return False
+    try:
+        return bool(json.loads(config.read_text()).get("chat_template"))
+    except (OSError, ValueError):
+        return False
+
+
+def _hub_has_chat_template(model: str) -> bool:
+    try:
+        from transformers import AutoTokenizer
+
+        return bool(AutoTokenizer.from_pretrained(model).chat_template)
+    except Exception:  # noqa: BLE001 - an unreachable Hub is reported when the model loads
+        return False

@@ -1,0 +1,244 @@
+"""Drive one lm-eval evaluation in a child process and collect its files (no pytest here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pytest_finetune_bench.backends import Backend, format_model_args
+from pytest_finetune_bench.errors import BenchError
+from pytest_finetune_bench.settings import EvalSettings
+
+Event = dict[str, Any]
+EventSink = Callable[[Event], None]
+
+_KILL_GRACE_S = 10.0
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """One model, one evaluation of every task in the settings."""
+
+    role: str  # "base" or "fine-tuned"
+    model: str
+    backend: Backend
+    settings: EvalSettings
+    results_dir: Path  # where results_*.json and samples_*.jsonl end up
+    log_path: Path
+    include_path: Path | None = None
+    include_defaults: bool = True
+    use_cache: Path | None = None
+
+    @property
+    def model_args(self) -> str:
+        return format_model_args(self.backend.model_args(self.model, self.settings))
+
+    def child_spec(self, output_path: Path) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "model": self.backend.lm_eval_model,
+            "model_args": self.model_args,
+            "tasks": list(s.tasks),
+            "limit": s.limit,
+            "num_fewshot": s.num_fewshot,
+            "batch_size": s.batch_size,
+            "device": s.device,
+            "gen_kwargs": s.gen_kwargs,
+            "apply_chat_template": s.apply_chat_template,
+            "fewshot_as_multiturn": s.fewshot_as_multiturn,
+            "seeds": list(s.seeds),
+            "include_path": str(self.include_path) if self.include_path else None,
+            "include_defaults": self.include_defaults,
+            "use_cache": str(self.use_cache) if self.use_cache else None,
+            "output_path": str(output_path),
+        }
+
+    def cli_command(self) -> str:
+        """The `lm_eval` command that reproduces this run's scores."""
+        s = self.settings
+        parts = ["lm_eval", "--model", self.backend.lm_eval_model, "--model_args", self.model_args]
+        parts += ["--tasks", ",".join(s.tasks), "--batch_size", s.batch_size, "--device", s.device]
+        if s.limit is not None:
+            parts += ["--limit", str(s.limit)]
+        if s.num_fewshot is not None:
+            parts += ["--num_fewshot", str(s.num_fewshot)]
+        if s.gen_kwargs:
+            parts += ["--gen_kwargs", s.gen_kwargs]
+        if s.apply_chat_template:
+            parts += ["--apply_chat_template"]
+        if self.include_path:
+            parts += ["--include_path", str(self.include_path)]
+        parts += ["--seed", ",".join(map(str, s.seeds)), "--log_samples", "--output_path", "OUT"]
+        return " ".join(_quote(p) for p in parts)
+
+
+def _quote(part: str) -> str:
+    import shlex
+
+    return shlex.quote(part)
+
+
+@dataclass
+class RunRecord:
+    """A finished evaluation: lm-eval's results plus where they are on disk."""
+
+    role: str
+    model: str
+    results: dict[str, Any]
+    results_file: Path
+    samples_files: dict[str, Path]
+    timestamp: str
+    status: str = "complete"
+    generated: int = 0
+    from_cache: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def task_results(self) -> dict[str, dict[str, Any]]:
+        return dict(self.results.get("results", {}))
+
+
+class RunFailed(BenchError):
+    """The child process failed; `kind` says how (oom, missing_dependency, error, crashed)."""
+
+    def __init__(self, kind: str, message: str, log_path: Path) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.log_path = log_path
+
+
+def child_environment() -> dict[str, str]:
+    """Settings that keep lm-eval's worker pools from deadlocking, and no more threads than cores."""
+    env = dict(os.environ)
+    env["TOKENIZERS_PARALLELISM"] = "false"
+    threads = str(max(1, min(os.cpu_count() or 1, 16)))
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env.setdefault(var, threads)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def run_lm_eval(request: RunRequest, on_event: EventSink) -> RunRecord:
+    """Evaluate one model in a child process; progress goes to `on_event` as it happens."""
+    staging = request.results_dir.parent / f".staging-{request.role}-{os.getpid()}-{time.time_ns()}"
+    staging.mkdir(parents=True)
+    try:
+        spec_file = staging / "spec.json"
+        spec_file.write_text(json.dumps(request.child_spec(staging / "out")))
+        outcome = _supervise(request, spec_file, on_event)
+        if outcome["event"] == "failed":
+            raise RunFailed(outcome["kind"], outcome["message"], request.log_path)
+        return _collect(request, staging / "out", int(outcome.get("generated", 0)))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _supervise(request: RunRequest, spec_file: Path, on_event: EventSink) -> Event:
+    request.log_path.parent.mkdir(parents=True, exist_ok=True)
+    with request.log_path.open("a", encoding="utf-8") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pytest_finetune_bench._child", str(spec_file)],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            env=child_environment(),
+            text=True,
+            start_new_session=True,  # its own process group, so the whole tree can be stopped
+        )
+        try:
+            return _pump(proc, request, on_event)
+        finally:
+            stop_process_tree(proc)
+
+
+def _pump(proc: subprocess.Popen[str], request: RunRequest, on_event: EventSink) -> Event:
+    events: queue.Queue[Event | None] = queue.Queue()
+    threading.Thread(target=_read_events, args=(proc, events), daemon=True).start()
+    final: Event | None = None
+    while True:
+        try:
+            event = events.get(timeout=1.0)
+        except queue.Empty:
+            on_event({"event": "tick", "role": request.role})
+            continue
+        if event is None:
+            break
+        event["role"] = request.role
+        if event["event"] in ("finished", "failed"):
+            final = event
+        on_event(event)
+    code = proc.wait()
+    if final is None:
+        return {"event": "failed", "kind": "crashed", "message": f"lm-eval exited with code {code} and no result"}
+    return final
+
+
+def _read_events(proc: subprocess.Popen[str], events: queue.Queue[Event | None]) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and "event" in event:
+            events.put(event)
+    events.put(None)
+
+
+def stop_process_tree(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM the child's process group, then SIGKILL after a grace period."""
+    if proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, _KILL_GRACE_S), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _collect(request: RunRequest, out: Path, generated: int) -> RunRecord:
+    results_files = sorted(out.rglob("results_*.json"))
+    if not results_files:
+        raise RunFailed("error", f"lm-eval finished but wrote no results (see {request.log_path})", request.log_path)
+    request.results_dir.mkdir(parents=True, exist_ok=True)
+    moved: list[Path] = []
+    for file in results_files + sorted(out.rglob("samples_*.jsonl")):
+        target = request.results_dir / file.name
+        if target.exists():  # never overwrite an earlier run's file
+            target = target.with_name(f"{target.stem}-{time.time_ns()}{target.suffix}")
+        shutil.move(str(file), target)
+        moved.append(target)
+    results_file = moved[0]
+    results = json.loads(results_file.read_text())
+    samples = {_samples_task(p): p for p in moved[1:]}
+    return RunRecord(
+        role=request.role,
+        model=request.model,
+        results=results,
+        results_file=results_file,
+        samples_files=samples,
+        timestamp=datetime.now().astimezone().isoformat(timespec="seconds"),
+        generated=generated,
+    )
+
+
+def _samples_task(path: Path) -> str:
+    # lm-eval names them samples_<task>_<ISO time>.jsonl
+    return path.stem.removeprefix("samples_").rsplit("_", 1)[0]

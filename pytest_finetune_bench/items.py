@@ -1,0 +1,71 @@
+"""The gate tests the plugin contributes when --bench-model is given, even without test files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_finetune_bench.errors import BenchError
+from pytest_finetune_bench.gates import improves_failure, regression_failure
+from pytest_finetune_bench.session import BenchSession
+
+NODE_PREFIX = "finetune-bench"
+
+
+class GateFailure(Exception):
+    """A threshold was missed; its message is the whole report."""
+
+
+class BenchGateItem(pytest.Item):
+    """`improves` (Δ ≥ min gain) or `no_regression` (Δ ≥ −max drop) for one task."""
+
+    def __init__(self, *, bench: BenchSession, task: str, gate: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.bench = bench
+        self.task = task
+        self.gate = gate
+
+    def runtest(self) -> None:
+        try:
+            comp = self.bench.comparison()[self.task]
+        except BenchError as exc:
+            raise GateFailure(str(exc)) from None
+        opts = self.bench.options
+        if self.gate == "improves":
+            gain = opts.min_gain_for(self.task)
+            assert gain is not None
+            failure = improves_failure(comp, gain)
+        else:
+            failure = regression_failure(comp, opts.max_drop_for(self.task))
+        if failure:
+            raise GateFailure(failure)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, GateFailure):
+            return str(excinfo.value)
+        return str(super().repr_failure(excinfo, style))
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, f"{NODE_PREFIX}: {self.task} {self.gate}"
+
+
+def gate_items(session: pytest.Session, bench: BenchSession) -> list[BenchGateItem]:
+    """One `no_regression` gate per task, plus `improves` for the target tasks."""
+    items = []
+    for task in bench.tasks:
+        gates = (["improves"] if bench.options.min_gain_for(task) is not None else []) + ["no_regression"]
+        for gate in gates:
+            item = BenchGateItem.from_parent(
+                session,
+                name=f"{task}::{gate}",
+                nodeid=f"{NODE_PREFIX}::{task}::{gate}",
+                path=bench.location.root or session.path,
+                bench=bench,
+                task=task,
+                gate=gate,
+            )
+            item.add_marker(pytest.mark.xdist_group(NODE_PREFIX))
+            items.append(item)
+    return items

@@ -1,0 +1,181 @@
+"""pytest hooks and fixtures of pytest-finetune-bench."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from pytest_finetune_bench.backends import Backend
+from pytest_finetune_bench.engine import RunRecord
+from pytest_finetune_bench.errors import BenchError
+from pytest_finetune_bench.items import gate_items
+from pytest_finetune_bench.layout import ModelLocation
+from pytest_finetune_bench.options import read_options, register
+from pytest_finetune_bench.report import comparison_table, ifeval_detail_table
+from pytest_finetune_bench.result import BenchResult
+from pytest_finetune_bench.session import BenchSession
+from pytest_finetune_bench.settings import SUITES
+
+bench_session_key = pytest.StashKey[BenchSession]()
+MARKER_ARGS = ("suite", "tasks")
+MARKER_HELP = (
+    "bench(suite=None, tasks=None): a benchmark test; it runs when --bench-model is given and the "
+    "active benchmark covers the suite's or the listed tasks, and is skipped otherwise."
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Register the --bench-* options and their bench_* ini twins."""
+    register(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the `bench` marker and, with --bench-model, create the session's BenchSession."""
+    config.addinivalue_line("markers", MARKER_HELP)
+    options = read_options(config)
+    if options is None:
+        return
+    try:
+        bench = BenchSession(options, Path(str(config.invocation_params.dir)), _terminal_writer(config))
+    except BenchError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.stash[bench_session_key] = bench
+
+
+def _terminal_writer(config: pytest.Config) -> Callable[[str], None]:
+    """Progress lines that reach the terminal while a test runs, past pytest's output capture."""
+
+    def say(line: str) -> None:
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        capman = config.pluginmanager.get_plugin("capturemanager")
+        if reporter is None:
+            print(line, file=sys.stderr, flush=True)
+            return
+        guard = capman.global_and_fixture_disabled() if capman else contextlib.nullcontext()
+        with guard:
+            reporter.ensure_newline()
+            reporter.write_line(line)
+
+    return say
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Check `bench` markers, skip benchmark tests the active run does not cover, and add the gates."""
+    bench = config.stash.get(bench_session_key, None)
+    for item in items:
+        marker = item.get_closest_marker("bench")
+        if marker is not None:
+            _apply_marker(item, marker, bench)
+    if bench is not None:
+        items.extend(gate_items(session, bench))
+
+
+def _apply_marker(item: pytest.Item, marker: pytest.Mark, bench: BenchSession | None) -> None:
+    unknown = set(marker.kwargs) - set(MARKER_ARGS)
+    if unknown or marker.args:
+        raise pytest.UsageError(
+            f"{item.nodeid}: @pytest.mark.bench takes only keyword arguments {', '.join(MARKER_ARGS)}; "
+            f"got {', '.join(sorted(unknown)) or repr(marker.args)}"
+        )
+    suite = marker.kwargs.get("suite")
+    if suite is not None and suite not in SUITES:
+        raise pytest.UsageError(f"{item.nodeid}: bench(suite={suite!r}) is not a suite: {', '.join(SUITES)}")
+    tasks = marker.kwargs.get("tasks") or []
+    needed = set(SUITES[suite].tasks if suite else ()) | set([tasks] if isinstance(tasks, str) else tasks)
+    if bench is None:
+        item.add_marker(pytest.mark.skip(reason="benchmark test: needs --bench-model"))
+        return
+    missing = needed - set(bench.tasks)
+    if missing:
+        item.add_marker(pytest.mark.skip(reason=f"benchmark test needs {', '.join(sorted(missing))}, "
+                                                f"which this run (--bench-suite {bench.options.suite}) does not cover"))
+
+
+def _bench(request: pytest.FixtureRequest) -> BenchSession:
+    bench = request.config.stash.get(bench_session_key, None)
+    if bench is None:
+        pytest.skip("benchmark fixture: needs --bench-model")
+    return bench
+
+
+def _or_fail(call: Callable[[], object]) -> object:
+    try:
+        return call()
+    except BenchError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def bench_model(request: pytest.FixtureRequest) -> ModelLocation:
+    """The fine-tuned model under test: where it lives and which export is evaluated."""
+    return _bench(request).location
+
+
+@pytest.fixture(scope="session")
+def bench_backend(request: pytest.FixtureRequest) -> Backend:
+    """The backend that runs both models (hf by default)."""
+    return _bench(request).backend
+
+
+@pytest.fixture(scope="session")
+def base_score(request: pytest.FixtureRequest) -> RunRecord:
+    """The base model's run (computed once per session), under the same settings as the fine-tune."""
+    bench = _bench(request)
+    return _or_fail(lambda: bench.run("base"))  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="session")
+def bench_result(request: pytest.FixtureRequest) -> BenchResult:
+    """The fine-tuned run compared with the base: `delta(task)`, `assert_improves`, `assert_no_regression`."""
+    bench = _bench(request)
+
+    def build() -> BenchResult:
+        comparisons = bench.comparison()
+        return BenchResult(bench.run("base"), bench.run("fine-tuned"), comparisons)
+
+    return _or_fail(build)  # type: ignore[return-value]
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Write benchmark.json (atomically) for every session that started a benchmark."""
+    bench = session.config.stash.get(bench_session_key, None)
+    if bench is None:
+        return
+    try:
+        bench.write_summary()
+    except (OSError, BenchError) as exc:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = f"pytest-finetune-bench: could not write benchmark.json: {exc}"
+        if reporter is not None:
+            reporter.write_line(message, red=True)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """Draw the base-vs-fine-tuned table (and IFEval's four metrics) in the summary."""
+    bench = config.stash.get(bench_session_key, None)
+    if bench is None or not bench.active:
+        return
+    for line in _summary_lines(bench):
+        terminalreporter.write_line(line)
+
+
+def _summary_lines(bench: BenchSession) -> Iterator[str]:
+    summary_title = f"fine-tune benchmark: {bench.location.name} vs {bench.base_model}"
+    yield "=" * 8 + f" {summary_title} " + "=" * 8
+    base, finetuned = bench.completed("base"), bench.completed("fine-tuned")
+    if base is None or finetuned is None:
+        for role, error in bench.errors().items():
+            yield f"{role}: {error}"
+        return
+    comparisons = bench.comparison()
+    yield comparison_table(comparisons)
+    if "ifeval" in comparisons:
+        yield ""
+        yield ifeval_detail_table(base.results["results"]["ifeval"], finetuned.results["results"]["ifeval"])
+    yield ""
+    yield f"results: {bench.output_dir / 'benchmark.json'}"

@@ -1,0 +1,75 @@
+"""Turn the child's events into terminal lines: progress while it runs, a heartbeat when it is quiet."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from pytest_finetune_bench.engine import Event
+
+QUIET_WARNING_S = 60.0
+HEARTBEAT_EVERY_S = 30.0
+
+
+class ProgressPrinter:
+    """Progress per task (samples done/total) and, after a silence, elapsed time and an ETA."""
+
+    def __init__(self, say: Callable[[str], None], clock: Callable[[], float] = time.monotonic) -> None:
+        self.say = say
+        self.clock = clock
+        self.started = clock()
+        self.last_output = self.started
+        self.last_heartbeat = 0.0
+        self.task = ""
+        self.done = 0
+        self.total = 0
+        self.first_progress_at: float | None = None
+
+    def __call__(self, event: Event) -> None:
+        kind = event["event"]
+        role = event.get("role", "")
+        if kind == "tick":
+            self._heartbeat(role)
+            return
+        self.last_output = self.clock()
+        if kind == "loading":
+            self.say(f"[bench] {role}: loading model ({event.get('model', '')})")
+        elif kind == "requests":
+            tasks = ", ".join(f"{t} {n}" for t, n in event.get("tasks", {}).items())
+            self.say(f"[bench] {role}: {event.get('kind')} requests to run: {tasks}")
+        elif kind == "progress":
+            self._progress(role, event)
+        elif kind == "finished":
+            self.say(f"[bench] {role}: done in {self._elapsed()} ({event.get('generated', 0)} responses generated)")
+        elif kind == "failed":
+            self.say(f"[bench] {role}: failed: {event.get('message')}")
+
+    def _progress(self, role: str, event: Event) -> None:
+        self.task, self.done, self.total = str(event["task"]), int(event["done"]), int(event["total"])
+        if self.first_progress_at is None:
+            self.first_progress_at = self.clock()
+        pct = self.done / self.total * 100 if self.total else 0.0
+        self.say(f"[bench] {role}: {self.task} {self.done}/{self.total} samples ({pct:.0f}%)")
+
+    def _heartbeat(self, role: str) -> None:
+        now = self.clock()
+        quiet = now - self.last_output
+        if quiet < QUIET_WARNING_S or now - self.last_heartbeat < HEARTBEAT_EVERY_S:
+            return
+        self.last_heartbeat = now
+        where = f"; {self.task} {self.done}/{self.total} samples" if self.total else ""
+        self.say(f"[bench] {role}: no output for {quiet:.0f}s, still running after {self._elapsed()}{where}{self._eta()}")
+
+    def _eta(self) -> str:
+        if not self.total or not self.done or self.first_progress_at is None:
+            return ""
+        rate = (self.clock() - self.first_progress_at) / self.done
+        return f", about {_fmt(rate * (self.total - self.done))} left"
+
+    def _elapsed(self) -> str:
+        return _fmt(self.clock() - self.started)
+
+
+def _fmt(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"

@@ -1,0 +1,60 @@
+"""The comparison table users know from the pipeline scripts, drawn with tabulate."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pytest_finetune_bench.results import IFEVAL_DETAIL, TaskComparison, display_name
+
+
+def arrow(delta: float | None) -> str:
+    if delta is None:
+        return "?"
+    if abs(delta) < 1e-12:
+        return "→ No change"
+    symbol = "↗" if delta > 0 else "↘"
+    return symbol
+
+
+def improvement_cell(comp: TaskComparison) -> str:
+    """`↗ +20.00% (+50.0%)`: absolute change in points, then relative change."""
+    delta = comp.delta
+    if delta is None:
+        return "n/a"
+    if abs(delta) < 1e-12:
+        return "→ No change"
+    rel = "n/a" if comp.delta_percent is None else f"{comp.delta_percent:+.1f}%"
+    return f"{arrow(delta)} {delta * 100:+.2f}% ({rel})"
+
+
+def pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:.2f}%"
+
+
+def comparison_table(comparisons: Mapping[str, TaskComparison], extra_columns: Mapping[str, Mapping[str, str]] | None = None) -> str:
+    from tabulate import tabulate
+
+    extra_columns = extra_columns or {}
+    headers = ["Benchmark", "Base", "Fine-tuned", "Improvement", *extra_columns]
+    rows = [
+        [display_name(task), pct(c.base_accuracy), pct(c.finetuned_accuracy), improvement_cell(c)]
+        + [column.get(task, "") for column in extra_columns.values()]
+        for task, c in comparisons.items()
+    ]
+    return tabulate(rows, headers=headers, tablefmt="simple")
+
+
+def ifeval_detail_table(base: Mapping[str, Any], finetuned: Mapping[str, Any]) -> str:
+    """IFEval's four metrics: strict/loose at prompt and instruction level."""
+    from tabulate import tabulate
+
+    rows = []
+    for key, label in IFEVAL_DETAIL:
+        comp = TaskComparison("ifeval", key, _num(base.get(key)), _num(finetuned.get(key)))
+        rows.append([label, pct(comp.base_accuracy), pct(comp.finetuned_accuracy), improvement_cell(comp)])
+    return tabulate(rows, headers=["IFEval metric", "Base", "Fine-tuned", "Improvement"], tablefmt="simple")
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None

@@ -1,0 +1,335 @@
+"""One benchmarking session: resolve the models, run both under one set of settings, compare.
+
+No pytest here: the plugin owns one BenchSession per pytest session and asks it for results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pytest_finetune_bench import __version__
+from pytest_finetune_bench.backends import Backend, format_model_args, get_backend
+from pytest_finetune_bench.engine import RunRecord, RunRequest, run_lm_eval
+from pytest_finetune_bench.errors import BenchError
+from pytest_finetune_bench.fileio import atomic_write_json, unique_dir
+from pytest_finetune_bench.fingerprint import model_fingerprint
+from pytest_finetune_bench.layout import ModelLocation, detect_base, locate_model, resolve_base
+from pytest_finetune_bench.progress import ProgressPrinter
+from pytest_finetune_bench.results import TaskComparison, compare
+from pytest_finetune_bench.settings import (
+    SUITES,
+    EvalSettings,
+    output_dir_for,
+    resolve_batch_size,
+    resolve_device,
+    resolve_dtype,
+)
+from pytest_finetune_bench.tasks import TaskCatalog, lm_eval_version
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """The user's choices, already parsed and validated (see options.py for their sources)."""
+
+    model: str
+    base: str | None = None
+    suite: str = "quick"
+    tasks: tuple[str, ...] = ()
+    limit: float | None = None
+    limit_set: bool = False
+    num_fewshot: int | None = None
+    batch_size: str = "default"
+    device: str = "auto"
+    dtype: str = "auto"
+    gen_kwargs: str | None = None
+    chat_template: str = "auto"
+    output: Path | None = None
+    data_dir: Path | None = None
+    backend: str = "hf"
+    min_gain: float = 2.0
+    min_gain_per_task: dict[str, float] = field(default_factory=dict)
+    max_drop: float = 5.0
+    max_drop_per_task: dict[str, float] = field(default_factory=dict)
+    target_tasks: tuple[str, ...] = ("ifeval",)
+
+    @property
+    def task_list(self) -> tuple[str, ...]:
+        return self.tasks or SUITES[self.suite].tasks
+
+    @property
+    def effective_limit(self) -> float | None:
+        return self.limit if self.limit_set else SUITES[self.suite].limit if not self.tasks else None
+
+    def min_gain_for(self, task: str) -> float | None:
+        """Points a target task must gain; None for tasks that only must not regress."""
+        if task in self.min_gain_per_task:
+            return self.min_gain_per_task[task]
+        return self.min_gain if task in self.target_tasks else None
+
+    def max_drop_for(self, task: str) -> float:
+        return self.max_drop_per_task.get(task, self.max_drop)
+
+
+class BenchSession:
+    """Runs the base and fine-tuned evaluations at most once per session and compares them."""
+
+    def __init__(self, options: BenchOptions, cwd: Path, say: Say) -> None:
+        self.options = options
+        self.cwd = cwd
+        self.say = say
+        self.location: ModelLocation = locate_model(options.model, cwd)
+        self.base_model, self.base_source = self._resolve_base()
+        self.output_dir = options.output or output_dir_for(self.location.root, self.location.name, cwd)
+        self.backend: Backend = get_backend(options.backend)
+        self.catalog = TaskCatalog()
+        self.started_at = datetime.now()
+        self.run_stamp = self.started_at.strftime("%Y-%m-%dT%H-%M-%S")
+        self._settings: EvalSettings | None = None
+        self._include_path: Path | None = None
+        self._data_hashes: dict[str, str] = {}
+        self._runs: dict[str, RunRecord] = {}
+        self._requests: dict[str, RunRequest] = {}
+        self._errors: dict[str, BenchError] = {}
+        self._finetuned_dir: Path | None = None
+
+    # ----------------------------------------------------------------- resolution
+    def _resolve_base(self) -> tuple[str, str]:
+        if self.options.base:
+            return resolve_base(self.options.base, self.location, self.cwd), "--bench-base"
+        found = detect_base(self.location)
+        if found is None:
+            where = self.location.root or self.location.source
+            raise BenchError(
+                f"cannot tell the base model of {where}: no lora/adapter_config.json "
+                "(base_model_name_or_path) or lora/training_metrics.json (model_name); pass --bench-base PATH_OR_ID"
+            )
+        value, source = found
+        return resolve_base(value, self.location, self.cwd), source
+
+    @property
+    def finetuned_model(self) -> str:
+        return self.location.require_hf()
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.options.task_list)
+
+    @property
+    def active(self) -> bool:
+        """Whether any benchmark was started (then benchmark.json is written)."""
+        return bool(self._runs or self._errors)
+
+    def settings(self) -> EvalSettings:
+        """The one set of settings both models run under, resolved on first use."""
+        if self._settings is None:
+            self._settings = self._resolve_settings()
+        return self._settings
+
+    def _resolve_settings(self) -> EvalSettings:
+        opts = self.options
+        finetuned = self.finetuned_model
+        self.catalog.validate(self.tasks)
+        device = resolve_device(opts.device)
+        if opts.data_dir is not None:
+            self._include_path = self.output_dir / "offline-tasks"
+            self._data_hashes = self.catalog.prepare_offline(
+                self.tasks, opts.data_dir, self._include_path, opts.num_fewshot
+            )
+        return EvalSettings(
+            tasks=tuple(self.tasks),
+            limit=opts.effective_limit,
+            num_fewshot=opts.num_fewshot,
+            batch_size=resolve_batch_size(opts.batch_size, device),
+            device=device,
+            dtype=resolve_dtype(opts.dtype, device),
+            gen_kwargs=opts.gen_kwargs,
+            apply_chat_template=self._chat_template(finetuned),
+            data_dir=str(opts.data_dir.resolve()) if opts.data_dir else None,
+            backend=self.backend.name,
+        )
+
+    def _chat_template(self, finetuned: str) -> bool:
+        """On when both tokenizers have a template (or when asked); the same for both models."""
+        choice = self.options.chat_template
+        if choice != "auto":
+            return choice == "on"
+        base_has = self.backend.has_chat_template(self.base_model)
+        ft_has = self.backend.has_chat_template(finetuned)
+        if base_has != ft_has:
+            self.say(
+                "[bench] only the "
+                + ("base" if base_has else "fine-tuned")
+                + " tokenizer has a chat template: evaluating both without one (force with --bench-chat-template on)"
+            )
+        return base_has and ft_has
+
+    # ----------------------------------------------------------------- running
+    def run(self, role: str) -> RunRecord:
+        """The run for `role` ("base" or "fine-tuned"), evaluated on first use."""
+        if role in self._runs:
+            return self._runs[role]
+        if role in self._errors:
+            raise self._errors[role]
+        try:
+            record = self._evaluate(role)
+        except BenchError as exc:
+            self._errors[role] = exc
+            raise
+        self._runs[role] = record
+        return record
+
+    def _evaluate(self, role: str) -> RunRecord:
+        request = self.request(role)
+        self.say(f"[bench] {role}: evaluating {request.model} on {', '.join(self.tasks)}")
+        return run_lm_eval(request, ProgressPrinter(self.say))
+
+    def request(self, role: str) -> RunRequest:
+        if role not in self._requests:
+            self._requests[role] = self._build_request(role)
+        return self._requests[role]
+
+    def _build_request(self, role: str) -> RunRequest:
+        settings = self.settings()
+        if role == "base":
+            model, run_dir = self.base_model, self.output_dir / "base"
+            log = run_dir / f"run_{self.run_stamp}.log"
+        else:
+            model, run_dir = self.finetuned_model, self.finetuned_dir()
+            log = run_dir / "run.log"
+        return RunRequest(
+            role=role,
+            model=model,
+            backend=self.backend,
+            settings=settings,
+            results_dir=run_dir / "lm-eval",
+            log_path=log,
+            include_path=self._include_path,
+            include_defaults=self._include_path is None,
+            use_cache=self._responses_cache(model, settings),
+        )
+
+    def finetuned_dir(self) -> Path:
+        if self._finetuned_dir is None:
+            self._finetuned_dir = unique_dir(self.output_dir / "fine-tuned", self.run_stamp)
+        return self._finetuned_dir
+
+    def _responses_cache(self, model: str, settings: EvalSettings) -> Path:
+        """lm-eval's response cache, one per model content and settings.
+
+        lm-eval keys cached responses by prompt only (lm-eval issues #2715, #4063): a file shared by
+        two models would hand the base model's answers to the fine-tuned one.
+        """
+        key = json.dumps(
+            {"model": model_fingerprint(model), "settings": settings.to_json(), "data": self._data_hashes,
+             "lm_eval": lm_eval_version()},
+            sort_keys=True,
+        )
+        digest = hashlib.sha256(key.encode()).hexdigest()[:24]
+        return self.output_dir / ".responses" / digest
+
+    # ----------------------------------------------------------------- results
+    def completed(self, role: str) -> RunRecord | None:
+        return self._runs.get(role)
+
+    def errors(self) -> dict[str, BenchError]:
+        return dict(self._errors)
+
+    def comparison(self) -> dict[str, TaskComparison]:
+        base = self.run("base")
+        finetuned = self.run("fine-tuned")
+        return compare(base.results, finetuned.results, self.tasks)
+
+    def summary(self) -> dict[str, Any]:
+        """benchmark.json: what was compared, the scores, and what reproduces them."""
+        base, finetuned = self._runs.get("base"), self._runs.get("fine-tuned")
+        comparison = self.comparison() if base and finetuned else {}
+        return {
+            "schema_version": 1,
+            "model_name": self.location.name,
+            "model_path": self.finetuned_model_or_none(),
+            "base_model_name": self.base_model,
+            "base_model_source": self.base_source,
+            "timestamp": self.started_at.astimezone().isoformat(timespec="seconds"),
+            "status": self.status(),
+            "errors": {role: str(exc) for role, exc in self._errors.items()},
+            "base_model": self._run_summary("base", base),
+            "fine_tuned_model": self._run_summary("fine-tuned", finetuned),
+            "comparison": {task: c.to_json() for task, c in comparison.items()},
+            "reproduce": self._reproduce(),
+        }
+
+    def finetuned_model_or_none(self) -> str | None:
+        return self.location.hf_path
+
+    def status(self) -> str:
+        if self._errors:
+            return "crashed"
+        return "complete" if len(self._runs) == 2 else "incomplete"
+
+    def _run_summary(self, role: str, record: RunRecord | None) -> dict[str, Any] | None:
+        if record is None:
+            return None
+        return {
+            "model": record.model,
+            "results": {t: record.results.get("results", {}).get(t) for t in self.tasks},
+            "benchmark_dir": str(record.results_file.parent.parent),
+            "results_file": str(record.results_file),
+            "samples_files": {t: str(p) for t, p in record.samples_files.items()},
+            "timestamp": record.timestamp,
+            "status": record.status,
+            "generated": record.generated,
+            "from_cache": record.from_cache,
+            "backend": self.backend.name,
+        }
+
+    def _reproduce(self) -> dict[str, Any]:
+        if self._settings is None:
+            return {"lm_eval_version": _safe_lm_eval_version(), "plugin_version": __version__}
+        s = self._settings
+        return {
+            "lm_eval_version": lm_eval_version(),
+            "plugin_version": __version__,
+            "backend": s.backend,
+            "device": s.device,
+            "dtype": s.dtype,
+            "batch_size": s.batch_size,
+            "gen_kwargs": s.gen_kwargs,
+            "limit": s.limit,
+            "num_fewshot": s.num_fewshot,
+            "apply_chat_template": s.apply_chat_template,
+            "fewshot_as_multiturn": s.fewshot_as_multiturn,
+            "seeds": {"random": s.seeds[0], "numpy": s.seeds[1], "torch": s.seeds[2], "fewshot": s.seeds[3]},
+            "tasks": list(s.tasks),
+            "data_dir": s.data_dir,
+            "data_files": self._data_hashes,
+            "model_args": {
+                role: format_model_args(self.backend.model_args(req.model, s)) for role, req in self._requests.items()
+            },
+            "commands": {role: req.cli_command() for role, req in self._requests.items()},
+        }
+
+    def write_summary(self) -> Path | None:
+        """Write benchmark.json atomically (and a copy in this session's fine-tuned run folder)."""
+        if not self.active:
+            return None
+        summary = self.summary()
+        target = self.output_dir / "benchmark.json"
+        atomic_write_json(target, summary)
+        if self._finetuned_dir is not None:
+            atomic_write_json(self._finetuned_dir / "benchmark.json", summary)
+        return target
+
+
+def _safe_lm_eval_version() -> str | None:
+    try:
+        return lm_eval_version()
+    except BenchError:
+        return None
