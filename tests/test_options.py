@@ -1,0 +1,142 @@
+"""Options, ini twins, markers and their error messages, through pytester (no model runs here)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_finetune_bench.options import OPTIONS
+
+
+def test_help_lists_every_option_with_its_ini_twin(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--help")
+    text = result.stdout.str()
+    assert "benchmark a fine-tuned model against its base" in text
+    for opt in OPTIONS:
+        assert opt.flag in text
+        assert opt.ini in text
+
+
+def test_markers_output_documents_bench_marker(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--markers")
+    result.stdout.fnmatch_lines(["@pytest.mark.bench(suite=None, tasks=None):*"])
+
+
+def test_plugin_changes_nothing_without_bench_model(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_plain():\n    assert True\n")
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    assert "fine-tune benchmark" not in result.stdout.str()
+    assert not (pytester.path / "benchmarks").exists()
+
+
+def test_benchmark_tests_are_skipped_without_bench_model(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.bench(suite="quick")
+        def test_uses_result(bench_result):
+            assert bench_result
+
+        def test_fixture_without_marker(base_score):
+            assert base_score
+        """
+    )
+    result = pytester.runpytest("-rs", "--strict-markers")
+    result.assert_outcomes(skipped=2)
+    result.stdout.fnmatch_lines(["*needs --bench-model*"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--bench-suite", "huge"], "--bench-suite: 'huge' is not a suite: choose one of test, quick, core, full"),
+        (["--bench-limit", "lots"], "--bench-limit: 'lots' is not a sample limit*"),
+        (["--bench-batch-size", "0"], "--bench-batch-size: '0' is not a batch size*"),
+        (["--bench-device", "tpu"], "--bench-device: 'tpu' is not a device*"),
+        (["--bench-min-gain", "ifeval=much"], "--bench-min-gain: 'much' is not a number of points*"),
+        (["--bench-gen-kwargs", "max_gen_toks"], "--bench-gen-kwargs: 'max_gen_toks' is not gen kwargs*"),
+    ],
+)
+def test_bad_cli_values_name_their_flag(pytester: pytest.Pytester, args: list[str], message: str) -> None:
+    pytester.mkdir("model")
+    (pytester.path / "model" / "config.json").write_text("{}")
+    result = pytester.runpytest("--bench-model", "model", "--bench-base", "model", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {message}"])
+
+
+def test_bad_ini_value_names_the_ini_key(pytester: pytest.Pytester) -> None:
+    pytester.mkdir("model")
+    (pytester.path / "model" / "config.json").write_text("{}")
+    pytester.makeini("[pytest]\nbench_model = model\nbench_base = model\nbench_dtype = float8\n")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: ini option bench_dtype: 'float8' is not a dtype*"])
+
+
+def test_cli_wins_over_ini(pytester: pytest.Pytester) -> None:
+    pytester.mkdir("model")
+    (pytester.path / "model" / "config.json").write_text("{}")
+    pytester.makeini("[pytest]\nbench_model = model\nbench_base = model\nbench_dtype = float8\n")
+    result = pytester.runpytest("--bench-dtype", "float32", "--collect-only", "-q")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["finetune-bench::ifeval::improves", "finetune-bench::ifeval::no_regression"])
+
+
+def test_unknown_marker_argument_is_rejected(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.bench(suite="core", task="ifeval")
+        def test_typo():
+            pass
+        """
+    )
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: *test_typo: @pytest.mark.bench takes only keyword arguments suite, tasks; got task"])
+
+
+def test_gate_items_follow_suite_and_targets(pytester: pytest.Pytester) -> None:
+    pytester.mkdir("model")
+    (pytester.path / "model" / "config.json").write_text("{}")
+    result = pytester.runpytest(
+        "--bench-model", "model", "--bench-base", "model", "--bench-suite", "core", "--collect-only", "-q",
+        "--bench-target-tasks", "ifeval,gsm8k",
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "finetune-bench::ifeval::improves",
+            "finetune-bench::ifeval::no_regression",
+            "finetune-bench::gsm8k::improves",
+            "finetune-bench::gsm8k::no_regression",
+            "finetune-bench::hellaswag::no_regression",
+            "*5 tests collected*",
+        ]
+    )
+
+
+def test_suite_selects_marked_user_tests(pytester: pytest.Pytester) -> None:
+    pytester.mkdir("model")
+    (pytester.path / "model" / "config.json").write_text("{}")
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.bench(suite="core")
+        def test_needs_core():
+            pass
+
+        @pytest.mark.bench(tasks=["ifeval"])
+        def test_needs_ifeval():
+            pass
+        """
+    )
+    result = pytester.runpytest(
+        "--bench-model", "model", "--bench-base", "model", "--bench-suite", "quick", "-rs",
+        "-k", "needs", "-p", "no:cacheprovider",
+    )
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*benchmark test needs gsm8k, hellaswag, which this run (--bench-suite quick)*"])
