@@ -68,7 +68,7 @@ class RunRequest:
     def cli_command(self) -> str:
         """The `lm_eval` command that reproduces this run's scores."""
         s = self.settings
-        parts = ["lm_eval", "--model", self.backend.lm_eval_model, "--model_args", self.model_args]
+        parts = ["lm_eval", "run", "--model", self.backend.lm_eval_model, "--model_args", self.model_args]
         parts += ["--tasks", ",".join(s.tasks), "--batch_size", s.batch_size, "--device", s.device]
         if s.limit is not None:
             parts += ["--limit", str(s.limit)]

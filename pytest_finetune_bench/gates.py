@@ -18,6 +18,6 @@ def regression_failure(comp: TaskComparison, max_drop_points: float) -> str | No
     """Why `comp` lost more than `max_drop_points`; None when it did not."""
     if comp.delta_points is None:
         return f"{comp.task}: no score to compare ({comp.describe()})"
-    if comp.delta_points - 1e-9 >= -max_drop_points:
+    if comp.delta_points + 1e-9 >= -max_drop_points:
         return None
     return f"{comp.task} regressed by more than {max_drop_points:.2f} points: {comp.describe()}"

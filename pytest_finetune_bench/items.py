@@ -28,6 +28,9 @@ class BenchGateItem(pytest.Item):
         self.gate = gate
 
     def runtest(self) -> None:
+        skip_reason = self.bench.skipped_tasks().get(self.task)
+        if skip_reason is not None:
+            pytest.skip(skip_reason)
         try:
             comp = self.bench.comparison()[self.task]
         except BenchError as exc:

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from pytest_finetune_bench.backends import BACKENDS
+from pytest_finetune_bench.backends.openai import API_KEY_ENV, check_base_url
 from pytest_finetune_bench.errors import BenchError
 from pytest_finetune_bench.session import BenchOptions
 from pytest_finetune_bench.settings import (
@@ -66,7 +68,16 @@ OPTIONS: tuple[Option, ...] = (
     Option("output", "where results go (default: <model>/benchmarks)", metavar="DIR"),
     Option("data-dir", "read task data from local files in each dataset's own schema instead of the "
            "Hugging Face Hub (see docs/offline.md)", metavar="DIR"),
-    Option("backend", "how lm-eval runs the models: hf", "hf", metavar="NAME"),
+    Option("backend", "how lm-eval reaches the models: auto (hf for a merged model, else ollama for a GGUF "
+           "export), hf, ollama or openai (any OpenAI-compatible server)", "auto", metavar="NAME"),
+    Option("base-backend", "backend for the base model when it differs from --bench-backend: hf, ollama or openai "
+           "(default: the same)", metavar="NAME"),
+    Option("base-url", "address of the ollama/openai server, e.g. http://127.0.0.1:8080/v1 (ollama default: "
+           f"http://localhost:11434); API keys are read from {API_KEY_ENV}, never from here", metavar="URL"),
+    Option("server-model", "the fine-tuned model's name on the server (default: its folder name, lower-cased)",
+           metavar="NAME"),
+    Option("num-concurrent", "requests in flight at once to an ollama/openai server (lm-eval num_concurrent)", "1",
+           metavar="N"),
     Option("min-gain", "points a target task must improve by, as N or TASK=N (repeatable)", "2", multiple=True),
     Option("max-drop", "points any task may lose, as N or TASK=N (repeatable)", "5", multiple=True),
     Option("target-tasks", "comma-separated tasks that must improve (the others must only not regress)", "ifeval",
@@ -131,6 +142,12 @@ def _int_or_none(value: str | None) -> int | None:
     return int(value)
 
 
+def _positive_int(value: str) -> int:
+    if not str(value).strip().isdigit() or int(value) < 1:
+        raise BenchError(f"{value!r} is not a positive whole number")
+    return int(value)
+
+
 def read_options(config: pytest.Config) -> BenchOptions | None:
     """The session's BenchOptions, or None when no --bench-model was given."""
     reader = _Reader(config)
@@ -159,7 +176,11 @@ def read_options(config: pytest.Config) -> BenchOptions | None:
         chat_template=get("chat-template", lambda v: parse_choice(v, ("auto", "on", "off"), "chat template mode")),
         output=get("output", lambda v: Path(v).expanduser() if v else None),
         data_dir=get("data-dir", lambda v: Path(v).expanduser() if v else None),
-        backend=get("backend", lambda v: parse_choice(v, ("hf",), "backend")),
+        backend=get("backend", lambda v: parse_choice(v, ("auto", *BACKENDS), "backend")),
+        base_backend=get("base-backend", lambda v: parse_choice(v, BACKENDS, "backend") if v else None),
+        base_url=get("base-url", lambda v: check_base_url(v) if v else None),
+        server_model=get("server-model", lambda v: v.strip() or None if v else None),
+        num_concurrent=get("num-concurrent", _positive_int),
         min_gain=min_gain,
         min_gain_per_task=min_gain_per_task,
         max_drop=max_drop,

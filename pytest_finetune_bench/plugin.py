@@ -94,6 +94,11 @@ def _apply_marker(item: pytest.Item, marker: pytest.Mark, bench: BenchSession | 
     if missing:
         item.add_marker(pytest.mark.skip(reason=f"benchmark test needs {', '.join(sorted(missing))}, "
                                                 f"which this run (--bench-suite {bench.options.suite}) does not cover"))
+        return
+    # A task the backend cannot score (e.g. HellaSwag on a chat server) skips the tests that need it, with why.
+    unscored = sorted(needed & set(bench.skipped_tasks())) if needed else []
+    if unscored:
+        item.add_marker(pytest.mark.skip(reason=bench.skipped_tasks()[unscored[0]]))
 
 
 def _bench(request: pytest.FixtureRequest) -> BenchSession:
@@ -118,7 +123,7 @@ def bench_model(request: pytest.FixtureRequest) -> ModelLocation:
 
 @pytest.fixture(scope="session")
 def bench_backend(request: pytest.FixtureRequest) -> Backend:
-    """The backend that runs both models (hf by default)."""
+    """The backend that runs the fine-tuned model (auto: hf for a merged model, else ollama for a GGUF)."""
     return _bench(request).backend
 
 
@@ -167,6 +172,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
 def _summary_lines(bench: BenchSession) -> Iterator[str]:
     summary_title = f"fine-tune benchmark: {bench.location.name} vs {bench.base_model}"
     yield "=" * 8 + f" {summary_title} " + "=" * 8
+    yield bench.backends_line()
+    for task, reason in bench.skipped_tasks().items():
+        yield f"skipped {task}: {reason}"
     base, finetuned = bench.completed("base"), bench.completed("fine-tuned")
     if base is None or finetuned is None:
         for role, error in bench.errors().items():

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from pytest_finetune_bench import __version__
-from pytest_finetune_bench.backends import Backend, format_model_args, get_backend
+from pytest_finetune_bench.backends import Backend, get_backend
+from pytest_finetune_bench.backends.openai import served_name
 from pytest_finetune_bench.engine import RunRecord, RunRequest, run_lm_eval
 from pytest_finetune_bench.errors import BenchError
 from pytest_finetune_bench.fileio import atomic_write_json, unique_dir
-from pytest_finetune_bench.fingerprint import model_fingerprint
 from pytest_finetune_bench.layout import ModelLocation, detect_base, locate_model, resolve_base
 from pytest_finetune_bench.progress import ProgressPrinter
 from pytest_finetune_bench.results import TaskComparison, compare
@@ -53,7 +53,11 @@ class BenchOptions:
     chat_template: str = "auto"
     output: Path | None = None
     data_dir: Path | None = None
-    backend: str = "hf"
+    backend: str = "auto"  # auto: hf for a merged model, else ollama for a GGUF export
+    base_backend: str | None = None  # None: the same backend as the fine-tuned model
+    base_url: str | None = None  # the ollama/openai server (no credentials: keys come from the environment)
+    server_model: str | None = None  # the fine-tuned model's served name (default: from its folder name)
+    num_concurrent: int = 1
     min_gain: float = 2.0
     min_gain_per_task: dict[str, float] = field(default_factory=dict)
     max_drop: float = 5.0
@@ -86,9 +90,12 @@ class BenchSession:
         self.cwd = cwd
         self.say = say
         self.location: ModelLocation = locate_model(options.model, cwd)
+        backend_name = self._auto_backend() if options.backend == "auto" else options.backend
+        self.backend: Backend = self._make_backend(backend_name)
+        base_name = options.base_backend or self.backend.name
+        self.base_backend: Backend = self.backend if base_name == self.backend.name else self._make_backend(base_name)
         self.base_model, self.base_source = self._resolve_base()
         self.output_dir = options.output or output_dir_for(self.location.root, self.location.name, cwd)
-        self.backend: Backend = get_backend(options.backend)
         self.catalog = TaskCatalog()
         self.started_at = datetime.now()
         self.run_stamp = self.started_at.strftime("%Y-%m-%dT%H-%M-%S")
@@ -99,9 +106,22 @@ class BenchSession:
         self._requests: dict[str, RunRequest] = {}
         self._errors: dict[str, BenchError] = {}
         self._finetuned_dir: Path | None = None
+        self._plan: tuple[tuple[str, ...], dict[str, str]] | None = None
 
     # ----------------------------------------------------------------- resolution
+    def _auto_backend(self) -> str:
+        """hf for a merged model; ollama for a GGUF-only export; else hf, which asks for a merged model."""
+        return "ollama" if self.location.hf_path is None and self.location.gguf_files else "hf"
+
+    def _make_backend(self, name: str) -> Backend:
+        return get_backend(name, self.options.base_url, self.options.num_concurrent)
+
+    def _backends(self) -> tuple[Backend, ...]:
+        return (self.base_backend,) if self.base_backend is self.backend else (self.base_backend, self.backend)
+
     def _resolve_base(self) -> tuple[str, str]:
+        if self.base_backend.is_server:
+            return self._served_base()
         if self.options.base:
             return resolve_base(self.options.base, self.location, self.cwd), "--bench-base"
         found = detect_base(self.location)
@@ -114,8 +134,20 @@ class BenchSession:
         value, source = found
         return resolve_base(value, self.location, self.cwd), source
 
+    def _served_base(self) -> tuple[str, str]:
+        """A server knows models by served name, which no adapter config records: it must be given."""
+        if self.options.base:
+            return self.options.base.strip(), "--bench-base"
+        found = detect_base(self.location)
+        detected = f" ({found[1]} names {found[0]!r}, which is not a served name)" if found else ""
+        raise BenchError(
+            f"the {self.base_backend.name} backend needs the base model's served name{detected}: pass --bench-base NAME"
+        )
+
     @property
     def finetuned_model(self) -> str:
+        if self.backend.is_server:
+            return self.options.server_model or served_name(self.location.name)
         return self.location.require_hf()
 
     @property
@@ -136,40 +168,105 @@ class BenchSession:
     def _resolve_settings(self) -> EvalSettings:
         opts = self.options
         finetuned = self.finetuned_model
-        self.catalog.validate(self.tasks)
+        tasks, skipped = self._task_plan()
+        if not tasks:
+            raise BenchError(f"no task of this run can be benchmarked: {' '.join(skipped.values())}")
         device = resolve_device(opts.device)
         if opts.data_dir is not None:
             self._include_path = self.output_dir / "offline-tasks"
-            self._data_hashes = self.catalog.prepare_offline(
-                self.tasks, opts.data_dir, self._include_path, opts.num_fewshot
-            )
+            self._data_hashes = self.catalog.prepare_offline(tasks, opts.data_dir, self._include_path, opts.num_fewshot)
+        apply_chat_template = self._chat_template(finetuned)
+        self._preflight(finetuned)
         return EvalSettings(
-            tasks=tuple(self.tasks),
+            tasks=tasks,
             limit=opts.effective_limit,
             num_fewshot=opts.num_fewshot,
-            batch_size=resolve_batch_size(opts.batch_size, device),
+            batch_size=self._batch_size(device),
             device=device,
             dtype=resolve_dtype(opts.dtype, device),
             gen_kwargs=opts.gen_kwargs,
-            apply_chat_template=self._chat_template(finetuned),
+            apply_chat_template=apply_chat_template,
             data_dir=str(opts.data_dir.resolve()) if opts.data_dir else None,
-            backend=self.backend.name,
+            backend=self._backend_label(),
         )
+
+    def _task_plan(self) -> tuple[tuple[str, ...], dict[str, str]]:
+        """(tasks both models run, {task: reason} for those a backend cannot score), decided once."""
+        if self._plan is None:
+            self.catalog.validate(self.tasks)
+            types = self.catalog.output_types(self.tasks)
+            skipped: dict[str, str] = {}
+            for backend in self._backends():
+                for task, reason in backend.unsupported_tasks(types).items():
+                    skipped.setdefault(task, reason)
+            self._plan = tuple(t for t in self.tasks if t not in skipped), skipped
+        return self._plan
+
+    def skipped_tasks(self) -> dict[str, str]:
+        """{task: reason} for requested tasks that are not benchmarked, for the gates and the summary.
+
+        {} while the task plan cannot be made: the run that needs it reports that error.
+        """
+        try:
+            return dict(self._task_plan()[1])
+        except BenchError:
+            return {}
+
+    def _preflight(self, finetuned: str) -> None:
+        """Fail in one line, before any benchmarking, when a server or a served model is missing."""
+        self.backend.preflight(finetuned, "fine-tuned", self.location.gguf_files)
+        self.base_backend.preflight(self.base_model, "base", ())
+
+    def _batch_size(self, device: str) -> str:
+        # Chat servers take one conversation per request (lm-eval forces 1), so record what really runs.
+        if self.options.batch_size == "default" and all(b.is_server for b in self._backends()):
+            return "1"
+        return resolve_batch_size(self.options.batch_size, device)
+
+    def _backend_label(self) -> str:
+        if self.base_backend is self.backend:
+            return self.backend.name
+        return f"base={self.base_backend.name},fine-tuned={self.backend.name}"
+
+    def backends_line(self) -> str:
+        """Which backend produces each side, for the terminal summary."""
+        return (
+            f"backends: base {self.base_model} via {self.base_backend.name} ({self.base_backend.lm_eval_model}), "
+            f"fine-tuned {self.finetuned_model_name()} via {self.backend.name} ({self.backend.lm_eval_model})"
+        )
+
+    def finetuned_model_name(self) -> str:
+        """The fine-tuned model as its backend reaches it, or the folder name when it cannot."""
+        try:
+            return self.finetuned_model
+        except BenchError:
+            return self.location.name
 
     def _chat_template(self, finetuned: str) -> bool:
         """On when both tokenizers have a template (or when asked); the same for both models."""
         choice = self.options.chat_template
         if choice != "auto":
-            return choice == "on"
-        base_has = self.backend.has_chat_template(self.base_model)
+            return self._server_template_check(choice == "on")
+        base_has = self.base_backend.has_chat_template(self.base_model)
         ft_has = self.backend.has_chat_template(finetuned)
         if base_has != ft_has:
+            self._server_template_check(False)
             self.say(
                 "[bench] only the "
                 + ("base" if base_has else "fine-tuned")
                 + " tokenizer has a chat template: evaluating both without one (force with --bench-chat-template on)"
             )
         return base_has and ft_has
+
+    def _server_template_check(self, apply: bool) -> bool:
+        """A chat server always renders the model's own template, so a run without one cannot match it."""
+        server = next((b for b in self._backends() if b.is_server), None)
+        if not apply and server is not None:
+            raise BenchError(
+                f"the {server.name} server always applies the model's chat template, so both models must use one: "
+                "drop --bench-chat-template off, or compare against a base model that has a chat template"
+            )
+        return apply
 
     # ----------------------------------------------------------------- running
     def run(self, role: str) -> RunRecord:
@@ -188,7 +285,8 @@ class BenchSession:
 
     def _evaluate(self, role: str) -> RunRecord:
         request = self.request(role)
-        self.say(f"[bench] {role}: evaluating {request.model} on {', '.join(self.tasks)}")
+        tasks = ", ".join(request.settings.tasks)
+        self.say(f"[bench] {role}: evaluating {request.model} via {request.backend.name} on {tasks}")
         return run_lm_eval(request, ProgressPrinter(self.say))
 
     def request(self, role: str) -> RunRequest:
@@ -199,21 +297,21 @@ class BenchSession:
     def _build_request(self, role: str) -> RunRequest:
         settings = self.settings()
         if role == "base":
-            model, run_dir = self.base_model, self.output_dir / "base"
+            model, run_dir, backend = self.base_model, self.output_dir / "base", self.base_backend
             log = run_dir / f"run_{self.run_stamp}.log"
         else:
-            model, run_dir = self.finetuned_model, self.finetuned_dir()
+            model, run_dir, backend = self.finetuned_model, self.finetuned_dir(), self.backend
             log = run_dir / "run.log"
         return RunRequest(
             role=role,
             model=model,
-            backend=self.backend,
+            backend=backend,
             settings=settings,
             results_dir=run_dir / "lm-eval",
             log_path=log,
             include_path=self._include_path,
             include_defaults=self._include_path is None,
-            use_cache=self._responses_cache(model, settings),
+            use_cache=self._responses_cache(backend, model, settings),
         )
 
     def finetuned_dir(self) -> Path:
@@ -221,14 +319,17 @@ class BenchSession:
             self._finetuned_dir = unique_dir(self.output_dir / "fine-tuned", self.run_stamp)
         return self._finetuned_dir
 
-    def _responses_cache(self, model: str, settings: EvalSettings) -> Path:
-        """lm-eval's response cache, one per model content and settings.
+    def _responses_cache(self, backend: Backend, model: str, settings: EvalSettings) -> Path | None:
+        """lm-eval's response cache, one per model content and settings; None when the content is unknown.
 
         lm-eval keys cached responses by prompt only (lm-eval issues #2715, #4063): a file shared by
         two models would hand the base model's answers to the fine-tuned one.
         """
+        fingerprint = backend.fingerprint(model)
+        if fingerprint is None:
+            return None
         key = json.dumps(
-            {"model": model_fingerprint(model), "settings": settings.to_json(), "data": self._data_hashes,
+            {"model": fingerprint, "settings": settings.to_json(), "data": self._data_hashes,
              "lm_eval": lm_eval_version()},
             sort_keys=True,
         )
@@ -245,7 +346,8 @@ class BenchSession:
     def comparison(self) -> dict[str, TaskComparison]:
         base = self.run("base")
         finetuned = self.run("fine-tuned")
-        return compare(base.results, finetuned.results, self.tasks)
+        skipped = self.skipped_tasks()
+        return compare(base.results, finetuned.results, [t for t in self.tasks if t not in skipped])
 
     def summary(self) -> dict[str, Any]:
         """benchmark.json: what was compared, the scores, and what reproduces them."""
@@ -263,6 +365,8 @@ class BenchSession:
             "base_model": self._run_summary("base", base),
             "fine_tuned_model": self._run_summary("fine-tuned", finetuned),
             "comparison": {task: c.to_json() for task, c in comparison.items()},
+            "skipped_tasks": self.skipped_tasks(),
+            "backends": {"base": self.base_backend.name, "fine-tuned": self.backend.name},
             "reproduce": self._reproduce(),
         }
 
@@ -277,6 +381,8 @@ class BenchSession:
     def _run_summary(self, role: str, record: RunRecord | None) -> dict[str, Any] | None:
         if record is None:
             return None
+        backend = self.base_backend if role == "base" else self.backend
+        applied = self._settings is not None and self._settings.apply_chat_template
         return {
             "model": record.model,
             "results": {t: record.results.get("results", {}).get(t) for t in self.tasks},
@@ -287,7 +393,10 @@ class BenchSession:
             "status": record.status,
             "generated": record.generated,
             "from_cache": record.from_cache,
-            "backend": self.backend.name,
+            "backend": backend.name,
+            "lm_eval_model": backend.lm_eval_model,
+            # Who rendered the chat template: lm-eval with the tokenizer's, or the server with the model's own.
+            "chat_template": backend.chat_template_applied_by if applied else None,
         }
 
     def _reproduce(self) -> dict[str, Any]:
@@ -310,9 +419,7 @@ class BenchSession:
             "tasks": list(s.tasks),
             "data_dir": s.data_dir,
             "data_files": self._data_hashes,
-            "model_args": {
-                role: format_model_args(self.backend.model_args(req.model, s)) for role, req in self._requests.items()
-            },
+            "model_args": {role: req.model_args for role, req in self._requests.items()},
             "commands": {role: req.cli_command() for role, req in self._requests.items()},
         }
 

@@ -256,8 +256,13 @@ def _loglikelihoods(filtered: Any) -> list[float] | None:
     return values
 
 
+def _continuations(record: dict[str, Any]) -> list[str]:
+    """The text each multiple-choice request scored: lm-eval's delimiter followed by one choice."""
+    return [args[1] if len(args) > 1 else "" for args in _request_arguments(record)]
+
+
 def _picked_choice(record: dict[str, Any], loglikelihoods: list[float], metric: str) -> str:
-    continuations = [args[1] if len(args) > 1 else "" for args in _request_arguments(record)]
+    continuations = _continuations(record)
     if len(continuations) != len(loglikelihoods):
         return f"choice {loglikelihoods.index(max(loglikelihoods))}"
     scores = [ll / _choice_length(cont, metric) for ll, cont in zip(loglikelihoods, continuations, strict=True)]
@@ -282,7 +287,7 @@ def _target_text(record: dict[str, Any]) -> str:
         return ""
     if _loglikelihoods(record.get("filtered_resps")) is not None and target.isdigit():
         # Multiple-choice targets are choice indices; name the choice the way responses do.
-        continuations = [args[1] if len(args) > 1 else "" for args in _request_arguments(record)]
+        continuations = _continuations(record)
         index = int(target)
         if index < len(continuations):
             return f"choice {index}: {continuations[index].strip()}"
@@ -502,9 +507,21 @@ def sign_flip_p(diffs: FloatArray, *, n_perm: int, rng: np.random.Generator) -> 
     block = max(1, _BLOCK_ELEMENTS // len(nonzero))
     for start in range(0, n_perm, block):
         size = min(block, n_perm - start)
-        signs = 1.0 - 2.0 * rng.integers(0, 2, size=(size, len(nonzero))).astype(np.float64)
-        hits += int(np.sum(np.abs(signs @ nonzero) >= threshold))
+        hits += int(np.sum(np.abs(_random_sign_sums(nonzero, size, rng)) >= threshold))
     return (hits + 1) / (n_perm + 1)
+
+
+def _random_sign_sums(diffs: FloatArray, size: int, rng: np.random.Generator) -> FloatArray:
+    """`size` sums of `diffs` under independent fair random signs.
+
+    Random bytes unpacked to bits cost a fraction of one integer draw per sign. With a bit b
+    per difference the sign is 1 - 2b, so the sum is sum(d) - 2 * (b @ d).
+    """
+    m = len(diffs)
+    packed = np.frombuffer(rng.bytes(size * ((m + 7) // 8)), dtype=np.uint8).reshape(size, -1)
+    bits = np.unpackbits(packed, axis=1, count=m)
+    sums: FloatArray = float(diffs.sum()) - 2.0 * (bits.astype(np.float64) @ diffs)
+    return sums
 
 
 def _all_sign_patterns(m: int) -> FloatArray:

@@ -41,7 +41,8 @@ class OllamaBackend(OpenAIBackend):
         tags = fetch_json(
             f"{self.root}/api/tags", f"Ollama is not running at {self.root}: start it with `ollama serve`"
         )
-        installed = {str(m.get("name")): str(m.get("digest", "")) for m in tags.get("models", []) if isinstance(m, dict)}
+        models = [m for m in tags.get("models", []) if isinstance(m, dict)]
+        installed = {str(m.get("name")): str(m.get("digest", "")) for m in models}
         # `ollama create NAME` stores NAME:latest, and the API answers to both spellings.
         digest = installed.get(model) or installed.get(f"{model}:latest")
         if digest is None:
@@ -51,7 +52,8 @@ class OllamaBackend(OpenAIBackend):
     def _missing(self, model: str, role: str, served: list[str], gguf_files: Sequence[Path]) -> str:
         where = f"{role} model {model!r} is not in Ollama at {self.root}"
         if role == "base":
-            return f"{where}: run `ollama pull {model}`, or pass --bench-base NAME (installed: {', '.join(served) or 'none'})"
+            listed = ", ".join(served) or "none"
+            return f"{where}: run `ollama pull {model}`, or pass --bench-base NAME (installed: {listed})"
         if not gguf_files:
             return (
                 f"{where} and no GGUF export was found (outputs/<name>/gguf/*.gguf): export one, then "

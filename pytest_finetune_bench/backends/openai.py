@@ -75,9 +75,7 @@ def fetch_json(url: str, unreachable: str) -> Any:
         raise BenchError(f"{url} did not answer JSON: check --bench-base-url and --bench-backend") from None
 
 
-def loglikelihood_skips(
-    output_types: Mapping[str, frozenset[str]], server: str
-) -> dict[str, str]:
+def loglikelihood_skips(output_types: Mapping[str, frozenset[str]], server: str) -> dict[str, str]:
     """{task: reason} for the tasks that need log-likelihoods, which chat completions do not return."""
     skipped = {}
     for task, types in output_types.items():
@@ -140,9 +138,8 @@ class OpenAIBackend:
     def _missing(self, model: str, role: str, served: list[str], gguf_files: Sequence[Path]) -> str:
         flag = "--bench-base" if role == "base" else "--bench-server-model"
         listed = ", ".join(served) or "none"
-        serve = (
-            f"serve it under that name (e.g. `python -m llama_cpp.server --model {gguf_files[0]} --model_alias {model}`)"
-            if gguf_files
-            else "serve it under that name"
+        example = (
+            f" (e.g. `python -m llama_cpp.server --model {gguf_files[0]} --model_alias {model}`)" if gguf_files else ""
         )
-        return f"{role} model {model!r} is not served at {self.api_root} (it serves: {listed}): {serve} or pass {flag} NAME"
+        where = f"{role} model {model!r} is not served at {self.api_root} (it serves: {listed})"
+        return f"{where}: serve it under that name{example} or pass {flag} NAME"

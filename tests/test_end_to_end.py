@@ -1,0 +1,154 @@
+"""The product's front door on real parts: real lm-eval, a real model, offline task data."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FAST_ARGS, read_json
+
+LIMIT = ("--bench-suite", "test", "--bench-limit", "10")
+
+
+@dataclass
+class Session:
+    """A finished `pytest --bench-model …` run in a subprocess."""
+
+    proc: subprocess.CompletedProcess[str]
+    output: Path
+
+    @property
+    def summary(self) -> dict:
+        return read_json(self.output / "benchmark.json")
+
+
+def run_bench(cwd: Path, model: Path, data: Path, *extra: str) -> Session:
+    output = cwd / "bench-out"
+    args = ["--bench-model", str(model), "--bench-data-dir", str(data), "--bench-output", str(output)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", *args, *LIMIT, *FAST_ARGS, "-rA", *extra],
+        cwd=cwd, capture_output=True, text=True, timeout=900,
+    )
+    return Session(proc, output)
+
+
+@pytest.fixture(scope="module")
+def regressed(tmp_path_factory: pytest.TempPathFactory, regressed_outputs: Path, demo_data: Path) -> Session:
+    return run_bench(tmp_path_factory.mktemp("regressed"), regressed_outputs, demo_data)
+
+
+def test_regression_fails_both_gates_with_scores_in_message(regressed: Session) -> None:
+    comp = regressed.summary["comparison"]["ifeval"]
+    # The fixture model is the base plus heavy noise; if this fails the fixture no longer regresses.
+    assert comp["delta"] < -0.05, comp
+    out = regressed.proc.stdout
+    assert regressed.proc.returncode == 1, out
+    base, ft = comp["base_accuracy"] * 100, comp["finetuned_accuracy"] * 100
+    assert f"ifeval regressed by more than 5.00 points: base {base:.2f}% → fine-tuned {ft:.2f}%" in out
+    assert f"Δ {comp['delta'] * 100:+.2f} points ({comp['delta_percent']:+.1f}%)" in out
+    assert "finetune-bench::ifeval::no_regression - ifeval r" in out
+    assert "finetune-bench::ifeval::improves - ifeval did no" in out
+
+
+def test_summary_table_and_progress_reach_the_terminal(regressed: Session) -> None:
+    out = regressed.proc.stdout
+    assert "[bench] base: ifeval 10/10 samples (100%)" in out
+    assert "[bench] fine-tuned: ifeval 10/10 samples (100%)" in out
+    comp = regressed.summary["comparison"]["ifeval"]
+    row = next(line for line in out.splitlines() if line.startswith("Instruction-Following (IFEval)"))
+    assert f"{comp['base_accuracy'] * 100:.2f}%" in row and "↘" in row
+    for label in ("Strict Prompt", "Strict Inst", "Loose Prompt", "Loose Inst"):
+        assert any(line.startswith(label) for line in out.splitlines())
+
+
+def test_benchmark_json_has_the_known_keys_and_lm_eval_results(regressed: Session) -> None:
+    summary = regressed.summary
+    for key in ("model_name", "model_path", "base_model_name", "timestamp", "base_model", "fine_tuned_model",
+                "comparison", "reproduce", "status"):
+        assert key in summary
+    assert summary["status"] == "complete"
+    for side in ("base_model", "fine_tuned_model"):
+        run = summary[side]
+        assert {"results", "benchmark_dir", "timestamp"} <= set(run)
+        lm_eval_file = read_json(Path(run["results_file"]))
+        assert run["results"]["ifeval"] == lm_eval_file["results"]["ifeval"]  # copied unchanged
+    comp = summary["comparison"]["ifeval"]
+    assert comp["metric"] == "prompt_level_strict_acc,none"
+    assert set(comp) >= {"metric", "base_accuracy", "finetuned_accuracy", "delta", "delta_percent"}
+    repro = summary["reproduce"]
+    assert repro["lm_eval_version"] == "0.4.13"
+    assert repro["gen_kwargs"] == "max_gen_toks=32" and repro["limit"] == 10
+    assert repro["seeds"] == {"random": 0, "numpy": 1234, "torch": 1234, "fewshot": 1234}
+    assert repro["device"] == "cpu" and repro["backend"] == "hf" and repro["dtype"] == "float32"
+    assert repro["apply_chat_template"] is True
+
+
+def test_results_land_in_the_layout_users_know(regressed: Session) -> None:
+    out = regressed.output
+    assert len(list((out / "base" / "lm-eval").glob("results_*.json"))) == 1
+    assert len(list((out / "base" / "lm-eval").glob("samples_ifeval_*.jsonl"))) == 1
+    runs = list((out / "fine-tuned").iterdir())
+    assert len(runs) == 1 and runs[0].name[:4].isdigit()
+    assert list((runs[0] / "lm-eval").glob("results_*.json"))
+    assert list((runs[0] / "lm-eval").glob("samples_ifeval_*.jsonl"))
+    assert read_json(runs[0] / "benchmark.json") == regressed.summary
+
+
+@pytest.mark.parametrize("side", ["base_model", "fine_tuned_model"])
+def test_scores_equal_the_lm_eval_cli(regressed: Session, side: str, tmp_path: Path) -> None:
+    """The recorded reproduce command, run with the real `lm_eval` CLI, gives the same scores."""
+    role = "base" if side == "base_model" else "fine-tuned"
+    command = regressed.summary["reproduce"]["commands"][role].replace(" OUT", f" {tmp_path}")
+    argv = shlex.split(command)
+    assert argv[:2] == ["lm_eval", "run"]
+    subprocess.run([sys.executable, "-m", "lm_eval", *argv[1:]], check=True, capture_output=True, timeout=600)
+    cli = read_json(next(tmp_path.rglob("results_*.json")))["results"]["ifeval"]
+    ours = regressed.summary[side]["results"]["ifeval"]
+    for metric in ("prompt_level_strict_acc,none", "inst_level_strict_acc,none",
+                   "prompt_level_loose_acc,none", "inst_level_loose_acc,none"):
+        assert ours[metric] == cli[metric], metric
+
+
+def test_unchanged_model_passes_gates_and_user_tests_get_fixtures(
+    pytester: pytest.Pytester, unchanged_outputs: Path, demo_data: Path
+) -> None:
+    pytester.makepyfile(
+        test_user="""
+        import pytest
+
+        @pytest.mark.bench(suite="test")
+        def test_delta_is_exact(bench_result, base_score, bench_model, bench_backend):
+            assert bench_model.variant == "merged_16bit"
+            assert bench_backend.name == "hf"
+            assert base_score.results["results"]["ifeval"]["sample_len"] == 10
+            assert bench_result.delta("ifeval") == 0.0
+            bench_result.assert_no_regression("ifeval", max_drop=0.0)
+
+        @pytest.mark.bench(suite="core")
+        def test_needs_core(bench_result):
+            raise AssertionError("must be skipped: the run is --bench-suite test")
+
+        def test_helper_message(bench_result):
+            bench_result.assert_improves("ifeval", by=0.05)
+        """
+    )
+    out = pytester.path / "bench-out"
+    result = pytester.runpytest_subprocess(
+        "--bench-model", str(unchanged_outputs), "--bench-data-dir", str(demo_data), "--bench-output", str(out),
+        "--bench-min-gain", "0", *LIMIT, *FAST_ARGS, "-rA",
+    )
+    result.assert_outcomes(passed=3, failed=1, skipped=1)
+    for pattern in (
+        "*PASSED *finetune-bench::ifeval::improves*",
+        "*PASSED *finetune-bench::ifeval::no_regression*",
+        "*ifeval did not improve by +5.00 points: base * → fine-tuned *: Δ +0.00 points (+0.0%)*",
+        "Instruction-Following (IFEval)*→ No change*",
+    ):
+        result.stdout.fnmatch_lines([pattern])
+    assert json.loads((out / "benchmark.json").read_text())["comparison"]["ifeval"]["delta"] == 0.0
