@@ -23,14 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pytest_finetune_bench.demo_paths import demo_data_dir
 from pytest_finetune_bench.errors import BenchError
 from pytest_finetune_bench.fileio import atomic_write_json
 from pytest_finetune_bench.smollm2 import base_model_dir
 
 DEMO_NAME = "demo-smollm2"
-PACKAGE_DATA = Path(__file__).resolve().parent / "data"
-BENCH_DATA_DIR = PACKAGE_DATA / "demo"
-TRAIN_FILE = PACKAGE_DATA / "demo_train" / "train.jsonl"
+BENCH_DATA_DIR = demo_data_dir()
+TRAIN_FILE = BENCH_DATA_DIR.parent / "demo_train" / "train.jsonl"
 METRICS_RELATIVE = Path("lora") / "training_metrics.json"
 METRICS_KEYS = ("model_name", "steps", "final_loss", "train_examples", "lora_rank", "seconds")
 IGNORE_INDEX = -100  # label value torch's cross-entropy skips
@@ -64,21 +64,24 @@ def demo_dir(outputs_dir: Path) -> Path:
     return outputs_dir / DEMO_NAME
 
 
-def build_demo(outputs_dir: Path, *, steps: int = 30, say: Callable[[str], None] = print) -> Path:
+def build_demo(outputs_dir: Path, *, steps: int = 30, say: Callable[[str], None] = print,
+               models_cache: Path | None = None) -> Path:
     """Build `outputs_dir/demo-smollm2/` (LoRA adapter, metrics, merged model) once; reuse a finished build.
 
+    The base model is the converted SmolLM2 in `models_cache` (default: `smollm2.default_cache_dir()`).
     A finished build made with the same base folder and step count is returned as is. The build happens
     in a hidden sibling folder renamed into place at the end, so an interrupted one is never reused.
     """
     if steps < 1:
         raise BenchError(f"--steps must be at least 1, got {steps}")
     dest = demo_dir(outputs_dir.expanduser().resolve())
-    base = base_model_dir()
+    if dest.exists() and read_metrics(dest) is None:
+        # Ours are renamed into place only when finished, so this folder is someone else's: leave it alone.
+        raise BenchError(f"{dest} exists but is not a finished demo build: delete it or pick another outputs folder")
+    base = base_model_dir(models_cache).resolve()
     if _reusable(dest, base, steps):
         say(f"Reusing the demo model in {dest}")
         return dest
-    if dest.exists() and not (dest / METRICS_RELATIVE).is_file():
-        raise BenchError(f"{dest} exists but is not a finished demo build: delete it or pick another outputs folder")
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
     try:
@@ -205,14 +208,18 @@ def _batches(examples: Sequence[Example], config: TrainConfig) -> Iterator[list[
 
 
 def _collate(batch: Sequence[Example], pad_id: int) -> dict[str, Any]:
+    """Right-padded tensors; padding is masked out of attention and loss."""
     import torch
 
     width = max(len(e.input_ids) for e in batch)
-    pad = [width - len(e.input_ids) for e in batch]
+
+    def padded(values: list[int], fill: int, length: int) -> list[int]:
+        return values + [fill] * (length - len(values))
+
     return {
-        "input_ids": torch.tensor([e.input_ids + [pad_id] * p for e, p in zip(batch, pad)]),
-        "attention_mask": torch.tensor([[1] * len(e.input_ids) + [0] * p for e, p in zip(batch, pad)]),
-        "labels": torch.tensor([e.labels + [IGNORE_INDEX] * p for e, p in zip(batch, pad)]),
+        "input_ids": torch.tensor([padded(e.input_ids, pad_id, width) for e in batch]),
+        "attention_mask": torch.tensor([padded([1] * len(e.input_ids), 0, width) for e in batch]),
+        "labels": torch.tensor([padded(e.labels, IGNORE_INDEX, width) for e in batch]),
     }
 
 

@@ -36,12 +36,13 @@ class BenchGateItem(pytest.Item):
         except BenchError as exc:
             raise GateFailure(str(exc)) from None
         opts = self.bench.options
+        analysis = self.bench.analysis(self.task)
         if self.gate == "improves":
             gain = opts.min_gain_for(self.task)
             assert gain is not None
-            failure = improves_failure(comp, gain)
+            failure = improves_failure(comp, gain, analysis, opts.confidence)
         else:
-            failure = regression_failure(comp, opts.max_drop_for(self.task))
+            failure = regression_failure(comp, opts.max_drop_for(self.task), analysis, opts.confidence)
         if failure:
             raise GateFailure(failure)
 

@@ -18,6 +18,8 @@ from pytest_finetune_bench.settings import (
     DTYPES,
     SUITES,
     parse_batch_size,
+    parse_bool,
+    parse_confidence,
     parse_choice,
     parse_device,
     parse_gen_kwargs,
@@ -38,6 +40,7 @@ class Option:
     metavar: str = "VALUE"
     multiple: bool = False
     env: str | None = None
+    switch: bool = False  # a flag without a value; its ini twin takes true/false
 
     @property
     def flag(self) -> str:
@@ -82,6 +85,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("max-drop", "points any task may lose, as N or TASK=N (repeatable)", "5", multiple=True),
     Option("target-tasks", "comma-separated tasks that must improve (the others must only not regress)", "ifeval",
            metavar="TASKS"),
+    Option("confidence", "make the gates statistical at this confidence level, e.g. 0.95: improves needs the "
+           "paired confidence interval's lower bound above the min gain, no_regression fails only when its upper "
+           "bound is below minus the max drop", metavar="LEVEL"),
+    Option("cache-dir", "where base-model scores are cached across sessions and fine-tunes [default: "
+           "~/.cache/pytest-finetune-bench]", metavar="DIR", env="PYTEST_FINETUNE_BENCH_CACHE"),
+    Option("refresh-base", "recompute the base model's scores instead of using the cache", switch=True),
+    Option("compare-to", "compare against an earlier run (its benchmark.json or fine-tuned/<timestamp> folder) "
+           "instead of the base model", metavar="PATH"),
 )
 
 
@@ -89,6 +100,11 @@ def register(parser: pytest.Parser) -> None:
     group = parser.getgroup(GROUP, "benchmark a fine-tuned model against its base (pytest-finetune-bench)")
     for opt in OPTIONS:
         default = f" [default: {opt.default}]" if opt.default not in (None, "default") else ""
+        if opt.switch:
+            group.addoption(opt.flag, dest=opt.ini, action="store_const", const="true", default=None,
+                            help=f"{opt.help}; ini: {opt.ini} = true")
+            parser.addini(opt.ini, f"{opt.help} (same as {opt.flag})", type="string")
+            continue
         group.addoption(
             opt.flag,
             dest=opt.ini,
@@ -186,4 +202,8 @@ def read_options(config: pytest.Config) -> BenchOptions | None:
         max_drop=max_drop,
         max_drop_per_task=max_drop_per_task,
         target_tasks=get("target-tasks", _csv),
+        confidence=get("confidence", lambda v: parse_confidence(v) if v else None),
+        cache_dir=get("cache-dir", lambda v: Path(v).expanduser() if v else None),
+        refresh_base=get("refresh-base", lambda v: parse_bool(v) if v else False),
+        compare_to=get("compare-to", lambda v: Path(v).expanduser() if v else None),
     )

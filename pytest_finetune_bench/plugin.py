@@ -15,7 +15,7 @@ from pytest_finetune_bench.errors import BenchError
 from pytest_finetune_bench.items import gate_items
 from pytest_finetune_bench.layout import ModelLocation
 from pytest_finetune_bench.options import read_options, register
-from pytest_finetune_bench.report import comparison_table, ifeval_detail_table
+from pytest_finetune_bench.report import comparison_table, evidence_columns, ifeval_detail_table
 from pytest_finetune_bench.result import BenchResult
 from pytest_finetune_bench.session import BenchSession
 from pytest_finetune_bench.settings import SUITES
@@ -141,7 +141,8 @@ def bench_result(request: pytest.FixtureRequest) -> BenchResult:
 
     def build() -> BenchResult:
         comparisons = bench.comparison()
-        return BenchResult(bench.run("base"), bench.run("fine-tuned"), comparisons)
+        analyses = {task: bench.analysis(task) for task in comparisons}
+        return BenchResult(bench.run("base"), bench.run("fine-tuned"), comparisons, analyses)
 
     return _or_fail(build)  # type: ignore[return-value]
 
@@ -181,7 +182,9 @@ def _summary_lines(bench: BenchSession) -> Iterator[str]:
             yield f"{role}: {error}"
         return
     comparisons = bench.comparison()
-    yield comparison_table(comparisons)
+    if base.from_cache:
+        yield f"base scores: reused from {base.timestamp} (cached; --bench-refresh-base recomputes)"
+    yield comparison_table(comparisons, evidence_columns(comparisons, bench.options.confidence or 0.95))
     if "ifeval" in comparisons:
         yield ""
         yield ifeval_detail_table(base.results["results"]["ifeval"], finetuned.results["results"]["ifeval"])

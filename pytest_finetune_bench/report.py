@@ -58,3 +58,24 @@ def ifeval_detail_table(base: Mapping[str, Any], finetuned: Mapping[str, Any]) -
 
 def _num(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def evidence_columns(comparisons: Mapping[str, TaskComparison], confidence: float) -> dict[str, dict[str, str]]:
+    """Columns with each delta's paired confidence interval, p-value and flipped samples."""
+    interval: dict[str, str] = {}
+    p_values: dict[str, str] = {}
+    flips: dict[str, str] = {}
+    for task, comp in comparisons.items():
+        stats, flipped = comp.extra.get("stats") or {}, comp.extra.get("flips") or {}
+        if stats.get("ci_low") is not None:
+            interval[task] = f"[{stats['ci_low'] * 100:+.1f}, {stats['ci_high'] * 100:+.1f}]"
+            p_values[task] = _p(stats.get("p_value"))
+        if flipped:
+            flips[task] = f"{flipped['regressed']}↓ {flipped['improved']}↑ of {stats.get('n', '?')}"
+    return {f"{confidence:.0%} CI (points)": interval, "p": p_values, "Flips": flips}
+
+
+def _p(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.2g}" if value >= 0.001 else "<0.001"

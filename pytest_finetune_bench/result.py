@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+from pytest_finetune_bench.analysis import TaskAnalysis
 from pytest_finetune_bench.engine import RunRecord
 from pytest_finetune_bench.errors import BenchError
 from pytest_finetune_bench.gates import improves_failure, regression_failure
 from pytest_finetune_bench.results import TaskComparison
+from pytest_finetune_bench.stats import PairedStats
 
 
 class BenchResult:
     """What a user's benchmark test asserts on. Scores and deltas are fractions (0.02 = 2 points)."""
 
-    def __init__(self, base: RunRecord, finetuned: RunRecord, comparisons: dict[str, TaskComparison]) -> None:
+    def __init__(
+        self,
+        base: RunRecord,
+        finetuned: RunRecord,
+        comparisons: dict[str, TaskComparison],
+        analyses: dict[str, TaskAnalysis],
+    ) -> None:
         self.base = base
         self.finetuned = finetuned
         self.comparisons = comparisons
+        self.analyses = analyses
 
     def __repr__(self) -> str:
         return f"<BenchResult {', '.join(f'{t}: {c.describe()}' for t, c in self.comparisons.items())}>"
@@ -35,16 +44,27 @@ class BenchResult:
         comp = self.comparison(task)
         return comp.base_accuracy if model == "base" else comp.finetuned_accuracy
 
-    def assert_improves(self, task: str, by: float = 0.02) -> None:
-        """Fail unless `task` improved by at least `by` (a fraction: 0.02 = 2 points)."""
+    def stats(self, task: str, confidence: float = 0.95) -> PairedStats:
+        """Paired bootstrap interval and significance test of `task`'s delta."""
+        self.comparison(task)
+        return self.analyses[task].stats(confidence)
+
+    def assert_improves(self, task: str, by: float = 0.02, confidence: float | None = None) -> None:
+        """Fail unless `task` improved by at least `by` (0.02 = 2 points).
+
+        With `confidence` (e.g. 0.95) the whole paired confidence interval must clear `by`.
+        """
         __tracebackhide__ = True
-        failure = improves_failure(self.comparison(task), by * 100)
+        failure = improves_failure(self.comparison(task), by * 100, self.analyses.get(task), confidence)
         if failure:
             raise AssertionError(failure)
 
-    def assert_no_regression(self, task: str, max_drop: float = 0.05) -> None:
-        """Fail if `task` dropped by more than `max_drop` (a fraction: 0.05 = 5 points)."""
+    def assert_no_regression(self, task: str, max_drop: float = 0.05, confidence: float | None = None) -> None:
+        """Fail if `task` dropped by more than `max_drop` (0.05 = 5 points).
+
+        With `confidence` it fails only when the whole paired confidence interval is below -`max_drop`.
+        """
         __tracebackhide__ = True
-        failure = regression_failure(self.comparison(task), max_drop * 100)
+        failure = regression_failure(self.comparison(task), max_drop * 100, self.analyses.get(task), confidence)
         if failure:
             raise AssertionError(failure)

@@ -16,11 +16,15 @@ from typing import Any
 from pytest_finetune_bench import __version__
 from pytest_finetune_bench.backends import Backend, get_backend
 from pytest_finetune_bench.backends.openai import served_name
+from pytest_finetune_bench.analysis import TaskAnalysis, analyse
+from pytest_finetune_bench.basecache import BaseCache, BaseKey, describe_age, restore
+from pytest_finetune_bench.basecache import default_cache_dir as default_base_cache_dir
 from pytest_finetune_bench.engine import RunRecord, RunRequest, run_lm_eval
 from pytest_finetune_bench.errors import BenchError
 from pytest_finetune_bench.fileio import atomic_write_json, unique_dir
 from pytest_finetune_bench.layout import ModelLocation, detect_base, locate_model, resolve_base
 from pytest_finetune_bench.progress import ProgressPrinter
+from pytest_finetune_bench.reference import load_reference, settings_differences
 from pytest_finetune_bench.results import TaskComparison, compare
 from pytest_finetune_bench.settings import (
     SUITES,
@@ -63,6 +67,10 @@ class BenchOptions:
     max_drop: float = 5.0
     max_drop_per_task: dict[str, float] = field(default_factory=dict)
     target_tasks: tuple[str, ...] = ("ifeval",)
+    confidence: float | None = None
+    cache_dir: Path | None = None
+    refresh_base: bool = False
+    compare_to: Path | None = None
 
     @property
     def task_list(self) -> tuple[str, ...]:
@@ -107,6 +115,9 @@ class BenchSession:
         self._errors: dict[str, BenchError] = {}
         self._finetuned_dir: Path | None = None
         self._plan: tuple[tuple[str, ...], dict[str, str]] | None = None
+        self.base_cache = BaseCache(options.cache_dir or default_base_cache_dir())
+        self._comparison: dict[str, TaskComparison] | None = None
+        self._analyses: dict[str, TaskAnalysis] = {}
 
     # ----------------------------------------------------------------- resolution
     def _auto_backend(self) -> str:
@@ -284,10 +295,88 @@ class BenchSession:
         return record
 
     def _evaluate(self, role: str) -> RunRecord:
+        if role == "base" and self.options.compare_to is not None:
+            return self._reference_run(self.options.compare_to)
+        if role == "base":
+            cached = self._cached_base()
+            if cached is not None:
+                return cached
+        record = self._run_model(role)
+        if role == "base":
+            self._store_base(record)
+        return record
+
+    def _run_model(self, role: str) -> RunRecord:
         request = self.request(role)
         tasks = ", ".join(request.settings.tasks)
         self.say(f"[bench] {role}: evaluating {request.model} via {request.backend.name} on {tasks}")
         return run_lm_eval(request, ProgressPrinter(self.say))
+
+    # ----------------------------------------------------------------- base cache
+    def base_key(self) -> BaseKey | None:
+        """The cache key of the base run; None when the base's content cannot be fingerprinted."""
+        request = self.request("base")
+        fingerprint = self.base_backend.fingerprint(request.model)
+        if fingerprint is None:
+            return None
+        s = request.settings
+        return BaseKey(
+            model=request.model,
+            model_fingerprint=fingerprint,
+            backend=self.base_backend.name,
+            model_args=request.model_args,
+            tasks=s.tasks,
+            task_versions=self.catalog.versions(s.tasks),
+            limit=s.limit,
+            num_fewshot=s.num_fewshot,
+            gen_kwargs=s.gen_kwargs,
+            apply_chat_template=s.apply_chat_template,
+            fewshot_as_multiturn=s.fewshot_as_multiturn,
+            dtype=s.dtype,
+            device=s.device,
+            batch_size=s.batch_size,
+            seeds=s.seeds,
+            lm_eval_version=lm_eval_version(),
+            data_files=tuple(sorted(self._data_hashes.values())),
+        )
+
+    def _cached_base(self) -> RunRecord | None:
+        key = self.base_key()
+        if key is None:
+            self.say("[bench] base: this backend cannot fingerprint the model, so its scores are not cached")
+            return None
+        if self.options.refresh_base:
+            self.say("[bench] base: --bench-refresh-base given: recomputing the base scores")
+            return None
+        cached, corrupt = self.base_cache.load(key)
+        if corrupt:
+            self.say(f"[bench] base: cache entry {key.digest()[:12]} was corrupt ({corrupt}): recomputing")
+        if cached is None:
+            return None
+        record = restore(cached, self.request("base").results_dir)
+        record.model = key.model
+        self.say(
+            f"[bench] base: scores from cache, computed {describe_age(cached.created)} "
+            f"(key {key.digest()[:12]} in {self.base_cache.root})"
+        )
+        return record
+
+    def _store_base(self, record: RunRecord) -> None:
+        key = self.base_key()
+        if key is not None and record.status == "complete":
+            self.base_cache.store(key, record)
+
+    def _reference_run(self, path: Path) -> RunRecord:
+        record, reference = load_reference(path)
+        self.request("fine-tuned")  # resolve our settings, so they can be compared
+        differences = settings_differences(reference, self._reproduce())
+        if differences:
+            raise BenchError(
+                f"--bench-compare-to {path} was measured under other settings ({'; '.join(differences)}): "
+                "re-run it with the same settings, or drop --bench-compare-to"
+            )
+        self.say(f"[bench] reference: {record.model} from {path}")
+        return record
 
     def request(self, role: str) -> RunRequest:
         if role not in self._requests:
@@ -344,10 +433,22 @@ class BenchSession:
         return dict(self._errors)
 
     def comparison(self) -> dict[str, TaskComparison]:
-        base = self.run("base")
-        finetuned = self.run("fine-tuned")
-        skipped = self.skipped_tasks()
-        return compare(base.results, finetuned.results, [t for t in self.tasks if t not in skipped])
+        """Per task: both scores, the delta, its paired statistics and flip counts (computed once)."""
+        if self._comparison is None:
+            base = self.run("base")
+            finetuned = self.run("fine-tuned")
+            skipped = self.skipped_tasks()
+            comparisons = compare(base.results, finetuned.results, [t for t in self.tasks if t not in skipped])
+            self._analyses = analyse(comparisons, base, finetuned, self._finetuned_dir)
+            for task, analysis in self._analyses.items():
+                comparisons[task].extra.update(analysis.to_json(self.options.confidence or 0.95))
+            self._comparison = comparisons
+        return self._comparison
+
+    def analysis(self, task: str) -> TaskAnalysis:
+        """Per-document evidence (samples, flips, statistics) behind `task`'s delta."""
+        self.comparison()
+        return self._analyses[task]
 
     def summary(self) -> dict[str, Any]:
         """benchmark.json: what was compared, the scores, and what reproduces them."""

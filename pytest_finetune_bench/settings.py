@@ -147,6 +147,27 @@ def parse_choice(text: str, choices: tuple[str, ...], what: str) -> str:
     return value
 
 
+def parse_confidence(text: str) -> float:
+    """A confidence level: 0.95 or 95 (percent)."""
+    try:
+        value = float(text.strip().removesuffix("%"))
+    except ValueError:
+        raise BenchError(f"{text!r} is not a confidence level: use e.g. 0.95") from None
+    value = value / 100 if value > 1 else value
+    if not 0.5 <= value < 1:
+        raise BenchError(f"{text!r} is not a confidence level: use a value from 0.5 to 0.999, e.g. 0.95")
+    return value
+
+
+def parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise BenchError(f"{text!r} is not true or false")
+
+
 def parse_device(text: str) -> str:
     value = text.strip().lower()
     if not DEVICES_PATTERN.match(value):

@@ -1,0 +1,138 @@
+"""The embedded demo: its training data, its build (cached across sessions) and its command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pytest_finetune_bench.demo import (
+    METRICS_KEYS,
+    TRAIN_FILE,
+    build_demo,
+    encode_chat,
+    load_train_messages,
+    read_metrics,
+)
+from pytest_finetune_bench.demo_paths import demo_data_dir
+from pytest_finetune_bench.errors import BenchError
+from tests.demo_fixtures import demo_model  # noqa: F401 - session fixture: the built demo
+
+
+def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pytest_finetune_bench", *args], capture_output=True, text=True,
+                          timeout=120, cwd=cwd)
+
+
+def _train_rows() -> list[dict]:
+    return [json.loads(line) for line in TRAIN_FILE.read_text().splitlines() if line.strip()]
+
+
+def test_train_answers_obey_their_constraints() -> None:
+    from lm_eval.tasks.ifeval.utils import process_results
+
+    for row in _train_rows():
+        doc = {"key": 0, "prompt": row["messages"][0]["content"], "instruction_id_list": row["instruction_id_list"],
+               "kwargs": row["kwargs"]}
+        result = process_results(doc, [row["messages"][1]["content"]])
+        assert result["prompt_level_strict_acc"], (doc["prompt"], result)
+
+
+def test_train_prompts_are_not_benchmark_prompts() -> None:
+    bench = {json.loads(line)["prompt"] for line in (demo_data_dir() / "ifeval" / "train.jsonl").open()}
+    train = {row["messages"][0]["content"] for row in _train_rows()}
+    assert len(train) == len(_train_rows()) >= 40
+    assert not bench & train
+
+
+def test_only_the_answer_is_trained(base_model: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    messages = load_train_messages()[0]
+    example = encode_chat(tokenizer, messages)
+    trained = [token for token in example.labels if token != -100]
+    assert example.labels[0] == -100
+    assert trained[-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(trained[:-1]) == messages[-1]["content"]
+
+
+def test_layout_names_the_base(demo_model: Path, base_model: Path) -> None:  # noqa: F811
+    adapter = json.loads((demo_model / "lora" / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == str(base_model.resolve())
+    assert adapter["r"] == 16
+    assert (demo_model / "lora" / "adapter_model.safetensors").is_file()
+    metrics = read_metrics(demo_model)
+    assert metrics is not None
+    assert set(METRICS_KEYS) <= set(metrics)
+    assert metrics["model_name"] == str(base_model.resolve())
+    assert metrics["train_examples"] == len(_train_rows())
+    merged = demo_model / "merged_16bit"
+    assert json.loads((merged / "config.json").read_text())["dtype"] == "float16"
+    assert (merged / "chat_template.jinja").is_file()
+
+
+def test_merged_model_is_the_fine_tune(demo_model: Path, base_model: Path) -> None:  # noqa: F811
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    tuned = AutoModelForCausalLM.from_pretrained(demo_model / "merged_16bit").state_dict()
+    base = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32).state_dict()
+    assert tuned.keys() == base.keys()
+    changed = [name for name in base if not torch.equal(tuned[name].float(), base[name].half().float())]
+    # LoRA touched the attention and MLP projections, and nothing else.
+    assert any("q_proj" in name for name in changed) and any("down_proj" in name for name in changed)
+    assert not any("norm" in name or "embed" in name for name in changed)
+
+
+def test_finished_build_is_reused(demo_model: Path, cache_root: Path) -> None:  # noqa: F811
+    lines: list[str] = []
+    started = time.monotonic()
+    again = build_demo(demo_model.parent, say=lines.append, models_cache=cache_root / "models")
+    assert again == demo_model
+    assert time.monotonic() - started < 30
+    assert any("Reusing" in line for line in lines)
+
+
+def test_unfinished_folder_is_not_trusted(tmp_path: Path, cache_root: Path) -> None:
+    (tmp_path / "demo-smollm2" / "merged_16bit").mkdir(parents=True)
+    with pytest.raises(BenchError, match="not a finished demo build"):
+        build_demo(tmp_path, models_cache=cache_root / "models")
+
+
+def test_cli_help() -> None:
+    result = _cli("demo", "--help")
+    assert result.returncode == 0, result.stderr
+    for flag in ("--outputs", "--no-run", "--steps"):
+        assert flag in result.stdout
+
+
+def test_cli_data_dir() -> None:
+    result = _cli("data-dir")
+    assert result.returncode == 0, result.stderr
+    assert Path(result.stdout.strip()) == demo_data_dir()
+    assert (Path(result.stdout.strip()) / "ifeval" / "train.jsonl").is_file()
+
+
+@pytest.mark.parametrize("args", [("demo", "--steps", "0"), ("demo", "--steps", "many"), ("nonsense",), ()])
+def test_cli_bad_input_is_one_line(args: tuple[str, ...]) -> None:
+    result = _cli(*args)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert "error:" in result.stderr
+
+
+def test_cli_unfinished_outputs_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "demo-smollm2").mkdir()
+    (tmp_path / "demo-smollm2" / "notes.txt").write_text("mine")
+    result = _cli("demo", "--outputs", str(tmp_path), "--no-run")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0
+    assert "not a finished demo build" in result.stderr
+    assert (tmp_path / "demo-smollm2" / "notes.txt").read_text() == "mine"
