@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pytest_finetune_bench.errors import BenchError
+
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write to a temporary file beside `path`, then rename: readers see the old or the new file."""
@@ -39,3 +41,42 @@ def unique_dir(parent: Path, name: str) -> Path:
             continue
         return candidate
     raise OSError(f"could not create a new folder under {parent}")
+
+
+def read_json_file(path: Path, what: str) -> dict[str, Any]:
+    """A JSON object read back from disk; BenchError naming the file and what to do when it is unusable.
+
+    `what` finishes the advice, e.g. "delete it to recompute the base scores".
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BenchError(f"{path} does not exist: {what}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BenchError(f"{path} cannot be read ({exc.__class__.__name__}: {exc}): {what}") from None
+    except ValueError as exc:
+        raise BenchError(f"{path} is not valid JSON ({exc}): {what}") from None
+    if not isinstance(data, dict):
+        raise BenchError(f"{path} does not hold a JSON object: {what}")
+    return data
+
+
+def check_writable_dir(path: Path, flag: str) -> None:
+    """BenchError unless files can be created in `path` (or, if it does not exist yet, where it would be made).
+
+    Probes with a real temporary file instead of os.access, which says yes to root on any folder
+    and knows nothing of read-only mounts; creates no folder.
+    """
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise BenchError(f"cannot write results to {path}: {existing} is not a folder; choose another with {flag}")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-check-", dir=existing)
+    except OSError as exc:
+        raise BenchError(
+            f"cannot write results to {path} ({exc.strerror or exc}): choose a writable folder with {flag}"
+        ) from None
+    os.close(fd)
+    Path(probe).unlink(missing_ok=True)

@@ -48,3 +48,11 @@ def demo_data() -> Path:
 
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Keep the test sessions' base-score cache apart from the developer's own."""
+    import os
+    import tempfile
+
+    os.environ.setdefault("PYTEST_FINETUNE_BENCH_CACHE", tempfile.mkdtemp(prefix="bench-cache-"))

@@ -152,3 +152,39 @@ def test_unchanged_model_passes_gates_and_user_tests_get_fixtures(
     ):
         result.stdout.fnmatch_lines([pattern])
     assert json.loads((out / "benchmark.json").read_text())["comparison"]["ifeval"]["delta"] == 0.0
+
+
+def test_second_session_reuses_the_base_and_a_changed_setting_recomputes_it(
+    regressed: Session, regressed_outputs: Path, demo_data: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "again").mkdir()
+    again = run_bench(tmp_path / "again", regressed_outputs, demo_data)
+    assert again.summary["base_model"]["from_cache"] is True
+    assert again.summary["base_model"]["results"] == regressed.summary["base_model"]["results"]
+    assert "[bench] base: scores from cache, computed" in again.proc.stdout
+    assert "[bench] base: loading model" not in again.proc.stdout
+    assert list((again.output / "base" / "lm-eval").glob("results_*.json"))  # the copy users know
+
+    (tmp_path / "changed").mkdir()
+    changed = run_bench(tmp_path / "changed", regressed_outputs, demo_data, "--bench-gen-kwargs", "max_gen_toks=24")
+    assert changed.summary["base_model"]["from_cache"] is False
+    assert changed.summary["base_model"]["generated"] == 10
+    assert changed.summary["reproduce"]["gen_kwargs"] == "max_gen_toks=24"
+
+
+def test_compare_to_an_earlier_run_and_refuse_other_settings(
+    regressed: Session, unchanged_outputs: Path, demo_data: Path, tmp_path: Path
+) -> None:
+    reference = regressed.output / "benchmark.json"
+    (tmp_path / "mismatch").mkdir()
+    refused = run_bench(tmp_path / "mismatch", unchanged_outputs, demo_data, "--bench-compare-to", str(reference),
+                        "--bench-limit", "5")
+    assert "was measured under other settings (limit: 10 → 5)" in refused.proc.stdout
+    assert refused.proc.returncode == 1
+
+    (tmp_path / "ok").mkdir()
+    session = run_bench(tmp_path / "ok", unchanged_outputs, demo_data, "--bench-compare-to", str(reference))
+    comp = session.summary["comparison"]["ifeval"]
+    assert comp["base_accuracy"] == regressed.summary["comparison"]["ifeval"]["finetuned_accuracy"]
+    assert "[bench] reference:" in session.proc.stdout
+    assert "[bench] base: loading model" not in session.proc.stdout

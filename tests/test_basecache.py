@@ -1,0 +1,109 @@
+"""The base-score cache: keys, invalidation, corruption, and reuse across sessions."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from pytest_finetune_bench.basecache import BaseCache, BaseKey, key_differences, restore
+from pytest_finetune_bench.engine import RunRecord
+
+KEY = BaseKey(
+    model="/models/base",
+    model_fingerprint="f" * 64,
+    backend="hf",
+    model_args="pretrained=/models/base,dtype=float32",
+    tasks=("ifeval",),
+    task_versions={"ifeval": 4.0},
+    limit=5,
+    num_fewshot=None,
+    gen_kwargs="max_gen_toks=32",
+    apply_chat_template=True,
+    fewshot_as_multiturn=True,
+    dtype="float32",
+    device="cpu",
+    batch_size="4",
+    seeds=(0, 1234, 1234, 1234),
+    lm_eval_version="0.4.13",
+    data_files=("a" * 64,),
+)
+CHANGED = {
+    "model": "/models/other",
+    "model_fingerprint": "e" * 64,
+    "backend": "ollama",
+    "model_args": "pretrained=/models/base,dtype=bfloat16",
+    "tasks": ("ifeval", "gsm8k"),
+    "task_versions": {"ifeval": 5.0},
+    "limit": 10,
+    "num_fewshot": 3,
+    "gen_kwargs": "max_gen_toks=64",
+    "apply_chat_template": False,
+    "fewshot_as_multiturn": False,
+    "dtype": "bfloat16",
+    "device": "cuda",
+    "batch_size": "8",
+    "seeds": (1, 1234, 1234, 1234),
+    "lm_eval_version": "0.4.14",
+    "data_files": ("b" * 64,),
+}
+
+
+def test_every_key_field_is_covered_by_the_invalidation_table() -> None:
+    assert set(CHANGED) == {f.name for f in dataclasses.fields(BaseKey)}
+
+
+@pytest.mark.parametrize("field", sorted(CHANGED))
+def test_changing_one_key_field_misses_the_cache(tmp_path: Path, field: str) -> None:
+    cache = BaseCache(tmp_path)
+    cache.store(KEY, fake_run(tmp_path / "run"))
+    changed = dataclasses.replace(KEY, **{field: CHANGED[field]})
+    assert changed.digest() != KEY.digest()
+    assert cache.load(changed) == (None, None)
+    assert key_differences(KEY.to_json(), changed.to_json()) == [field]
+
+
+def test_unchanged_key_hits_and_restores_the_files(tmp_path: Path) -> None:
+    cache = BaseCache(tmp_path / "cache")
+    run = fake_run(tmp_path / "run")
+    cache.store(KEY, run)
+    cached, corrupt = cache.load(dataclasses.replace(KEY))
+    assert corrupt is None and cached is not None
+    record = restore(cached, tmp_path / "model" / "benchmarks" / "base" / "lm-eval")
+    assert record.from_cache and record.results == run.results
+    assert record.results_file.parent == tmp_path / "model" / "benchmarks" / "base" / "lm-eval"
+    assert record.samples_files["ifeval"].read_text() == run.samples_files["ifeval"].read_text()
+
+
+@pytest.mark.parametrize("damage", ["truncate results", "edit samples", "drop entry", "garble entry"])
+def test_a_corrupt_entry_is_discarded_not_used(tmp_path: Path, damage: str) -> None:
+    cache = BaseCache(tmp_path / "cache")
+    folder = cache.store(KEY, fake_run(tmp_path / "run"))
+    results = next(folder.glob("results_*.json"))
+    samples = next(folder.glob("samples_*.jsonl"))
+    if damage == "truncate results":
+        results.write_text(results.read_text()[:20])
+    elif damage == "edit samples":
+        samples.write_text(samples.read_text().replace("true", "false"))
+    elif damage == "drop entry":
+        (folder / "entry.json").unlink()
+    else:
+        (folder / "entry.json").write_text("{not json")
+    cached, reason = cache.load(KEY)
+    assert cached is None and reason
+    assert not folder.exists()
+    cache.store(KEY, fake_run(tmp_path / "run2"))
+    assert cache.load(KEY)[0] is not None
+
+
+def fake_run(folder: Path) -> RunRecord:
+    """A run as lm-eval writes it: results json and per-sample jsonl."""
+    folder.mkdir(parents=True, exist_ok=True)
+    results = {"results": {"ifeval": {"prompt_level_strict_acc,none": 0.4}}}
+    results_file = folder / "results_2026-01-01T00-00-00.json"
+    results_file.write_text(json.dumps(results))
+    samples = folder / "samples_ifeval_2026-01-01T00-00-00.jsonl"
+    samples.write_text(json.dumps({"doc_id": 0, "filter": "none", "prompt_level_strict_acc": True}) + "\n")
+    return RunRecord("base", "/models/base", results, results_file, {"ifeval": samples}, "2026-01-01T00:00:00")
