@@ -98,6 +98,21 @@ def test_results_land_in_the_layout_users_know(regressed: Session) -> None:
     assert list((runs[0] / "lm-eval").glob("results_*.json"))
     assert list((runs[0] / "lm-eval").glob("samples_ifeval_*.jsonl"))
     assert read_json(runs[0] / "benchmark.json") == regressed.summary
+    flips = [json.loads(line) for line in (runs[0] / "flips_ifeval.jsonl").read_text().splitlines()]
+    counted = regressed.summary["comparison"]["ifeval"]["flips"]
+    assert counted["regressed"] == sum(f["direction"] == "regressed" for f in flips) >= 1
+    assert counted["improved"] == sum(f["direction"] == "improved" for f in flips)
+
+
+def test_delta_comes_with_paired_statistics(regressed: Session) -> None:
+    comp = regressed.summary["comparison"]["ifeval"]
+    stats = comp["stats"]
+    assert stats["n"] == 10 and stats["test"] == "exact McNemar"
+    assert stats["ci_low"] <= comp["delta"] <= stats["ci_high"]
+    assert 0 < stats["p_value"] <= 1
+    header = next(line for line in regressed.proc.stdout.splitlines() if line.startswith("Benchmark"))
+    assert "95% CI (points)" in header and "Flips" in header
+    assert "pass→fail" in regressed.proc.stdout  # the regression gate lists flipped samples
 
 
 @pytest.mark.parametrize("side", ["base_model", "fine_tuned_model"])
