@@ -7,8 +7,10 @@ libraries print goes to stderr, which the parent keeps as the run's log.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import signal
 import sys
 import time
 import traceback
@@ -23,6 +25,8 @@ class Events:
     def __init__(self, stream: IO[str]) -> None:
         self._stream = stream
         self._last_progress = 0.0
+        self.generated = 0  # responses the model produced so far, for the last word of a stopped run
+        self.cache: Any = None  # lm-eval's response cache (SqliteDict), flushed when the run is stopped
 
     def send(self, event: str, **data: Any) -> None:
         self._stream.write(json.dumps({"event": event, **data}, default=str) + "\n")
@@ -59,8 +63,11 @@ class ProgressTracker:
         task = self.task_of.get(hash_args(attr, args), "?")
         self.done[task] += 1
         self.generated += 1
+        self.events.generated = self.generated
         finished = self.done[task] == self.total[task]
-        self.events.progress(finished, task=task, done=self.done[task], total=self.total[task], generated=self.generated)
+        self.events.progress(
+            finished, task=task, done=self.done[task], total=self.total[task], generated=self.generated
+        )
 
 
 class _ChainedHook:
@@ -82,6 +89,8 @@ def _instrument(lm: Any, tracker: ProgressTracker) -> None:
     # lm-eval's CachingLM installs its own hook later; keep ours chained in front of whatever comes.
     def chained_set_hook(hook: Any) -> None:
         set_hook(_ChainedHook(hook, tracker))
+        # CachingLM's hook carries its sqlite dict: remember it, to flush it if the run is stopped.
+        tracker.events.cache = getattr(hook, "dbdict", None) or tracker.events.cache
 
     lm.set_cache_hook = chained_set_hook
     chained_set_hook(lm.cache_hook)
@@ -115,6 +124,7 @@ def evaluate(spec: dict[str, Any], events: Events) -> tuple[dict[str, Any], int]
     lm = _build_lm(spec)
     tracker = ProgressTracker(events)
     _instrument(lm, tracker)
+    _inject_fake_oom(spec)
     random_seed, numpy_seed, torch_seed, fewshot_seed = spec["seeds"]
     results = lm_eval.simple_evaluate(
         model=lm,
@@ -145,6 +155,23 @@ def evaluate(spec: dict[str, Any], events: Events) -> tuple[dict[str, Any], int]
     return results, tracker.generated
 
 
+FAKE_OOM_ENV = "PYTEST_FINETUNE_BENCH_FAKE_OOM_ABOVE_BATCH"
+
+
+def _inject_fake_oom(spec: dict[str, Any]) -> None:
+    """Tests only: fail like CUDA out of memory when the batch size is above $PYTEST_FINETUNE_BENCH_FAKE_OOM_ABOVE_BATCH."""
+    limit = os.environ.get(FAKE_OOM_ENV)
+    batch = str(spec["batch_size"])
+    if limit is not None and batch.isdigit() and int(batch) > int(limit):
+        raise RuntimeError(f"CUDA out of memory at batch size {batch} (injected by {FAKE_OOM_ENV}={limit})")
+
+
+def completed_progress(results: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """{task: {done, total}} of a finished run: every selected document was scored."""
+    counts = results.get("n-samples") or {}
+    return {task: {"done": int(n["effective"]), "total": int(n["effective"])} for task, n in counts.items()}
+
+
 def save(results: dict[str, Any], output_path: str) -> None:
     """Write results the way the lm_eval CLI does, with its EvaluationTracker."""
     from lm_eval.loggers import EvaluationTracker
@@ -164,7 +191,45 @@ def classify(exc: BaseException) -> tuple[str, str]:
         return "oom", text
     if isinstance(exc, ModuleNotFoundError):
         return "missing_dependency", exc.name or text
+    if isinstance(exc, Terminated):
+        return "terminated", text
+    if type(exc).__name__ == "NothingToScore":
+        return "nothing_to_score", str(exc)
     return "error", text
+
+
+class Terminated(BaseException):
+    """SIGTERM from the parent (a timeout): unwind, so the response cache is flushed and the parent told."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated("stopped by the parent (SIGTERM)")
+
+
+CHILD_PLUGINS_ENV = "PYTEST_FINETUNE_BENCH_CHILD_PLUGINS"
+
+
+def load_child_plugins(spec: dict[str, Any]) -> None:
+    """Tests only: import the modules in $PYTEST_FINETUNE_BENCH_CHILD_PLUGINS (comma-separated).
+
+    They may register lm-eval models, and an `adjust_spec(spec)` in one may change the run's spec
+    (e.g. swap the model for a fake one).
+    """
+    for name in filter(None, (n.strip() for n in os.environ.get(CHILD_PLUGINS_ENV, "").split(","))):
+        module = importlib.import_module(name)
+        adjust = getattr(module, "adjust_spec", None)
+        if adjust is not None:
+            adjust(spec)
+
+
+def _flush(cache: Any) -> None:
+    """Wait until every response handed to the sqlite cache is committed (its writer thread is a daemon)."""
+    if cache is None:
+        return
+    try:
+        cache.commit(blocking=True)
+    except Exception:  # noqa: BLE001 - a broken cache must not hide why the run stopped
+        traceback.print_exc()
 
 
 def main(argv: list[str]) -> int:
@@ -172,15 +237,25 @@ def main(argv: list[str]) -> int:
     # Events keep the real stdout; anything libraries print joins stderr (the log).
     events = Events(os.fdopen(os.dup(1), "w", buffering=1))
     os.dup2(2, 1)
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        results, generated = evaluate(spec, events)
+        load_child_plugins(spec)
+        if spec.get("mode") == "score_partial":
+            from pytest_finetune_bench._partial import score_cached
+
+            results, progress = score_cached(spec, _build_lm)
+            generated = 0
+        else:
+            results, generated = evaluate(spec, events)
+            progress = completed_progress(results)
         save(results, spec["output_path"])
     except BaseException as exc:  # noqa: BLE001 - every failure must reach the parent as an event
         traceback.print_exc()
+        _flush(events.cache)
         kind, message = classify(exc)
-        events.send("failed", kind=kind, message=message)
-        return 3 if kind == "oom" else 2
-    events.send("finished", generated=generated)
+        events.send("failed", kind=kind, message=message, generated=events.generated)
+        return 3 if kind == "oom" else 143 if kind == "terminated" else 2
+    events.send("finished", generated=generated, progress=progress)
     return 0
 
 

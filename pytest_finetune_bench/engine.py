@@ -19,12 +19,13 @@ from typing import Any
 
 from pytest_finetune_bench.backends import Backend, format_model_args
 from pytest_finetune_bench.errors import BenchError
+from pytest_finetune_bench.fileio import read_json_file
 from pytest_finetune_bench.settings import EvalSettings
 
 Event = dict[str, Any]
 EventSink = Callable[[Event], None]
 
-_KILL_GRACE_S = 10.0
+KILL_GRACE_S = 10.0  # after SIGTERM, how long the child may take to flush its cache and exit
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class RunRequest:
     include_path: Path | None = None
     include_defaults: bool = True
     use_cache: Path | None = None
+    mode: str = "evaluate"  # or "score_partial": score only what the response cache holds (see _partial.py)
 
     @property
     def model_args(self) -> str:
@@ -63,6 +65,7 @@ class RunRequest:
             "include_defaults": self.include_defaults,
             "use_cache": str(self.use_cache) if self.use_cache else None,
             "output_path": str(output_path),
+            "mode": self.mode,
         }
 
     def cli_command(self) -> str:
@@ -104,19 +107,27 @@ class RunRecord:
     generated: int = 0
     from_cache: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    # {task: {"done": n, "total": m}}: samples scored of those asked for; done < total for a partial run
+    progress: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def task_results(self) -> dict[str, dict[str, Any]]:
         return dict(self.results.get("results", {}))
 
+    @property
+    def partial(self) -> bool:
+        """Scored from part of the samples only: the run timed out or crashed."""
+        return self.status != "complete"
+
 
 class RunFailed(BenchError):
     """The child process failed; `kind` says how (oom, missing_dependency, error, crashed)."""
 
-    def __init__(self, kind: str, message: str, log_path: Path) -> None:
+    def __init__(self, kind: str, message: str, log_path: Path, generated: int = 0) -> None:
         super().__init__(message)
         self.kind = kind
         self.log_path = log_path
+        self.generated = generated  # responses produced (and cached) before it failed
 
 
 def child_environment() -> dict[str, str]:
@@ -130,22 +141,27 @@ def child_environment() -> dict[str, str]:
     return env
 
 
-def run_lm_eval(request: RunRequest, on_event: EventSink) -> RunRecord:
-    """Evaluate one model in a child process; progress goes to `on_event` as it happens."""
+def run_lm_eval(request: RunRequest, on_event: EventSink, deadline: float | None = None) -> RunRecord:
+    """Evaluate one model in a child process; progress goes to `on_event` as it happens.
+
+    At `deadline` (time.monotonic()) the child tree is stopped and RunFailed("timeout") raised.
+    """
     staging = request.results_dir.parent / f".staging-{request.role}-{os.getpid()}-{time.time_ns()}"
     staging.mkdir(parents=True)
     try:
         spec_file = staging / "spec.json"
         spec_file.write_text(json.dumps(request.child_spec(staging / "out")))
-        outcome = _supervise(request, spec_file, on_event)
+        outcome = _supervise(request, spec_file, on_event, deadline)
         if outcome["event"] == "failed":
-            raise RunFailed(outcome["kind"], outcome["message"], request.log_path)
-        return _collect(request, staging / "out", int(outcome.get("generated", 0)))
+            raise RunFailed(outcome["kind"], outcome["message"], request.log_path, int(outcome.get("generated") or 0))
+        record = _collect(request, staging / "out", int(outcome.get("generated", 0)))
+        record.progress = dict(outcome.get("progress") or {})
+        return record
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _supervise(request: RunRequest, spec_file: Path, on_event: EventSink) -> Event:
+def _supervise(request: RunRequest, spec_file: Path, on_event: EventSink, deadline: float | None) -> Event:
     request.log_path.parent.mkdir(parents=True, exist_ok=True)
     with request.log_path.open("a", encoding="utf-8") as log:
         proc = subprocess.Popen(
@@ -158,16 +174,19 @@ def _supervise(request: RunRequest, spec_file: Path, on_event: EventSink) -> Eve
             start_new_session=True,  # its own process group, so the whole tree can be stopped
         )
         try:
-            return _pump(proc, request, on_event)
+            return _pump(proc, request, on_event, deadline)
         finally:
+            # Also when pytest-timeout's alarm or Ctrl-C interrupts _pump: no child outlives its run.
             stop_process_tree(proc)
 
 
-def _pump(proc: subprocess.Popen[str], request: RunRequest, on_event: EventSink) -> Event:
+def _pump(proc: subprocess.Popen[str], request: RunRequest, on_event: EventSink, deadline: float | None) -> Event:
     events: queue.Queue[Event | None] = queue.Queue()
     threading.Thread(target=_read_events, args=(proc, events), daemon=True).start()
     final: Event | None = None
-    while True:
+    stopper = _Stopper(proc, deadline)
+    generated = 0
+    while not stopper.check():
         try:
             event = events.get(timeout=1.0)
         except queue.Empty:
@@ -176,13 +195,54 @@ def _pump(proc: subprocess.Popen[str], request: RunRequest, on_event: EventSink)
         if event is None:
             break
         event["role"] = request.role
+        generated = int(event.get("generated") or generated)
         if event["event"] in ("finished", "failed"):
             final = event
         on_event(event)
     code = proc.wait()
+    if stopper.stopped_at is not None:
+        # Whatever the child said last, it was stopped: a run that finished just in time still counts.
+        if final is not None and final["event"] == "finished":
+            return final
+        return {"event": "failed", "kind": "timeout", "message": "stopped at its time limit", "generated": generated}
     if final is None:
-        return {"event": "failed", "kind": "crashed", "message": f"lm-eval exited with code {code} and no result"}
+        return {"event": "failed", "kind": "crashed", "message": f"lm-eval exited with code {code} and no result",
+                "generated": generated}
     return final
+
+
+class _Stopper:
+    """Stops the child tree at the deadline without blocking: SIGTERM, then SIGKILL after the grace period.
+
+    _pump keeps reading meanwhile, so the child's last event (how much it produced) still arrives.
+    """
+
+    def __init__(self, proc: subprocess.Popen[str], deadline: float | None) -> None:
+        self.proc = proc
+        self.deadline = deadline
+        self.stopped_at: float | None = None
+        self.killed = False
+
+    def check(self) -> bool:
+        """Act on the deadline; True once waiting for the child's output is pointless (killed long ago)."""
+        now = time.monotonic()
+        if self.deadline is None or now < self.deadline:
+            return False
+        if self.stopped_at is None:
+            self.stopped_at = now
+            _signal_group(self.proc, signal.SIGTERM)
+        elif not self.killed and now - self.stopped_at >= KILL_GRACE_S:
+            self.killed = True
+            _signal_group(self.proc, signal.SIGKILL)
+        # A process that left the group may hold the pipe open forever: stop reading a while after SIGKILL.
+        return self.killed and now - self.stopped_at >= KILL_GRACE_S + 5.0
+
+
+def _signal_group(proc: subprocess.Popen[str], sig: signal.Signals) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def _read_events(proc: subprocess.Popen[str], events: queue.Queue[Event | None]) -> None:
@@ -201,7 +261,7 @@ def stop_process_tree(proc: subprocess.Popen[str]) -> None:
     """SIGTERM the child's process group, then SIGKILL after a grace period."""
     if proc.poll() is not None:
         return
-    for sig, wait in ((signal.SIGTERM, _KILL_GRACE_S), (signal.SIGKILL, 5.0)):
+    for sig, wait in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
@@ -226,7 +286,7 @@ def _collect(request: RunRequest, out: Path, generated: int) -> RunRecord:
         shutil.move(str(file), target)
         moved.append(target)
     results_file = moved[0]
-    results = json.loads(results_file.read_text())
+    results = read_json_file(results_file, f"lm-eval wrote an unreadable results file; see {request.log_path}")
     samples = {_samples_task(p): p for p in moved[1:]}
     return RunRecord(
         role=request.role,

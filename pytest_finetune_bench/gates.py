@@ -48,7 +48,8 @@ def regression_failure(
     elif comp.delta_points + _EPS >= -max_drop_points:
         return None
     else:
-        headline = f"{comp.task} regressed by more than {max_drop_points:.2f} points: {comp.describe()}{_evidence(stats)}"
+        headline = (f"{comp.task} regressed by more than {max_drop_points:.2f} points: "
+                    f"{comp.describe()}{_evidence(stats)}")
     flips = format_flips(analysis.regressions) if analysis is not None else ""
     return f"{headline}\n{flips}" if flips else headline
 

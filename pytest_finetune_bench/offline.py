@@ -126,9 +126,9 @@ def find_split_files(leaf: LeafTask, data_dir: Path, num_fewshot: int | None) ->
             expected = ", ".join(str(folder / f"{s}.jsonl") for s in missing)
             raise BenchError(f"task {leaf.name!r} needs {expected} in --bench-data-dir")
         return found
-    expected = leaf.candidate_dirs(data_dir)[0] / f"{needed[0] if needed else 'test'}.jsonl"
+    first_choice = leaf.candidate_dirs(data_dir)[0] / f"{needed[0] if needed else 'test'}.jsonl"
     raise BenchError(
-        f"--bench-data-dir has no data for task {leaf.name!r}: expected {expected} "
+        f"--bench-data-dir has no data for task {leaf.name!r}: expected {first_choice} "
         f"in the {leaf.config.get('dataset_path', 'Hub dataset')} schema (see docs/offline.md)"
     )
 

@@ -19,8 +19,8 @@ from pytest_finetune_bench.settings import (
     SUITES,
     parse_batch_size,
     parse_bool,
-    parse_confidence,
     parse_choice,
+    parse_confidence,
     parse_device,
     parse_gen_kwargs,
     parse_limit,
@@ -54,7 +54,8 @@ class Option:
 SUITE_HELP = "; ".join(f"{s.name}: {s.description}" for s in SUITES.values())
 
 OPTIONS: tuple[Option, ...] = (
-    Option("model", "fine-tuned model to benchmark: an outputs/<name> folder, a model folder or a Hub id", metavar="PATH"),
+    Option("model", "fine-tuned model to benchmark: an outputs/<name> folder, a model folder or a Hub id",
+           metavar="PATH"),
     Option("base", "base model to compare against (default: read from lora/adapter_config.json, "
            "then lora/training_metrics.json)", metavar="PATH_OR_ID"),
     Option("suite", f"benchmark suite ({SUITE_HELP})", "quick", metavar="NAME"),
@@ -65,7 +66,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("device", "device: auto (cuda, else mps, else cpu), cpu, mps, cuda or cuda:N", "auto", metavar="DEVICE"),
     Option("dtype", f"weights dtype for both models: {', '.join(DTYPES)} (auto: bfloat16 or float16 on GPUs, "
            "float32 on CPU)", "auto", metavar="DTYPE"),
-    Option("gen-kwargs", "generation settings passed to lm-eval, e.g. max_gen_toks=256,temperature=0", metavar="KWARGS"),
+    Option("gen-kwargs", "generation settings passed to lm-eval, e.g. max_gen_toks=256,temperature=0",
+           metavar="KWARGS"),
     Option("chat-template", "apply the tokenizer's chat template: auto (when both models have one), on, off",
            "auto", metavar="MODE"),
     Option("output", "where results go (default: <model>/benchmarks)", metavar="DIR"),

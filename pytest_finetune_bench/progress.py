@@ -58,7 +58,8 @@ class ProgressPrinter:
             return
         self.last_heartbeat = now
         where = f"; {self.task} {self.done}/{self.total} samples" if self.total else ""
-        self.say(f"[bench] {role}: no output for {quiet:.0f}s, still running after {self._elapsed()}{where}{self._eta()}")
+        elapsed = self._elapsed()
+        self.say(f"[bench] {role}: no output for {quiet:.0f}s, still running after {elapsed}{where}{self._eta()}")
 
     def _eta(self) -> str:
         if not self.total or not self.done or self.first_progress_at is None:

@@ -32,7 +32,9 @@ def pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 100:.2f}%"
 
 
-def comparison_table(comparisons: Mapping[str, TaskComparison], extra_columns: Mapping[str, Mapping[str, str]] | None = None) -> str:
+def comparison_table(
+    comparisons: Mapping[str, TaskComparison], extra_columns: Mapping[str, Mapping[str, str]] | None = None
+) -> str:
     from tabulate import tabulate
 
     extra_columns = extra_columns or {}

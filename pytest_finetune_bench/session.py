@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from pytest_finetune_bench import __version__
+from pytest_finetune_bench.analysis import TaskAnalysis, analyse
 from pytest_finetune_bench.backends import Backend, get_backend
 from pytest_finetune_bench.backends.openai import served_name
-from pytest_finetune_bench.analysis import TaskAnalysis, analyse
 from pytest_finetune_bench.basecache import BaseCache, BaseKey, describe_age, restore
 from pytest_finetune_bench.basecache import default_cache_dir as default_base_cache_dir
 from pytest_finetune_bench.engine import RunRecord, RunRequest, run_lm_eval

@@ -120,7 +120,7 @@ def check_ifeval() -> collections.Counter:
         if len(set(ids)) != len(ids):
             problem(f"{where}: repeated instruction id")
         n_instr[len(ids)] += 1
-        for iid, kw in zip(ids, kwargs_list):
+        for iid, kw in zip(ids, kwargs_list, strict=True):
             counts[iid] += 1
             if iid in BANNED_INSTRUCTIONS:
                 problem(f"{where}: banned instruction {iid}")
@@ -204,7 +204,7 @@ def check_gsm8k() -> None:
                 problem(f"{where}: lm-eval strict-match regex finds no answer")
             for expr, val in re.findall(r"<<([^=<>]+)=([^<>]+)>>", row["answer"]):
                 try:
-                    if abs(eval(expr, {"__builtins__": {}}) - float(val)) > 1e-9:  # noqa: S307
+                    if abs(eval(expr, {"__builtins__": {}}) - float(val)) > 1e-9:
                         problem(f"{where}: calculator annotation {expr}={val} is wrong")
                 except Exception as e:  # noqa: BLE001
                     problem(f"{where}: bad calculator annotation <<{expr}={val}>> ({e})")

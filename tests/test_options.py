@@ -96,7 +96,9 @@ def test_unknown_marker_argument_is_rejected(pytester: pytest.Pytester) -> None:
     )
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: *test_typo: @pytest.mark.bench takes only keyword arguments suite, tasks; got task"])
+    result.stderr.fnmatch_lines(
+        ["ERROR: *test_typo: @pytest.mark.bench takes only keyword arguments suite, tasks; got task"]
+    )
 
 
 def test_gate_items_follow_suite_and_targets(pytester: pytest.Pytester) -> None:

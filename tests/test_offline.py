@@ -1,0 +1,68 @@
+"""Offline task data: overlays of lm-eval's own task configs, checked against lm-eval's real index."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pytest_finetune_bench.errors import BenchError
+from pytest_finetune_bench.tasks import TaskCatalog
+from tests import data_check
+
+
+@pytest.fixture(scope="module")
+def catalog() -> TaskCatalog:
+    return TaskCatalog()
+
+
+def test_bundled_demo_data_is_valid_for_lm_eval() -> None:
+    assert data_check.main() == 0
+
+
+def test_overlay_includes_lm_evals_config_and_points_at_local_files(
+    catalog: TaskCatalog, demo_data: Path, tmp_path: Path
+) -> None:
+    hashes = catalog.prepare_offline(["ifeval", "gsm8k"], demo_data, tmp_path, None)
+    ifeval = json.loads((tmp_path / "ifeval.yaml").read_text())
+    assert ifeval["include"].endswith("lm_eval/tasks/ifeval/ifeval.yaml")
+    assert ifeval["dataset_path"] == "json"
+    assert ifeval["dataset_kwargs"]["data_files"] == {"train": str(demo_data.resolve() / "ifeval" / "train.jsonl")}
+    gsm8k = json.loads((tmp_path / "gsm8k.yaml").read_text())
+    # 5-shot by default: the few-shot split must be local too.
+    assert set(gsm8k["dataset_kwargs"]["data_files"]) == {"test", "train"}
+    assert len(hashes) == 3
+
+
+def test_group_tasks_are_expanded_and_the_group_reregistered(
+    catalog: TaskCatalog, demo_data: Path, tmp_path: Path
+) -> None:
+    catalog.prepare_offline(["mmlu"], demo_data, tmp_path, None)
+    subjects = sorted(p.stem for p in tmp_path.glob("mmlu_*.yaml") if not p.stem.startswith("mmlu_st"))
+    assert "mmlu_anatomy" in subjects
+    assert (tmp_path / "mmlu.yaml").is_file()
+    anatomy = json.loads((tmp_path / "mmlu_anatomy.yaml").read_text())
+    assert anatomy["dataset_kwargs"]["data_files"]["test"].endswith("mmlu/anatomy/test.jsonl")
+    # Zero-shot by default: MMLU's dev split is not needed and must not be looked up.
+    assert anatomy["fewshot_split"] is None
+
+
+def test_missing_task_data_names_the_expected_path(catalog: TaskCatalog, tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    with pytest.raises(BenchError, match=r"no data for task 'ifeval': expected .*data/ifeval/train.jsonl"):
+        catalog.prepare_offline(["ifeval"], tmp_path / "data", tmp_path / "overlay", None)
+
+
+def test_missing_fewshot_split_is_named(catalog: TaskCatalog, demo_data: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data" / "gsm8k"
+    data.mkdir(parents=True)
+    (data / "test.jsonl").write_text((demo_data / "gsm8k" / "test.jsonl").read_text())
+    with pytest.raises(BenchError, match=r"task 'gsm8k' needs .*gsm8k/train.jsonl"):
+        catalog.prepare_offline(["gsm8k"], tmp_path / "data", tmp_path / "overlay", None)
+    catalog.prepare_offline(["gsm8k"], tmp_path / "data", tmp_path / "overlay", 0)  # zero-shot needs no train
+
+
+def test_unknown_task_suggests_close_matches(catalog: TaskCatalog) -> None:
+    with pytest.raises(BenchError, match=r"unknown lm-eval task 'ifevall'; did you mean ifeval"):
+        catalog.validate(["ifevall"])
