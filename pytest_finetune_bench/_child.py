@@ -159,7 +159,7 @@ FAKE_OOM_ENV = "PYTEST_FINETUNE_BENCH_FAKE_OOM_ABOVE_BATCH"
 
 
 def _inject_fake_oom(spec: dict[str, Any]) -> None:
-    """Tests only: fail like CUDA out of memory when the batch size is above $PYTEST_FINETUNE_BENCH_FAKE_OOM_ABOVE_BATCH."""
+    """Tests only: fail as CUDA out of memory does when the batch size is above $FAKE_OOM_ENV."""
     limit = os.environ.get(FAKE_OOM_ENV)
     batch = str(spec["batch_size"])
     if limit is not None and batch.isdigit() and int(batch) > int(limit):

@@ -9,7 +9,9 @@ import pytest
 
 from pytest_finetune_bench.errors import BenchError
 from pytest_finetune_bench.gates import improves_failure, regression_failure
+from pytest_finetune_bench.recovery import incomplete_reason
 from pytest_finetune_bench.session import BenchSession
+from pytest_finetune_bench.watchdog import gate_item_timeout
 
 NODE_PREFIX = "finetune-bench"
 
@@ -35,6 +37,10 @@ class BenchGateItem(pytest.Item):
             comp = self.bench.comparison()[self.task]
         except BenchError as exc:
             raise GateFailure(str(exc)) from None
+        # Scores from part of the samples are shown in the table, but never pass a gate.
+        partial = incomplete_reason((self.bench.completed("base"), self.bench.completed("fine-tuned")))
+        if partial:
+            raise GateFailure(partial)
         opts = self.bench.options
         analysis = self.bench.analysis(self.task)
         if self.gate == "improves":
@@ -70,8 +76,19 @@ class BenchGates(pytest.Collector):
             for gate in gates:
                 item = BenchGateItem.from_parent(self, name=f"{task}::{gate}", bench=self.bench, task=task, gate=gate)
                 item.add_marker(pytest.mark.xdist_group(NODE_PREFIX))
+                self._add_timeout(item)
                 items.append(item)
         return items
+
+    def _add_timeout(self, item: pytest.Item) -> None:
+        """pytest-timeout backstop for a gate test, which may start both runs (see watchdog.py).
+
+        Method `signal` raises inside the test, so the engine still stops the child tree and the
+        session still writes benchmark.json; `thread` would end the whole process at once.
+        """
+        seconds = gate_item_timeout(self.bench.options.timeout_s)
+        if seconds is not None and self.config.pluginmanager.has_plugin("timeout"):
+            item.add_marker(pytest.mark.timeout(seconds, method="signal"))
 
 
 def gate_items(session: pytest.Session, bench: BenchSession) -> list[pytest.Item]:

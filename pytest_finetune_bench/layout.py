@@ -45,7 +45,9 @@ def locate_model(spec: str, cwd: Path) -> ModelLocation:
         return _locate_folder(spec, path.resolve())
     if path.exists():
         raise BenchError(f"--bench-model {spec} is a file: point it at the model folder (outputs/<name>)")
-    if _HUB_ID.match(spec) and not spec.startswith((".", "~")):
+    # outputs/my-modle is a typo when outputs/ is here, not a Hub id.
+    local_parent = (cwd / spec.split("/", 1)[0]).is_dir()
+    if _HUB_ID.match(spec) and not spec.startswith((".", "~")) and not local_parent:
         return ModelLocation(source=spec, name=spec, root=None, hf_path=spec, variant="hub")
     raise BenchError(f"--bench-model {spec} does not exist: pass an outputs/<name> folder, a model folder or a Hub id")
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_finetune_bench.errors import BenchError
+from pytest_finetune_bench.fileio import atomic_write_text
 
 DATA_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
@@ -181,8 +182,8 @@ def write_overlay(
             files = find_split_files(item, data_dir, num_fewshot)
             config = overlay_config(item, files)
             hashes.update({str(p.resolve()): file_sha256(p) for p in files.values()})
-        # JSON is valid YAML, and needs no YAML writer.
-        (dest / f"{item.name}.yaml").write_text(json.dumps(config, indent=2) + "\n")
+        # JSON is valid YAML, and needs no YAML writer. Atomic: another session may be reading the overlay.
+        atomic_write_text(dest / f"{item.name}.yaml", json.dumps(config, indent=2) + "\n")
     return hashes
 
 

@@ -3,24 +3,36 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pytest_finetune_bench.backends import Backend
 from pytest_finetune_bench.engine import RunRecord
 from pytest_finetune_bench.errors import BenchError
+from pytest_finetune_bench.fileio import atomic_write_json, check_writable_dir
 from pytest_finetune_bench.items import gate_items
 from pytest_finetune_bench.layout import ModelLocation
 from pytest_finetune_bench.options import read_options, register
-from pytest_finetune_bench.report import comparison_table, evidence_columns, ifeval_detail_table
+from pytest_finetune_bench.recovery import incomplete_reason, partial_note
+from pytest_finetune_bench.report import (
+    comparison_table,
+    comparisons_from_summary,
+    evidence_columns,
+    ifeval_detail_table,
+)
 from pytest_finetune_bench.result import BenchResult
 from pytest_finetune_bench.session import BenchSession
 from pytest_finetune_bench.settings import SUITES
 
 bench_session_key = pytest.StashKey[BenchSession]()
+worker_summaries_key = pytest.StashKey[list[dict[str, Any]]]()
+WORKER_OUTPUT_KEY = "finetune_bench_summary"
+summary_path_key = pytest.StashKey[Path]()
 MARKER_ARGS = ("suite", "tasks")
 MARKER_HELP = (
     "bench(suite=None, tasks=None): a benchmark test; it runs when --bench-model is given and the "
@@ -41,6 +53,8 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     try:
         bench = BenchSession(options, Path(str(config.invocation_params.dir)), _terminal_writer(config))
+        # Before any benchmarking: a run whose results cannot be saved is wasted.
+        check_writable_dir(bench.output_dir, "--bench-output")
     except BenchError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[bench_session_key] = bench
@@ -131,7 +145,20 @@ def bench_backend(request: pytest.FixtureRequest) -> Backend:
 def base_score(request: pytest.FixtureRequest) -> RunRecord:
     """The base model's run (computed once per session), under the same settings as the fine-tune."""
     bench = _bench(request)
-    return _or_fail(lambda: bench.run("base"))  # type: ignore[return-value]
+
+    def complete_base() -> RunRecord:
+        record = bench.run("base")
+        _require_complete(record)
+        return record
+
+    return _or_fail(complete_base)  # type: ignore[return-value]
+
+
+def _require_complete(*records: RunRecord) -> None:
+    """Scores from part of the samples (a run timed out or crashed) must not pass a test."""
+    reason = incomplete_reason(records)
+    if reason:
+        raise BenchError(reason)
 
 
 @pytest.fixture(scope="session")
@@ -142,6 +169,7 @@ def bench_result(request: pytest.FixtureRequest) -> BenchResult:
     def build() -> BenchResult:
         comparisons = bench.comparison()
         analyses = {task: bench.analysis(task) for task in comparisons}
+        _require_complete(bench.run("base"), bench.run("fine-tuned"))
         return BenchResult(bench.run("base"), bench.run("fine-tuned"), comparisons, analyses)
 
     return _or_fail(build)  # type: ignore[return-value]
@@ -152,8 +180,18 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     bench = session.config.stash.get(bench_session_key, None)
     if bench is None:
         return
+    if hasattr(session.config, "workeroutput"):
+        # An xdist worker hands its summary to the controller, which alone writes files.
+        if bench.active:
+            session.config.workeroutput[WORKER_OUTPUT_KEY] = json.dumps(bench.summary(), default=str)
+        return
     try:
-        bench.write_summary()
+        if not bench.active:
+            _write_worker_summary(session.config, bench)
+            return
+        written = bench.write_summary()
+        if written is not None:
+            session.config.stash[summary_path_key] = written
     except (OSError, BenchError) as exc:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         message = f"pytest-finetune-bench: could not write benchmark.json: {exc}"
@@ -164,13 +202,22 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
     """Draw the base-vs-fine-tuned table (and IFEval's four metrics) in the summary."""
     bench = config.stash.get(bench_session_key, None)
-    if bench is None or not bench.active:
+    if bench is None:
         return
-    for line in _summary_lines(bench):
+    if not bench.active:
+        summary = _best_worker_summary(config)
+        if summary is not None:
+            comparisons = comparisons_from_summary(summary)
+            terminalreporter.write_line(f"======== fine-tune benchmark: {bench.location.name} (from xdist workers)")
+            terminalreporter.write_line(
+                comparison_table(comparisons, evidence_columns(comparisons, bench.options.confidence or 0.95))
+            )
+        return
+    for line in _summary_lines(bench, config.stash.get(summary_path_key, None)):
         terminalreporter.write_line(line)
 
 
-def _summary_lines(bench: BenchSession) -> Iterator[str]:
+def _summary_lines(bench: BenchSession, summary_path: Path | None = None) -> Iterator[str]:
     summary_title = f"fine-tune benchmark: {bench.location.name} vs {bench.base_model}"
     yield "=" * 8 + f" {summary_title} " + "=" * 8
     yield bench.backends_line()
@@ -184,9 +231,40 @@ def _summary_lines(bench: BenchSession) -> Iterator[str]:
     comparisons = bench.comparison()
     if base.from_cache:
         yield f"base scores: reused from {base.timestamp} (cached; --bench-refresh-base recomputes)"
-    yield comparison_table(comparisons, evidence_columns(comparisons, bench.options.confidence or 0.95))
+    columns = evidence_columns(comparisons, bench.options.confidence or 0.95)
+    partial_rows = partial_note({"base": base, "fine-tuned": finetuned}, comparisons)
+    if partial_rows:
+        columns = {**columns, "Samples": partial_rows}
+    yield comparison_table(comparisons, columns)
+    partial = incomplete_reason((base, finetuned))
+    if partial:
+        yield f"PARTIAL SCORES: {partial}"
     if "ifeval" in comparisons:
         yield ""
         yield ifeval_detail_table(base.results["results"]["ifeval"], finetuned.results["results"]["ifeval"])
     yield ""
-    yield f"results: {bench.output_dir / 'benchmark.json'}"
+    yield f"results: {summary_path or bench.output_dir / 'benchmark.json'}"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """xdist controller: keep each worker's benchmark summary (plain JSON) for writing and the table."""
+    raw = getattr(node, "workeroutput", {}).get(WORKER_OUTPUT_KEY)
+    if raw:
+        node.config.stash.setdefault(worker_summaries_key, []).append(json.loads(raw))
+
+
+def _best_worker_summary(config: pytest.Config) -> dict[str, Any] | None:
+    summaries = config.stash.get(worker_summaries_key, [])
+    complete = [s for s in summaries if s.get("status") == "complete"]
+    best = complete or summaries
+    return best[0] if best else None
+
+
+def _write_worker_summary(config: pytest.Config, bench: BenchSession) -> None:
+    summary = _best_worker_summary(config)
+    if summary is None:
+        return
+    target = bench.output_dir / "benchmark.json"
+    atomic_write_json(target, summary)
+    config.stash[summary_path_key] = target

@@ -81,3 +81,14 @@ def _p(value: float | None) -> str:
     if value is None:
         return "n/a"
     return f"{value:.2g}" if value >= 0.001 else "<0.001"
+
+
+def comparisons_from_summary(summary: Mapping[str, Any]) -> dict[str, TaskComparison]:
+    """TaskComparison objects back from benchmark.json's `comparison` (for xdist's controller)."""
+    comparisons = {}
+    for task, data in (summary.get("comparison") or {}).items():
+        extra = {k: data[k] for k in ("stats", "flips") if k in data}
+        comparisons[task] = TaskComparison(
+            task, data.get("metric", "?"), data.get("base_accuracy"), data.get("finetuned_accuracy"), extra
+        )
+    return comparisons

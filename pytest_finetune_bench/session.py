@@ -19,11 +19,13 @@ from pytest_finetune_bench.backends import Backend, get_backend
 from pytest_finetune_bench.backends.openai import served_name
 from pytest_finetune_bench.basecache import BaseCache, BaseKey, describe_age, restore
 from pytest_finetune_bench.basecache import default_cache_dir as default_base_cache_dir
-from pytest_finetune_bench.engine import RunRecord, RunRequest, run_lm_eval
+from pytest_finetune_bench.engine import RunRecord, RunRequest
 from pytest_finetune_bench.errors import BenchError
-from pytest_finetune_bench.fileio import atomic_write_json, unique_dir
+from pytest_finetune_bench.fileio import unique_dir
+from pytest_finetune_bench.history import publish_summary
 from pytest_finetune_bench.layout import ModelLocation, detect_base, locate_model, resolve_base
 from pytest_finetune_bench.progress import ProgressPrinter
+from pytest_finetune_bench.recovery import evaluate_with_recovery, interrupted, overall_status
 from pytest_finetune_bench.reference import load_reference, settings_differences
 from pytest_finetune_bench.results import TaskComparison, compare
 from pytest_finetune_bench.settings import (
@@ -71,6 +73,7 @@ class BenchOptions:
     cache_dir: Path | None = None
     refresh_base: bool = False
     compare_to: Path | None = None
+    timeout_s: float | None = None  # --bench-timeout: limit of each model run; None: unlimited
 
     @property
     def task_list(self) -> tuple[str, ...]:
@@ -291,6 +294,9 @@ class BenchSession:
         except BenchError as exc:
             self._errors[role] = exc
             raise
+        except BaseException as exc:  # pytest-timeout's alarm or Ctrl-C: the child tree is stopped already
+            self._errors[role] = interrupted(role, exc)
+            raise
         self._runs[role] = record
         return record
 
@@ -310,7 +316,7 @@ class BenchSession:
         request = self.request(role)
         tasks = ", ".join(request.settings.tasks)
         self.say(f"[bench] {role}: evaluating {request.model} via {request.backend.name} on {tasks}")
-        return run_lm_eval(request, ProgressPrinter(self.say))
+        return evaluate_with_recovery(request, ProgressPrinter(self.say), self.say, self.options.timeout_s)
 
     # ----------------------------------------------------------------- base cache
     def base_key(self) -> BaseKey | None:
@@ -462,6 +468,7 @@ class BenchSession:
             "base_model_source": self.base_source,
             "timestamp": self.started_at.astimezone().isoformat(timespec="seconds"),
             "status": self.status(),
+            "run_status": self.run_statuses(),
             "errors": {role: str(exc) for role, exc in self._errors.items()},
             "base_model": self._run_summary("base", base),
             "fine_tuned_model": self._run_summary("fine-tuned", finetuned),
@@ -475,9 +482,14 @@ class BenchSession:
         return self.location.hf_path
 
     def status(self) -> str:
-        if self._errors:
-            return "crashed"
-        return "complete" if len(self._runs) == 2 else "incomplete"
+        """complete, timeout, crashed (a side failed, or was scored on part of its samples) or incomplete."""
+        return overall_status(self.run_statuses())
+
+    def run_statuses(self) -> dict[str, str]:
+        """{role: complete | timeout | crashed} for every run this session started."""
+        statuses = {role: record.status for role, record in self._runs.items()}
+        statuses.update({role: getattr(exc, "status", "crashed") for role, exc in self._errors.items()})
+        return statuses
 
     def _run_summary(self, role: str, record: RunRecord | None) -> dict[str, Any] | None:
         if record is None:
@@ -492,6 +504,8 @@ class BenchSession:
             "samples_files": {t: str(p) for t, p in record.samples_files.items()},
             "timestamp": record.timestamp,
             "status": record.status,
+            "samples": record.progress,
+            "partial_reason": record.extra.get("failure"),
             "generated": record.generated,
             "from_cache": record.from_cache,
             "backend": backend.name,
@@ -525,15 +539,13 @@ class BenchSession:
         }
 
     def write_summary(self) -> Path | None:
-        """Write benchmark.json atomically (and a copy in this session's fine-tuned run folder)."""
+        """Write this session's summary (see history.py: an incomplete one never replaces a complete one).
+
+        Returns the file that holds it.
+        """
         if not self.active:
             return None
-        summary = self.summary()
-        target = self.output_dir / "benchmark.json"
-        atomic_write_json(target, summary)
-        if self._finetuned_dir is not None:
-            atomic_write_json(self._finetuned_dir / "benchmark.json", summary)
-        return target
+        return publish_summary(self.output_dir, self._finetuned_dir, self.summary())
 
 
 def _safe_lm_eval_version() -> str | None:

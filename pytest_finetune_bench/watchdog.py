@@ -31,7 +31,7 @@ def gate_item_timeout(timeout_s: float | None) -> float | None:
 
 def format_duration(seconds: float) -> str:
     """`45s`, `10m`, `1h30m`, `2m05s`: how users wrote it, not 600.0."""
-    total = int(round(seconds))
+    total = round(seconds)
     hours, rest = divmod(total, 3600)
     minutes, secs = divmod(rest, 60)
     if hours:

@@ -6,6 +6,7 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from pytest_finetune_bench.errors import BenchError
 from pytest_finetune_bench.fingerprint import model_fingerprint
 from pytest_finetune_bench.settings import EvalSettings
 
@@ -26,8 +27,14 @@ class HFBackend:
         return _hub_has_chat_template(model)
 
     def preflight(self, model: str, role: str, gguf_files: Sequence[Path] = ()) -> None:
-        # A missing folder or Hub id is reported by transformers when the model loads.
-        return None
+        # A missing Hub id is reported by transformers when the model loads; a folder can be checked now.
+        folder = Path(model)
+        if folder.is_dir() and not (folder / "config.json").is_file():
+            flag = "--bench-base" if role == "base" else "--bench-model"
+            raise BenchError(
+                f"{role} model folder {folder} has no config.json: it is not a Hugging Face model folder "
+                f"(for a LoRA adapter, merge it first); pass {flag} a model folder or Hub id"
+            )
 
     def unsupported_tasks(self, output_types: Mapping[str, frozenset[str]]) -> dict[str, str]:
         # transformers gives log-likelihoods and generations alike.

@@ -1,0 +1,106 @@
+"""Tests only: loaded into the benchmark child via PYTEST_FINETUNE_BENCH_CHILD_PLUGINS=tests.fake_lm.
+
+- PYTEST_FINETUNE_BENCH_TEST_FAKE_LM="k=v,...": every run uses the `bench-fake` lm-eval model below
+  instead of the real one: canned answers at once, committed to lm-eval's response cache one by one
+  like a real model. Options: `hang_after=N` / `crash_after=N` (sleep forever / die by SIGKILL after
+  N answers), `only=TEXT` (those two apply only to models whose path contains TEXT), `missing=MODULE`
+  (fail as a missing dependency), `pid_dir=DIR` (write the child's pid there).
+- PYTEST_FINETUNE_BENCH_TEST_HANG="TEXT:N": the real hf model hangs after N generations when its
+  path contains TEXT (a real model, a real hang, at a known point).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from lm_eval.api.model import LM
+from lm_eval.api.registry import register_model
+
+FAKE_ENV = "PYTEST_FINETUNE_BENCH_TEST_FAKE_LM"
+HANG_ENV = "PYTEST_FINETUNE_BENCH_TEST_HANG"
+REPLY = "hello world, this is a short answer in lowercase."
+
+
+def adjust_spec(spec: dict[str, Any]) -> None:
+    """Swap the run's model for the fake one, or make the real one hang (see the module docstring)."""
+    fake = os.environ.get(FAKE_ENV)
+    if fake is not None:
+        # Registered only when used: a first registration stops lm-eval from loading its own models (hf …).
+        register_model("bench-fake")(FakeLM)
+        pretrained = dict(p.split("=", 1) for p in spec["model_args"].split(",") if "=" in p).get("pretrained", "")
+        spec["model"] = "bench-fake"
+        spec["model_args"] = ",".join(filter(None, [f"pretrained={pretrained}", fake]))
+    hang = os.environ.get(HANG_ENV)
+    if hang is not None and spec.get("mode") != "score_partial":
+        text, _, after = hang.rpartition(":")
+        if text in spec["model_args"]:
+            _hang_hf_after(int(after))
+
+
+def _hang_forever() -> None:
+    while True:
+        time.sleep(3600)
+
+
+def _hang_hf_after(count: int) -> None:
+    """Let the real model generate `count` times (one sample each at batch size 1), then hang."""
+    from lm_eval.models.huggingface import HFLM
+
+    generate = HFLM._model_generate
+    calls = {"n": 0}
+
+    def generate_then_hang(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if calls["n"] >= count:
+            _hang_forever()
+        calls["n"] += 1
+        return generate(self, *args, **kwargs)
+
+    HFLM._model_generate = generate_then_hang
+
+
+class FakeLM(LM):  # type: ignore[misc]
+    """Answers every request at once with canned output, through lm-eval's cache hook like a real model."""
+
+    def __init__(
+        self,
+        pretrained: str = "",
+        hang_after: int = -1,
+        crash_after: int = -1,
+        only: str = "",
+        missing: str = "",
+        pid_dir: str = "",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__()
+        if missing:
+            raise ModuleNotFoundError(f"No module named {missing!r}", name=missing)
+        applies = only in pretrained
+        self.hang_after = hang_after if applies else -1
+        self.crash_after = crash_after if applies else -1
+        self.answered = 0
+        if pid_dir:
+            Path(pid_dir).mkdir(parents=True, exist_ok=True)
+            (Path(pid_dir) / f"{os.getpid()}.pid").write_text(pretrained)
+
+    def _answer(self, attr: str, request: Any, response: Any) -> Any:
+        if self.answered == self.hang_after:
+            _hang_forever()
+        if self.answered == self.crash_after:
+            time.sleep(1.0)  # let the cache's writer thread commit, as it would have long since in a real run
+            os.kill(os.getpid(), signal.SIGKILL)
+        self.answered += 1
+        self.cache_hook.add_partial(attr, request.args, response)
+        return response
+
+    def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
+        return [self._answer("generate_until", r, REPLY) for r in requests]
+
+    def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        return [self._answer("loglikelihood", r, (-float(len(r.args[1])), False)) for r in requests]
+
+    def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
+        return [self._answer("loglikelihood_rolling", r, -1.0) for r in requests]

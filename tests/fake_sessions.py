@@ -1,0 +1,55 @@
+"""Helpers for sessions that run the fake lm-eval model of tests/fake_lm.py in the benchmark child."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_finetune_bench.demo_paths import demo_data_dir
+from tests.fake_lm import FAKE_ENV
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LIMIT = 10  # IFEval prompts per run
+
+
+def make_fake_model(root: Path, name: str = "model") -> Path:
+    """outputs/<name>/ in the pipeline layout: merged_16bit/ and lora/adapter_config.json naming base/.
+
+    The two config.json files differ, so the two models get different response caches.
+    """
+    model = root / name
+    (model / "merged_16bit").mkdir(parents=True)
+    (model / "merged_16bit" / "config.json").write_text(json.dumps({"name": f"{name}-fine-tuned"}))
+    base = root / f"{name}-base"
+    base.mkdir()
+    (base / "config.json").write_text(json.dumps({"name": f"{name}-base"}))
+    (model / "lora").mkdir()
+    (model / "lora" / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(base)}))
+    return model
+
+
+def use_fake_lm(monkeypatch: pytest.MonkeyPatch, cache: Path, options: str = "") -> None:
+    """Make benchmark children started from now on run the fake model with `options` (see tests/fake_lm.py)."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("PYTEST_FINETUNE_BENCH_CHILD_PLUGINS", "tests.fake_lm")
+    monkeypatch.setenv(FAKE_ENV, options)
+    # The base-score cache lives in the test's folder, never in the user's.
+    monkeypatch.setenv("PYTEST_FINETUNE_BENCH_CACHE", str(cache))
+
+
+def bench_args(model: Path, output: Path, *extra: str) -> list[str]:
+    """Arguments of a fake session; values joined with '=' so pytest does not take them for rootdir hints."""
+    return [
+        f"--bench-model={model}", f"--bench-data-dir={demo_data_dir()}", f"--bench-output={output}",
+        "--bench-device=cpu", f"--bench-limit={LIMIT}", "--bench-batch-size=4", "-p", "no:cacheprovider", "-rA",
+        *extra,
+    ]
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data

@@ -1,0 +1,147 @@
+"""The documentation cannot drift from the code: options, ini keys and links are checked against the real plugin.
+
+Flags and ini keys come from `pytest --help` (what users see), not from the source.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from pytest_finetune_bench.options import OPTIONS
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+# Every Markdown page users read: the docs, the README and the examples' READMEs.
+PAGES = [*sorted(DOCS.glob("*.md")), ROOT / "README.md", *sorted((ROOT / "conftest_examples").glob("*/README.md"))]
+CONFIGURATION = DOCS / "configuration.md"
+REQUIRED_PAGES = (
+    "quickstart.md", "configuration.md", "backends.md", "servers.md", "offline.md", "thresholds.md",
+    "troubleshooting.md", "faq.md", "results.md", "performance.md",
+)
+
+_FLAG_DEFINITION = re.compile(r"^  (--bench-[a-z0-9-]+)", re.M)
+_INI_DEFINITION = re.compile(r"^  (bench_[a-z0-9_]+) \(", re.M)
+_FLAG_MENTION = re.compile(r"--bench-[a-z0-9]+(?:-[a-z0-9]+)*")
+_INI_MENTION = re.compile(r"\bbench_[a-z0-9]+(?:_[a-z0-9]+)*\b")
+_FIXTURE_LINE = re.compile(r"^(bench_[a-z0-9_]+)\b", re.M)
+_LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
+# "[pytest] ini-options in the first …" (pytest 8) or "[pytest] configuration options in the first …" (pytest 9)
+_INI_SECTION_START = re.compile(r"^\[pytest\] .* file found:$", re.M)
+
+
+def help_text(pytester: pytest.Pytester) -> str:
+    result = pytester.runpytest("--help")
+    assert result.ret == 0, result.stderr.str()
+    return result.stdout.str()
+
+
+def help_flags(text: str) -> set[str]:
+    """The `--bench-*` flags defined in `pytest --help` (definition lines only, not mentions in help texts)."""
+    return set(_FLAG_DEFINITION.findall(text))
+
+
+def help_ini_keys(text: str) -> set[str]:
+    """The `bench_*` keys of the `[pytest] ini-options` section of `pytest --help`."""
+    start = _INI_SECTION_START.search(text)
+    assert start is not None, "pytest --help has no [pytest] ini-options section"
+    section = text[start.end():]
+    end = section.find("\nEnvironment variables:")
+    return set(_INI_DEFINITION.findall(section if end < 0 else section[:end]))
+
+
+def fixture_names(pytester: pytest.Pytester) -> set[str]:
+    """The plugin's `bench_*` fixtures: names in the docs that are neither flags nor ini keys."""
+    return set(_FIXTURE_LINE.findall(pytester.runpytest("--fixtures").stdout.str()))
+
+
+def test_the_documentation_pages_exist() -> None:
+    missing = [name for name in REQUIRED_PAGES if not (DOCS / name).is_file()]
+    assert not missing, f"docs/ lacks {missing}"
+
+
+def test_help_is_parsed_into_flags_and_their_ini_twins(pytester: pytest.Pytester) -> None:
+    """Guards the parsing below: a change in pytest's --help layout must not make the other checks vacuous."""
+    text = help_text(pytester)
+    flags, keys = help_flags(text), help_ini_keys(text)
+    assert {"--bench-model", "--bench-suite", "--bench-max-drop"} <= flags
+    assert {f"bench_{flag.removeprefix('--bench-').replace('-', '_')}" for flag in flags} == keys
+
+
+def reference_rows(path: Path) -> dict[str, list[list[str]]]:
+    """{flag: [cells of each table row whose first cell names that flag]} of a Markdown page."""
+    rows: dict[str, list[list[str]]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("|"):
+            continue
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        flag = _FLAG_MENTION.search(cells[0])
+        if flag:
+            rows.setdefault(flag.group(), []).append(cells)
+    return rows
+
+
+def test_configuration_reference_has_a_row_for_every_option(pytester: pytest.Pytester) -> None:
+    """One table row per option: its flag, its ini key, its environment variable (if any), a default, a meaning."""
+    text = help_text(pytester)
+    rows = reference_rows(CONFIGURATION)
+    env_of = {opt.flag: opt.env for opt in OPTIONS}
+    problems = []
+    for flag in sorted(help_flags(text)):
+        ini = f"bench_{flag.removeprefix('--bench-').replace('-', '_')}"
+        found = rows.get(flag, [])
+        if len(found) != 1:
+            problems.append(f"{flag}: {len(found)} rows")
+            continue
+        cells = found[0]
+        if len(cells) != 5:
+            problems.append(f"{flag}: {len(cells)} cells instead of flag, ini key, environment, default, meaning")
+            continue
+        if cells[1] != f"`{ini}`":
+            problems.append(f"{flag}: ini key cell {cells[1]!r}, expected `{ini}`")
+        expected_env = f"`{env_of[flag]}`" if env_of.get(flag) else ""
+        if cells[2] != expected_env:
+            problems.append(f"{flag}: environment cell {cells[2]!r}, expected {expected_env!r}")
+        if not cells[3] or not cells[4]:
+            problems.append(f"{flag}: empty default or meaning")
+    assert not problems, "docs/configuration.md:\n" + "\n".join(problems)
+
+
+def test_every_flag_and_ini_key_in_the_docs_exists(pytester: pytest.Pytester) -> None:
+    text = help_text(pytester)
+    flags, keys = help_flags(text), help_ini_keys(text) | fixture_names(pytester)
+    unknown = []
+    for page in PAGES:
+        content = page.read_text(encoding="utf-8")
+        for name in sorted(set(_FLAG_MENTION.findall(content)) - flags):
+            unknown.append(f"{page.relative_to(ROOT)}: {name}")
+        for name in sorted(set(_INI_MENTION.findall(content)) - keys):
+            unknown.append(f"{page.relative_to(ROOT)}: {name}")
+    assert not unknown, "options that `pytest --help` does not know:\n" + "\n".join(unknown)
+
+
+def github_anchor(heading: str) -> str:
+    """The id GitHub gives a Markdown heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def anchors(page: Path) -> set[str]:
+    headings = re.findall(r"^#{1,6} (.+)$", page.read_text(encoding="utf-8"), re.M)
+    return {github_anchor(h) for h in headings}
+
+
+def test_relative_links_resolve() -> None:
+    broken = []
+    for page in PAGES:
+        for target in _LINK.findall(page.read_text(encoding="utf-8")):
+            if re.match(r"^[a-z]+:", target):
+                continue  # http(s), mailto: outside the repository
+            path_part, _, anchor = target.partition("#")
+            resolved = (page.parent / path_part).resolve() if path_part else page
+            if not resolved.exists():
+                broken.append(f"{page.relative_to(ROOT)}: {target} (no such file)")
+            elif anchor and resolved.suffix == ".md" and anchor not in anchors(resolved):
+                broken.append(f"{page.relative_to(ROOT)}: {target} (no such heading)")
+    assert not broken, "broken links:\n" + "\n".join(broken)

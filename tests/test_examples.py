@@ -1,0 +1,285 @@
+"""Every example in conftest_examples/, copied into a fresh project and run as its README says.
+
+The cheap checks (option names, ini values, the gates each example collects) use a stand-in model
+folder and never run a model. The end-to-end runs use the real SmolLM2 fixtures, the bundled
+offline data and lm-eval, with the settings of test_end_to_end.py (10 IFEval prompts, 32 new
+tokens): the base model's scores then come from the session's base-score cache after the first
+run, and every run of the unchanged model shares one --bench-output, whose lm-eval response cache
+answers the repeated prompts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from iniconfig import IniConfig
+
+from tests.conftest import FAST_ARGS, read_json
+from tests.test_docs import help_flags, help_ini_keys, help_text
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "conftest_examples"
+NAMES = ("ci_regression_gate", "acceptance", "custom_tasks", "domain_test")
+WORKFLOW = EXAMPLES / "ci_regression_gate" / "github-workflow.yml"
+LIMIT = ("--bench-suite", "test", "--bench-limit", "10")
+RUN_TIMEOUT_S = 1200
+
+
+def copy_example(pytester: pytest.Pytester, name: str) -> Path:
+    shutil.copytree(EXAMPLES / name, pytester.path, dirs_exist_ok=True)
+    return pytester.path
+
+
+def stand_in_model(pytester: pytest.Pytester) -> tuple[str, ...]:
+    """A model folder that lets the plugin configure itself without running anything."""
+    pytester.mkdir("stand-in")
+    (pytester.path / "stand-in" / "config.json").write_text("{}")
+    return ("--bench-model", "stand-in", "--bench-base", "stand-in")
+
+
+@pytest.fixture(scope="session")
+def shared_output(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The --bench-output of every example run: its .responses/ cache makes repeated runs of one model cheap."""
+    return tmp_path_factory.mktemp("examples-out")
+
+
+def bench_args(model: Path, data: Path | None, output: Path, *extra: str) -> list[str]:
+    """Paths as `--bench-x=PATH`: as separate words pytest would look for its ini file above them, not here."""
+    args = [f"--bench-model={model}", f"--bench-output={output}"]
+    if data is not None:
+        args.append(f"--bench-data-dir={data}")
+    return [*args, *extra, *FAST_ARGS, "-rA"]
+
+
+def option_values(argv: list[str]) -> dict[str, str]:
+    """{flag: value} of the `--bench-*` options in `argv`, in either `--flag=value` or `--flag value` form."""
+    values = {}
+    for i, arg in enumerate(argv):
+        if arg.startswith("--bench-"):
+            flag, sep, value = arg.partition("=")
+            values[flag] = value if sep else argv[i + 1]
+    return values
+
+
+def workflow() -> dict[Any, Any]:
+    return yaml.safe_load(WORKFLOW.read_text())
+
+
+def pytest_step(flow: dict[Any, Any]) -> dict[str, Any]:
+    steps = [s for s in flow["jobs"]["bench"]["steps"] if "-m pytest" in str(s.get("run", ""))]
+    assert len(steps) == 1, steps
+    return steps[0]
+
+
+def pytest_arguments(step: dict[str, Any], environment: dict[str, str]) -> list[str]:
+    """The step's pytest arguments, with shell variables expanded from `environment` only."""
+    argv = shlex.split(step["run"])
+    start = argv.index("pytest") + 1
+    expanded = []
+    for arg in argv[start:]:
+        for name, value in environment.items():
+            arg = arg.replace(f"${name}", value)
+        assert "$" not in arg, f"unexpanded variable in {arg!r}"
+        expanded.append(arg)
+    return expanded
+
+
+# ---------------------------------------------------------------------------------------------- cheap checks
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_example_has_a_readme(name: str) -> None:
+    readme = EXAMPLES / name / "README.md"
+    assert readme.is_file() and len(readme.read_text().strip().splitlines()) >= 3
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if (EXAMPLES / n / "pytest.ini").is_file()])
+def test_example_ini_keys_exist(pytester: pytest.Pytester, name: str) -> None:
+    keys = help_ini_keys(help_text(pytester))
+    ini = IniConfig(str(EXAMPLES / name / "pytest.ini"))
+    used = {key for key in ini.sections["pytest"] if key.startswith("bench_")}
+    assert used and used <= keys, f"{name}/pytest.ini: unknown {sorted(used - keys)}"
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("ci_regression_gate", ["finetune-bench::ifeval::improves", "finetune-bench::ifeval::no_regression",
+                                "finetune-bench::gsm8k::no_regression", "finetune-bench::hellaswag::no_regression",
+                                "*4 tests collected*"]),
+        ("acceptance", ["test_acceptance.py::test_few_ifeval_prompts_lost",
+                        "test_acceptance.py::test_gsm8k_gain_is_significant",
+                        "finetune-bench::ifeval::improves", "finetune-bench::ifeval::no_regression",
+                        "finetune-bench::gsm8k::improves", "finetune-bench::gsm8k::no_regression",
+                        "finetune-bench::hellaswag::no_regression", "*7 tests collected*"]),
+        ("custom_tasks", ["finetune-bench::arc_easy::improves", "finetune-bench::arc_easy::no_regression",
+                          "*2 tests collected*"]),
+        ("domain_test", ["test_domain.py::test_no_json_prompt_lost", "*test_sixteen_bit_merge_is_evaluated",
+                         "finetune-bench::ifeval::improves", "finetune-bench::ifeval::no_regression",
+                         "*7 tests collected*"]),
+    ],
+)
+def test_example_configures_the_plugin(pytester: pytest.Pytester, name: str, expected: list[str]) -> None:
+    """The plugin accepts every value of the example's settings and collects the gates it describes."""
+    copy_example(pytester, name)
+    result = pytester.runpytest(*stand_in_model(pytester), "--collect-only", "-q", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str() + result.stderr.str()
+    result.stdout.fnmatch_lines(expected, consecutive=False)
+
+
+def test_example_tests_skip_without_bench_model(pytester: pytest.Pytester) -> None:
+    copy_example(pytester, "domain_test")
+    copy_example(pytester, "acceptance")
+    result = pytester.runpytest("-p", "no:cacheprovider", "-rs")
+    result.assert_outcomes(skipped=7)
+    result.stdout.fnmatch_lines(["*needs --bench-model*"])
+
+
+def test_workflow_runs_pytest_with_existing_options_only(pytester: pytest.Pytester) -> None:
+    flow = workflow()
+    step = pytest_step(flow)
+    argv = pytest_arguments(step, {"GITHUB_WORKSPACE": "/w", "MODEL_DIR": "outputs/m"})
+    flags = help_flags(help_text(pytester))
+    values = option_values(argv)
+    used = set(values)
+    assert {"--bench-model", "--bench-output"} <= used
+    # A path given as a separate word would make pytest miss the gate folder's pytest.ini.
+    assert all(arg.startswith("--bench-") or not arg.startswith("/") for arg in argv), argv
+    assert used <= flags, f"unknown options in the workflow: {sorted(used - flags)}"
+    job = flow["jobs"]["bench"]
+    # The folder the pytest step runs in is where the example's pytest.ini and conftest.py are meant to go.
+    assert step["working-directory"] == "bench-gate"
+    assert "bench-gate/**" in (flow.get("on") or flow[True])["push"]["paths"]
+    # The cached folder is the one the plugin reads base scores from.
+    cache = next(s for s in job["steps"] if str(s.get("uses", "")).startswith("actions/cache"))
+    assert job["env"]["PYTEST_FINETUNE_BENCH_CACHE"] == "${{ github.workspace }}/" + cache["with"]["path"]
+    # Results are uploaded even when a gate fails the step.
+    upload = next(s for s in job["steps"] if str(s.get("uses", "")).startswith("actions/upload-artifact"))
+    assert upload["if"] == "always()"
+    assert upload["with"]["path"].rstrip("/") == values["--bench-output"].removeprefix("/w/")
+
+
+def test_job_summary_markdown_from_a_benchmark_json(tmp_path: Path) -> None:
+    """The CI conftest's table, from a summary with the keys benchmark.json has (see docs/results.md)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ci_conftest", EXAMPLES / "ci_regression_gate" / "conftest.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    summary = {
+        "model_name": "my-model", "base_model_name": "org/base", "status": "complete",
+        "comparison": {"ifeval": {"metric": "prompt_level_strict_acc,none", "base_accuracy": 0.4,
+                                  "finetuned_accuracy": 0.3, "delta": -0.1,
+                                  "stats": {"ci_low": -0.3, "ci_high": 0.0, "p_value": 1.0},
+                                  "flips": {"regressed": 1, "improved": 0}}},
+        "skipped_tasks": {"hellaswag": "needs log-likelihoods"},
+        "errors": {},
+    }
+    text = module.markdown_summary(summary)
+    assert "| ifeval | prompt_level_strict_acc,none | 40.00% | 30.00% | -10.00 | [-30.0, +0.0] | 1 | 1↓ 0↑ |" in text
+    assert "Skipped hellaswag: needs log-likelihoods" in text
+
+
+# ---------------------------------------------------------------------------------------------- real runs
+
+
+def test_ci_gate_end_to_end(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, unchanged_outputs: Path, demo_data: Path,
+    shared_output: Path,
+) -> None:
+    """The workflow's pytest command in the gate folder: real base and fine-tuned runs, gates, job summary."""
+    copy_example(pytester, "ci_regression_gate")
+    workspace = unchanged_outputs.parent.parent
+    argv = pytest_arguments(
+        pytest_step(workflow()),
+        {"GITHUB_WORKSPACE": str(workspace), "MODEL_DIR": str(unchanged_outputs.relative_to(workspace))},
+    )
+    assert Path(option_values(argv)["--bench-model"]) == unchanged_outputs
+    job_summary = pytester.path / "job-summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(job_summary))
+    # Small settings for a CPU, and results kept out of the shared model folder (the last --bench-output wins).
+    result = pytester.runpytest_subprocess(
+        *argv, *bench_args(unchanged_outputs, demo_data, shared_output, *LIMIT), timeout=RUN_TIMEOUT_S
+    )
+    # The fine-tune changed nothing: it does not regress, and it does not gain the 2 points pytest.ini asks for.
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([
+        "configfile: pytest.ini",
+        "*ifeval did not improve by +2.00 points: base * → fine-tuned *: Δ +0.00 points (+0.0%)*",
+        "Instruction-Following (IFEval)*→ No change*",
+        "PASSED finetune-bench::ifeval::no_regression",
+    ])
+    summary = read_json(shared_output / "benchmark.json")
+    assert summary["status"] == "complete" and summary["comparison"]["ifeval"]["delta"] == 0.0
+    table = job_summary.read_text()
+    assert "### Fine-tune benchmark: unchanged-smollm2 vs " in table
+    assert "| ifeval | prompt_level_strict_acc,none |" in table and "| +0.00 |" in table
+
+
+def test_domain_tests_use_the_fixtures(
+    pytester: pytest.Pytester, unchanged_outputs: Path, demo_data: Path, shared_output: Path
+) -> None:
+    copy_example(pytester, "domain_test")
+    result = pytester.runpytest_subprocess(
+        *bench_args(unchanged_outputs, demo_data, shared_output, *LIMIT, "--bench-min-gain", "0"),
+        timeout=RUN_TIMEOUT_S,
+    )
+    result.assert_outcomes(passed=6, skipped=1)
+    result.stdout.fnmatch_lines([
+        "*PASSED test_domain.py::test_no_json_prompt_lost*",
+        "*PASSED test_domain.py::test_loose_ifeval_holds*",
+        "*SKIPPED*test_domain.py:*benchmark test needs gsm8k, hellaswag, which this run (--bench-suite test)*",
+    ])
+
+
+def test_acceptance_per_task_thresholds_and_compare_to(
+    pytester: pytest.Pytester, unchanged_outputs: Path, demo_data: Path, shared_output: Path
+) -> None:
+    copy_example(pytester, "acceptance")
+    args = bench_args(unchanged_outputs, demo_data, shared_output, *LIMIT)
+
+    first = pytester.runpytest_subprocess(*args, timeout=RUN_TIMEOUT_S)
+    # pytest.ini's per-task threshold (ifeval=5, not the default 2) at its confidence level (90%).
+    first.assert_outcomes(passed=2, failed=1, skipped=1)
+    first.stdout.fnmatch_lines(
+        ["configfile: pytest.ini", "*ifeval did not improve by +5.00 points with 90% confidence*"]
+    )
+    experiment_1 = read_json(shared_output / "benchmark.json")
+    run_folder = Path(experiment_1["fine_tuned_model"]["benchmark_dir"])
+
+    second = pytester.runpytest_subprocess(*args, f"--bench-compare-to={run_folder}", timeout=RUN_TIMEOUT_S)
+    second.assert_outcomes(passed=2, failed=1, skipped=1)
+    out = second.stdout.str()
+    assert "[bench] reference: " in out and "[bench] base:" not in out
+    experiment_2 = read_json(shared_output / "benchmark.json")
+    assert experiment_2["comparison"]["ifeval"]["base_accuracy"] == experiment_1["comparison"]["ifeval"][
+        "finetuned_accuracy"
+    ]
+    assert experiment_2["base_model"]["results_file"] == experiment_1["fine_tuned_model"]["results_file"]
+
+
+def test_custom_task_reads_local_data(
+    pytester: pytest.Pytester, unchanged_outputs: Path, shared_output: Path
+) -> None:
+    """arc_easy on the example's own questions: the offline overlay, both runs and the gates, for real."""
+    project = copy_example(pytester, "custom_tasks")
+    questions = (project / "data" / "arc_easy" / "test.jsonl").read_text().splitlines()
+    # pytest.ini names the tasks and the data folder; relative paths are taken from where pytest starts.
+    result = pytester.runpytest_subprocess(*bench_args(unchanged_outputs, None, shared_output), timeout=RUN_TIMEOUT_S)
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["configfile: pytest.ini", "arc_easy *→ No change*"])
+    summary = read_json(shared_output / "benchmark.json")
+    comparison = summary["comparison"]["arc_easy"]
+    assert comparison["metric"] == "acc,none" and comparison["stats"]["n"] == len(questions)
+    assert summary["reproduce"]["limit"] is None  # --bench-tasks: no suite limit
+    overlay = json.loads((shared_output / "offline-tasks" / "arc_easy.yaml").read_text())
+    expected = (project / "data" / "arc_easy" / "test.jsonl").resolve()
+    assert overlay["dataset_kwargs"]["data_files"] == {"test": str(expected)}
+    assert os.path.basename(overlay["include"]) == "arc_easy.yaml"

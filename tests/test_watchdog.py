@@ -1,0 +1,204 @@
+"""The watchdog: --bench-timeout, pytest-timeout on the gates, the child tree stopped, the heartbeat."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from pytest_finetune_bench import engine
+from pytest_finetune_bench.engine import child_environment
+from pytest_finetune_bench.progress import ProgressPrinter
+from pytest_finetune_bench.watchdog import format_duration, gate_item_timeout
+from tests.fake_sessions import bench_args, make_fake_model, read_summary, use_fake_lm
+
+
+def _model(pytester: pytest.Pytester) -> None:
+    pytester.mkdir("model")
+    (pytester.path / "model" / "config.json").write_text("{}")
+
+
+def _timeout_markers(pytester: pytest.Pytester, *args: str) -> list[Any]:
+    items, _ = pytester.inline_genitems("--bench-model=model", "--bench-base=model", *args)
+    return [item.get_closest_marker("timeout") for item in items]
+
+
+def test_bench_timeout_puts_a_signal_timeout_on_the_gates(pytester: pytest.Pytester) -> None:
+    _model(pytester)
+    markers = _timeout_markers(pytester, "--bench-timeout=10m")
+    assert len(markers) == 2
+    for marker in markers:
+        assert marker.args == (gate_item_timeout(600),)
+        assert marker.kwargs == {"method": "signal"}  # `thread` would os._exit and lose benchmark.json
+
+
+def test_bench_timeout_ini_twin(pytester: pytest.Pytester) -> None:
+    _model(pytester)
+    pytester.makeini("[pytest]\nbench_timeout = 30min\n")
+    assert [m.args for m in _timeout_markers(pytester)] == [(gate_item_timeout(1800),)] * 2
+
+
+@pytest.mark.parametrize("args", [(), ("--bench-timeout=10m", "-p", "no:timeout"), ("--bench-timeout=off",)])
+def test_no_gate_timeout_when_off_or_without_pytest_timeout(pytester: pytest.Pytester, args: tuple[str, ...]) -> None:
+    _model(pytester)
+    assert _timeout_markers(pytester, *args) == [None, None]
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("30min", 1800), ("10m", 600), ("600s", 600), ("600", 600),
+                                               ("1h", 3600)])
+def test_timeout_accepts_the_usual_spellings(pytester: pytest.Pytester, text: str, seconds: float) -> None:
+    _model(pytester)
+    assert _timeout_markers(pytester, f"--bench-timeout={text}")[0].args == (gate_item_timeout(seconds),)
+
+
+def test_gate_backstop_outlasts_both_runs_and_their_scoring() -> None:
+    # Two runs of 10 minutes, each scored afterwards within 10 minutes: the engine stops them first.
+    budget = gate_item_timeout(600)
+    assert budget is not None and budget > 2 * (600 + 600)
+    assert gate_item_timeout(None) is None
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(600, "10m"), (5400, "1h30m"), (45, "45s"), (125, "2m05s"),
+                                               (3600, "1h")])
+def test_durations_read_as_users_write_them(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_heartbeat_after_a_silence_then_every_30_seconds_with_eta() -> None:
+    clock, lines = FakeClock(), list[str]()
+    printer = ProgressPrinter(lines.append, clock)
+    tick = {"event": "tick", "role": "base"}
+
+    def at(now: float, event: dict[str, Any]) -> list[str]:
+        clock.now = now
+        before = len(lines)
+        printer(dict(event))
+        return lines[before:]
+
+    assert at(1059, tick) == []  # quiet for less than a minute: nothing to say
+    assert at(1061, tick) == ["[bench] base: no output for 61s, still running after 1m01s"]
+    assert at(1075, tick) == []  # the next heartbeat comes 30 s later
+    assert at(1091, tick) == ["[bench] base: no output for 91s, still running after 1m31s"]
+    progress = {"event": "progress", "role": "base", "task": "ifeval", "total": 10}
+    assert at(1100, {**progress, "done": 1}) == ["[bench] base: ifeval 1/10 samples (10%)"]
+    assert at(1130, {**progress, "done": 3}) == ["[bench] base: ifeval 3/10 samples (30%)"]
+    assert at(1180, tick) == []
+    # 30 s a sample since the first one: the 7 left take about 210 s.
+    assert at(1190, tick) == [
+        "[bench] base: no output for 60s, still running after 3m10s; ifeval 3/10 samples, about 3m30s left"
+    ]
+
+
+def test_child_environment_is_safe_for_lm_eval(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("TOKENIZERS_PARALLELISM", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")
+    env = child_environment()
+    assert env["TOKENIZERS_PARALLELISM"] == "false"  # tokenizers' pool deadlocks after lm-eval forks
+    threads = int(env["OMP_NUM_THREADS"])
+    assert 1 <= threads <= min(os.cpu_count() or 1, 16)
+    assert env["MKL_NUM_THREADS"] == env["OPENBLAS_NUM_THREADS"] == str(threads)
+    assert env["PYTHONUNBUFFERED"] == "1"
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert child_environment()["OMP_NUM_THREADS"] == "3"  # the user's own choice stands
+
+
+# A stand-in for the child: one progress event, a grandchild, then a hang.
+HANGING_CHILD = """
+import json, signal, subprocess, sys, time
+if sys.argv[1] == "ignore-sigterm":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # inherited by the grandchild too
+grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+event = {"event": "progress", "task": "t", "done": 1, "total": 3, "generated": 1, "grandchild": grandchild.pid}
+print(json.dumps(event), flush=True)
+time.sleep(600)
+"""
+
+
+def alive(pid: int, settle_s: float = 5.0) -> bool:
+    """Whether `pid` still runs after `settle_s` (a zombie that no parent reaps does not run).
+
+    SIGKILL is delivered asynchronously: give the kernel a moment before calling it a survivor.
+    """
+    deadline = time.monotonic() + settle_s
+    while True:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return False
+        if state in ("Z", "X"):
+            return False
+        if time.monotonic() >= deadline:
+            return True
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("mode", ["obeys-sigterm", "ignore-sigterm"])
+def test_deadline_stops_the_whole_child_tree(monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    monkeypatch.setattr(engine, "KILL_GRACE_S", 2.0)
+    proc = subprocess.Popen([sys.executable, "-c", HANGING_CHILD, mode], stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    events: list[dict[str, Any]] = []
+    started = time.monotonic()
+    try:
+        outcome = engine._pump(proc, SimpleNamespace(role="base"), events.append, started + 3.0)  # type: ignore[arg-type]
+    finally:
+        engine.stop_process_tree(proc)
+    elapsed = time.monotonic() - started
+    assert outcome == {"event": "failed", "kind": "timeout", "message": "stopped at its time limit", "generated": 1}
+    grandchild = next(e["grandchild"] for e in events if e["event"] == "progress")
+    assert not alive(proc.pid) and not alive(grandchild)
+    # SIGTERM ends it at once; a child that ignores SIGTERM is killed after the grace period.
+    assert elapsed < (8.0 if mode == "obeys-sigterm" else 3.0 + 2.0 + 8.0), elapsed
+
+
+def test_pytest_timeout_inside_a_run_stops_the_child_and_is_recorded(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pytest-timeout's own marker and --timeout keep working, and its alarm does not leak a child."""
+    model = make_fake_model(pytester.path)
+    pids = pytester.path / "pids"
+    use_fake_lm(monkeypatch, pytester.path / "cache", f"hang_after=2,pid_dir={pids}")
+    pytester.makepyfile(
+        """
+        import time
+        import pytest
+
+        @pytest.mark.timeout(20)
+        def test_uses_result(bench_result):
+            pass
+
+        @pytest.mark.timeout(1)
+        def test_unrelated_slow():
+            time.sleep(5)
+
+        def test_unrelated_fast():
+            pass
+        """
+    )
+    out = pytester.path / "out"
+    result = pytester.runpytest_subprocess(*bench_args(model, out, "--timeout=300"))
+    result.assert_outcomes(passed=1, failed=3, errors=1)
+    text = result.stdout.str()
+    assert "Timeout (>20.0s) from pytest-timeout" in text and "Timeout (>1.0s) from pytest-timeout" in text
+    result.stdout.fnmatch_lines(["base run was stopped by pytest-timeout (Timeout (>20.0s) from pytest-timeout.); "
+                                 "re-run to resume"])
+    summary = read_summary(out / "benchmark.json")
+    assert summary["status"] == "timeout" and summary["run_status"] == {"base": "timeout"}
+    children = [int(p.stem) for p in pids.glob("*.pid")]
+    assert len(children) == 1 and not alive(children[0])
+
