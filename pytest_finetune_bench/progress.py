@@ -23,7 +23,7 @@ class ProgressPrinter:
         self.task = ""
         self.done = 0
         self.total = 0
-        self.first_progress_at: float | None = None
+        self.generating_since: float | None = None
 
     def __call__(self, event: Event) -> None:
         kind = event["event"]
@@ -35,6 +35,7 @@ class ProgressPrinter:
         if kind == "loading":
             self.say(f"[bench] {role}: loading model ({event.get('model', '')})")
         elif kind == "requests":
+            self.generating_since = self.clock()
             tasks = ", ".join(f"{t} {n}" for t, n in event.get("tasks", {}).items())
             self.say(f"[bench] {role}: {event.get('kind')} requests to run: {tasks}")
         elif kind == "progress":
@@ -46,8 +47,6 @@ class ProgressPrinter:
 
     def _progress(self, role: str, event: Event) -> None:
         self.task, self.done, self.total = str(event["task"]), int(event["done"]), int(event["total"])
-        if self.first_progress_at is None:
-            self.first_progress_at = self.clock()
         pct = self.done / self.total * 100 if self.total else 0.0
         self.say(f"[bench] {role}: {self.task} {self.done}/{self.total} samples ({pct:.0f}%)")
 
@@ -62,9 +61,10 @@ class ProgressPrinter:
         self.say(f"[bench] {role}: no output for {quiet:.0f}s, still running after {elapsed}{where}{self._eta()}")
 
     def _eta(self) -> str:
-        if not self.total or not self.done or self.first_progress_at is None:
+        if not self.total or not self.done or self.generating_since is None:
             return ""
-        rate = (self.clock() - self.first_progress_at) / self.done
+        # Time since the model started on its requests, per sample done: batches finish in bursts.
+        rate = (self.clock() - self.generating_since) / self.done
         return f", about {_fmt(rate * (self.total - self.done))} left"
 
     def _elapsed(self) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 
 from pytest_finetune_bench.engine import RunRecord
 from pytest_finetune_bench.errors import BenchError
+from pytest_finetune_bench.fileio import read_json_file
 
 # Settings that change a score; a reference run must match on all of them.
 COMPARABLE = (
@@ -22,13 +23,13 @@ def load_reference(path: Path) -> tuple[RunRecord, dict[str, Any]]:
     if not summary_file.is_file():
         raise BenchError(f"--bench-compare-to {path}: no benchmark.json there; point it at a benchmark.json "
                          "or a fine-tuned/<timestamp> folder")
-    try:
-        summary = json.loads(summary_file.read_text())
-        side = summary["fine_tuned_model"]
-        results_file = Path(side["results_file"])
-        results = json.loads(results_file.read_text())
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise BenchError(f"--bench-compare-to {summary_file} is unreadable ({exc}): pick another run") from None
+    advice = "pick another run for --bench-compare-to"
+    summary = read_json_file(summary_file, advice)
+    side = summary.get("fine_tuned_model")
+    if not isinstance(side, dict) or not side.get("results_file"):
+        raise BenchError(f"{summary_file} has no fine-tuned results (its run did not finish): {advice}")
+    results_file = Path(side["results_file"])
+    results = read_json_file(results_file, advice)
     record = RunRecord(
         role="base",
         model=f"{side.get('model')} ({summary.get('timestamp')})",

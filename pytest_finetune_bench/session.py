@@ -24,6 +24,7 @@ from pytest_finetune_bench.errors import BenchError
 from pytest_finetune_bench.fileio import unique_dir
 from pytest_finetune_bench.history import publish_summary
 from pytest_finetune_bench.layout import ModelLocation, detect_base, locate_model, resolve_base
+from pytest_finetune_bench.locks import locked
 from pytest_finetune_bench.progress import ProgressPrinter
 from pytest_finetune_bench.recovery import evaluate_with_recovery, interrupted, overall_status
 from pytest_finetune_bench.reference import load_reference, settings_differences
@@ -303,14 +304,24 @@ class BenchSession:
     def _evaluate(self, role: str) -> RunRecord:
         if role == "base" and self.options.compare_to is not None:
             return self._reference_run(self.options.compare_to)
-        if role == "base":
-            cached = self._cached_base()
+        if role != "base":
+            return self._run_model(role)
+        key = self.base_key()
+        if key is None:
+            self.say("[bench] base: this backend cannot fingerprint the model, so its scores are not cached")
+            return self._run_model(role)
+        # One session computes a given base; another one on the same base waits, then reuses it.
+        with locked(self.base_cache.entry_dir(key), on_wait=self._say_waiting):
+            cached = self._cached_base(key)
             if cached is not None:
                 return cached
-        record = self._run_model(role)
-        if role == "base":
-            self._store_base(record)
-        return record
+            record = self._run_model(role)
+            if record.status == "complete":
+                self.base_cache.store(key, record)
+            return record
+
+    def _say_waiting(self, lock: Path) -> None:
+        self.say(f"[bench] base: another session is computing the same base scores; waiting for it ({lock})")
 
     def _run_model(self, role: str) -> RunRecord:
         request = self.request(role)
@@ -346,11 +357,7 @@ class BenchSession:
             data_files=tuple(sorted(self._data_hashes.values())),
         )
 
-    def _cached_base(self) -> RunRecord | None:
-        key = self.base_key()
-        if key is None:
-            self.say("[bench] base: this backend cannot fingerprint the model, so its scores are not cached")
-            return None
+    def _cached_base(self, key: BaseKey) -> RunRecord | None:
         if self.options.refresh_base:
             self.say("[bench] base: --bench-refresh-base given: recomputing the base scores")
             return None
@@ -366,11 +373,6 @@ class BenchSession:
             f"(key {key.digest()[:12]} in {self.base_cache.root})"
         )
         return record
-
-    def _store_base(self, record: RunRecord) -> None:
-        key = self.base_key()
-        if key is not None and record.status == "complete":
-            self.base_cache.store(key, record)
 
     def _reference_run(self, path: Path) -> RunRecord:
         record, reference = load_reference(path)

@@ -93,11 +93,13 @@ def test_heartbeat_after_a_silence_then_every_30_seconds_with_eta() -> None:
     assert at(1061, tick) == ["[bench] base: no output for 61s, still running after 1m01s"]
     assert at(1075, tick) == []  # the next heartbeat comes 30 s later
     assert at(1091, tick) == ["[bench] base: no output for 91s, still running after 1m31s"]
+    requests = {"event": "requests", "role": "base", "kind": "generate_until", "tasks": {"ifeval": 10}}
+    assert at(1100, requests) == ["[bench] base: generate_until requests to run: ifeval 10"]
     progress = {"event": "progress", "role": "base", "task": "ifeval", "total": 10}
-    assert at(1100, {**progress, "done": 1}) == ["[bench] base: ifeval 1/10 samples (10%)"]
+    assert at(1110, {**progress, "done": 1}) == ["[bench] base: ifeval 1/10 samples (10%)"]
     assert at(1130, {**progress, "done": 3}) == ["[bench] base: ifeval 3/10 samples (30%)"]
     assert at(1180, tick) == []
-    # 30 s a sample since the first one: the 7 left take about 210 s.
+    # 3 samples in the 90 s since generation began: the 7 left take about 210 s.
     assert at(1190, tick) == [
         "[bench] base: no output for 60s, still running after 3m10s; ifeval 3/10 samples, about 3m30s left"
     ]
