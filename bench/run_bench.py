@@ -183,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--outputs", type=Path, default=Path("outputs"), help="where the demo is built or reused")
     parser.add_argument("--limit", type=int, default=5, help="IFEval prompts per run (default: 5, the test suite)")
     parser.add_argument("--gen-kwargs", default=DEFAULT_GEN_KWARGS,
-                        help=f"lm-eval generation settings (default: {DEFAULT_GEN_KWARGS}; the demo uses {DEMO_GEN_KWARGS})")
+                        help=f"lm-eval generation settings (default: {DEFAULT_GEN_KWARGS}; "
+                        f"the demo uses {DEMO_GEN_KWARGS})")
     parser.add_argument("--work", type=Path, help="folder for outputs and caches (default: a new temporary one)")
     parser.add_argument("--report", type=Path, help="also write the Markdown table to this file")
     args = parser.parse_args(argv)
