@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+# In-process pytester runs drop the modules they imported afterwards. `datasets` (pyarrow extension
+# types) and lm-eval (its metric registry) refuse a second import, so both are imported once, up front.
+import datasets  # noqa: F401
+import lm_eval.tasks  # noqa: F401
 import pytest
 
 from pytest_finetune_bench.demo_paths import demo_data_dir

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import subprocess
 import sys
 import time
@@ -23,9 +25,9 @@ from pytest_finetune_bench.errors import BenchError
 from tests.demo_fixtures import demo_model  # noqa: F401 - session fixture: the built demo
 
 
-def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "pytest_finetune_bench", *args], capture_output=True, text=True,
-                          timeout=120, cwd=cwd)
+                          timeout=120, env={**os.environ, **(env or {})})
 
 
 def _train_rows() -> list[dict]:
@@ -136,3 +138,16 @@ def test_cli_unfinished_outputs_is_one_line(tmp_path: Path) -> None:
     assert result.stderr.strip().count("\n") == 0
     assert "not a finished demo build" in result.stderr
     assert (tmp_path / "demo-smollm2" / "notes.txt").read_text() == "mine"
+
+
+def test_cli_no_run_reuses_the_build(demo_model: Path, cache_root: Path) -> None:  # noqa: F811
+    # The same models cache as the build, so the CLI finds a finished build against the same base.
+    result = _cli("demo", "--outputs", str(demo_model.parent), "--no-run",
+                  env={"PYTEST_FINETUNE_BENCH_MODELS": str(cache_root / "models")})
+    assert result.returncode == 0, result.stderr
+    assert "Reusing" in result.stdout
+    command = shlex.split(result.stdout.strip().splitlines()[-1])
+    assert command[:2] == ["pytest", str(demo_model)]
+    for option, value in (("--bench-model", str(demo_model)), ("--bench-data-dir", str(demo_data_dir())),
+                          ("--bench-limit", "24"), ("--bench-gen-kwargs", "max_gen_toks=256")):
+        assert command[command.index(option) + 1] == value
