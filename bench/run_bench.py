@@ -15,8 +15,8 @@ bundled offline data, the demo's 5 IFEval prompts and answers of up to 64 tokens
    response cache,
 
 and prints a Markdown table (also written to --report). Everything goes to a temporary folder (or
---work), so the user's caches are neither used nor changed. About 3 to 5 minutes on 2 CPU cores
-(8 with max_gen_toks=256).
+--work), so the user's caches are neither used nor changed. About 3 to 6 minutes on 2 CPU cores
+(5 to 9 with max_gen_toks=256), plus the demo build when there is none yet.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from pytest_finetune_bench.session import BenchOptions, BenchSession  # noqa: E4
 from pytest_finetune_bench.tasks import TaskCatalog  # noqa: E402
 
 DEMO_GEN_KWARGS = "max_gen_toks=256"  # what `python -m pytest_finetune_bench demo` uses
-# A quarter of the demo's answer length keeps this script within about 5 minutes on 2 busy cores;
+# A quarter of the demo's answer length keeps this script within about 5 minutes on 2 shared cores;
 # generation time grows about linearly with it (--gen-kwargs max_gen_toks=256 measures the demo's).
 DEFAULT_GEN_KWARGS = "max_gen_toks=64"
 
