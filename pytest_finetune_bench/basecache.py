@@ -123,6 +123,8 @@ class BaseCache:
             "generated": record.generated,
         }
         (staging / "entry.json").write_text(json.dumps(entry, indent=2, default=str))
+        if folder.exists():  # a recomputed base (--bench-refresh-base) replaces the old entry
+            self._discard(folder)
         try:
             staging.rename(folder)
         except OSError:

@@ -107,3 +107,15 @@ def fake_run(folder: Path) -> RunRecord:
     samples = folder / "samples_ifeval_2026-01-01T00-00-00.jsonl"
     samples.write_text(json.dumps({"doc_id": 0, "filter": "none", "prompt_level_strict_acc": True}) + "\n")
     return RunRecord("base", "/models/base", results, results_file, {"ifeval": samples}, "2026-01-01T00:00:00")
+
+
+def test_storing_again_replaces_the_entry(tmp_path: Path) -> None:
+    cache = BaseCache(tmp_path / "cache")
+    cache.store(KEY, fake_run(tmp_path / "old"))
+    newer = fake_run(tmp_path / "new")
+    newer.results["results"]["ifeval"]["prompt_level_strict_acc,none"] = 0.6
+    newer.results_file.write_text(json.dumps(newer.results))
+    cache.store(KEY, newer)
+    cached, _ = cache.load(KEY)
+    assert cached is not None
+    assert json.loads(cached.results_file.read_text()) == newer.results
