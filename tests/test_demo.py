@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,7 +31,7 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
                           timeout=120, env={**os.environ, **(env or {})})
 
 
-def _train_rows() -> list[dict]:
+def _train_rows() -> list[dict[str, Any]]:
     return [json.loads(line) for line in TRAIN_FILE.read_text().splitlines() if line.strip()]
 
 
