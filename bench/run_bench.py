@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(Row("session set-up: task index, offline overlay, chat template check", times["setup"], ""))
     rows += run_rows("base run", say.runs.get("base"), times["base"])
     rows += run_rows("fine-tuned run", say.runs.get("fine-tuned"), times["fine-tuned"])
-    rows.append(Row("comparison: paired bootstrap, McNemar, flips", times["comparison"], ""))
+    rows.append(Row("comparison: paired interval, McNemar, flips", times["comparison"], ""))
     first_total = sum(times.values())
     rows.append(Row("**first session, total**", first_total, ""))
 

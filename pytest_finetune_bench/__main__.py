@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from pytest_finetune_bench.demo import DEFAULT_STEPS
 from pytest_finetune_bench.errors import BenchError
 
 PROG = "python -m pytest_finetune_bench"
@@ -48,8 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--outputs", type=Path, default=Path("outputs"), metavar="DIR",
                       help="folder that receives demo-smollm2/ (default: ./outputs)")
     demo.add_argument("--no-run", action="store_true", help="only build the demo model; do not run the benchmark")
-    demo.add_argument("--steps", type=_positive_int, default=30, metavar="N",
-                      help="LoRA training steps (default: 30; a different count rebuilds the model)")
+    demo.add_argument("--steps", type=_positive_int, default=DEFAULT_STEPS, metavar="N",
+                      help=f"LoRA training steps (default: {DEFAULT_STEPS}; a different count rebuilds the model)")
     commands.add_parser(
         "data-dir",
         help="print the bundled offline benchmark data folder (for --bench-data-dir)",
@@ -72,33 +74,77 @@ def pytest_args(model_dir: Path, data_dir: Path) -> list[str]:
     """The pytest command line that benchmarks the demo model.
 
     The model folder is also the path to collect, so that only the plugin's gate tests run, never the
-    tests of whatever project the command is started in.
+    tests of whatever project the command is started in. Values are joined with `=`: a path given as
+    a separate word would count as a path to collect and move pytest's rootdir.
     """
     return [
         str(model_dir),
-        "--bench-model", str(model_dir),
-        "--bench-suite", "test",
-        "--bench-limit", DEMO_LIMIT,
-        "--bench-data-dir", str(data_dir),
-        "--bench-gen-kwargs", DEMO_GEN_KWARGS,
+        f"--bench-model={model_dir}",
+        "--bench-suite=test",
+        f"--bench-limit={DEMO_LIMIT}",
+        f"--bench-data-dir={data_dir}",
+        f"--bench-gen-kwargs={DEMO_GEN_KWARGS}",
         "-p", "no:cacheprovider",
     ]
 
 
+class PhaseClock:
+    """How long each phase of the demo took, said as it ends and summed up at the end."""
+
+    def __init__(self) -> None:
+        self.phases: list[tuple[str, float]] = []
+        self._started = time.monotonic()
+
+    def lap(self, name: str) -> None:
+        now = time.monotonic()
+        self.phases.append((name, now - self._started))
+        self._started = now
+        print(f"[demo] {name}: {_minutes(self.phases[-1][1])}", flush=True)
+
+    def total_line(self) -> str:
+        parts = ", ".join(f"{name} {_minutes(seconds)}" for name, seconds in self.phases)
+        return f"[demo] total {_minutes(sum(s for _, s in self.phases))} ({parts})"
+
+
+def _minutes(seconds: float) -> str:
+    whole = round(seconds)
+    return f"{whole // 60}m{whole % 60:02d}s"
+
+
 def run_demo(outputs: Path, *, run: bool, steps: int) -> int:
     """Build the demo model, then (when `run`) benchmark it; returns the exit code."""
-    from pytest_finetune_bench.demo import BENCH_DATA_DIR, build_demo
+    from pytest_finetune_bench.demo import BENCH_DATA_DIR, build_demo, checked_demo_dir, prepare_base
 
-    model_dir = build_demo(outputs, steps=steps)
+    checked_demo_dir(outputs)  # before minutes of work, not after
+    clock = PhaseClock()
+    base = prepare_base()
+    clock.lap("base model")
+    model_dir = build_demo(outputs, steps=steps, base=base)
+    clock.lap("fine-tune")
+    args = pytest_args(model_dir, BENCH_DATA_DIR)
     if not run:
-        print(f"Benchmark it with:\n  pytest {shlex.join(pytest_args(model_dir, BENCH_DATA_DIR))}")
+        print(f"Benchmark it with:\n  pytest {shlex.join(args)}")
         return 0
     import pytest
 
-    args = pytest_args(model_dir, BENCH_DATA_DIR)
     print(f"Running: pytest {shlex.join(args)}", flush=True)
+    started_ns = time.time_ns()
     code = int(pytest.main(args))
-    print(f"Results are in {model_dir / 'benchmarks'}")
+    clock.lap("benchmark")
+    print(clock.total_line())
+    return _report_outcome(code, model_dir / "benchmarks" / "benchmark.json", started_ns)
+
+
+def _report_outcome(code: int, summary: Path, started_ns: int) -> int:
+    """Point at the results only when this run wrote them; a benchmark that did not finish fails the demo."""
+    written = summary.is_file() and summary.stat().st_mtime_ns >= started_ns
+    if not written:
+        print(f"{PROG}: error: the benchmark wrote no results (pytest exit code {code}); see its output above",
+              file=sys.stderr)
+        return code or 1
+    print(f"Results are in {summary}")
+    if code != 0:
+        print(f"{PROG}: the benchmark's gates did not all pass (pytest exit code {code})", file=sys.stderr)
     return code
 
 

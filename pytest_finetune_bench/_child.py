@@ -113,13 +113,84 @@ def _build_lm(spec: dict[str, Any]) -> Any:
     )
 
 
+def _task_manager(spec: dict[str, Any]) -> Any:
+    """lm-eval's TaskManager, except that the tasks (and so their data) are loaded once, before the model.
+
+    simple_evaluate loads them only after the model; a dataset the Hub cannot provide then fails
+    minutes later than it needs to. The loaded tasks are handed back unchanged when it asks.
+    """
+    from lm_eval.tasks import TaskManager
+
+    class LoadOnce(TaskManager):  # type: ignore[misc]
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.loaded: dict[str, Any] = {}
+
+        def load(self, task_list: Any) -> Any:
+            key = json.dumps(task_list, sort_keys=True, default=str)
+            if key not in self.loaded:
+                self.loaded[key] = super().load(task_list)
+            return self.loaded[key]
+
+    return LoadOnce(include_path=spec.get("include_path"), include_defaults=spec.get("include_defaults", True))
+
+
+def load_tasks(spec: dict[str, Any], task_manager: Any, events: Events) -> None:
+    """Load every task's data up front and tell the parent how much work the run is."""
+    events.send("loading_data", tasks=spec["tasks"])
+    try:
+        loaded = task_manager.load(spec["tasks"])
+    except Exception as exc:
+        if _is_hub_unreachable(exc):
+            raise DataUnavailable(f"{', '.join(spec['tasks'])}: {_first_line(exc)}") from exc
+        raise
+    events.send("workload", tasks=workload(loaded["tasks"], spec), device=spec["device"],
+                model_params=model_params(spec["model_args"]))
+
+
+def workload(tasks: dict[str, Any], spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per leaf task: documents to run (after --limit), output type and the generation token budget."""
+    from lm_eval.utils import simple_parse_args_string
+
+    override = simple_parse_args_string(spec["gen_kwargs"]) if spec.get("gen_kwargs") else {}
+    result: dict[str, dict[str, Any]] = {}
+    for name, task in tasks.items():
+        docs = len(task.eval_docs)
+        limit = spec.get("limit")
+        if limit is not None:
+            docs = min(docs, int(limit) if limit >= 1 else int(docs * limit))
+        output_type = task.get_config("output_type")
+        generation = {**(task.get_config("generation_kwargs") or {}), **override}
+        max_tokens = int(generation.get("max_gen_toks", 256)) if output_type == "generate_until" else 0
+        result[name] = {"docs": docs, "output_type": output_type, "max_gen_toks": max_tokens}
+    return result
+
+
+def model_params(model_args: str) -> int | None:
+    """Parameter count of a local model, from its weight files (for the duration estimate).
+
+    None for a Hub id or a server model, whose files are not here to measure.
+    """
+    from lm_eval.utils import simple_parse_args_string
+
+    folder = Path(str(simple_parse_args_string(model_args).get("pretrained", "")))
+    weights = sum(f.stat().st_size for f in [*folder.glob("*.safetensors"), *folder.glob("*.bin")])
+    if not weights:
+        return None
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        config = {}
+    stored = str(config.get("dtype") or config.get("torch_dtype") or "float16")
+    return weights // (4 if stored == "float32" else 2)
+
+
 def evaluate(spec: dict[str, Any], events: Events) -> tuple[dict[str, Any], int]:
     """Run lm-eval as the CLI would; returns its results and how many responses the model produced."""
     import lm_eval
-    from lm_eval.tasks import TaskManager
 
-    include = spec.get("include_path")
-    task_manager = TaskManager(include_path=include, include_defaults=spec.get("include_defaults", True))
+    task_manager = _task_manager(spec)
+    load_tasks(spec, task_manager, events)
     events.send("loading", model=spec["model_args"])
     lm = _build_lm(spec)
     tracker = ProgressTracker(events)
@@ -195,7 +266,33 @@ def classify(exc: BaseException) -> tuple[str, str]:
         return "terminated", text
     if type(exc).__name__ == "NothingToScore":
         return "nothing_to_score", str(exc)
+    if isinstance(exc, DataUnavailable):
+        return "data_unreachable", str(exc)
     return "error", text
+
+
+class DataUnavailable(Exception):
+    """A task's dataset could not be had from the Hugging Face Hub (offline machine, no cached copy)."""
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+# What `datasets` and `huggingface_hub` raise when a dataset cannot be had from the Hub or its cache.
+_HUB_ERRORS = ("LocalEntryNotFoundError", "OfflineModeIsEnabled", "DatasetNotFoundError", "ConnectionError",
+               "ConnectTimeout", "MaxRetryError")
+_HUB_MESSAGES = ("couldn't reach", "offline mode", "on the hub", "huggingface.co")
+
+
+def _is_hub_unreachable(exc: BaseException) -> bool:
+    chain: BaseException | None = exc
+    while chain is not None:
+        message = str(chain).lower()
+        if type(chain).__name__ in _HUB_ERRORS or any(m in message for m in _HUB_MESSAGES):
+            return True
+        chain = chain.__cause__ or chain.__context__
+    return False
 
 
 class Terminated(BaseException):

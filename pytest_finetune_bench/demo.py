@@ -39,13 +39,14 @@ TRAIN_FILE = BENCH_DATA_DIR.parent / "demo_train" / "train.jsonl"
 METRICS_RELATIVE = Path("lora") / "training_metrics.json"
 METRICS_KEYS = ("model_name", "steps", "final_loss", "train_examples", "lora_rank", "seconds")
 IGNORE_INDEX = -100  # label value torch's cross-entropy skips
+DEFAULT_STEPS = 30
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """The fine-tune's settings; together with the seed they make the build reproducible."""
 
-    steps: int = 30
+    steps: int = DEFAULT_STEPS
     batch_size: int = 4
     learning_rate: float = 1e-3
     warmup_steps: int = 3
@@ -69,21 +70,23 @@ def demo_dir(outputs_dir: Path) -> Path:
     return outputs_dir / DEMO_NAME
 
 
-def build_demo(outputs_dir: Path, *, steps: int = 30, say: Callable[[str], None] = print,
-               models_cache: Path | None = None) -> Path:
+def prepare_base(models_cache: Path | None = None, say: Callable[[str], None] = print) -> Path:
+    """The demo's base model: SmolLM2-135M-Instruct converted into `models_cache` (fetched once)."""
+    return base_model_dir(models_cache, say).resolve()
+
+
+def build_demo(outputs_dir: Path, *, steps: int = DEFAULT_STEPS, say: Callable[[str], None] = print,
+               base: Path | None = None) -> Path:
     """Build `outputs_dir/demo-smollm2/` (LoRA adapter, metrics, merged model) once; reuse a finished build.
 
-    The base model is the converted SmolLM2 in `models_cache` (default: `smollm2.default_cache_dir()`).
-    A finished build made with the same base folder and step count is returned as is. The build happens
-    in a hidden sibling folder renamed into place at the end, so an interrupted one is never reused.
+    `base` is the model to fine-tune (default: `prepare_base()`). A finished build made with the same
+    base folder, step count and training data is returned as is. The build happens in a hidden sibling
+    folder renamed into place at the end, so an interrupted one is never reused.
     """
     if steps < 1:
         raise BenchError(f"--steps must be at least 1, got {steps}")
-    dest = demo_dir(outputs_dir.expanduser().resolve())
-    if dest.exists() and read_metrics(dest) is None:
-        # Ours are renamed into place only when finished, so this folder is someone else's: leave it alone.
-        raise BenchError(f"{dest} exists but is not a finished demo build: delete it or pick another outputs folder")
-    base = base_model_dir(models_cache).resolve()
+    dest = checked_demo_dir(outputs_dir)
+    base = (base or prepare_base(say=say)).resolve()
     if _reusable(dest, base, steps):
         say(f"Reusing the demo model in {dest}")
         return dest
@@ -95,6 +98,15 @@ def build_demo(outputs_dir: Path, *, steps: int = 30, say: Callable[[str], None]
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     say(f"Demo model ready in {dest}")
+    return dest
+
+
+def checked_demo_dir(outputs_dir: Path) -> Path:
+    """Where the demo goes; BenchError when something that is not a finished demo build is there."""
+    dest = demo_dir(outputs_dir.expanduser().resolve())
+    if dest.exists() and read_metrics(dest) is None:
+        # Ours are renamed into place only when finished, so this folder is someone else's: leave it alone.
+        raise BenchError(f"{dest} exists but is not a finished demo build: delete it or pick another outputs folder")
     return dest
 
 

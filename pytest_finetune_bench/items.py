@@ -75,10 +75,19 @@ class BenchGates(pytest.Collector):
             gates = (["improves"] if self.bench.options.min_gain_for(task) is not None else []) + ["no_regression"]
             for gate in gates:
                 item = BenchGateItem.from_parent(self, name=f"{task}::{gate}", bench=self.bench, task=task, gate=gate)
-                item.add_marker(pytest.mark.xdist_group(NODE_PREFIX))
+                self._add_xdist_group(item)
                 self._add_timeout(item)
                 items.append(item)
         return items
+
+    def _add_xdist_group(self, item: pytest.Item) -> None:
+        """Keep the gates on one worker under `--dist loadgroup`.
+
+        Only when pytest-xdist is active: it registers the marker, and without it `--strict-markers`
+        (which many projects use) rejects an unknown one.
+        """
+        if self.config.pluginmanager.hasplugin("xdist"):
+            item.add_marker(pytest.mark.xdist_group(NODE_PREFIX))
 
     def _add_timeout(self, item: pytest.Item) -> None:
         """pytest-timeout backstop for a gate test, which may start both runs (see watchdog.py).

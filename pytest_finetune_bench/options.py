@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -119,7 +119,8 @@ def register(parser: pytest.Parser) -> None:
             metavar=opt.metavar,
             help=f"{opt.help}{default}; ini: {opt.ini}",
         )
-        parser.addini(opt.ini, f"{opt.help} (same as {opt.flag})", type="args" if opt.multiple else "string")
+        ini_type: Literal["args", "string"] = "args" if opt.multiple else "string"
+        parser.addini(opt.ini, f"{opt.help} (same as {opt.flag})", type=ini_type)
 
 
 class _Reader:

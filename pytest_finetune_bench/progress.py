@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 
 from pytest_finetune_bench.engine import Event
+from pytest_finetune_bench.watchdog import format_duration
 
 QUIET_WARNING_S = 60.0
 HEARTBEAT_EVERY_S = 30.0
@@ -32,7 +33,12 @@ class ProgressPrinter:
             self._heartbeat(role)
             return
         self.last_output = self.clock()
-        if kind == "loading":
+        if kind == "loading_data":
+            self.say(f"[bench] {role}: loading the data of {', '.join(event.get('tasks', []))}")
+        elif kind == "workload":
+            for line in workload_lines(role, event):
+                self.say(line)
+        elif kind == "loading":
             self.say(f"[bench] {role}: loading model ({event.get('model', '')})")
         elif kind == "requests":
             self.generating_since = self.clock()
@@ -74,3 +80,35 @@ class ProgressPrinter:
 def _fmt(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+# Token slots (documents x max_gen_toks) a CPU decodes per second, times the model's parameter count:
+# each step reads every weight, so speed falls with size. Measured with SmolLM2-135M at batch 4 on 2 cores
+# (docs/performance.md); a rough figure, good for telling minutes from hours.
+CPU_TOKEN_PARAMS_PER_S = 44 * 135e6
+LONG_RUN_S = 30 * 60
+SHORTEN_HINT = ("to shorten it: --bench-limit 50, --bench-gen-kwargs max_gen_toks=256, or --bench-suite test "
+                "(see docs/performance.md)")
+
+
+def generation_seconds(event: Event) -> float | None:
+    """Rough upper bound of the time a CPU needs for the run's generations; None where it cannot tell."""
+    params = event.get("model_params")
+    if event.get("device") != "cpu" or not params:
+        return None
+    tokens = sum(int(t["docs"]) * int(t["max_gen_toks"]) for t in event.get("tasks", {}).values())
+    return tokens * float(params) / CPU_TOKEN_PARAMS_PER_S if tokens else None
+
+
+def workload_lines(role: str, event: Event) -> list[str]:
+    """What the run will do and, on a CPU, about how long its generations may take."""
+    tasks = event.get("tasks", {})
+    parts = [f"{name} {t['docs']} docs" + (f" x up to {t['max_gen_toks']} new tokens" if t["max_gen_toks"] else "")
+             for name, t in tasks.items()]
+    shown = ", ".join(parts[:4]) + (f" and {len(parts) - 4} more tasks" if len(parts) > 4 else "")
+    lines = [f"[bench] {role}: {shown}"]
+    seconds = generation_seconds(event)
+    if seconds is not None and seconds >= LONG_RUN_S:
+        lines.append(f"[bench] {role}: WARNING: on this CPU the generations alone may take up to "
+                     f"{format_duration(seconds)} (rough estimate); {SHORTEN_HINT}")
+    return lines

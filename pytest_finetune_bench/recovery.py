@@ -152,6 +152,9 @@ def failure_message(request: RunRequest, exc: RunFailed) -> str:
     if exc.kind == "oom":
         return (f"{role} run ran out of GPU memory even at batch size {request.settings.batch_size}: "
                 f"{OOM_REMEDIES} (log: {log})")
+    if exc.kind == "data_unreachable":
+        return (f"{role} run could not load benchmark data from the Hugging Face Hub ({exc}): on a machine "
+                "without the Hub, pass --bench-data-dir DIR with the datasets as local files (see docs/offline.md)")
     if exc.kind == "missing_dependency":
         module = str(exc)
         return f"{role} run needs the Python module {module!r}, which is not installed: run `{pip_command(module)}`"

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pytest_finetune_bench.results import IFEVAL_DETAIL, TaskComparison, display_name
+from pytest_finetune_bench.stats import INTERVAL_BOOTSTRAP, INTERVAL_TANGO
 
 
 def arrow(delta: float | None) -> str:
@@ -63,18 +64,32 @@ def _num(value: Any) -> float | None:
 
 
 def evidence_columns(comparisons: Mapping[str, TaskComparison], confidence: float) -> dict[str, dict[str, str]]:
-    """Columns with each delta's paired confidence interval, p-value and flipped samples."""
+    """Columns with each delta's paired confidence interval and its method, p-value and flipped samples."""
     interval: dict[str, str] = {}
+    methods: dict[str, str] = {}
     p_values: dict[str, str] = {}
     flips: dict[str, str] = {}
     for task, comp in comparisons.items():
         stats, flipped = comp.extra.get("stats") or {}, comp.extra.get("flips") or {}
-        if stats.get("ci_low") is not None:
-            interval[task] = f"[{stats['ci_low'] * 100:+.1f}, {stats['ci_high'] * 100:+.1f}]"
+        if stats.get("n"):
+            interval[task] = _interval_cell(stats)
+            methods[task] = _SHORT_METHODS.get(stats.get("interval") or "", stats.get("interval") or "")
             p_values[task] = _p(stats.get("p_value"))
         if flipped:
             flips[task] = f"{flipped['regressed']}↓ {flipped['improved']}↑ of {stats.get('n', '?')}"
-    return {f"{confidence:.0%} CI (points)": interval, "p": p_values, "Flips": flips}
+    return {f"{confidence:.0%} CI (points)": interval, "CI method": methods, "p": p_values, "Flips": flips}
+
+
+# Table cells stay narrow; benchmark.json and the gates' messages carry the full names.
+_SHORT_METHODS = {INTERVAL_TANGO: "Tango score (cc)", INTERVAL_BOOTSTRAP: "bootstrap"}
+
+
+def _interval_cell(stats: Mapping[str, Any]) -> str:
+    """`[-1.0, +7.5]`, marked when the method does not vouch for it; `none` when the sample has no spread."""
+    if stats.get("ci_low") is None or stats.get("ci_high") is None:
+        return "none"
+    cell = f"[{stats['ci_low'] * 100:+.1f}, {stats['ci_high'] * 100:+.1f}]"
+    return f"{cell} unreliable" if stats.get("interval_note") else cell
 
 
 def _p(value: float | None) -> str:

@@ -45,7 +45,7 @@ class BenchResult:
         return comp.base_accuracy if model == "base" else comp.finetuned_accuracy
 
     def stats(self, task: str, confidence: float = 0.95) -> PairedStats:
-        """Paired bootstrap interval and significance test of `task`'s delta."""
+        """Paired confidence interval (see stats.py) and significance test of `task`'s delta."""
         self.comparison(task)
         return self.analyses[task].stats(confidence)
 

@@ -23,7 +23,8 @@ class Suite:
 SUITES: dict[str, Suite] = {
     s.name: s
     for s in (
-        Suite("test", ("ifeval",), 5, "IFEval on 5 samples: checks the workflow in about a minute"),
+        Suite("test", ("ifeval",), 5, "IFEval on 5 prompts: checks the set-up, not the model (minutes on a GPU; "
+              "on a CPU add --bench-gen-kwargs max_gen_toks=256)"),
         Suite("quick", ("ifeval",), None, "IFEval"),
         Suite("core", ("ifeval", "gsm8k", "hellaswag"), None, "IFEval + GSM8K + HellaSwag"),
         Suite("full", ("ifeval", "gsm8k", "hellaswag", "mmlu"), None, "Core + MMLU"),

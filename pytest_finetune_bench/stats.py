@@ -5,24 +5,45 @@ than noise. Both models answer the same documents, so the comparison is paired: 
 difference (fine-tuned minus base) is the unit, which cancels out how hard each document is and
 gives much tighter intervals than comparing two independent accuracies.
 
-- The interval is a paired bootstrap percentile interval of the mean difference.
-- The p-value is the exact McNemar test for pass/fail metrics and a sign-flip permutation test for
-  continuous ones. Both test the same null hypothesis: swapping the base and fine-tuned labels
-  within any document changes nothing. On 0/1 data the sign-flip test *is* McNemar's exact test,
-  so the two never disagree; unlike a paired t-test it assumes nothing about normality, which
-  matters for bounded, lumpy per-document scores (IFEval's instruction fractions) on small runs.
+The p-value is the exact McNemar test for pass/fail metrics and a sign-flip permutation test for
+continuous ones. Both test the same null hypothesis: swapping the base and fine-tuned labels within
+any document changes nothing. On 0/1 data the sign-flip test *is* McNemar's exact test; unlike a
+paired t-test it assumes nothing about normality, which matters for bounded, lumpy per-document
+scores (IFEval's instruction fractions) on small runs.
 
-The interval and the p-value come from different procedures, so at the margin one can call a
-change significant while the other just misses; gates should pick one and say which.
+The interval depends on the kind of metric:
+
+- Pass/fail metrics (every value 0 or 1) get Tango's (1998) score interval for a difference of
+  paired proportions, with the continuity correction of Chang et al. (2024): the score numerator
+  b - c - nΔ is moved one count towards zero (b documents went fail→pass, c pass→fail). Its
+  coverage is at or above the nominal level at every n (tests/test_stats.py: exact enumeration of
+  all outcomes for n <= 40, a seeded simulation from 4 to 500), where the percentile bootstrap falls
+  far below at small n and degenerates to [0, 0] when no document changed. It falls short only when
+  nearly every document flips (about 97% at 99% confidence for n <= 30).
+- Continuous metrics get the paired bootstrap percentile interval of the mean difference. It needs
+  enough documents whose score changed (BOOTSTRAP_MIN_CHANGED); below that the stats say the
+  interval is unreliable, and an interval of zero width (every difference equal) is not reported.
+
+The interval and the p-value agree by construction, at the same level (1 - confidence = alpha):
+whenever the exact test does not reject "no difference" at alpha, the interval is widened to reach
+0. So **the interval excludes 0 only if the reported p < alpha**, for both kinds of metric. The
+converse can fail at the margin, where the interval is the more cautious: for pass/fail metrics at
+95% only when 0.0487 <= p < 0.05 (e.g. 15↑ 29↓, p = 0.049), at 99% for p as low as 0.0078 (0↑ 8↓),
+as checked for b + c up to 3000.
+At Δ = 0 the corrected score statistic is McNemar's continuity-corrected one, (|b - c| - 1) / √(b + c).
+A gate that asks for a gain of 0 or more needs an interval above 0 (see gates.py), so it never
+passes a change that the exact test calls insignificant.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -32,6 +53,19 @@ from pytest_finetune_bench.errors import BenchError
 
 TEST_MCNEMAR = "exact McNemar"
 TEST_SIGN_FLIP = "sign-flip permutation"
+INTERVAL_TANGO = "continuity-corrected Tango score"
+INTERVAL_BOOTSTRAP = "percentile bootstrap"
+
+# The percentile bootstrap of a mean is only as good as the number of differences it resamples
+# that are not 0. Simulated on smooth and on IFEval-like lumpy data (tests/test_stats.py), its 95%
+# interval covers about 94% from 30 changed documents on, and as little as 60% with a handful.
+BOOTSTRAP_MIN_CHANGED = 30
+# Tango's numerator b - c - nΔ moves in steps of one document; shrinking it by one count is the
+# continuity correction that makes the interval conservative at small n (and, at Δ = 0, is
+# McNemar's continuity-corrected statistic).
+_CONTINUITY_COUNTS = 1.0
+# Halving an interval of length 2 this often narrows it past float64 resolution.
+_BISECTION_STEPS = 64
 
 # Up to 2**16 sign patterns are cheap to enumerate, which makes the p-value exact.
 _EXACT_SIGN_FLIP_MAX_PAIRS = 16
@@ -44,6 +78,7 @@ _MAX_DISTINCT_FOR_COUNTS = 64
 _PROMPT_KEYS = ("prompt", "question", "query", "ctx", "problem", "input", "instruction", "text", "sentence")
 
 FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
 
 
 @dataclass(frozen=True)
@@ -311,7 +346,9 @@ def paired_values(
 class PairedStats:
     """Fine-tuned minus base over the same documents. Scores and deltas are fractions (0.05 = 5 points).
 
-    With no paired documents (n == 0) every estimate is None and every count 0.
+    With no paired documents (n == 0) every estimate is None and every count 0. With documents but
+    no usable interval (a continuous metric whose differences are all equal) ci_low and ci_high are
+    None and `interval_note` says why.
     """
 
     n: int
@@ -326,10 +363,23 @@ class PairedStats:
     unchanged: int
     base_mean: float | None = None
     finetuned_mean: float | None = None
+    interval: str | None = None  # INTERVAL_TANGO or INTERVAL_BOOTSTRAP
+    interval_note: str | None = None  # why the interval is unreliable or missing; None when it is sound
+
+    @property
+    def interval_reliable(self) -> bool:
+        """There is an interval, from enough documents for its method to keep its coverage."""
+        return self.ci_low is not None and self.interval_note is None
 
     def confident_improvement(self, by: float = 0.0) -> bool:
-        """The whole interval is at or above `by`: the fine-tuned model gained at least `by`."""
-        return self.ci_low is not None and self.ci_low >= by
+        """The whole interval is at or above `by`: the fine-tuned model gained at least `by`.
+
+        For `by` >= 0 the interval must also exclude 0, so no gain is claimed that the paired test
+        does not call significant.
+        """
+        if self.ci_low is None or (by >= 0 and self.ci_low <= 0):
+            return False
+        return self.ci_low >= by
 
     def confident_regression(self, max_drop: float = 0.0) -> bool:
         """The whole interval is below -`max_drop`: the model lost more than `max_drop` points (as a fraction)."""
@@ -340,23 +390,45 @@ class PairedStats:
         return self.p_value is not None and self.p_value < alpha
 
     def summary(self) -> str:
-        """One line for reports, e.g. "+3.2 pts [-1.0, +7.5] 95% CI, p=0.12 (exact McNemar), n=541, 20↑ 12↓"."""
-        if self.n == 0 or self.delta is None or self.ci_low is None or self.ci_high is None:
+        """One line for reports, e.g.
+        "+3.2 pts [-1.0, +7.5] 95% CI (continuity-corrected Tango score), p=0.12 (exact McNemar), n=541, 20↑ 12↓".
+        """
+        if self.n == 0 or self.delta is None:
             return "no documents scored by both models"
-        level = f"{self.confidence * 100:g}%"
         return (
-            f"{self.delta * 100:+.1f} pts [{self.ci_low * 100:+.1f}, {self.ci_high * 100:+.1f}] {level} CI, "
+            f"{self.delta * 100:+.1f} pts{self._interval_text()}, "
             f"p={_format_p(self.p_value)} ({self.test}), n={self.n}, {self.improved}↑ {self.regressed}↓"
         )
 
+    def _interval_text(self) -> str:
+        """" [-1.0, +7.5] 95% CI (method)", with the note when the interval is unreliable or missing."""
+        level = f"{self.confidence * 100:g}% CI"
+        about = "; ".join(part for part in (self.interval, self.interval_note) if part)
+        about = f" ({about})" if about else ""
+        if self.ci_low is None or self.ci_high is None:
+            return f", no {level}{about}"
+        return f" [{self.ci_low * 100:+.1f}, {self.ci_high * 100:+.1f}] {level}{about}"
+
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "interval_reliable": self.interval_reliable}
 
 
 def _format_p(p_value: float | None) -> str:
     if p_value is None:
         return "n/a"
     return f"{p_value:.2g}" if p_value >= 0.001 else "<0.001"
+
+
+@dataclass(frozen=True)
+class _Evidence:
+    """An interval and the test it agrees with."""
+
+    ci_low: float | None
+    ci_high: float | None
+    interval: str
+    interval_note: str | None
+    p_value: float
+    test: str
 
 
 def paired_stats(
@@ -370,10 +442,11 @@ def paired_stats(
 ) -> PairedStats:
     """Paired comparison of two per-document score lists (same documents, same order).
 
-    The interval is the percentile interval of `n_boot` paired bootstrap resamples of the mean
-    difference. The test is exact McNemar when every value is 0 or 1, else a sign-flip
-    permutation test (exact up to 16 non-zero differences, otherwise `n_perm` random sign
-    patterns). Results depend only on the inputs, `n_boot`, `n_perm` and `seed`.
+    When every value is 0 or 1: the continuity-corrected Tango score interval and the exact McNemar
+    test. Otherwise the percentile interval of `n_boot` paired bootstrap resamples of the mean
+    difference and a sign-flip permutation test (exact up to 16 non-zero differences, otherwise
+    `n_perm` random sign patterns). Either interval reaches 0 whenever its test does not reject at
+    1 - `confidence`. Results depend only on the inputs, `n_boot`, `n_perm` and `seed`.
     """
     _check_arguments(base_vals, ft_vals, confidence, n_boot, n_perm)
     n = len(base_vals)
@@ -382,28 +455,58 @@ def paired_stats(
     base = np.asarray(base_vals, dtype=np.float64)
     finetuned = np.asarray(ft_vals, dtype=np.float64)
     diffs = finetuned - base
-    boot_seed, perm_seed = np.random.SeedSequence(seed).spawn(2)
-    ci_low, ci_high = bootstrap_ci(diffs, confidence=confidence, n_boot=n_boot, rng=np.random.default_rng(boot_seed))
     improved, regressed = int(np.sum(diffs > 0)), int(np.sum(diffs < 0))
     if _is_binary(base) and _is_binary(finetuned):
-        test, p_value = TEST_MCNEMAR, mcnemar_exact_p(improved, regressed)
+        evidence = _binary_evidence(improved, regressed, n, confidence)
     else:
-        test = TEST_SIGN_FLIP
-        p_value = sign_flip_p(diffs, n_perm=n_perm, rng=np.random.default_rng(perm_seed))
+        evidence = _continuous_evidence(diffs, confidence, n_boot, n_perm, seed)
     return PairedStats(
         n=n,
         delta=math.fsum(diffs.tolist()) / n,
-        ci_low=ci_low,
-        ci_high=ci_high,
+        ci_low=evidence.ci_low,
+        ci_high=evidence.ci_high,
         confidence=confidence,
-        p_value=p_value,
-        test=test,
+        p_value=evidence.p_value,
+        test=evidence.test,
         improved=improved,
         regressed=regressed,
         unchanged=n - improved - regressed,
         base_mean=math.fsum(base.tolist()) / n,
         finetuned_mean=math.fsum(finetuned.tolist()) / n,
+        interval=evidence.interval,
+        interval_note=evidence.interval_note,
     )
+
+
+def _binary_evidence(improved: int, regressed: int, n: int, confidence: float) -> _Evidence:
+    low, high = paired_proportion_ci(improved, regressed, n, confidence=confidence)
+    return _Evidence(float(low), float(high), INTERVAL_TANGO, None, mcnemar_exact_p(improved, regressed), TEST_MCNEMAR)
+
+
+def _continuous_evidence(diffs: FloatArray, confidence: float, n_boot: int, n_perm: int, seed: int) -> _Evidence:
+    boot_seed, perm_seed = np.random.SeedSequence(seed).spawn(2)
+    low, high = bootstrap_ci(diffs, confidence=confidence, n_boot=n_boot, rng=np.random.default_rng(boot_seed))
+    p_value = sign_flip_p(diffs, n_perm=n_perm, rng=np.random.default_rng(perm_seed))
+    if p_value >= 1.0 - confidence:
+        low, high = min(low, 0.0), max(high, 0.0)
+    if high <= low:
+        # Resampling identical differences only ever gives that one value: no spread, no interval.
+        return _Evidence(None, None, INTERVAL_BOOTSTRAP, _zero_width_note(diffs), p_value, TEST_SIGN_FLIP)
+    changed = int(np.count_nonzero(diffs))
+    note = None
+    if changed < BOOTSTRAP_MIN_CHANGED:
+        note = f"unreliable: {_documents(changed)} changed score, fewer than the {BOOTSTRAP_MIN_CHANGED} it needs"
+    return _Evidence(low, high, INTERVAL_BOOTSTRAP, note, p_value, TEST_SIGN_FLIP)
+
+
+def _documents(count: int) -> str:
+    return f"{count} document" if count == 1 else f"{count} documents"
+
+
+def _zero_width_note(diffs: FloatArray) -> str:
+    if np.all(diffs == diffs[0]):
+        return f"every paired difference is {diffs[0] * 100:+.1f} pts, so resampling them cannot show spread"
+    return "the resampled means did not vary"
 
 
 def _check_arguments(
@@ -421,6 +524,113 @@ def _check_arguments(
 
 def _is_binary(values: FloatArray) -> bool:
     return bool(np.all((values == 0.0) | (values == 1.0)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Pass/fail metrics: Tango's score interval and the exact McNemar test
+# ---------------------------------------------------------------------------------------------
+
+
+def paired_proportion_ci(
+    improved: npt.ArrayLike, regressed: npt.ArrayLike, n: npt.ArrayLike, *, confidence: float
+) -> tuple[FloatArray, FloatArray]:
+    """The interval pass/fail metrics get, for arrays of counts (b fail→pass, c pass→fail, of n).
+
+    The continuity-corrected Tango score interval, widened to reach 0 wherever the exact McNemar
+    test does not reject "no difference" at 1 - `confidence`: so it excludes 0 only where p < 1 - confidence.
+    """
+    low, high = tango_ci(improved, regressed, n, confidence=confidence, continuity=_CONTINUITY_COUNTS)
+    keeps_zero = ~mcnemar_rejects(improved, regressed, 1.0 - confidence)
+    return np.where(keeps_zero, np.minimum(low, 0.0), low), np.where(keeps_zero, np.maximum(high, 0.0), high)
+
+
+def tango_ci(
+    improved: npt.ArrayLike, regressed: npt.ArrayLike, n: npt.ArrayLike, *, confidence: float, continuity: float = 0.0
+) -> tuple[FloatArray, FloatArray]:
+    """Tango's (1998) score interval for the difference of paired proportions, elementwise.
+
+    The set of Δ whose score statistic stays below the normal quantile, found by bisection on each
+    side of the estimate (b - c) / n. `continuity` counts shrink the numerator (Chang et al. 2024);
+    0 is Tango's original interval.
+    """
+    b, c, size = (np.asarray(x, dtype=np.float64) for x in np.broadcast_arrays(improved, regressed, n))
+    z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
+    estimate = (b - c) / size
+
+    def below(delta: FloatArray) -> BoolArray:  # Δ not rejected from below the estimate
+        accepted: BoolArray = tango_z(delta, b, c, size, continuity) < z
+        return accepted
+
+    def above(delta: FloatArray) -> BoolArray:
+        accepted: BoolArray = tango_z(delta, b, c, size, continuity) > -z
+        return accepted
+
+    return _bound(below, -np.ones_like(estimate), estimate), _bound(above, np.ones_like(estimate), estimate)
+
+
+def tango_z(delta: FloatArray, b: FloatArray, c: FloatArray, n: FloatArray, continuity: float = 0.0) -> FloatArray:
+    """Tango's score statistic for H0: Δ = delta, with b fail→pass and c pass→fail of n documents.
+
+    (b - c - nΔ) / sqrt(n (2 q + Δ(1 - Δ))), where q is the maximum-likelihood probability of
+    pass→fail under H0, the positive root of 2n q² + B q + C = 0 with B = -b - c + (2n - b + c)Δ
+    and C = -c Δ(1 - Δ). A numerator within `continuity` of 0 counts as 0, at Δ = ±1 too.
+    """
+    lin = -b - c + (2.0 * n - b + c) * delta
+    const = -c * delta * (1.0 - delta)
+    root = np.sqrt(np.maximum(lin * lin - 8.0 * n * const, 0.0))
+    excess = b - c - n * delta
+    shrunk = np.sign(excess) * np.maximum(np.abs(excess) - continuity, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # The two forms of the positive root are equal; each avoids cancellation on its side of B = 0.
+        q = np.where(lin > 0, -2.0 * const / (lin + root), (root - lin) / (4.0 * n))
+        variance = np.maximum(n * (2.0 * q + delta * (1.0 - delta)), 0.0)
+        z: FloatArray = np.where(shrunk == 0.0, 0.0, shrunk / np.sqrt(variance))
+    return z
+
+
+def _bound(accepts: Callable[[FloatArray], BoolArray], outer: FloatArray, estimate: FloatArray) -> FloatArray:
+    """The accepted value farthest from `estimate` towards `outer` (±1), by bisection.
+
+    The estimate always has score 0, so it is accepted; the accepted set on each side is an interval
+    (checked against a brute-force scan in the tests).
+    """
+    at_outer = accepts(outer)
+    if np.all(at_outer):
+        return outer
+    rejected, accepted = outer.copy(), estimate.copy()
+    for _ in range(_BISECTION_STEPS):
+        mid = (rejected + accepted) / 2.0
+        ok = accepts(mid)
+        accepted = np.where(ok, mid, accepted)
+        rejected = np.where(ok, rejected, mid)
+    bound: FloatArray = np.where(at_outer, outer, accepted)
+    return bound
+
+
+def mcnemar_rejects(improved: npt.ArrayLike, regressed: npt.ArrayLike, alpha: float) -> BoolArray:
+    """Elementwise: does the exact McNemar test reject "no difference" at level `alpha` (p < alpha)?"""
+    b, c = (np.asarray(x, dtype=np.int64) for x in np.broadcast_arrays(improved, regressed))
+    # One critical value per number of discordant documents, instead of one p-value per element.
+    discordant, where = np.unique(b + c, return_inverse=True)
+    critical = np.array([_mcnemar_critical(int(m), alpha) for m in discordant], dtype=np.int64)
+    rejects: BoolArray = np.minimum(b, c) <= critical[where].reshape(b.shape)
+    return rejects
+
+
+@functools.lru_cache(maxsize=8192)
+def _mcnemar_critical(discordant: int, alpha: float) -> int:
+    """The largest min(b, c) that the exact test rejects with b + c = `discordant`, or -1 for none.
+
+    The p-value grows with min(b, c) up to the middle, so a binary search over it finds the edge.
+    """
+    low, high = -1, discordant // 2
+    while low < high:
+        mid = (low + high + 1) // 2
+        if mcnemar_exact_p(mid, discordant - mid) < alpha:
+            low = mid
+        else:
+            high = mid - 1
+    return low
 
 
 def mcnemar_exact_p(improved: int, regressed: int) -> float:
@@ -442,6 +652,11 @@ def mcnemar_exact_p(improved: int, regressed: int) -> float:
         tail += term
     # Python's int / int is correctly rounded even for numbers far beyond float range.
     return min(1.0, (2 * tail) / (1 << discordant))
+
+
+# ---------------------------------------------------------------------------------------------
+# Continuous metrics: the paired bootstrap and the sign-flip test
+# ---------------------------------------------------------------------------------------------
 
 
 def bootstrap_ci(diffs: FloatArray, *, confidence: float, n_boot: int, rng: np.random.Generator) -> tuple[float, float]:

@@ -54,9 +54,21 @@ def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
+# Fixtures that stand for real models (or a real server on one): a test using any of them is `slow`.
+REAL_MODEL_FIXTURES = frozenset({"base_model", "regressed_outputs", "unchanged_outputs", "demo_model", "llama_server"})
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """Keep the test sessions' base-score cache apart from the developer's own."""
+    """Keep the test sessions' base-score cache apart from the developer's own; register `slow`."""
     import os
     import tempfile
 
     os.environ.setdefault("PYTEST_FINETUNE_BENCH_CACHE", tempfile.mkdtemp(prefix="bench-cache-"))
+    config.addinivalue_line("markers", "slow: runs a real model or server (deselect with -m 'not slow')")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs a real model as `slow`, whatever its module."""
+    for item in items:
+        if REAL_MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

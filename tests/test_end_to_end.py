@@ -59,6 +59,9 @@ def test_regression_fails_both_gates_with_scores_in_message(regressed: Session) 
 def test_summary_table_and_progress_reach_the_terminal(regressed: Session) -> None:
     out = regressed.proc.stdout
     assert "[bench] base: ifeval 10/10 samples (100%)" in out
+    # The data is loaded, and the workload said, before the model.
+    workload = out.index("[bench] base: ifeval 10 docs x up to 32 new tokens")
+    assert out.index("[bench] base: loading the data of ifeval") < workload < out.index("[bench] base: loading model")
     assert "[bench] fine-tuned: ifeval 10/10 samples (100%)" in out
     comp = regressed.summary["comparison"]["ifeval"]
     row = next(line for line in out.splitlines() if line.startswith("Instruction-Following (IFEval)"))

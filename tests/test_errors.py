@@ -226,3 +226,20 @@ def test_a_held_lock_makes_others_wait_or_give_up(tmp_path: Path) -> None:
         assert time.monotonic() - held_at > 1.0  # we got in only once the holder was done
     assert waited == [tmp_path / "benchmark.json.lock"]
     holder.wait()
+
+
+def test_hub_data_unreachable_names_the_offline_option_before_loading_a_model(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = make_fake_model(pytester.path / "outputs")
+    use_fake_lm(monkeypatch, pytester.path / "cache")
+    # As on a machine without the Hub: no network for the Hub clients, and no cached copy of the dataset.
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.setenv(var, "1")
+    monkeypatch.setenv("HF_HOME", str(pytester.path / "hf-home"))
+    result = pytester.runpytest_subprocess(f"--bench-model={model}", f"--bench-output={pytester.path / 'out'}",
+                                           "--bench-suite=test", *RUN)
+    gates_fail_with(result, "base run could not load benchmark data from the Hugging Face Hub (ifeval: *): "
+                            "on a machine without the Hub, pass --bench-data-dir DIR with the datasets as local files "
+                            "(see docs/offline.md)")
+    assert "loading model" not in result.stdout.str()

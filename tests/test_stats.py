@@ -1,4 +1,4 @@
-"""Paired statistics and lm-eval samples parsing, checked against scipy and hand computations."""
+"""Paired statistics and lm-eval samples parsing, checked against scipy, published examples and simulation."""
 
 from __future__ import annotations
 
@@ -10,12 +10,21 @@ from typing import Any
 
 import numpy as np
 import pytest
+import scipy.optimize
 import scipy.stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pytest_finetune_bench.analysis import TaskAnalysis
 from pytest_finetune_bench.errors import BenchError
+from pytest_finetune_bench.flips import find_flips
+from pytest_finetune_bench.gates import UnreliableIntervalWarning, improves_failure, regression_failure
+from pytest_finetune_bench.report import comparison_table, evidence_columns
+from pytest_finetune_bench.results import TaskComparison
 from pytest_finetune_bench.stats import (
+    BOOTSTRAP_MIN_CHANGED,
+    INTERVAL_BOOTSTRAP,
+    INTERVAL_TANGO,
     TEST_MCNEMAR,
     TEST_SIGN_FLIP,
     PairedStats,
@@ -24,10 +33,14 @@ from pytest_finetune_bench.stats import (
     _bootstrap_means_by_index,
     load_samples,
     mcnemar_exact_p,
+    mcnemar_rejects,
+    paired_proportion_ci,
     paired_stats,
     paired_values,
     sign_flip_p,
     split_metric_key,
+    tango_ci,
+    tango_z,
 )
 
 # --------------------------------------------------------------------------------------------
@@ -89,11 +102,11 @@ def test_paired_stats_uses_mcnemar_for_binary_values() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Bootstrap interval
+# Binary interval, in use
 # --------------------------------------------------------------------------------------------
 
 
-def test_bootstrap_interval_covers_the_true_difference() -> None:
+def test_binary_interval_covers_the_true_difference() -> None:
     truth = 0.1
     covered = 0
     for seed in range(100):
@@ -102,11 +115,307 @@ def test_bootstrap_interval_covers_the_true_difference() -> None:
         # of the base's answers and fixes some; P(base) = 0.5, P(ft) = 0.6.
         base = data.random(200) < 0.5
         ft = np.where(base, data.random(200) < 0.9, data.random(200) < 0.3)
-        stats = paired_stats(base.astype(float).tolist(), ft.astype(float).tolist(), n_boot=2000, seed=seed)
+        stats = paired_stats(base.astype(float).tolist(), ft.astype(float).tolist(), seed=seed)
+        assert stats.interval == INTERVAL_TANGO
         assert stats.ci_low is not None and stats.ci_high is not None
         assert stats.ci_low <= stats.delta <= stats.ci_high  # type: ignore[operator]
         covered += stats.ci_low <= truth <= stats.ci_high
     assert covered >= 90
+
+
+# --------------------------------------------------------------------------------------------
+# Pass/fail intervals: Tango's score interval, continuity-corrected, agreeing with exact McNemar
+# --------------------------------------------------------------------------------------------
+
+# Published 2x2 tables (a both pass, b only condition 1, c only condition 2, d neither) with
+# Tango's (uncorrected) interval for p1 - p2 = (b - c) / n, as collected with their sources in the
+# test suite of the R package ratesci (petelaud/ratesci, tests/testthat/test3.R): Tango (1998)
+# Stat Med 17:891-908 (two examples, the second at 90%); Agresti & Min (2005) Stat Med 24:729-740;
+# Fagerland, Lydersen & Laake (2014) Stat Med 33:2850-2875; Tang et al. (2010); Chang et al. (2024)
+# J Appl Stat 51:139-152. Condition 1 is the fine-tuned model, so b is "improved", c "regressed".
+PUBLISHED_TANGO = [
+    ((4, 9, 3, 16), 0.95, (-0.027, 0.390), 3),
+    ((43, 0, 1, 0), 0.90, (-0.096, 0.037), 3),
+    ((53, 16, 8, 9), 0.95, (-0.020, 0.207), 3),
+    ((1, 1, 7, 12), 0.95, (-0.517, -0.026), 3),
+    ((8, 3, 1, 2), 0.95, (-0.1670, 0.4327), 4),
+    ((7, 25, 2, 68), 0.95, (0.139, 0.321), 3),
+]
+LEVELS = (0.5, 0.8, 0.9, 0.95, 0.99, 0.999)
+
+
+@pytest.mark.parametrize(("table", "confidence", "published", "digits"), PUBLISHED_TANGO)
+def test_tango_reproduces_published_intervals(
+    table: tuple[int, int, int, int], confidence: float, published: tuple[float, float], digits: int
+) -> None:
+    a, b, c, d = table
+    low, high = tango_ci(b, c, a + b + c + d, confidence=confidence)
+    assert (round(float(low), digits), round(float(high), digits)) == published
+
+
+def profile_likelihood_z(delta: float, b: int, c: int, n: int) -> float:
+    """Tango's statistic with q found by maximising the likelihood numerically, not by the closed form."""
+    concordant = n - b - c
+    lowest, highest = max(0.0, -delta), (1.0 - delta) / 2.0
+
+    def minus_loglik(q: float) -> float:
+        terms = [(b, q + delta), (c, q), (concordant, 1.0 - 2.0 * q - delta)]
+        return -sum(k * math.log(max(p, 1e-300)) for k, p in terms if k)
+
+    q = scipy.optimize.minimize_scalar(minus_loglik, bounds=(lowest, highest), method="bounded",
+                                       options={"xatol": 1e-13}).x
+    return (b - c - n * delta) / math.sqrt(n * (2.0 * q + delta * (1.0 - delta)))
+
+
+def test_tango_statistic_uses_the_restricted_maximum_likelihood() -> None:
+    data = np.random.default_rng(8)
+    for _ in range(200):
+        n = int(data.integers(5, 300))
+        b, c = (int(x) for x in data.multinomial(n, [0.2, 0.15, 0.65])[:2])
+        delta = float(data.uniform(-0.9, 0.9))
+        expected = profile_likelihood_z(delta, b, c, n)
+        z = float(tango_z(np.array(delta), np.array(float(b)), np.array(float(c)), np.array(float(n))))
+        assert z == pytest.approx(expected, rel=1e-5, abs=1e-6), (delta, b, c, n)
+
+
+@pytest.mark.parametrize("continuity", [0.0, 1.0])
+def test_tango_bounds_are_the_edges_of_the_set_the_test_accepts(continuity: float) -> None:
+    """Brute force: scan Δ finely; the accepted set must be one interval whose ends bisection found."""
+    grid = np.linspace(-1.0, 1.0, 8001)
+    z = scipy.stats.norm.isf(0.025)
+    for n in (1, 2, 3, 5, 8, 13):
+        for b in range(n + 1):
+            for c in range(n + 1 - b):
+                stat = tango_z(grid, np.full_like(grid, b), np.full_like(grid, c), np.full_like(grid, n), continuity)
+                accepted = grid[np.abs(stat) < z]
+                low, high = tango_ci(b, c, n, confidence=0.95, continuity=continuity)
+                inside = (grid > low + 1e-9) & (grid < high - 1e-9)
+                assert np.all(np.abs(stat[inside]) < z), (n, b, c)  # one interval, no holes
+                assert accepted.min() == pytest.approx(float(low), abs=3e-4), (n, b, c)
+                assert accepted.max() == pytest.approx(float(high), abs=3e-4), (n, b, c)
+
+
+def test_corrected_interval_contains_tangos_and_the_estimate() -> None:
+    b, c = (a.ravel() for a in np.meshgrid(np.arange(31), np.arange(31)))
+    for n in (60, 200):
+        plain = tango_ci(b, c, n, confidence=0.95)
+        corrected = tango_ci(b, c, n, confidence=0.95, continuity=1.0)
+        ours = paired_proportion_ci(b, c, n, confidence=0.95)
+        estimate = (b - c) / n
+        assert np.all(corrected[0] <= plain[0] + 1e-12) and np.all(plain[1] <= corrected[1] + 1e-12)
+        assert np.all(ours[0] <= corrected[0]) and np.all(corrected[1] <= ours[1])
+        assert np.all(ours[0] <= estimate) and np.all(estimate <= ours[1])
+        assert np.all(ours[1] - ours[0] > 0.01)  # never zero width, not even with no discordant documents
+        # Swapping the models mirrors the interval, so the coverage grid below needs only Δ >= 0.
+        mirrored = paired_proportion_ci(c, b, n, confidence=0.95)
+        assert np.allclose(mirrored[0], -ours[1], atol=1e-12) and np.allclose(mirrored[1], -ours[0], atol=1e-12)
+
+
+def test_measured_small_runs_give_intervals_that_include_zero() -> None:
+    # IFEval, --bench-limit 4: 3 fail→pass, 0 pass→fail; the bootstrap printed [+25.0, +100.0] next to p = 0.25.
+    ifeval = paired_stats([0.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0])
+    assert (ifeval.improved, ifeval.regressed, ifeval.p_value) == (3, 0, 0.25)
+    assert ifeval.ci_low is not None and ifeval.ci_high is not None
+    assert ifeval.ci_low < 0 < ifeval.ci_high
+    assert (round(ifeval.ci_low * 100, 1), round(ifeval.ci_high * 100, 1)) == (-33.3, 100.0)
+    # GSM8K and HellaSwag: no discordant document of 4; the bootstrap printed [+0.0, +0.0].
+    unchanged = paired_stats([1.0, 0.0, 0.0, 1.0], [1.0, 0.0, 0.0, 1.0])
+    assert (unchanged.ci_low, unchanged.ci_high) == pytest.approx((-0.6994, 0.6994), abs=1e-4)
+    for stats in (ifeval, unchanged):
+        assert stats.interval == INTERVAL_TANGO and stats.interval_reliable
+        assert INTERVAL_TANGO in stats.summary()
+    assert "[-33.3, +100.0] 95% CI" in ifeval.summary()
+    assert "[-69.9, +69.9] 95% CI" in unchanged.summary()
+
+
+def test_interval_excludes_zero_only_where_the_exact_test_rejects() -> None:
+    """The documented relation, exhaustively for b, c <= 60: excludes 0 ⇒ exact McNemar p < 1 - confidence."""
+    b, c = (a.ravel() for a in np.meshgrid(np.arange(61), np.arange(61)))
+    p = np.array([mcnemar_exact_p(int(x), int(y)) for x, y in zip(b, c, strict=True)])
+    for confidence in LEVELS:
+        alpha = 1.0 - confidence
+        for n in (np.maximum(b + c, 1), b + c + 11, np.full_like(b, 1000)):
+            low, high = paired_proportion_ci(b, c, n, confidence=confidence)
+            excludes = (low > 0) | (high < 0)
+            assert not np.any(excludes & (p >= alpha)), confidence
+            # The converse fails only at the margin, where the interval is the more cautious one.
+            misses = ~excludes & (p < alpha)
+            if confidence == 0.95:
+                assert np.all(p[misses] >= 0.0487)
+            if confidence == 0.99:
+                assert np.all(p[misses] >= 0.0078)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 3000), st.integers(0, 3000), st.integers(0, 10000), st.sampled_from(LEVELS))
+def test_interval_and_exact_test_agree_for_large_counts(b: int, c: int, concordant: int, confidence: float) -> None:
+    n = b + c + concordant
+    if n == 0:
+        return
+    low, high = paired_proportion_ci(b, c, n, confidence=confidence)
+    if low > 0 or high < 0:
+        assert mcnemar_exact_p(b, c) < 1.0 - confidence
+    assert low <= (b - c) / n <= high and high - low > 0
+
+
+def test_vectorised_exact_decision_matches_the_p_value() -> None:
+    b, c = (a.ravel() for a in np.meshgrid(np.arange(80), np.arange(80)))
+    p = np.array([mcnemar_exact_p(int(x), int(y)) for x, y in zip(b, c, strict=True)])
+    for alpha in (0.5, 0.1, 0.05, 0.01, 0.001):
+        assert np.array_equal(mcnemar_rejects(b, c, alpha), p < alpha)
+
+
+def test_widening_to_zero_keeps_a_gate_from_passing_an_insignificant_gain() -> None:
+    # At 50% confidence the corrected interval for 2↑ 0↓ of 60 is [+0.1, +7.3] points, but the exact
+    # test gives p = 0.5: the interval is widened to reach 0, and a gain of 0 is not shown.
+    assert tango_ci(2, 0, 60, confidence=0.5, continuity=1.0)[0] > 0
+    stats = paired_stats([0.0] * 60, [1.0, 1.0] + [0.0] * 58, confidence=0.5)
+    assert stats.p_value == 0.5 and stats.ci_low == 0.0
+    assert not stats.confident_improvement(by=0.0)
+    assert stats.confident_improvement(by=-0.01)
+
+
+# --------------------------------------------------------------------------------------------
+# Coverage: the new interval keeps its level at every n, the percentile bootstrap does not
+# --------------------------------------------------------------------------------------------
+
+CONFIDENCE = 0.95
+# (discordance rate s, true difference Δ): the fine-tune flips a share s of the documents, more of
+# them fail→pass than pass→fail when Δ > 0; Δ = s is a fine-tune that only ever improves.
+COVERAGE_GRID = [(s, delta) for s in (0.05, 0.1, 0.2, 0.4) for delta in (0.0, s / 4, s / 2, s)]
+SIMULATED_N = (4, 5, 8, 10, 20, 50, 100, 200, 500)
+REPLICATIONS = 4000
+# 3.5 standard errors of a simulated coverage of 95% from 4000 runs: 16 grid points x 9 values of
+# n stay clear of chance failures (and the seed makes the run the same every time).
+SIMULATION_TOLERANCE = 3.5 * math.sqrt(CONFIDENCE * (1 - CONFIDENCE) / REPLICATIONS)
+
+
+def simulate_counts(rng: np.random.Generator, n: int, s: float, delta: float) -> tuple[np.ndarray[Any, Any], ...]:
+    improved, regressed = (s + delta) / 2, (s - delta) / 2
+    draws = rng.multinomial(n, [improved, regressed, 1 - s], size=REPLICATIONS)
+    return draws[:, 0], draws[:, 1]
+
+
+def per_table(b: np.ndarray[Any, Any], c: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any], ...]:
+    """The distinct (b, c) tables drawn and, for each draw, which one it is (intervals are per table)."""
+    tables, which = np.unique(np.stack([b, c], axis=1), axis=0, return_inverse=True)
+    return tables[:, 0], tables[:, 1], which.ravel()
+
+
+def percentile_bootstrap(b: int, c: int, n: int, rng: np.random.Generator) -> tuple[float, float]:
+    """The interval pass/fail metrics got before: the percentile bootstrap of the mean difference."""
+    counts = np.array([c, n - b - c, b])
+    values = np.array([-1.0, 0.0, 1.0])
+    means = _bootstrap_means_by_counts(values[counts > 0], counts[counts > 0], 1000, rng)
+    low, high = np.quantile(means, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
+    return float(low), float(high)
+
+
+def test_simulated_coverage_and_gate_error_rates() -> None:
+    rng = np.random.default_rng(20_260_101)
+    boot_rng = np.random.default_rng(1)
+    lowest: dict[int, float] = {}
+    bootstrap: dict[int, list[float]] = {}
+    for n in SIMULATED_N:
+        for s, delta in COVERAGE_GRID:
+            b, c, which = per_table(*simulate_counts(rng, n, s, delta))
+            low, high = (bound[which] for bound in paired_proportion_ci(b, c, n, confidence=CONFIDENCE))
+            coverage = float(np.mean((low <= delta) & (delta <= high)))
+            lowest[n] = min(lowest.get(n, 1.0), coverage)
+            # Each gate errs on one side: `improves` when the lower bound is above the truth,
+            # `no_regression` when the upper bound is below it. Each must stay within 1 - confidence.
+            assert np.mean(low > delta) <= 1 - CONFIDENCE + SIMULATION_TOLERANCE, (n, s, delta)
+            assert np.mean(high < delta) <= 1 - CONFIDENCE + SIMULATION_TOLERANCE, (n, s, delta)
+            if n <= 20:
+                old = np.array([percentile_bootstrap(int(x), int(y), n, boot_rng) for x, y in zip(b, c, strict=True)])
+                old_low, old_high = old[which, 0], old[which, 1]
+                bootstrap.setdefault(n, []).append(float(np.mean((old_low <= delta) & (delta <= old_high))))
+    assert min(lowest.values()) >= CONFIDENCE - SIMULATION_TOLERANCE, lowest
+    for n, coverages in bootstrap.items():
+        # The percentile bootstrap falls short at small n: below nominal (beyond simulation error)
+        # at half the grid or more, by over 10 points on average, and to under 60% somewhere.
+        assert np.mean(np.array(coverages) < CONFIDENCE - SIMULATION_TOLERANCE) >= 0.5, (n, coverages)
+        assert np.mean(coverages) < CONFIDENCE - 0.10, (n, coverages)
+        assert min(coverages) < 0.6, (n, coverages)
+
+
+def exact_coverage(n: int, confidence: float, q_improved: np.ndarray[Any, Any], q_regressed: np.ndarray[Any, Any]
+                   ) -> np.ndarray[Any, Any]:
+    """P(interval covers the true Δ), summed over every table of n documents (no simulation error)."""
+    b, c = (a.ravel() for a in np.meshgrid(np.arange(n + 1), np.arange(n + 1)))
+    b, c = b[b + c <= n], c[b + c <= n]
+    low, high = paired_proportion_ci(b, c, n, confidence=confidence)
+    probability = scipy.stats.multinomial.pmf(
+        np.stack([b, c, n - b - c], axis=1)[None, :, :],
+        n,
+        np.stack([q_improved, q_regressed, 1 - q_improved - q_regressed], axis=1)[:, None, :],
+    )
+    delta = (q_improved - q_regressed)[:, None]
+    covered = (low[None, :] <= delta + 1e-12) & (delta - 1e-12 <= high[None, :])
+    coverage: np.ndarray[Any, Any] = (probability * covered).sum(axis=1)
+    return coverage
+
+
+def probability_grid(step: float, max_discordance: float) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    q = np.arange(0.0, 1.0 + step / 2, step)
+    q_improved, q_regressed = (a.ravel() for a in np.meshgrid(q, q))
+    keep = q_improved + q_regressed <= max_discordance + 1e-9
+    return q_improved[keep], q_regressed[keep]
+
+
+@pytest.mark.parametrize("confidence", [0.8, 0.9, 0.95, 0.99])
+def test_exact_coverage_is_at_least_nominal_at_every_small_n(confidence: float) -> None:
+    """No simulation: every table of n = 1…40 documents, fine-tunes flipping up to 60% of them."""
+    q_improved, q_regressed = probability_grid(0.02, 0.6)
+    for n in range(1, 41):
+        coverage = exact_coverage(n, confidence, q_improved, q_regressed)
+        assert coverage.min() >= confidence - 1e-9, (n, coverage.min())
+
+
+def test_exact_coverage_at_95_percent_even_when_nearly_every_document_flips() -> None:
+    q_improved, q_regressed = probability_grid(0.02, 0.98)
+    for n in range(2, 41):
+        assert exact_coverage(n, 0.95, q_improved, q_regressed).min() >= 0.95 - 1e-9, n
+
+
+# --------------------------------------------------------------------------------------------
+# Continuous metrics: the bootstrap, its minimum, and its agreement with the sign-flip test
+# --------------------------------------------------------------------------------------------
+
+
+def ifeval_like_differences(rng: np.random.Generator, n: int, change: float) -> tuple[list[float], list[float], float]:
+    """Per-document instruction fractions (1-3 instructions) of a base and a fine-tune that redraws
+    each instruction's result with probability `change`; returns both sides and the true Δ."""
+    counts = rng.choice([1, 2, 3], p=[0.5, 0.3, 0.2], size=n)
+    base_follows = rng.random((n, 3)) < 0.6
+    redrawn = rng.random((n, 3)) < change
+    ft_follows = np.where(redrawn, rng.random((n, 3)) < 0.75, base_follows)
+    used = np.arange(3)[None, :] < counts[:, None]
+    base = (base_follows * used).sum(axis=1) / counts
+    finetuned = (ft_follows * used).sum(axis=1) / counts
+    return base.tolist(), finetuned.tolist(), change * (0.75 - 0.6)
+
+
+def bootstrap_coverage(n: int, change: float, runs: int) -> tuple[float, float]:
+    """(coverage, mean number of changed documents) of the continuous-metric interval."""
+    rng = np.random.default_rng(n * 1000 + int(change * 100))
+    covered, changed = 0, 0
+    for seed in range(runs):
+        base, finetuned, truth = ifeval_like_differences(rng, n, change)
+        stats = paired_stats(base, finetuned, n_boot=1000, n_perm=200, seed=seed)
+        assert stats.test == TEST_SIGN_FLIP and stats.interval == INTERVAL_BOOTSTRAP
+        covered += stats.ci_low is not None and stats.ci_high is not None and stats.ci_low <= truth <= stats.ci_high
+        changed += stats.improved + stats.regressed
+    return covered / runs, changed / runs
+
+
+def test_bootstrap_minimum_of_changed_documents() -> None:
+    """Why BOOTSTRAP_MIN_CHANGED is 30: with a handful of changed documents the 95% interval covers
+    far less than 95%; from about 30 on it is within a few points."""
+    few, few_changed = bootstrap_coverage(20, 0.2, 300)
+    enough, enough_changed = bootstrap_coverage(120, 0.5, 300)
+    assert few_changed < 10 and few < 0.85
+    assert enough_changed > BOOTSTRAP_MIN_CHANGED and enough > 0.9
 
 
 def test_bootstrap_interval_covers_a_continuous_difference() -> None:
@@ -117,23 +426,46 @@ def test_bootstrap_interval_covers_a_continuous_difference() -> None:
         ft = np.clip(base + data.normal(0.05, 0.2, 150), -10, 10)
         # The truth for this sample's population: E[noise] = 0.05.
         stats = paired_stats(base.tolist(), ft.tolist(), n_boot=1000, seed=seed, n_perm=500)
-        assert stats.test == TEST_SIGN_FLIP
+        assert stats.test == TEST_SIGN_FLIP and stats.interval == INTERVAL_BOOTSTRAP and stats.interval_reliable
         assert stats.ci_low is not None and stats.ci_high is not None
         covered += stats.ci_low <= 0.05 <= stats.ci_high
     assert covered >= 52
 
 
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from([-1.0, -0.5, -1 / 3, 0.0, 0.0, 0.0, 1 / 3, 0.5, 1.0]), min_size=1, max_size=60),
+       st.sampled_from([0.8, 0.9, 0.95]))
+def test_continuous_interval_excludes_zero_only_where_the_sign_flip_test_rejects(
+    diffs: list[float], confidence: float
+) -> None:
+    base = [0.5] * len(diffs)
+    finetuned = [0.5 + d / 2 for d in diffs]
+    stats = paired_stats(base, finetuned, confidence=confidence, n_boot=500, n_perm=500)
+    assert stats.p_value is not None
+    if stats.ci_low is not None and stats.ci_high is not None:
+        assert stats.ci_high > stats.ci_low  # never zero width
+        if stats.ci_low > 0 or stats.ci_high < 0:
+            assert stats.p_value < 1 - confidence
+
+
 def test_bootstrap_interval_is_reproducible_and_depends_on_the_seed() -> None:
     data = np.random.default_rng(3)
-    base = (data.random(300) < 0.4).astype(float).tolist()
-    ft = (data.random(300) < 0.5).astype(float).tolist()
+    base = data.random(300).tolist()
+    ft = (data.random(300) * 1.1).tolist()
     first = paired_stats(base, ft, seed=7)
     again = paired_stats(base, ft, seed=7)
     other = paired_stats(base, ft, seed=8)
     assert first == again
     assert (first.ci_low, first.ci_high) != (other.ci_low, other.ci_high)
-    # The point estimate and the exact test do not depend on the seed.
-    assert (first.delta, first.p_value) == (other.delta, other.p_value)
+    # The point estimate does not depend on the seed.
+    assert first.delta == other.delta
+
+
+def test_binary_interval_does_not_depend_on_the_seed() -> None:
+    data = np.random.default_rng(3)
+    base = (data.random(300) < 0.4).astype(float).tolist()
+    ft = (data.random(300) < 0.5).astype(float).tolist()
+    assert paired_stats(base, ft, seed=7) == paired_stats(base, ft, seed=8)
 
 
 def test_bootstrap_by_counts_matches_bootstrap_by_index() -> None:
@@ -147,13 +479,36 @@ def test_bootstrap_by_counts_matches_bootstrap_by_index() -> None:
     assert by_counts.std() == pytest.approx(by_index.std(), rel=0.03)
 
 
-def test_interval_narrows_with_confidence() -> None:
+@pytest.mark.parametrize("binary", [True, False])
+def test_interval_narrows_with_confidence(binary: bool) -> None:
     data = np.random.default_rng(5)
-    base = data.random(100).tolist()
-    ft = (data.random(100) * 1.1).tolist()
+    if binary:
+        base, ft = (data.random(100) < 0.5).astype(float).tolist(), (data.random(100) < 0.6).astype(float).tolist()
+    else:
+        base, ft = data.random(100).tolist(), (data.random(100) * 1.1).tolist()
     wide = paired_stats(base, ft, confidence=0.99)
     narrow = paired_stats(base, ft, confidence=0.8)
     assert wide.ci_low < narrow.ci_low < narrow.ci_high < wide.ci_high  # type: ignore[operator]
+
+
+def test_few_changed_documents_mark_the_bootstrap_unreliable() -> None:
+    base = [0.5] * 40
+    finetuned = [0.75, 1.0, 0.25, 1.0, 0.75] + [0.5] * 35
+    stats = paired_stats(base, finetuned)
+    assert stats.interval == INTERVAL_BOOTSTRAP and not stats.interval_reliable
+    assert stats.interval_note == "unreliable: 5 documents changed score, fewer than the 30 it needs"
+    assert "(percentile bootstrap; unreliable: 5 documents changed score" in stats.summary()
+    assert stats.to_json()["interval_reliable"] is False
+
+
+def test_equal_differences_give_no_interval_instead_of_a_zero_width_one() -> None:
+    for value, change in ((0.5, 0.0), (0.25, 0.25)):
+        stats = paired_stats([value] * 40, [value + change] * 40)
+        assert stats.test == TEST_SIGN_FLIP
+        assert (stats.ci_low, stats.ci_high) == (None, None)
+        assert stats.interval_note is not None and "every paired difference is" in stats.interval_note
+        assert ", no 95% CI (percentile bootstrap; every paired difference" in stats.summary()
+        assert "+0.0, +0.0" not in stats.summary()
 
 
 # --------------------------------------------------------------------------------------------
@@ -249,19 +604,23 @@ def test_no_documents_gives_none_fields() -> None:
     assert (stats.delta, stats.ci_low, stats.ci_high, stats.p_value, stats.test) == (None, None, None, None, None)
     assert (stats.improved, stats.regressed, stats.unchanged) == (0, 0, 0)
     assert not stats.confident_improvement() and not stats.confident_regression() and not stats.significant()
+    assert not stats.interval_reliable
     assert stats.summary() == "no documents scored by both models"
     json.dumps(stats.to_json())
 
 
 def test_one_document_does_not_crash() -> None:
     stats = paired_stats([0.0], [1.0])
-    assert (stats.delta, stats.ci_low, stats.ci_high, stats.p_value) == (1.0, 1.0, 1.0, 1.0)
+    assert (stats.delta, stats.ci_high, stats.p_value) == (1.0, 1.0, 1.0)
+    assert stats.ci_low is not None and stats.ci_low < 0
 
 
 def test_identical_models_show_no_change() -> None:
     values = [1.0, 0.0, 1.0, 1.0, 0.0] * 20
     stats = paired_stats(values, values)
-    assert (stats.delta, stats.ci_low, stats.ci_high, stats.p_value) == (0.0, 0.0, 0.0, 1.0)
+    assert (stats.delta, stats.p_value) == (0.0, 1.0)
+    # No document changed, yet 100 documents bound the change: about ±5 points, not [0, 0].
+    assert stats.ci_low == pytest.approx(-stats.ci_high) and 0.03 < stats.ci_high < 0.07  # type: ignore[operator]
     assert stats.unchanged == 100
 
 
@@ -283,6 +642,9 @@ def test_confident_improvement_needs_the_whole_interval_at_or_above_the_bar() ->
     assert make_stats(0.02, 0.08).confident_improvement(by=0.02)
     assert not make_stats(0.02, 0.08).confident_improvement(by=0.03)
     assert not make_stats(-0.01, 0.08).confident_improvement()
+    # An interval that reaches 0 shows no gain, even for a bar of 0; a negative bar only needs the bound.
+    assert not make_stats(0.0, 0.08).confident_improvement(by=0.0)
+    assert make_stats(-0.01, 0.08).confident_improvement(by=-0.02)
 
 
 def test_confident_regression_needs_the_whole_interval_below_the_allowed_drop() -> None:
@@ -290,6 +652,7 @@ def test_confident_regression_needs_the_whole_interval_below_the_allowed_drop() 
     assert make_stats(-0.08, -0.03).confident_regression(max_drop=0.02)
     assert not make_stats(-0.08, -0.03).confident_regression(max_drop=0.03)
     assert not make_stats(-0.08, 0.01).confident_regression()
+    assert not make_stats(-0.08, 0.0).confident_regression()
 
 
 def test_significant_compares_the_p_value_with_alpha() -> None:
@@ -298,10 +661,84 @@ def test_significant_compares_the_p_value_with_alpha() -> None:
 
 
 def test_summary_and_json() -> None:
-    stats = PairedStats(541, 0.032, -0.01, 0.075, 0.95, 0.12, TEST_MCNEMAR, 20, 12, 509)
-    assert stats.summary() == "+3.2 pts [-1.0, +7.5] 95% CI, p=0.12 (exact McNemar), n=541, 20↑ 12↓"
+    stats = PairedStats(541, 0.032, -0.01, 0.075, 0.95, 0.12, TEST_MCNEMAR, 20, 12, 509, interval=INTERVAL_TANGO)
+    assert stats.summary() == (
+        "+3.2 pts [-1.0, +7.5] 95% CI (continuity-corrected Tango score), p=0.12 (exact McNemar), n=541, 20↑ 12↓"
+    )
     data = json.loads(json.dumps(stats.to_json()))
     assert data["ci_low"] == -0.01 and data["test"] == "exact McNemar" and data["regressed"] == 12
+    assert data["interval"] == "continuity-corrected Tango score"
+    assert data["interval_note"] is None and data["interval_reliable"] is True
+
+
+def analysis_of(task: str, base: list[float], finetuned: list[float]) -> tuple[TaskComparison, TaskAnalysis]:
+    """A task's comparison and its per-document evidence, as the session builds them."""
+    records = [{i: SampleRecord(i, v, f"prompt {i}", f"answer {i}") for i, v in enumerate(side)}
+               for side in (base, finetuned)]
+    comp = TaskComparison(task, "acc,none", sum(base) / len(base), sum(finetuned) / len(finetuned))
+    analysis = TaskAnalysis(task, records[0], records[1], find_flips(records[0], records[1]))
+    comp.extra.update(analysis.to_json(0.95))
+    return comp, analysis
+
+
+def test_a_four_prompt_gain_does_not_pass_a_confidence_gate() -> None:
+    # The measured case: 3 of 4 IFEval prompts fixed, none broken, exact p = 0.25.
+    comp, analysis = analysis_of("ifeval", [0.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0])
+    failure = improves_failure(comp, 2.0, analysis, 0.95)
+    assert failure is not None
+    assert "[-33.3, +100.0] 95% CI (continuity-corrected Tango score), p=0.25 (exact McNemar)" in failure
+    assert improves_failure(comp, 2.0, analysis, None) is None  # the point estimate, +75 points, clears 2
+
+
+def test_confidence_gates_decide_on_the_interval() -> None:
+    base = [0.0] * 60 + [1.0] * 40
+    gained = [1.0] * 30 + [0.0] * 30 + [1.0] * 40  # 30↑ 0↓ of 100: [+19.6, +43.2] points
+    comp, analysis = analysis_of("gsm8k", base, gained)
+    assert improves_failure(comp, 10.0, analysis, 0.95) is None
+    assert improves_failure(comp, 25.0, analysis, 0.95) is not None
+    lost_comp, lost = analysis_of("gsm8k", gained, base)
+    assert regression_failure(lost_comp, 5.0, lost, 0.95) is not None
+    assert regression_failure(lost_comp, 25.0, lost, 0.95) is None
+    assert regression_failure(comp, 0.0, analysis, 0.95) is None
+
+
+def test_a_gate_on_an_unreliable_interval_says_so() -> None:
+    base = [0.5] * 40
+    finetuned = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.75] + [0.5] * 32  # 8 documents changed
+    comp, analysis = analysis_of("ifeval", base, finetuned)
+    failure = improves_failure(comp, 50.0, analysis, 0.95)
+    assert failure is not None and "decided on an interval that is unreliable: 8 documents changed" in failure
+    with pytest.warns(UnreliableIntervalWarning, match="ifeval improves passed; decided on an interval"):
+        assert improves_failure(comp, 1.0, analysis, 0.95) is None
+    with pytest.warns(UnreliableIntervalWarning, match="ifeval no_regression passed"):
+        assert regression_failure(comp, 5.0, analysis, 0.95) is None
+
+
+def test_a_sample_without_spread_is_gated_on_its_point_estimate() -> None:
+    comp, analysis = analysis_of("ifeval", [0.5] * 40, [0.25] * 40)  # every document lost 25 points
+    failure = regression_failure(comp, 5.0, analysis, 0.95)
+    assert failure is not None and "no interval, so the gate compared the point estimate" in failure
+    same_comp, same = analysis_of("ifeval", [0.5] * 40, [0.5] * 40)
+    assert improves_failure(same_comp, 0.0, same, 0.95) is not None
+    with pytest.warns(UnreliableIntervalWarning, match="compared the point estimate"):
+        assert regression_failure(same_comp, 0.0, same, 0.95) is None
+
+
+def test_report_columns_name_the_method_and_mark_unreliable_intervals() -> None:
+    comps = {
+        "ifeval": analysis_of("ifeval", [0.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0])[0],
+        "custom": analysis_of("custom", [0.5] * 40, [0.75, 1.0] + [0.5] * 38)[0],
+        "flat": analysis_of("flat", [0.5] * 40, [0.5] * 40)[0],
+    }
+    columns = evidence_columns(comps, 0.95)
+    assert list(columns) == ["95% CI (points)", "CI method", "p", "Flips"]
+    assert columns["95% CI (points)"]["ifeval"] == "[-33.3, +100.0]"
+    assert columns["95% CI (points)"]["custom"].endswith(" unreliable")
+    assert columns["95% CI (points)"]["flat"] == "none"
+    assert columns["CI method"] == {"ifeval": "Tango score (cc)", "custom": "bootstrap", "flat": "bootstrap"}
+    assert columns["p"]["ifeval"] == "0.25"
+    table = comparison_table(comps, columns)
+    assert "Tango score (cc)" in table and "[-33.3, +100.0]" in table
 
 
 # --------------------------------------------------------------------------------------------

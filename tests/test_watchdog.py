@@ -14,7 +14,7 @@ import pytest
 
 from pytest_finetune_bench import engine
 from pytest_finetune_bench.engine import child_environment
-from pytest_finetune_bench.progress import ProgressPrinter
+from pytest_finetune_bench.progress import ProgressPrinter, generation_seconds
 from pytest_finetune_bench.watchdog import format_duration, gate_item_timeout
 from tests.fake_sessions import bench_args, make_fake_model, read_summary, use_fake_lm
 
@@ -204,3 +204,29 @@ def test_pytest_timeout_inside_a_run_stops_the_child_and_is_recorded(
     children = [int(p.stem) for p in pids.glob("*.pid")]
     assert len(children) == 1 and not alive(children[0])
 
+
+
+def _workload(docs: int, max_gen_toks: int, params: int | None, device: str = "cpu") -> dict[str, Any]:
+    return {"event": "workload", "role": "base", "device": device, "model_params": params,
+            "tasks": {"ifeval": {"docs": docs, "output_type": "generate_until", "max_gen_toks": max_gen_toks}}}
+
+
+def test_workload_is_said_and_a_long_cpu_run_warned_up_front() -> None:
+    lines: list[str] = []
+    printer = ProgressPrinter(lines.append, FakeClock())
+    printer(_workload(24, 256, 135_000_000))
+    assert lines == ["[bench] base: ifeval 24 docs x up to 256 new tokens"]  # minutes: no warning
+    lines.clear()
+    printer(_workload(541, 1280, 135_000_000))  # the quick suite as lm-eval defines it
+    assert lines[0] == "[bench] base: ifeval 541 docs x up to 1280 new tokens"
+    assert lines[1].startswith("[bench] base: WARNING: on this CPU the generations alone may take up to ")
+    assert "--bench-limit" in lines[1] and "max_gen_toks=256" in lines[1] and "--bench-suite test" in lines[1]
+    # Twice the parameters, twice the time.
+    assert generation_seconds(_workload(541, 1280, 270_000_000)) == pytest.approx(
+        2 * (generation_seconds(_workload(541, 1280, 135_000_000)) or 0))
+
+
+@pytest.mark.parametrize("event", [_workload(541, 1280, 135_000_000, device="cuda"), _workload(541, 1280, None),
+                                   _workload(541, 0, 135_000_000)])
+def test_no_duration_estimate_without_cpu_generation_and_a_known_size(event: dict[str, Any]) -> None:
+    assert generation_seconds(event) is None
