@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ DEMO_GEN_KWARGS = "max_gen_toks=256"  # IFEval's default 1280 tokens is minutes 
 # All 24 bundled IFEval prompts, not the test suite's 5: with 5, one prompt is 20 points, and the first five
 # (case changes, quotes, an end phrase) are the ones a 135M model learns least in 30 steps.
 DEMO_LIMIT = "24"
+LM_EVAL_COMMAND = "lm-eval"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -52,6 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-run", action="store_true", help="only build the demo model; do not run the benchmark")
     demo.add_argument("--steps", type=_positive_int, default=DEFAULT_STEPS, metavar="N",
                       help=f"LoRA training steps (default: {DEFAULT_STEPS}; a different count rebuilds the model)")
+    commands.add_parser(
+        LM_EVAL_COMMAND,
+        help="the lm_eval CLI with its scorers seeded (the reproduce commands in benchmark.json use it)",
+        description=(
+            "Run lm-eval's own command line (`lm_eval ARGS`) with langdetect seeded first, as the plugin scores: "
+            "IFEval's language checks are random otherwise (lm-eval issue #4213)."
+        ),
+    )
     commands.add_parser(
         "data-dir",
         help="print the bundled offline benchmark data folder (for --bench-data-dir)",
@@ -125,11 +135,10 @@ def run_demo(outputs: Path, *, run: bool, steps: int) -> int:
     if not run:
         print(f"Benchmark it with:\n  pytest {shlex.join(args)}")
         return 0
-    import pytest
-
     print(f"Running: pytest {shlex.join(args)}", flush=True)
     started_ns = time.time_ns()
-    code = int(pytest.main(args))
+    # A process of its own, as users run it: pytest starts clean of the modules training imported.
+    code = subprocess.call([sys.executable, "-m", "pytest", *args])
     clock.lap("benchmark")
     print(clock.total_line())
     return _report_outcome(code, model_dir / "benchmarks" / "benchmark.json", started_ns)
@@ -155,8 +164,24 @@ def data_dir() -> Path:
     return BENCH_DATA_DIR
 
 
+def run_lm_eval_cli(arguments: Sequence[str]) -> int:
+    """`lm_eval ARGUMENTS`, in this process, with the scorers seeded as in the plugin's own runs."""
+    from lm_eval.__main__ import cli_evaluate
+
+    from pytest_finetune_bench._child import seed_scorers
+
+    seed_scorers()
+    sys.argv = ["lm_eval", *arguments]
+    cli_evaluate()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m pytest_finetune_bench`; returns the process exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == [LM_EVAL_COMMAND] and argv[1:2] not in (["-h"], ["--help"]):
+        # Everything after it is lm-eval's to parse, --help included.
+        return run_lm_eval_cli(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         if args.command == "data-dir":

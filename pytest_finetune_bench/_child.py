@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections import Counter
@@ -329,12 +330,58 @@ def _flush(cache: Any) -> None:
         traceback.print_exc()
 
 
+LANGDETECT_SEED = 0
+
+
+def seed_scorers() -> None:
+    """Make scoring deterministic: the same responses must always get the same score.
+
+    IFEval's response-language and English-case checks call langdetect, which draws random numbers
+    unseeded (lm-eval issue #4213), so a borderline response passes in one run and fails in the next.
+    """
+    try:
+        from langdetect import DetectorFactory
+    except ImportError:  # a run without IFEval's dependencies scores nothing that needs it
+        return
+    DetectorFactory.seed = LANGDETECT_SEED
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+PARENT_POLL_S = 1.0
+STOP_GRACE_S = 10.0  # after the parent is gone, how long the run may take to unwind before it is killed
+
+
+def die_with_parent(parent: int) -> None:
+    """Stop this run when the pytest process that started it dies, however it dies (SIGKILL included).
+
+    The child runs in its own session, so a signal to pytest alone never reaches it. Linux sends
+    SIGTERM at the parent's death (prctl); elsewhere, and as a second line, a thread watches for the
+    parent to go. SIGTERM unwinds the run (the response cache is flushed); a run that has not ended
+    STOP_GRACE_S later is killed with its process group.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    threading.Thread(target=_watch_parent, args=(parent,), name="parent-watch", daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(STOP_GRACE_S)
+    os.killpg(os.getpgid(0), signal.SIGKILL)
+
+
 def main(argv: list[str]) -> int:
     spec = json.loads(Path(argv[1]).read_text())
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    die_with_parent(int(spec.get("parent_pid") or os.getppid()))
+    seed_scorers()
     # Events keep the real stdout; anything libraries print joins stderr (the log).
     events = Events(os.fdopen(os.dup(1), "w", buffering=1))
     os.dup2(2, 1)
-    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         load_child_plugins(spec)
         if spec.get("mode") == "score_partial":

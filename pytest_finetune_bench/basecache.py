@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -19,18 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from pytest_finetune_bench.engine import RunRecord
-from pytest_finetune_bench.offline import file_sha256
+from pytest_finetune_bench.fileio import bench_cache_dir, file_sha256
 
 KEY_VERSION = 1
 
 
 def default_cache_dir() -> Path:
-    """PYTEST_FINETUNE_BENCH_CACHE, else the per-user cache directory."""
-    env = os.environ.get("PYTEST_FINETUNE_BENCH_CACHE")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "pytest-finetune-bench"
+    """Where base scores are cached (see fileio.bench_cache_dir)."""
+    return bench_cache_dir()
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,8 @@ from pytest_finetune_bench.settings import EvalSettings
 Event = dict[str, Any]
 EventSink = Callable[[Event], None]
 
+# `lm_eval` itself, run by our CLI after seeding langdetect (see _child.seed_scorers and __main__).
+REPRODUCE_PREFIX = ("python", "-m", "pytest_finetune_bench", "lm-eval")
 KILL_GRACE_S = 10.0  # after SIGTERM, how long the child may take to flush its cache and exit
 
 
@@ -66,12 +68,14 @@ class RunRequest:
             "use_cache": str(self.use_cache) if self.use_cache else None,
             "output_path": str(output_path),
             "mode": self.mode,
+            # The child stops when this process dies: it compares its parent with this pid.
+            "parent_pid": os.getpid(),
         }
 
     def cli_command(self) -> str:
-        """The `lm_eval` command that reproduces this run's scores."""
+        """The command that reproduces this run's scores: lm-eval's CLI, with its scorers seeded as here."""
         s = self.settings
-        parts = ["lm_eval", "run", "--model", self.backend.lm_eval_model, "--model_args", self.model_args]
+        parts = [*REPRODUCE_PREFIX, "run", "--model", self.backend.lm_eval_model, "--model_args", self.model_args]
         parts += ["--tasks", ",".join(s.tasks), "--batch_size", s.batch_size, "--device", s.device]
         if s.limit is not None:
             parts += ["--limit", str(s.limit)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -9,6 +10,24 @@ from pathlib import Path
 from typing import Any
 
 from pytest_finetune_bench.errors import BenchError
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of every byte of `path`, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def bench_cache_dir() -> Path:
+    """The plugin's per-user cache: PYTEST_FINETUNE_BENCH_CACHE, else $XDG_CACHE_HOME/pytest-finetune-bench."""
+    env = os.environ.get("PYTEST_FINETUNE_BENCH_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "pytest-finetune-bench"
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -19,7 +19,6 @@ serves the evaluation split whatever the file is called.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_finetune_bench.errors import BenchError
-from pytest_finetune_bench.fileio import atomic_write_text
+from pytest_finetune_bench.fileio import atomic_write_text, file_sha256
 
 DATA_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
@@ -74,16 +73,34 @@ class GroupRef:
     yaml_path: Path
 
 
-def expand_tasks(task_names: Iterable[str], index: Mapping[str, Any]) -> list[LeafTask | GroupRef]:
-    """Expand groups and tags to leaf tasks using lm-eval's task index (no data is loaded)."""
-    found: dict[str, LeafTask | GroupRef] = {}
+@dataclass(frozen=True)
+class OpaqueTask:
+    """A task defined in Python, or inline in a group's YAML: lm-eval runs it, the overlay cannot redirect it.
+
+    `files` are what define it (the YAML, and the Python module of a class task), for the cache keys.
+    """
+
+    name: str
+    files: tuple[Path, ...]
+
+
+Expanded = LeafTask | GroupRef | OpaqueTask
+
+
+def expand_tasks(task_names: Iterable[str], index: Mapping[str, Any], *, redirectable: bool = True) -> list[Expanded]:
+    """Expand groups and tags to leaf tasks using lm-eval's task index (no data is loaded).
+
+    With `redirectable`, a task the offline overlay cannot redirect is a BenchError saying so;
+    otherwise it comes back as an OpaqueTask.
+    """
+    found: dict[str, Expanded] = {}
     for name in task_names:
-        for item in _expand(name, index, seen=set()):
+        for item in _expand(name, index, seen=set(), redirectable=redirectable):
             found.setdefault(item.name, item)
     return list(found.values())
 
 
-def _expand(name: str, index: Mapping[str, Any], seen: set[str]) -> Iterator[LeafTask | GroupRef]:
+def _expand(name: str, index: Mapping[str, Any], seen: set[str], redirectable: bool) -> Iterator[Expanded]:
     if name in seen:
         return
     seen.add(name)
@@ -93,20 +110,33 @@ def _expand(name: str, index: Mapping[str, Any], seen: set[str]) -> Iterator[Lea
     kind = entry.kind.name
     if kind == "TAG":
         for child in sorted(entry.tags):
-            yield from _expand(child, index, seen)
+            yield from _expand(child, index, seen, redirectable)
     elif kind == "GROUP":
         yield GroupRef(name=name, yaml_path=Path(entry.yaml_path))
-        for child in _as_list(entry.cfg.get("task")):
-            if not isinstance(child, str):
+        children = _as_list(entry.cfg.get("task"))
+        if any(not isinstance(child, str) for child in children):
+            if redirectable:
                 raise BenchError(
                     f"group {name!r} defines a task inline, which --bench-data-dir cannot redirect: "
                     "list its tasks by name with --bench-tasks instead"
                 )
-            yield from _expand(child, index, seen)
+            yield OpaqueTask(name=f"{name} (inline tasks)", files=(Path(entry.yaml_path),))
+        for child in children:
+            if isinstance(child, str):
+                yield from _expand(child, index, seen, redirectable)
     elif kind == "TASK" and entry.yaml_path is not None:
         yield LeafTask(name=name, yaml_path=Path(entry.yaml_path), config=entry.cfg or {})
-    else:
+    elif redirectable:
         raise BenchError(f"task {name!r} is defined in Python, which --bench-data-dir cannot redirect")
+    else:
+        yield OpaqueTask(name=name, files=_definition_files(entry))
+
+
+def _definition_files(entry: Any) -> tuple[Path, ...]:
+    """The YAML of a Python-defined task and the module its `class: /path/module.Class` names."""
+    files = [Path(entry.yaml_path)] if entry.yaml_path is not None else []
+    module = Path(str((entry.cfg or {}).get("class", "")).rpartition(".")[0] + ".py")
+    return tuple([*files, module] if module.is_file() else files)
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -178,6 +208,8 @@ def write_overlay(
     for item in expand_tasks(task_names, index):
         if isinstance(item, GroupRef):
             config: dict[str, Any] = {"include": str(item.yaml_path.resolve())}
+        elif isinstance(item, OpaqueTask):  # expand_tasks refused these already; kept for the type checker
+            raise BenchError(f"task {item.name!r} cannot be redirected by --bench-data-dir")
         else:
             files = find_split_files(item, data_dir, num_fewshot)
             config = overlay_config(item, files)
@@ -187,9 +219,3 @@ def write_overlay(
     return hashes
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -168,7 +168,7 @@ def bench_result(request: pytest.FixtureRequest) -> BenchResult:
 
     def build() -> BenchResult:
         comparisons = bench.comparison()
-        analyses = {task: bench.analysis(task) for task in comparisons}
+        analyses = {task: analysis for task in comparisons if (analysis := bench.analysis(task)) is not None}
         _require_complete(bench.run("base"), bench.run("fine-tuned"))
         return BenchResult(bench.run("base"), bench.run("fine-tuned"), comparisons, analyses)
 
@@ -229,6 +229,8 @@ def _summary_lines(bench: BenchSession, summary_path: Path | None = None) -> Ite
             yield f"{role}: {error}"
         return
     comparisons = bench.comparison()
+    if bench.analysis_error:
+        yield bench.analysis_error
     if base.from_cache:
         yield f"base scores: reused from {base.timestamp} (cached; --bench-refresh-base recomputes)"
     columns = evidence_columns(comparisons, bench.options.confidence or 0.95)

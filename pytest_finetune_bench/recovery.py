@@ -62,7 +62,7 @@ def _attempts(
 ) -> RunRecord:
     while True:
         try:
-            return run_lm_eval(request, on_event, deadline)
+            record = run_lm_eval(request, on_event, deadline)
         except RunFailed as exc:
             smaller = halve_batch_size(request.settings.batch_size) if exc.kind == "oom" else None
             if smaller is not None:
@@ -74,6 +74,8 @@ def _attempts(
             if status is not None and (exc.kind != "error" or exc.generated):
                 return _partial_or_raise(request, exc, status, on_event, say, timeout_s)
             raise BenchError(failure_message(request, exc)) from None
+        record.extra["batch_size"] = request.settings.batch_size  # after any out-of-memory retries
+        return record
 
 
 def halve_batch_size(batch_size: str) -> str | None:

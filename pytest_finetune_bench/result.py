@@ -47,6 +47,8 @@ class BenchResult:
     def stats(self, task: str, confidence: float = 0.95) -> PairedStats:
         """Paired confidence interval (see stats.py) and significance test of `task`'s delta."""
         self.comparison(task)
+        if task not in self.analyses:
+            raise BenchError(f"no statistics for {task!r}: they failed in this session (see benchmark.json errors)")
         return self.analyses[task].stats(confidence)
 
     def assert_improves(self, task: str, by: float = 0.02, confidence: float | None = None) -> None:

@@ -26,7 +26,7 @@ from pytest_finetune_bench.history import publish_summary
 from pytest_finetune_bench.layout import ModelLocation, detect_base, locate_model, resolve_base
 from pytest_finetune_bench.locks import locked
 from pytest_finetune_bench.progress import ProgressPrinter
-from pytest_finetune_bench.recovery import evaluate_with_recovery, interrupted, overall_status
+from pytest_finetune_bench.recovery import evaluate_with_recovery, interrupted, overall_status, with_batch_size
 from pytest_finetune_bench.reference import load_reference, settings_differences
 from pytest_finetune_bench.results import TaskComparison, compare
 from pytest_finetune_bench.settings import (
@@ -122,6 +122,7 @@ class BenchSession:
         self.base_cache = BaseCache(options.cache_dir or default_base_cache_dir())
         self._comparison: dict[str, TaskComparison] | None = None
         self._analyses: dict[str, TaskAnalysis] = {}
+        self.analysis_error: str | None = None
 
     # ----------------------------------------------------------------- resolution
     def _auto_backend(self) -> str:
@@ -447,16 +448,29 @@ class BenchSession:
             finetuned = self.run("fine-tuned")
             skipped = self.skipped_tasks()
             comparisons = compare(base.results, finetuned.results, [t for t in self.tasks if t not in skipped])
-            self._analyses = analyse(comparisons, base, finetuned, self._finetuned_dir)
-            for task, analysis in self._analyses.items():
-                comparisons[task].extra.update(analysis.to_json(self.options.confidence or 0.95))
+            self._analyses = self._analyse(comparisons, base, finetuned)
             self._comparison = comparisons
         return self._comparison
 
-    def analysis(self, task: str) -> TaskAnalysis:
-        """Per-document evidence (samples, flips, statistics) behind `task`'s delta."""
+    def _analyse(self, comparisons: dict[str, TaskComparison], base: RunRecord,
+                 finetuned: RunRecord) -> dict[str, TaskAnalysis]:
+        """Statistics and flips behind each delta; when they fail, the failure is recorded and the scores kept."""
+        try:
+            analyses = analyse(comparisons, base, finetuned, self._finetuned_dir)
+            for task, analysis in analyses.items():
+                comparisons[task].extra.update(analysis.to_json(self.options.confidence or 0.95))
+        except Exception as exc:  # noqa: BLE001 - both runs are done: nothing may cost their scores
+            self.analysis_error = f"statistics and flips failed ({type(exc).__name__}: {exc}); the scores are kept"
+            self.say(f"[bench] {self.analysis_error}")
+            for comparison in comparisons.values():
+                comparison.extra.clear()
+            return {}
+        return analyses
+
+    def analysis(self, task: str) -> TaskAnalysis | None:
+        """Per-document evidence (samples, flips, statistics) behind `task`'s delta; None when it failed."""
         self.comparison()
-        return self._analyses[task]
+        return self._analyses.get(task)
 
     def summary(self) -> dict[str, Any]:
         """benchmark.json: what was compared, the scores, and what reproduces them."""
@@ -471,7 +485,7 @@ class BenchSession:
             "timestamp": self.started_at.astimezone().isoformat(timespec="seconds"),
             "status": self.status(),
             "run_status": self.run_statuses(),
-            "errors": {role: str(exc) for role, exc in self._errors.items()},
+            "errors": self._error_messages(),
             "base_model": self._run_summary("base", base),
             "fine_tuned_model": self._run_summary("fine-tuned", finetuned),
             "comparison": {task: c.to_json() for task, c in comparison.items()},
@@ -479,6 +493,13 @@ class BenchSession:
             "backends": {"base": self.base_backend.name, "fine-tuned": self.backend.name},
             "reproduce": self._reproduce(),
         }
+
+    def _error_messages(self) -> dict[str, str]:
+        """Per side, why its run failed; under `comparison`, why the statistics failed."""
+        messages = {role: str(exc) for role, exc in self._errors.items()}
+        if self.analysis_error:
+            messages["comparison"] = self.analysis_error
+        return messages
 
     def finetuned_model_or_none(self) -> str | None:
         return self.location.hf_path
@@ -506,6 +527,7 @@ class BenchSession:
             "samples_files": {t: str(p) for t, p in record.samples_files.items()},
             "timestamp": record.timestamp,
             "status": record.status,
+            "batch_size": record.extra.get("batch_size"),
             "samples": record.progress,
             "partial_reason": record.extra.get("failure"),
             "generated": record.generated,
@@ -526,7 +548,9 @@ class BenchSession:
             "backend": s.backend,
             "device": s.device,
             "dtype": s.dtype,
-            "batch_size": s.batch_size,
+            # What finished (smaller after an out-of-memory retry), and what was asked for.
+            "batch_size": self._finished("batch_size") or s.batch_size,
+            "batch_size_requested": s.batch_size,
             "gen_kwargs": s.gen_kwargs,
             "limit": s.limit,
             "num_fewshot": s.num_fewshot,
@@ -537,8 +561,23 @@ class BenchSession:
             "data_dir": s.data_dir,
             "data_files": self._data_hashes,
             "model_args": {role: req.model_args for role, req in self._requests.items()},
-            "commands": {role: req.cli_command() for role, req in self._requests.items()},
+            "commands": {role: self._finished_request(role).cli_command() for role in self._requests},
         }
+
+    def _finished_request(self, role: str) -> RunRequest:
+        """The request whose run produced `role`'s scores: its batch size may be smaller than the one asked for."""
+        request = self._requests[role]
+        record = self._runs.get(role)
+        finished = record.extra.get("batch_size") if record is not None else None
+        return with_batch_size(request, str(finished)) if finished else request
+
+    def _finished(self, key: str) -> str | None:
+        """`key` of the runs' records when every finished run agrees on it, else the values per side."""
+        values = {role: str(r.extra[key]) for role, r in self._runs.items() if key in r.extra}
+        if not values:
+            return None
+        distinct = set(values.values())
+        return distinct.pop() if len(distinct) == 1 else ", ".join(f"{r}={v}" for r, v in values.items())
 
     def write_summary(self) -> Path | None:
         """Write this session's summary (see history.py: an incomplete one never replaces a complete one).

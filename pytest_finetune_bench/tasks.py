@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from pytest_finetune_bench.errors import BenchError
-from pytest_finetune_bench.offline import LeafTask, expand_tasks, write_overlay
+from pytest_finetune_bench.fileio import file_sha256
+from pytest_finetune_bench.offline import LeafTask, OpaqueTask, expand_tasks, write_overlay
 from pytest_finetune_bench.task_types import output_types as leaf_output_types
 
 LM_EVAL_INSTALL = "pip install 'lm-eval[ifeval]'"
@@ -47,12 +48,18 @@ class TaskCatalog:
                 raise BenchError(f"unknown lm-eval task {name!r}{hint}")
 
     def versions(self, names: Sequence[str]) -> dict[str, Any]:
-        """Version of every leaf task behind `names` (a changed task must not reuse old scores)."""
-        return {
-            item.name: (item.config.get("metadata") or {}).get("version")
-            for item in expand_tasks(names, self.index)
-            if isinstance(item, LeafTask)
-        }
+        """Version of every leaf task behind `names` (a changed task must not reuse old scores).
+
+        A task defined in Python or inline in a group has no version in the index: the sha256 of the
+        files that define it stands in.
+        """
+        versions: dict[str, Any] = {}
+        for item in expand_tasks(names, self.index, redirectable=False):
+            if isinstance(item, LeafTask):
+                versions[item.name] = (item.config.get("metadata") or {}).get("version")
+            elif isinstance(item, OpaqueTask):
+                versions[item.name] = {path.name: file_sha256(path) for path in item.files}
+        return versions
 
     def output_types(self, names: Sequence[str]) -> dict[str, frozenset[str]]:
         """lm-eval output types behind each name, e.g. {"mmlu": {"multiple_choice"}}."""

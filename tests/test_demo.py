@@ -154,9 +154,11 @@ def test_cli_no_run_reuses_the_build(demo_model: Path, cache_root: Path) -> None
     assert "Reusing" in result.stdout
     command = shlex.split(result.stdout.strip().splitlines()[-1])
     assert command[:2] == ["pytest", str(demo_model)]
+    # Values joined with '=': a path as a separate word would move pytest's rootdir.
     for option, value in (("--bench-model", str(demo_model)), ("--bench-data-dir", str(demo_data_dir())),
                           ("--bench-limit", "24"), ("--bench-gen-kwargs", "max_gen_toks=256")):
-        assert command[command.index(option) + 1] == value
+        assert f"{option}={value}" in command
+    assert "[demo] base model: " in result.stdout and "[demo] fine-tune: " in result.stdout
 
 
 def test_outcome_points_at_results_only_when_this_run_wrote_them(tmp_path: Path,

@@ -124,8 +124,9 @@ def test_scores_equal_the_lm_eval_cli(regressed: Session, side: str, tmp_path: P
     role = "base" if side == "base_model" else "fine-tuned"
     command = regressed.summary["reproduce"]["commands"][role].replace(" OUT", f" {tmp_path}")
     argv = shlex.split(command)
-    assert argv[:2] == ["lm_eval", "run"]
-    subprocess.run([sys.executable, "-m", "lm_eval", *argv[1:]], check=True, capture_output=True, timeout=600)
+    # lm-eval's own CLI, run after seeding langdetect (IFEval's language checks are random otherwise).
+    assert argv[:5] == ["python", "-m", "pytest_finetune_bench", "lm-eval", "run"]
+    subprocess.run([sys.executable, *argv[1:]], check=True, capture_output=True, timeout=600)
     cli = read_json(next(tmp_path.rglob("results_*.json")))["results"]["ifeval"]
     ours = regressed.summary[side]["results"]["ifeval"]
     for metric in ("prompt_level_strict_acc,none", "inst_level_strict_acc,none",

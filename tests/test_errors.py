@@ -243,3 +243,7 @@ def test_hub_data_unreachable_names_the_offline_option_before_loading_a_model(
                             "on a machine without the Hub, pass --bench-data-dir DIR with the datasets as local files "
                             "(see docs/offline.md)")
     assert "loading model" not in result.stdout.str()
+    # A task defined in Python gets as far as its data too: only the offline overlay refuses such tasks.
+    python_task = pytester.runpytest_subprocess(f"--bench-model={model}", f"--bench-output={pytester.path / 'out2'}",
+                                                "--bench-tasks=squadv2", *RUN)
+    gates_fail_with(python_task, "base run could not load benchmark data from the Hugging Face Hub (squadv2: *", 1)

@@ -66,3 +66,18 @@ def test_missing_fewshot_split_is_named(catalog: TaskCatalog, demo_data: Path, t
 def test_unknown_task_suggests_close_matches(catalog: TaskCatalog) -> None:
     with pytest.raises(BenchError, match=r"unknown lm-eval task 'ifevall'; did you mean ifeval"):
         catalog.validate(["ifevall"])
+
+
+@pytest.mark.parametrize(("task", "entry", "files"), [
+    ("squadv2", "squadv2", {"squadv2.yaml", "task.py"}),  # a task class in Python
+    ("flan_held_in", "flan_held_in (inline tasks)", {"flan_held_in.yaml"}),  # a group defining tasks inline
+])
+def test_tasks_the_overlay_cannot_redirect_still_get_a_version(
+    catalog: TaskCatalog, tmp_path: Path, task: str, entry: str, files: set[str]
+) -> None:
+    """Without --bench-data-dir every lm-eval task runs; its definition's digest stands in for a version."""
+    versions = catalog.versions([task])
+    assert set(versions[entry]) == files
+    assert all(len(digest) == 64 for digest in versions[entry].values())
+    with pytest.raises(BenchError, match="--bench-data-dir cannot redirect"):
+        catalog.prepare_offline([task], tmp_path, tmp_path / "overlay", None)

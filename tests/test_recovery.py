@@ -168,6 +168,34 @@ def test_out_of_memory_retries_with_half_the_batch_size(
         "[[]bench[]] base: out of GPU memory at batch size 2: retrying with batch size 1",
         "[[]bench[]] base: done in *",
     ])
+    # What finished is what is recorded and reproduced; what was asked for stands beside it.
+    summary = read_summary(pytester.path / "out" / "benchmark.json")
+    reproduce = summary["reproduce"]
+    assert (reproduce["batch_size"], reproduce["batch_size_requested"]) == ("1", "4")
+    assert summary["base_model"]["batch_size"] == summary["fine_tuned_model"]["batch_size"] == "1"
+    assert all(" --batch_size 1 " in command for command in reproduce["commands"].values())
+
+
+def test_a_statistics_failure_never_costs_the_scores(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = make_fake_model(pytester.path)
+    use_fake_lm(monkeypatch, pytester.path / "cache")
+    pytester.makeconftest(
+        "import pytest_finetune_bench.session as session\n"
+        "def broken(*args, **kwargs):\n"
+        "    raise RuntimeError('forced statistics failure')\n"
+        "session.analyse = broken\n"
+    )
+    result = pytester.runpytest_subprocess(*bench_args(model, pytester.path / "out", "--bench-min-gain=0"))
+    result.assert_outcomes(passed=2)  # the gates still decide on the scores
+    message = "statistics and flips failed (RuntimeError: forced statistics failure); the scores are kept"
+    assert result.stdout.str().count(message) >= 2  # said when it happens, and in the summary
+    summary = read_summary(pytester.path / "out" / "benchmark.json")
+    assert summary["status"] == "complete" and summary["errors"] == {"comparison": message}
+    ifeval = summary["comparison"]["ifeval"]
+    assert ifeval["base_accuracy"] is not None and ifeval["finetuned_accuracy"] is not None
+    assert "stats" not in ifeval
 
 
 def test_out_of_memory_at_batch_size_one_names_the_remedies(

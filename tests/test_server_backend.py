@@ -388,9 +388,9 @@ def test_openai_backend_on_llama_cpp_matches_the_lm_eval_cli(
 
 
 def lm_eval_cli(server: LlamaServer, include_path: Path, out: Path) -> dict[str, Any]:
-    """Run the `lm_eval` CLI the way a user would reproduce the plugin's run; its results JSON."""
+    """Run the `lm_eval` CLI (langdetect seeded) the way a user would reproduce the plugin's run; its results."""
     command = [
-        sys.executable, "-m", "lm_eval", "run", "--model", "local-chat-completions",
+        sys.executable, "-m", "pytest_finetune_bench", "lm-eval", "run", "--model", "local-chat-completions",
         "--model_args", f"model={server.model},base_url={server.url}/v1/chat/completions",
         "--tasks", "ifeval", "--include_path", str(include_path), "--limit", "5", "--apply_chat_template",
         "--gen_kwargs", "max_gen_toks=32", "--log_samples", "--output_path", str(out),

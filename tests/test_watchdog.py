@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -230,3 +231,33 @@ def test_workload_is_said_and_a_long_cpu_run_warned_up_front() -> None:
                                    _workload(541, 0, 135_000_000)])
 def test_no_duration_estimate_without_cpu_generation_and_a_known_size(event: dict[str, Any]) -> None:
     assert generation_seconds(event) is None
+
+
+def _first_pid(folder: Path, timeout_s: float) -> int:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = sorted(folder.glob("*.pid"))
+        if found:
+            return int(found[0].stem)
+        time.sleep(0.5)
+    raise AssertionError(f"no benchmark child started within {timeout_s}s")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL], ids=lambda s: s.name)
+def test_no_child_outlives_its_pytest(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
+                                      sig: signal.Signals) -> None:
+    """A CI runner's SIGTERM, a Ctrl-C or even SIGKILL to pytest alone: its lm-eval child stops within seconds."""
+    model = make_fake_model(pytester.path)
+    pids = pytester.path / "pids"
+    use_fake_lm(monkeypatch, pytester.path / "cache", f"hang_after=1,pid_dir={pids}")
+    pytest_proc = subprocess.Popen([sys.executable, "-m", "pytest", *bench_args(model, pytester.path / "out")],
+                                   cwd=pytester.path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        child = _first_pid(pids, timeout_s=180)
+        time.sleep(2.0)  # the child is hanging in its run now
+        pytest_proc.send_signal(sig)  # to pytest alone: the child is in a session of its own
+        pytest_proc.wait(timeout=60)
+    finally:
+        if pytest_proc.poll() is None:
+            pytest_proc.kill()
+    assert not alive(child, settle_s=15.0)
