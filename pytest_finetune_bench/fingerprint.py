@@ -22,11 +22,11 @@ _INDEX_MAX_ENTRIES = 4096
 
 
 def model_fingerprint(model: str, revision: str | None = None, index_dir: Path | None = None) -> str:
-    """sha256 over every file of a model folder (names and full contents); the id and revision for a Hub id."""
+    """sha256 over every file of a model folder (names and full contents); the id and commit for a Hub id."""
     folder = Path(model)
     digest = hashlib.sha256()
     if not folder.is_dir():
-        digest.update(f"hub:{model}@{revision or 'main'}".encode())
+        digest.update(f"hub:{model}@{revision}".encode())
         return digest.hexdigest()
     index = DigestIndex(index_dir or bench_cache_dir())
     for file in sorted(p for p in folder.rglob("*") if p.is_file() and not _ignored(p, folder)):

@@ -586,7 +586,29 @@ class BenchSession:
         """
         if not self.active:
             return None
-        return publish_summary(self.output_dir, self._finetuned_dir, self.summary())
+        try:
+            summary = self.summary()
+        except Exception as exc:  # noqa: BLE001 - the scores of finished runs must reach disk whatever else failed
+            summary = self._scores_only_summary(f"building the summary failed ({type(exc).__name__}: {exc}); "
+                                                "it holds the scores only")
+            self.say(f"[bench] {summary['errors']['summary']}")
+        return publish_summary(self.output_dir, self._finetuned_dir, summary)
+
+    def _scores_only_summary(self, error: str) -> dict[str, Any]:
+        """benchmark.json from what cannot fail: who was compared, the statuses and lm-eval's own results."""
+        sides = {"base_model": self._runs.get("base"), "fine_tuned_model": self._runs.get("fine-tuned")}
+        return {
+            "schema_version": 1,
+            "model_name": self.location.name,
+            "base_model_name": self.base_model,
+            "timestamp": self.started_at.astimezone().isoformat(timespec="seconds"),
+            "status": self.status(),
+            "run_status": self.run_statuses(),
+            "errors": {**self._error_messages(), "summary": error},
+            **{key: None if record is None else {"model": record.model, "results": record.task_results,
+                                                 "results_file": str(record.results_file)}
+               for key, record in sides.items()},
+        }
 
 
 def _safe_lm_eval_version() -> str | None:

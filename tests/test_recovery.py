@@ -274,3 +274,21 @@ def test_real_model_killed_by_timeout_resumes_where_it_stopped(
     assert summary["fine_tuned_model"]["results"]["ifeval"]["sample_len"] == 4
     if base_done < 4:
         assert summary["base_model"]["generated"] == 4 - base_done
+
+
+def test_a_summary_failure_still_writes_the_scores(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = make_fake_model(pytester.path)
+    use_fake_lm(monkeypatch, pytester.path / "cache")
+    pytester.makeconftest(
+        "from pytest_finetune_bench.session import BenchSession\n"
+        "def broken(self):\n"
+        "    raise KeyError('forced summary failure')\n"
+        "BenchSession._reproduce = broken\n"
+    )
+    result = pytester.runpytest_subprocess(*bench_args(model, pytester.path / "out", "--bench-min-gain=0"))
+    assert "building the summary failed (KeyError: 'forced summary failure'); it holds the scores only" in (
+        result.stdout.str())
+    summary = read_summary(pytester.path / "out" / "benchmark.json")
+    assert summary["status"] == "complete" and "forced summary failure" in summary["errors"]["summary"]
+    for side in ("base_model", "fine_tuned_model"):
+        assert "prompt_level_strict_acc,none" in summary[side]["results"]["ifeval"]

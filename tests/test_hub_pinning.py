@@ -1,0 +1,61 @@
+"""A Hub id is pinned to the commit it stands for: model args, reproduce commands and cache keys carry it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from huggingface_hub import constants
+
+from pytest_finetune_bench.backends.hf import HFBackend
+from pytest_finetune_bench.engine import RunRequest
+from pytest_finetune_bench.settings import EvalSettings
+
+MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+SETTINGS = EvalSettings(tasks=("ifeval",))
+
+
+def snapshot(hub_cache: Path, commit: str) -> None:
+    """What huggingface_hub leaves after a download: refs/main naming the snapshot's commit."""
+    repo = hub_cache / f"models--{MODEL.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True, exist_ok=True)
+
+
+@pytest.fixture
+def offline_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    return tmp_path
+
+
+def test_hub_id_is_pinned_to_its_snapshot_commit(offline_hub: Path) -> None:
+    snapshot(offline_hub, "a" * 40)
+    backend = HFBackend()
+    assert backend.model_args(MODEL, SETTINGS) == {"pretrained": MODEL, "dtype": "float32", "revision": "a" * 40}
+    request = RunRequest(role="base", model=MODEL, backend=backend, settings=SETTINGS,
+                         results_dir=offline_hub / "r", log_path=offline_hub / "log")
+    assert f"revision={'a' * 40}" in request.cli_command()
+
+
+def test_an_upstream_update_is_another_model(offline_hub: Path) -> None:
+    snapshot(offline_hub, "a" * 40)
+    before = HFBackend().fingerprint(MODEL)
+    snapshot(offline_hub, "b" * 40)  # the id now points at a newer upload
+    after = HFBackend().fingerprint(MODEL)
+    assert before is not None and after is not None and before != after
+
+
+def test_an_unknown_commit_caches_nothing(offline_hub: Path) -> None:
+    backend = HFBackend()
+    assert backend.fingerprint(MODEL) is None  # no response cache, no base-score cache
+    assert "revision" not in backend.model_args(MODEL, SETTINGS)
+
+
+def test_local_folders_are_not_asked_about(offline_hub: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    assert "revision" not in HFBackend().model_args(str(folder), SETTINGS)
+    assert HFBackend().fingerprint(str(folder)) is not None
