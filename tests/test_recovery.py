@@ -176,22 +176,30 @@ def test_out_of_memory_retries_with_half_the_batch_size(
     assert all(" --batch_size 1 " in command for command in reproduce["commands"].values())
 
 
+def session_with_a_broken(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, target: str,
+                          error: str) -> tuple[pytest.RunResult, dict[str, Any]]:
+    """A fake session in which `target` ("module:attribute" of the plugin) raises `error`; its summary."""
+    model = make_fake_model(pytester.path)
+    use_fake_lm(monkeypatch, pytester.path / "cache")
+    module, _, attribute = target.partition(":")
+    pytester.makeconftest(
+        f"import {module} as target\n"
+        "def broken(*args, **kwargs):\n"
+        f"    raise {error}\n"
+        f"target.{attribute} = broken\n"
+    )
+    result = pytester.runpytest_subprocess(*bench_args(model, pytester.path / "out", "--bench-min-gain=0"))
+    return result, read_summary(pytester.path / "out" / "benchmark.json")
+
+
 def test_a_statistics_failure_never_costs_the_scores(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    model = make_fake_model(pytester.path)
-    use_fake_lm(monkeypatch, pytester.path / "cache")
-    pytester.makeconftest(
-        "import pytest_finetune_bench.session as session\n"
-        "def broken(*args, **kwargs):\n"
-        "    raise RuntimeError('forced statistics failure')\n"
-        "session.analyse = broken\n"
-    )
-    result = pytester.runpytest_subprocess(*bench_args(model, pytester.path / "out", "--bench-min-gain=0"))
+    result, summary = session_with_a_broken(pytester, monkeypatch, "pytest_finetune_bench.session:analyse",
+                                            "RuntimeError('forced statistics failure')")
     result.assert_outcomes(passed=2)  # the gates still decide on the scores
     message = "statistics and flips failed (RuntimeError: forced statistics failure); the scores are kept"
     assert result.stdout.str().count(message) >= 2  # said when it happens, and in the summary
-    summary = read_summary(pytester.path / "out" / "benchmark.json")
     assert summary["status"] == "complete" and summary["errors"] == {"comparison": message}
     ifeval = summary["comparison"]["ifeval"]
     assert ifeval["base_accuracy"] is not None and ifeval["finetuned_accuracy"] is not None
@@ -277,18 +285,10 @@ def test_real_model_killed_by_timeout_resumes_where_it_stopped(
 
 
 def test_a_summary_failure_still_writes_the_scores(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    model = make_fake_model(pytester.path)
-    use_fake_lm(monkeypatch, pytester.path / "cache")
-    pytester.makeconftest(
-        "from pytest_finetune_bench.session import BenchSession\n"
-        "def broken(self):\n"
-        "    raise KeyError('forced summary failure')\n"
-        "BenchSession._reproduce = broken\n"
-    )
-    result = pytester.runpytest_subprocess(*bench_args(model, pytester.path / "out", "--bench-min-gain=0"))
+    target = "pytest_finetune_bench.session:BenchSession._reproduce"
+    result, summary = session_with_a_broken(pytester, monkeypatch, target, "KeyError('forced summary failure')")
     assert "building the summary failed (KeyError: 'forced summary failure'); it holds the scores only" in (
         result.stdout.str())
-    summary = read_summary(pytester.path / "out" / "benchmark.json")
     assert summary["status"] == "complete" and "forced summary failure" in summary["errors"]["summary"]
     for side in ("base_model", "fine_tuned_model"):
         assert "prompt_level_strict_acc,none" in summary[side]["results"]["ifeval"]
