@@ -17,6 +17,7 @@ from typing import NoReturn
 
 from pytest_finetune_bench.demo import DEFAULT_STEPS
 from pytest_finetune_bench.errors import BenchError
+from pytest_finetune_bench.watchdog import format_duration
 
 PROG = "python -m pytest_finetune_bench"
 DEMO_GEN_KWARGS = "max_gen_toks=256"  # IFEval's default 1280 tokens is minutes per prompt on a CPU
@@ -109,16 +110,11 @@ class PhaseClock:
         now = time.monotonic()
         self.phases.append((name, now - self._started))
         self._started = now
-        print(f"[demo] {name}: {_minutes(self.phases[-1][1])}", flush=True)
+        print(f"[demo] {name}: {format_duration(self.phases[-1][1])}", flush=True)
 
     def total_line(self) -> str:
-        parts = ", ".join(f"{name} {_minutes(seconds)}" for name, seconds in self.phases)
-        return f"[demo] total {_minutes(sum(s for _, s in self.phases))} ({parts})"
-
-
-def _minutes(seconds: float) -> str:
-    whole = round(seconds)
-    return f"{whole // 60}m{whole % 60:02d}s"
+        parts = ", ".join(f"{name} {format_duration(seconds)}" for name, seconds in self.phases)
+        return f"[demo] total {format_duration(sum(s for _, s in self.phases))} ({parts})"
 
 
 def run_demo(outputs: Path, *, run: bool, steps: int) -> int:

@@ -145,8 +145,12 @@ def load_tasks(spec: dict[str, Any], task_manager: Any, events: Events) -> None:
         if _is_hub_unreachable(exc):
             raise DataUnavailable(f"{', '.join(spec['tasks'])}: {_first_line(exc)}") from exc
         raise
-    events.send("workload", tasks=workload(loaded["tasks"], spec), device=spec["device"],
-                model_params=model_params(spec["model_args"]))
+    try:
+        described = workload(loaded["tasks"], spec)
+    except Exception:  # noqa: BLE001 - a task that cannot say its size still runs; only the estimate is lost
+        traceback.print_exc()
+        return
+    events.send("workload", tasks=described, device=spec["device"], model_params=model_params(spec["model_args"]))
 
 
 def workload(tasks: dict[str, Any], spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
