@@ -11,7 +11,7 @@ import datasets  # noqa: F401
 import lm_eval.tasks  # noqa: F401
 import pytest
 
-from pytest_finetune_bench.demo_paths import demo_data_dir
+from pytest_finetune_bench.demo import demo_data_dir
 from tests.llama_server import llama_server  # noqa: F401 - session fixture: a real llama.cpp server
 from tests.models import perturbed_outputs, smollm2_base, test_cache_root
 

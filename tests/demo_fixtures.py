@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_finetune_bench.demo import build_demo, prepare_base
+from pytest_finetune_bench.demo.build import build_demo, prepare_base
 
 
 def _say(line: str) -> None:

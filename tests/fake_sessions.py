@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pytest_finetune_bench.demo_paths import demo_data_dir
+from pytest_finetune_bench.demo import demo_data_dir
 from tests.fake_lm import FAKE_ENV
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from pytest_finetune_bench.smollm2 import gguf_path
+from pytest_finetune_bench.demo.smollm2 import gguf_path
 from tests.models import test_cache_root
 
 SERVED_NAME = "smollm2-ft"

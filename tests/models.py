@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from pytest_finetune_bench.smollm2 import base_model_dir
+from pytest_finetune_bench.demo.smollm2 import base_model_dir
 
 
 def test_cache_root() -> Path:

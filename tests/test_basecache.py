@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_finetune_bench.basecache import BaseCache, BaseKey, key_differences, restore
-from pytest_finetune_bench.engine import RunRecord
+from pytest_finetune_bench.run.engine import RunRecord
+from pytest_finetune_bench.store.base_cache import BaseCache, BaseKey, key_differences, restore
 
 KEY = BaseKey(
     model="/models/base",

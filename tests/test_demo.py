@@ -14,9 +14,11 @@ from typing import Any
 
 import pytest
 
-from pytest_finetune_bench import smollm2
-from pytest_finetune_bench.__main__ import _report_outcome
-from pytest_finetune_bench.demo import (
+from pytest_finetune_bench import BenchError
+from pytest_finetune_bench.demo import smollm2
+from pytest_finetune_bench.cli import _report_outcome
+from pytest_finetune_bench.demo import demo_data_dir
+from pytest_finetune_bench.demo.build import (
     METRICS_KEYS,
     TRAIN_FILE,
     build_demo,
@@ -25,9 +27,7 @@ from pytest_finetune_bench.demo import (
     prepare_base,
     read_metrics,
 )
-from pytest_finetune_bench.demo_paths import demo_data_dir
-from pytest_finetune_bench.errors import BenchError
-from pytest_finetune_bench.smollm2 import GGUF_NAME, GGUF_SHA256, fetch_gguf
+from pytest_finetune_bench.demo.smollm2 import GGUF_NAME, GGUF_SHA256, fetch_gguf
 from tests.demo_fixtures import demo_model  # noqa: F401 - session fixture: the built demo
 
 

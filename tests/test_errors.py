@@ -13,11 +13,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from pytest_finetune_bench.engine import _collect
-from pytest_finetune_bench.errors import BenchError
-from pytest_finetune_bench.fileio import check_writable_dir, read_json_file
-from pytest_finetune_bench.locks import locked
-from pytest_finetune_bench.recovery import pip_command
+from pytest_finetune_bench import BenchError
+from pytest_finetune_bench.run.engine import _collect
+from pytest_finetune_bench.run.recovery import pip_command
+from pytest_finetune_bench.store.files import check_writable_dir, read_json_file
+from pytest_finetune_bench.store.locks import locked
 from tests.fake_sessions import bench_args, make_fake_model, use_fake_lm
 
 RUN = ("-p", "no:cacheprovider", "--bench-device=cpu")
@@ -212,8 +212,8 @@ def test_a_held_lock_makes_others_wait_or_give_up(tmp_path: Path) -> None:
 
     target = tmp_path / "benchmark.json"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\nfrom pytest_finetune_bench.locks import "
-         "locked\nwith locked(Path(sys.argv[1])):\n    print('held', flush=True)\n    time.sleep(2)\n", str(target)],
+        [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\n"
+         "from pytest_finetune_bench.store.locks import locked\nwith locked(Path(sys.argv[1])):\n    print('held', flush=True)\n    time.sleep(2)\n", str(target)],
         stdout=subprocess.PIPE, text=True,
     )
     assert holder.stdout is not None and holder.stdout.readline().strip() == "held"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_finetune_bench.fingerprint import DigestIndex, model_fingerprint
+from pytest_finetune_bench.store.fingerprint import DigestIndex, model_fingerprint
 from tests.fake_sessions import LIMIT, bench_args, make_fake_model, read_summary, use_fake_lm
 
 WEIGHTS_BYTES = 20 << 20  # above the size from which digests are indexed

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pytest_finetune_bench.flips import Flip, find_flips, format_flips, write_flips
-from pytest_finetune_bench.stats import SampleRecord, load_samples
+from pytest_finetune_bench.compare.flips import Flip, find_flips, format_flips, write_flips
+from pytest_finetune_bench.compare.samples import SampleRecord, load_samples
 
 
 def record(doc_id: int, value: float, response: str = "", prompt: str = "", target: str = "") -> SampleRecord:

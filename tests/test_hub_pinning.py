@@ -8,8 +8,8 @@ import pytest
 from huggingface_hub import constants
 
 from pytest_finetune_bench.backends.hf import HFBackend
-from pytest_finetune_bench.engine import RunRequest
-from pytest_finetune_bench.settings import EvalSettings
+from pytest_finetune_bench.plan.settings import EvalSettings
+from pytest_finetune_bench.run.engine import RunRequest
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 SETTINGS = EvalSettings(tasks=("ifeval",))

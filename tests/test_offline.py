@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_finetune_bench.errors import BenchError
-from pytest_finetune_bench.tasks import TaskCatalog
+from pytest_finetune_bench import BenchError
+from pytest_finetune_bench.plan.tasks import TaskCatalog
 from tests import data_check
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_finetune_bench.options import OPTIONS
+from pytest_finetune_bench.plugin.options import OPTIONS
 
 
 def test_help_lists_every_option_with_its_ini_twin(pytester: pytest.Pytester) -> None:

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from pytest_finetune_bench._partial import complete_documents, keep_documents
-from pytest_finetune_bench.history import INCOMPLETE_SUMMARY, latest_complete_run, publish_summary
-from pytest_finetune_bench.recovery import halve_batch_size, overall_status, partial_note
+from pytest_finetune_bench.run.child_partial import complete_documents, keep_documents
+from pytest_finetune_bench.run.recovery import halve_batch_size, overall_status, partial_note
+from pytest_finetune_bench.store.summaries import INCOMPLETE_SUMMARY, latest_complete_run, publish_summary
 from tests.conftest import FAST_ARGS
 from tests.fake_lm import HANG_ENV
 from tests.fake_sessions import LIMIT, bench_args, make_fake_model, read_summary, use_fake_lm
@@ -195,7 +195,7 @@ def session_with_a_broken(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyP
 def test_a_statistics_failure_never_costs_the_scores(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    result, summary = session_with_a_broken(pytester, monkeypatch, "pytest_finetune_bench.session:analyse",
+    result, summary = session_with_a_broken(pytester, monkeypatch, "pytest_finetune_bench.run.session:analyse",
                                             "RuntimeError('forced statistics failure')")
     result.assert_outcomes(passed=2)  # the gates still decide on the scores
     message = "statistics and flips failed (RuntimeError: forced statistics failure); the scores are kept"
@@ -285,7 +285,7 @@ def test_real_model_killed_by_timeout_resumes_where_it_stopped(
 
 
 def test_a_summary_failure_still_writes_the_scores(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    target = "pytest_finetune_bench.session:BenchSession._reproduce"
+    target = "pytest_finetune_bench.run.session:BenchSession._reproduce"
     result, summary = session_with_a_broken(pytester, monkeypatch, target, "KeyError('forced summary failure')")
     assert "building the summary failed (KeyError: 'forced summary failure'); it holds the scores only" in (
         result.stdout.str())

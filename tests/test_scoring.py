@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from pytest_finetune_bench._child import seed_scorers
+from pytest_finetune_bench.run.child import seed_scorers
 
 # langdetect is torn between English and Lithuanian on this text (about 1 in 3 English, unseeded).
 BORDERLINE = "bus stop bus"

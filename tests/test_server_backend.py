@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 
+from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.backends import get_backend
 from pytest_finetune_bench.backends.ollama import OllamaBackend
 from pytest_finetune_bench.backends.openai import OpenAIBackend, api_root, check_base_url, served_name
-from pytest_finetune_bench.errors import BenchError
-from pytest_finetune_bench.session import BenchOptions, BenchSession
-from pytest_finetune_bench.tasks import TaskCatalog
+from pytest_finetune_bench.plan.tasks import TaskCatalog
+from pytest_finetune_bench.run.session import BenchOptions, BenchSession
 from tests.conftest import read_json
 from tests.llama_server import LlamaServer
 

@@ -15,33 +15,30 @@ import scipy.stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_finetune_bench.analysis import TaskAnalysis
-from pytest_finetune_bench.errors import BenchError
-from pytest_finetune_bench.flips import find_flips
-from pytest_finetune_bench.gates import UnreliableIntervalWarning, improves_failure, regression_failure
-from pytest_finetune_bench.report import comparison_table, evidence_columns
-from pytest_finetune_bench.results import TaskComparison
-from pytest_finetune_bench.stats import (
+from pytest_finetune_bench import BenchError
+from pytest_finetune_bench.compare.evidence import TaskAnalysis
+from pytest_finetune_bench.compare.flips import find_flips
+from pytest_finetune_bench.compare.gates import UnreliableIntervalWarning, improves_failure, regression_failure
+from pytest_finetune_bench.compare.samples import SampleRecord, load_samples, paired_values, split_metric_key
+from pytest_finetune_bench.compare.scores import TaskComparison
+from pytest_finetune_bench.compare.stats import (
     BOOTSTRAP_MIN_CHANGED,
     INTERVAL_BOOTSTRAP,
     INTERVAL_TANGO,
     TEST_MCNEMAR,
     TEST_SIGN_FLIP,
     PairedStats,
-    SampleRecord,
     _bootstrap_means_by_counts,
     _bootstrap_means_by_index,
-    load_samples,
     mcnemar_exact_p,
     mcnemar_rejects,
     paired_proportion_ci,
     paired_stats,
-    paired_values,
     sign_flip_p,
-    split_metric_key,
     tango_ci,
     tango_z,
 )
+from pytest_finetune_bench.report.table import comparison_table, evidence_columns
 
 # --------------------------------------------------------------------------------------------
 # Exact McNemar

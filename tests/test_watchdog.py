@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from pytest_finetune_bench import engine
-from pytest_finetune_bench.engine import child_environment
-from pytest_finetune_bench.progress import ProgressPrinter, generation_seconds
-from pytest_finetune_bench.watchdog import format_duration, gate_item_timeout
+from pytest_finetune_bench.run import engine
+from pytest_finetune_bench.run.engine import child_environment
+from pytest_finetune_bench.run.progress import ProgressPrinter, generation_seconds
+from pytest_finetune_bench.run.watchdog import format_duration, gate_item_timeout
 from tests.fake_sessions import bench_args, make_fake_model, read_summary, use_fake_lm
 
 

@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from pytest_finetune_bench.errors import BenchError
-from pytest_finetune_bench.settings import EvalSettings
+from pytest_finetune_bench import BenchError
+from pytest_finetune_bench.plan.settings import EvalSettings
 
 BACKENDS = ("hf", "ollama", "openai")
 

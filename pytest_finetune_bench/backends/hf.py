@@ -6,9 +6,9 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from pytest_finetune_bench.errors import BenchError
-from pytest_finetune_bench.fingerprint import model_fingerprint
-from pytest_finetune_bench.settings import EvalSettings
+from pytest_finetune_bench import BenchError
+from pytest_finetune_bench.plan.settings import EvalSettings
+from pytest_finetune_bench.store.fingerprint import model_fingerprint
 
 
 class HFBackend:

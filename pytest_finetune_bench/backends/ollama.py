@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.backends.openai import OpenAIBackend, check_base_url, fetch_json
-from pytest_finetune_bench.errors import BenchError
 
 DEFAULT_URL = "http://localhost:11434"
 

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pytest_finetune_bench.errors import BenchError
-from pytest_finetune_bench.settings import EvalSettings
-from pytest_finetune_bench.task_types import LOGLIKELIHOOD_TYPES
+from pytest_finetune_bench import BenchError
+from pytest_finetune_bench.plan.settings import EvalSettings
+from pytest_finetune_bench.plan.task_types import LOGLIKELIHOOD_TYPES
 
 API_KEY_ENV = "OPENAI_API_KEY"  # the variable lm-eval's local-chat-completions reads its bearer token from
 MAX_RETRIES = 5  # lm-eval retries a failed request with exponential backoff (1 s, 2 s, 4 s, 8 s)

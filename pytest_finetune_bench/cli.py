@@ -1,0 +1,193 @@
+"""Command line: `python -m pytest_finetune_bench demo|data-dir`.
+
+`demo` fine-tunes SmolLM2-135M-Instruct for a few minutes on CPU, writes it as `outputs/demo-smollm2`
+(the layout an Unsloth run leaves) and benchmarks it against its base with the plugin, all offline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from pytest_finetune_bench import BenchError
+from pytest_finetune_bench.demo.build import DEFAULT_STEPS
+from pytest_finetune_bench.run.watchdog import format_duration
+
+PROG = "python -m pytest_finetune_bench"
+DEMO_GEN_KWARGS = "max_gen_toks=256"  # IFEval's default 1280 tokens is minutes per prompt on a CPU
+# All 24 bundled IFEval prompts, not the test suite's 5: with 5, one prompt is 20 points, and the first five
+# (case changes, quotes, an end phrase) are the ones a 135M model learns least in 30 steps.
+DEMO_LIMIT = "24"
+LM_EVAL_COMMAND = "lm-eval"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line that points at --help."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for both subcommands."""
+    parser = _Parser(
+        prog=PROG,
+        description="Helpers for pytest-finetune-bench: build and run the offline demo.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    demo = commands.add_parser(
+        "demo",
+        help="fine-tune the bundled SmolLM2 demo model and benchmark it against its base",
+        description=(
+            "Fine-tune SmolLM2-135M-Instruct with LoRA on a small bundled instruction set (a few minutes on "
+            "CPU, done once and reused), write it to OUTPUTS/demo-smollm2 (lora/, merged_16bit/), then run "
+            "pytest with --bench-model on it: the 24 bundled IFEval prompts, base vs fine-tuned, offline."
+        ),
+    )
+    demo.add_argument("--outputs", type=Path, default=Path("outputs"), metavar="DIR",
+                      help="folder that receives demo-smollm2/ (default: ./outputs)")
+    demo.add_argument("--no-run", action="store_true", help="only build the demo model; do not run the benchmark")
+    demo.add_argument("--steps", type=_positive_int, default=DEFAULT_STEPS, metavar="N",
+                      help=f"LoRA training steps (default: {DEFAULT_STEPS}; a different count rebuilds the model)")
+    commands.add_parser(
+        LM_EVAL_COMMAND,
+        help="the lm_eval CLI with its scorers seeded (the reproduce commands in benchmark.json use it)",
+        description=(
+            "Run lm-eval's own command line (`lm_eval ARGS`) with langdetect seeded first, as the plugin scores: "
+            "IFEval's language checks are random otherwise (lm-eval issue #4213)."
+        ),
+    )
+    commands.add_parser(
+        "data-dir",
+        help="print the bundled offline benchmark data folder (for --bench-data-dir)",
+        description="Print the absolute path of the bundled demo benchmark data, for --bench-data-dir.",
+    )
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def pytest_args(model_dir: Path, data_dir: Path) -> list[str]:
+    """The pytest command line that benchmarks the demo model.
+
+    The model folder is also the path to collect, so that only the plugin's gate tests run, never the
+    tests of whatever project the command is started in. Values are joined with `=`: a path given as
+    a separate word would count as a path to collect and move pytest's rootdir.
+    """
+    return [
+        str(model_dir),
+        f"--bench-model={model_dir}",
+        "--bench-suite=test",
+        f"--bench-limit={DEMO_LIMIT}",
+        f"--bench-data-dir={data_dir}",
+        f"--bench-gen-kwargs={DEMO_GEN_KWARGS}",
+        "-p", "no:cacheprovider",
+    ]
+
+
+class PhaseClock:
+    """How long each phase of the demo took, said as it ends and summed up at the end."""
+
+    def __init__(self) -> None:
+        self.phases: list[tuple[str, float]] = []
+        self._started = time.monotonic()
+
+    def lap(self, name: str) -> None:
+        now = time.monotonic()
+        self.phases.append((name, now - self._started))
+        self._started = now
+        print(f"[demo] {name}: {format_duration(self.phases[-1][1])}", flush=True)
+
+    def total_line(self) -> str:
+        parts = ", ".join(f"{name} {format_duration(seconds)}" for name, seconds in self.phases)
+        return f"[demo] total {format_duration(sum(s for _, s in self.phases))} ({parts})"
+
+
+def run_demo(outputs: Path, *, run: bool, steps: int) -> int:
+    """Build the demo model, then (when `run`) benchmark it; returns the exit code."""
+    from pytest_finetune_bench.demo.build import BENCH_DATA_DIR, build_demo, checked_demo_dir, prepare_base
+
+    checked_demo_dir(outputs)  # before minutes of work, not after
+    clock = PhaseClock()
+    base = prepare_base()
+    clock.lap("base model")
+    model_dir = build_demo(outputs, steps=steps, base=base)
+    clock.lap("fine-tune")
+    args = pytest_args(model_dir, BENCH_DATA_DIR)
+    if not run:
+        print(f"Benchmark it with:\n  pytest {shlex.join(args)}")
+        return 0
+    print(f"Running: pytest {shlex.join(args)}", flush=True)
+    started_ns = time.time_ns()
+    # A process of its own, as users run it: pytest starts clean of the modules training imported.
+    code = subprocess.call([sys.executable, "-m", "pytest", *args])
+    clock.lap("benchmark")
+    print(clock.total_line())
+    return _report_outcome(code, model_dir / "benchmarks" / "benchmark.json", started_ns)
+
+
+def _report_outcome(code: int, summary: Path, started_ns: int) -> int:
+    """Point at the results only when this run wrote them; a benchmark that did not finish fails the demo."""
+    written = summary.is_file() and summary.stat().st_mtime_ns >= started_ns
+    if not written:
+        print(f"{PROG}: error: the benchmark wrote no results (pytest exit code {code}); see its output above",
+              file=sys.stderr)
+        return code or 1
+    print(f"Results are in {summary}")
+    if code != 0:
+        print(f"{PROG}: the benchmark's gates did not all pass (pytest exit code {code})", file=sys.stderr)
+    return code
+
+
+def data_dir() -> Path:
+    """The bundled offline benchmark data folder."""
+    from pytest_finetune_bench.demo.build import BENCH_DATA_DIR
+
+    return BENCH_DATA_DIR
+
+
+def run_lm_eval_cli(arguments: Sequence[str]) -> int:
+    """`lm_eval ARGUMENTS`, in this process, with the scorers seeded as in the plugin's own runs."""
+    from lm_eval.__main__ import cli_evaluate
+
+    from pytest_finetune_bench.run.child import seed_scorers
+
+    seed_scorers()
+    sys.argv = ["lm_eval", *arguments]
+    cli_evaluate()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m pytest_finetune_bench`; returns the process exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == [LM_EVAL_COMMAND] and argv[1:2] not in (["-h"], ["--help"]):
+        # Everything after it is lm-eval's to parse, --help included.
+        return run_lm_eval_cli(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "data-dir":
+            print(data_dir())
+            return 0
+        return run_demo(args.outputs, run=not args.no_run, steps=args.steps)
+    except BenchError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+

@@ -1,0 +1,72 @@
+"""`bench_result`: the fine-tuned run, its comparison with the base, and assertion helpers."""
+
+from __future__ import annotations
+
+from pytest_finetune_bench import BenchError
+from pytest_finetune_bench.compare.evidence import TaskAnalysis
+from pytest_finetune_bench.compare.gates import improves_failure, regression_failure
+from pytest_finetune_bench.compare.scores import TaskComparison
+from pytest_finetune_bench.compare.stats import PairedStats
+from pytest_finetune_bench.run.engine import RunRecord
+
+
+class BenchResult:
+    """What a user's benchmark test asserts on. Scores and deltas are fractions (0.02 = 2 points)."""
+
+    def __init__(
+        self,
+        base: RunRecord,
+        finetuned: RunRecord,
+        comparisons: dict[str, TaskComparison],
+        analyses: dict[str, TaskAnalysis],
+    ) -> None:
+        self.base = base
+        self.finetuned = finetuned
+        self.comparisons = comparisons
+        self.analyses = analyses
+
+    def __repr__(self) -> str:
+        return f"<BenchResult {', '.join(f'{t}: {c.describe()}' for t, c in self.comparisons.items())}>"
+
+    def comparison(self, task: str) -> TaskComparison:
+        if task not in self.comparisons:
+            raise BenchError(f"task {task!r} was not benchmarked; this run has {', '.join(self.comparisons)}")
+        return self.comparisons[task]
+
+    def delta(self, task: str) -> float:
+        """Fine-tuned minus base on `task`'s headline metric (0.02 = +2 points)."""
+        value = self.comparison(task).delta
+        if value is None:
+            raise BenchError(f"task {task!r} has no score on one side: {self.comparison(task).describe()}")
+        return value
+
+    def score(self, task: str, model: str = "fine-tuned") -> float | None:
+        comp = self.comparison(task)
+        return comp.base_accuracy if model == "base" else comp.finetuned_accuracy
+
+    def stats(self, task: str, confidence: float = 0.95) -> PairedStats:
+        """Paired confidence interval (see stats.py) and significance test of `task`'s delta."""
+        self.comparison(task)
+        if task not in self.analyses:
+            raise BenchError(f"no statistics for {task!r}: they failed in this session (see benchmark.json errors)")
+        return self.analyses[task].stats(confidence)
+
+    def assert_improves(self, task: str, by: float = 0.02, confidence: float | None = None) -> None:
+        """Fail unless `task` improved by at least `by` (0.02 = 2 points).
+
+        With `confidence` (e.g. 0.95) the whole paired confidence interval must clear `by`.
+        """
+        __tracebackhide__ = True
+        failure = improves_failure(self.comparison(task), by * 100, self.analyses.get(task), confidence)
+        if failure:
+            raise AssertionError(failure)
+
+    def assert_no_regression(self, task: str, max_drop: float = 0.05, confidence: float | None = None) -> None:
+        """Fail if `task` dropped by more than `max_drop` (0.05 = 5 points).
+
+        With `confidence` it fails only when the whole paired confidence interval is below -`max_drop`.
+        """
+        __tracebackhide__ = True
+        failure = regression_failure(self.comparison(task), max_drop * 100, self.analyses.get(task), confidence)
+        if failure:
+            raise AssertionError(failure)

@@ -1,0 +1,87 @@
+"""Paired statistics and flipped samples per task, from both runs' per-sample files (no pytest here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from pytest_finetune_bench.compare.flips import Flip, find_flips, write_flips
+from pytest_finetune_bench.compare.samples import SampleRecord, load_samples, paired_values
+from pytest_finetune_bench.compare.scores import TaskComparison
+from pytest_finetune_bench.compare.stats import PairedStats, paired_stats
+from pytest_finetune_bench.run.engine import RunRecord
+
+# Documents of different subtasks (MMLU's 57 subjects) share doc ids; offsetting keeps them apart.
+_SUBTASK_STRIDE = 10_000_000
+
+
+@dataclass
+class TaskAnalysis:
+    """Per-document evidence behind one task's delta."""
+
+    task: str
+    base: dict[int, SampleRecord]
+    finetuned: dict[int, SampleRecord]
+    flips: list[Flip] = field(default_factory=list)
+    flips_file: Path | None = None
+
+    def stats(self, confidence: float = 0.95) -> PairedStats:
+        base_vals, ft_vals, _ = paired_values(self.base, self.finetuned)
+        return paired_stats(base_vals, ft_vals, confidence=confidence, seed=0)
+
+    @property
+    def regressions(self) -> list[Flip]:
+        return [f for f in self.flips if f.direction == "regressed"]
+
+    def to_json(self, confidence: float) -> dict[str, Any]:
+        return {
+            "stats": self.stats(confidence).to_json(),
+            "flips": {
+                "regressed": len(self.regressions),
+                "improved": len(self.flips) - len(self.regressions),
+                "file": str(self.flips_file) if self.flips_file else None,
+            },
+        }
+
+
+def leaf_tasks(results: dict[str, Any], task: str) -> list[str]:
+    """`task` itself, or the leaves of the group it names (lm-eval's `group_subtasks`)."""
+    children = results.get("group_subtasks", {}).get(task)
+    if not children:
+        return [task]
+    leaves: list[str] = []
+    for child in children:
+        leaves.extend(leaf_tasks(results, child))
+    return leaves
+
+
+def task_samples(record: RunRecord, task: str, metric: str) -> dict[int, SampleRecord]:
+    """The task's per-document values; a group's subtasks pooled, as its size-weighted mean is."""
+    leaves = sorted(leaf_tasks(record.results, task))
+    pooled: dict[int, SampleRecord] = {}
+    for index, leaf in enumerate(leaves):
+        path = record.samples_files.get(leaf)
+        if path is None:
+            continue
+        # A group reports its aggregate under the same "metric,filter" key its leaves use.
+        for doc_id, sample in load_samples(path, metric).items():
+            key = doc_id + index * _SUBTASK_STRIDE if len(leaves) > 1 else doc_id
+            pooled[key] = replace(sample, doc_id=key)
+    return pooled
+
+
+def analyse(
+    comparisons: dict[str, TaskComparison], base: RunRecord, finetuned: RunRecord, flips_dir: Path | None
+) -> dict[str, TaskAnalysis]:
+    """Per task: paired samples, flipped documents, and (when `flips_dir` is given) flips_<task>.jsonl."""
+    analyses = {}
+    for task, comp in comparisons.items():
+        base_samples = task_samples(base, task, comp.metric)
+        ft_samples = task_samples(finetuned, task, comp.metric)
+        analysis = TaskAnalysis(task, base_samples, ft_samples, find_flips(base_samples, ft_samples))
+        if flips_dir is not None:
+            analysis.flips_file = flips_dir / f"flips_{task}.jsonl"
+            write_flips(analysis.flips_file, analysis.flips)
+        analyses[task] = analysis
+    return analyses

@@ -1,0 +1,98 @@
+"""Find what to benchmark in a user's `outputs/<name>/` folder (the Unsloth pipeline layout)."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from pytest_finetune_bench import BenchError
+
+MERGED_VARIANTS = ("merged_16bit", "merged_4bit")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class ModelLocation:
+    """One model as the user named it, and where each of its exports lives."""
+
+    source: str
+    name: str
+    root: Path | None  # the outputs/<name> folder (or a plain model folder); None for a Hub id
+    hf_path: str | None  # what transformers loads: a merged folder, a plain folder or a Hub id
+    variant: str  # merged_16bit | merged_4bit | folder | hub | none
+    gguf_files: tuple[Path, ...] = ()
+
+    @property
+    def is_hub(self) -> bool:
+        return self.variant == "hub"
+
+    def require_hf(self) -> str:
+        if self.hf_path is None:
+            looked = ", ".join(f"{v}/config.json" for v in MERGED_VARIANTS)
+            raise BenchError(
+                f"No merged model found in {self.root}: build the merged model first "
+                f"(looked for {looked}), or use --bench-backend ollama for its GGUF"
+            )
+        return self.hf_path
+
+
+def locate_model(spec: str, cwd: Path) -> ModelLocation:
+    """Resolve --bench-model: an outputs/<name> folder, a plain HF model folder, or a Hub id."""
+    path = (cwd / spec).expanduser() if not Path(spec).is_absolute() else Path(spec)
+    if path.is_dir():
+        return _locate_folder(spec, path.resolve())
+    if path.exists():
+        raise BenchError(f"--bench-model {spec} is a file: point it at the model folder (outputs/<name>)")
+    # outputs/my-modle is a typo when outputs/ is here, not a Hub id.
+    local_parent = (cwd / spec.split("/", 1)[0]).is_dir()
+    if _HUB_ID.match(spec) and not spec.startswith((".", "~")) and not local_parent:
+        return ModelLocation(source=spec, name=spec, root=None, hf_path=spec, variant="hub")
+    raise BenchError(f"--bench-model {spec} does not exist: pass an outputs/<name> folder, a model folder or a Hub id")
+
+
+def _locate_folder(spec: str, root: Path) -> ModelLocation:
+    gguf = tuple(sorted((root / "gguf").glob("*.gguf"))) if (root / "gguf").is_dir() else ()
+    gguf = gguf or tuple(sorted(root.glob("*.gguf")))
+    if (root / "config.json").is_file():
+        return ModelLocation(spec, root.name, root, str(root), "folder", gguf)
+    for variant in MERGED_VARIANTS:
+        if (root / variant / "config.json").is_file():
+            return ModelLocation(spec, root.name, root, str(root / variant), variant, gguf)
+    return ModelLocation(spec, root.name, root, None, "none", gguf)
+
+
+def detect_base(location: ModelLocation) -> tuple[str, str] | None:
+    """(base model, where it was found), from lora/adapter_config.json then lora/training_metrics.json."""
+    if location.root is None:
+        return None
+    candidates = (
+        ("lora/adapter_config.json", "base_model_name_or_path"),
+        ("adapter_config.json", "base_model_name_or_path"),
+        ("lora/training_metrics.json", "model_name"),
+        ("training_metrics.json", "model_name"),
+    )
+    for relative, key in candidates:
+        file = location.root / relative
+        if not file.is_file():
+            continue
+        try:
+            value = json.loads(file.read_text()).get(key)
+        except (OSError, ValueError, AttributeError):
+            raise BenchError(f"{file} is not valid JSON: fix or delete it, or pass --bench-base") from None
+        if isinstance(value, str) and value.strip():
+            return value.strip(), f"{relative}:{key}"
+    return None
+
+
+def resolve_base(value: str, location: ModelLocation, cwd: Path) -> str:
+    """A base given as a relative path may be relative to the working directory or the model folder."""
+    for anchor in (cwd, location.root):
+        if anchor is not None and not Path(value).is_absolute() and (anchor / value).is_dir():
+            return str((anchor / value).resolve())
+    if Path(value).expanduser().is_dir():
+        return str(Path(value).expanduser().resolve())
+    if _HUB_ID.match(value):
+        return value
+    raise BenchError(f"base model {value!r} is neither a model folder nor a Hub id: pass --bench-base PATH_OR_ID")

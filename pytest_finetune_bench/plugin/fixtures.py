@@ -1,0 +1,76 @@
+"""The fixtures user tests take: the model under test, its backend, the base run and the comparison."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from pytest_finetune_bench import BenchError
+from pytest_finetune_bench.backends import Backend
+from pytest_finetune_bench.compare.bench_result import BenchResult
+from pytest_finetune_bench.plan.models import ModelLocation
+from pytest_finetune_bench.plugin.hooks import bench_session_key
+from pytest_finetune_bench.run.engine import RunRecord
+from pytest_finetune_bench.run.recovery import incomplete_reason
+from pytest_finetune_bench.run.session import BenchSession
+
+
+def _bench(request: pytest.FixtureRequest) -> BenchSession:
+    bench = request.config.stash.get(bench_session_key, None)
+    if bench is None:
+        pytest.skip("benchmark fixture: needs --bench-model")
+    return bench
+
+
+def _or_fail(call: Callable[[], object]) -> object:
+    try:
+        return call()
+    except BenchError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def bench_model(request: pytest.FixtureRequest) -> ModelLocation:
+    """The fine-tuned model under test: where it lives and which export is evaluated."""
+    return _bench(request).location
+
+
+@pytest.fixture(scope="session")
+def bench_backend(request: pytest.FixtureRequest) -> Backend:
+    """The backend that runs the fine-tuned model (auto: hf for a merged model, else ollama for a GGUF)."""
+    return _bench(request).backend
+
+
+@pytest.fixture(scope="session")
+def base_score(request: pytest.FixtureRequest) -> RunRecord:
+    """The base model's run (computed once per session), under the same settings as the fine-tune."""
+    bench = _bench(request)
+
+    def complete_base() -> RunRecord:
+        record = bench.run("base")
+        _require_complete(record)
+        return record
+
+    return _or_fail(complete_base)  # type: ignore[return-value]
+
+
+def _require_complete(*records: RunRecord) -> None:
+    """Scores from part of the samples (a run timed out or crashed) must not pass a test."""
+    reason = incomplete_reason(records)
+    if reason:
+        raise BenchError(reason)
+
+
+@pytest.fixture(scope="session")
+def bench_result(request: pytest.FixtureRequest) -> BenchResult:
+    """The fine-tuned run compared with the base: `delta(task)`, `assert_improves`, `assert_no_regression`."""
+    bench = _bench(request)
+
+    def build() -> BenchResult:
+        comparisons = bench.comparison()
+        analyses = {task: analysis for task in comparisons if (analysis := bench.analysis(task)) is not None}
+        _require_complete(bench.run("base"), bench.run("fine-tuned"))
+        return BenchResult(bench.run("base"), bench.run("fine-tuned"), comparisons, analyses)
+
+    return _or_fail(build)  # type: ignore[return-value]

@@ -1,0 +1,108 @@
+"""The gate tests the plugin contributes when --bench-model is given, even without test files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_finetune_bench import BenchError
+from pytest_finetune_bench.compare.gates import improves_failure, regression_failure
+from pytest_finetune_bench.run.recovery import incomplete_reason
+from pytest_finetune_bench.run.session import BenchSession
+from pytest_finetune_bench.run.watchdog import gate_item_timeout
+
+NODE_PREFIX = "finetune-bench"
+
+
+class GateFailure(Exception):
+    """A threshold was missed; its message is the whole report."""
+
+
+class BenchGateItem(pytest.Item):
+    """`improves` (Δ ≥ min gain) or `no_regression` (Δ ≥ −max drop) for one task."""
+
+    def __init__(self, *, bench: BenchSession, task: str, gate: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.bench = bench
+        self.task = task
+        self.gate = gate
+
+    def runtest(self) -> None:
+        skip_reason = self.bench.skipped_tasks().get(self.task)
+        if skip_reason is not None:
+            pytest.skip(skip_reason)
+        try:
+            comp = self.bench.comparison()[self.task]
+        except BenchError as exc:
+            raise GateFailure(str(exc)) from None
+        # Scores from part of the samples are shown in the table, but never pass a gate.
+        partial = incomplete_reason((self.bench.completed("base"), self.bench.completed("fine-tuned")))
+        if partial:
+            raise GateFailure(partial)
+        opts = self.bench.options
+        analysis = self.bench.analysis(self.task)
+        if self.gate == "improves":
+            gain = opts.min_gain_for(self.task)
+            assert gain is not None
+            failure = improves_failure(comp, gain, analysis, opts.confidence)
+        else:
+            failure = regression_failure(comp, opts.max_drop_for(self.task), analysis, opts.confidence)
+        if failure:
+            raise GateFailure(failure)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, GateFailure):
+            return str(excinfo.value)
+        return str(super().repr_failure(excinfo, style))
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, f"{NODE_PREFIX}: {self.task} {self.gate}"
+
+
+class BenchGates(pytest.Collector):
+    """Collector of the gate tests, so pytest counts, selects (-k) and reports them like any test."""
+
+    def __init__(self, *, bench: BenchSession, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.bench = bench
+
+    def collect(self) -> list[pytest.Item]:
+        """One `no_regression` gate per task, plus `improves` for the target tasks."""
+        items: list[pytest.Item] = []
+        for task in self.bench.tasks:
+            gates = (["improves"] if self.bench.options.min_gain_for(task) is not None else []) + ["no_regression"]
+            for gate in gates:
+                item = BenchGateItem.from_parent(self, name=f"{task}::{gate}", bench=self.bench, task=task, gate=gate)
+                self._add_xdist_group(item)
+                self._add_timeout(item)
+                items.append(item)
+        return items
+
+    def _add_xdist_group(self, item: pytest.Item) -> None:
+        """Keep the gates on one worker under `--dist loadgroup`.
+
+        Only when pytest-xdist is active: it registers the marker, and without it `--strict-markers`
+        (which many projects use) rejects an unknown one.
+        """
+        if self.config.pluginmanager.hasplugin("xdist"):
+            item.add_marker(pytest.mark.xdist_group(NODE_PREFIX))
+
+    def _add_timeout(self, item: pytest.Item) -> None:
+        """pytest-timeout backstop for a gate test, which may start both runs (see watchdog.py).
+
+        Method `signal` raises inside the test, so the engine still stops the child tree and the
+        session still writes benchmark.json; `thread` would end the whole process at once.
+        """
+        seconds = gate_item_timeout(self.bench.options.timeout_s)
+        if seconds is not None and self.config.pluginmanager.has_plugin("timeout"):
+            item.add_marker(pytest.mark.timeout(seconds, method="signal"))
+
+
+def gate_items(session: pytest.Session, bench: BenchSession) -> list[pytest.Item]:
+    """Collect the gates through pytest's own machinery (reports, counts, hooks)."""
+    gates = BenchGates.from_parent(
+        session, name=NODE_PREFIX, nodeid=NODE_PREFIX, path=bench.location.root or session.path, bench=bench
+    )
+    return list(session.genitems(gates))

@@ -1,0 +1,411 @@
+"""Child process that runs one lm-eval evaluation: `python -m pytest_finetune_bench.run.child SPEC.json`.
+
+It runs apart from pytest so that a hang, a crash or CUDA running out of memory takes down this
+process only. It reports to the parent as JSON lines on its original stdout; everything the
+libraries print goes to stderr, which the parent keeps as the run's log.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections import Counter
+from pathlib import Path
+from typing import IO, Any
+
+
+class Events:
+    """JSON-lines channel to the parent, throttled so a fast model cannot flood it."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self._last_progress = 0.0
+        self.generated = 0  # responses the model produced so far, for the last word of a stopped run
+        self.cache: Any = None  # lm-eval's response cache (SqliteDict), flushed when the run is stopped
+
+    def send(self, event: str, **data: Any) -> None:
+        self._stream.write(json.dumps({"event": event, **data}, default=str) + "\n")
+        self._stream.flush()
+
+    def progress(self, force: bool, **data: Any) -> None:
+        now = time.monotonic()
+        if force or now - self._last_progress >= 2.0:
+            self._last_progress = now
+            self.send("progress", **data)
+
+
+class ProgressTracker:
+    """Counts responses per task as the model produces them, via lm-eval's per-response cache hook."""
+
+    def __init__(self, events: Events) -> None:
+        self.events = events
+        self.task_of: dict[str, str] = {}
+        self.total: Counter[str] = Counter()
+        self.done: Counter[str] = Counter()
+        self.generated = 0
+
+    def expect(self, attr: str, requests: list[Any]) -> None:
+        from lm_eval.api.model import hash_args
+
+        for req in requests:
+            self.task_of[hash_args(attr, req.args)] = req.task_name
+            self.total[req.task_name] += 1
+        self.events.send("requests", kind=attr, tasks=dict(Counter(r.task_name for r in requests)))
+
+    def produced(self, attr: str, args: Any) -> None:
+        from lm_eval.api.model import hash_args
+
+        task = self.task_of.get(hash_args(attr, args), "?")
+        self.done[task] += 1
+        self.generated += 1
+        self.events.generated = self.generated
+        finished = self.done[task] == self.total[task]
+        self.events.progress(
+            finished, task=task, done=self.done[task], total=self.total[task], generated=self.generated
+        )
+
+
+class _ChainedHook:
+    """Sees each response as it is produced, then hands it to lm-eval's own hook (the sqlite cache)."""
+
+    def __init__(self, inner: Any, tracker: ProgressTracker) -> None:
+        self.inner = inner
+        self.tracker = tracker
+
+    def add_partial(self, attr: str, req: Any, res: Any) -> None:
+        self.inner.add_partial(attr, req, res)
+        self.tracker.produced(attr, req)
+
+
+def _instrument(lm: Any, tracker: ProgressTracker) -> None:
+    """Report requests and responses of the model that really runs (not those the cache answers)."""
+    set_hook = lm.set_cache_hook
+
+    # lm-eval's CachingLM installs its own hook later; keep ours chained in front of whatever comes.
+    def chained_set_hook(hook: Any) -> None:
+        set_hook(_ChainedHook(hook, tracker))
+        # CachingLM's hook carries its sqlite dict: remember it, to flush it if the run is stopped.
+        tracker.events.cache = getattr(hook, "dbdict", None) or tracker.events.cache
+
+    lm.set_cache_hook = chained_set_hook
+    chained_set_hook(lm.cache_hook)
+    for attr in ("generate_until", "loglikelihood", "loglikelihood_rolling"):
+        original = getattr(lm, attr)
+
+        def counted(requests: list[Any], _attr: str = attr, _original: Any = original) -> Any:
+            tracker.expect(_attr, requests)
+            return _original(requests)
+
+        setattr(lm, attr, counted)
+
+
+def _build_lm(spec: dict[str, Any]) -> Any:
+    import lm_eval.api.registry
+
+    return lm_eval.api.registry.get_model(spec["model"]).create_from_arg_string(
+        spec["model_args"],
+        {"batch_size": spec["batch_size"], "max_batch_size": spec.get("max_batch_size"), "device": spec["device"]},
+    )
+
+
+def _task_manager(spec: dict[str, Any]) -> Any:
+    """lm-eval's TaskManager, except that the tasks (and so their data) are loaded once, before the model.
+
+    simple_evaluate loads them only after the model; a dataset the Hub cannot provide then fails
+    minutes later than it needs to. The loaded tasks are handed back unchanged when it asks.
+    """
+    from lm_eval.tasks import TaskManager
+
+    class LoadOnce(TaskManager):  # type: ignore[misc]
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.loaded: dict[str, Any] = {}
+
+        def load(self, task_list: Any) -> Any:
+            key = json.dumps(task_list, sort_keys=True, default=str)
+            if key not in self.loaded:
+                self.loaded[key] = super().load(task_list)
+            return self.loaded[key]
+
+    return LoadOnce(include_path=spec.get("include_path"), include_defaults=spec.get("include_defaults", True))
+
+
+def load_tasks(spec: dict[str, Any], task_manager: Any, events: Events) -> None:
+    """Load every task's data up front and tell the parent how much work the run is."""
+    events.send("loading_data", tasks=spec["tasks"])
+    try:
+        loaded = task_manager.load(spec["tasks"])
+    except Exception as exc:
+        if _is_hub_unreachable(exc):
+            raise DataUnavailable(f"{', '.join(spec['tasks'])}: {_first_line(exc)}") from exc
+        raise
+    try:
+        described = workload(loaded["tasks"], spec)
+    except Exception:  # noqa: BLE001 - a task that cannot say its size still runs; only the estimate is lost
+        traceback.print_exc()
+        return
+    events.send("workload", tasks=described, device=spec["device"], model_params=model_params(spec["model_args"]))
+
+
+def workload(tasks: dict[str, Any], spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per leaf task: documents to run (after --limit), output type and the generation token budget."""
+    from lm_eval.utils import simple_parse_args_string
+
+    override = simple_parse_args_string(spec["gen_kwargs"]) if spec.get("gen_kwargs") else {}
+    result: dict[str, dict[str, Any]] = {}
+    for name, task in tasks.items():
+        docs = len(task.eval_docs)
+        limit = spec.get("limit")
+        if limit is not None:
+            docs = min(docs, int(limit) if limit >= 1 else int(docs * limit))
+        output_type = task.get_config("output_type")
+        generation = {**(task.get_config("generation_kwargs") or {}), **override}
+        max_tokens = int(generation.get("max_gen_toks", 256)) if output_type == "generate_until" else 0
+        result[name] = {"docs": docs, "output_type": output_type, "max_gen_toks": max_tokens}
+    return result
+
+
+def model_params(model_args: str) -> int | None:
+    """Parameter count of a local model, from its weight files (for the duration estimate).
+
+    None for a Hub id or a server model, whose files are not here to measure.
+    """
+    from lm_eval.utils import simple_parse_args_string
+
+    folder = Path(str(simple_parse_args_string(model_args).get("pretrained", "")))
+    weights = sum(f.stat().st_size for f in [*folder.glob("*.safetensors"), *folder.glob("*.bin")])
+    if not weights:
+        return None
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        config = {}
+    stored = str(config.get("dtype") or config.get("torch_dtype") or "float16")
+    return weights // (4 if stored == "float32" else 2)
+
+
+def evaluate(spec: dict[str, Any], events: Events) -> tuple[dict[str, Any], int]:
+    """Run lm-eval as the CLI would; returns its results and how many responses the model produced."""
+    import lm_eval
+
+    task_manager = _task_manager(spec)
+    load_tasks(spec, task_manager, events)
+    events.send("loading", model=spec["model_args"])
+    lm = _build_lm(spec)
+    tracker = ProgressTracker(events)
+    _instrument(lm, tracker)
+    _inject_fake_oom(spec)
+    random_seed, numpy_seed, torch_seed, fewshot_seed = spec["seeds"]
+    results = lm_eval.simple_evaluate(
+        model=lm,
+        # Responses are committed to sqlite one by one, so a killed run resumes where it stopped.
+        use_cache=spec.get("use_cache"),
+        tasks=spec["tasks"],
+        num_fewshot=spec.get("num_fewshot"),
+        limit=spec.get("limit"),
+        samples=spec.get("samples"),
+        log_samples=True,
+        apply_chat_template=spec["apply_chat_template"],
+        fewshot_as_multiturn=spec["fewshot_as_multiturn"],
+        gen_kwargs=spec.get("gen_kwargs"),
+        task_manager=task_manager,
+        random_seed=random_seed,
+        numpy_random_seed=numpy_seed,
+        torch_random_seed=torch_seed,
+        fewshot_random_seed=fewshot_seed,
+        bootstrap_iters=spec.get("bootstrap_iters", 100000),
+    )
+    if results is None:
+        raise RuntimeError("lm-eval returned no results")
+    # lm-eval names an LM object by its class; record what the CLI would have.
+    results["config"]["model"] = spec["model"]
+    results["config"]["model_args"] = spec["model_args"]
+    results["config"]["batch_size"] = spec["batch_size"]
+    results["config"]["device"] = spec["device"]
+    return results, tracker.generated
+
+
+FAKE_OOM_ENV = "PYTEST_FINETUNE_BENCH_FAKE_OOM_ABOVE_BATCH"
+
+
+def _inject_fake_oom(spec: dict[str, Any]) -> None:
+    """Tests only: fail as CUDA out of memory does when the batch size is above $FAKE_OOM_ENV."""
+    limit = os.environ.get(FAKE_OOM_ENV)
+    batch = str(spec["batch_size"])
+    if limit is not None and batch.isdigit() and int(batch) > int(limit):
+        raise RuntimeError(f"CUDA out of memory at batch size {batch} (injected by {FAKE_OOM_ENV}={limit})")
+
+
+def completed_progress(results: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """{task: {done, total}} of a finished run: every selected document was scored."""
+    counts = results.get("n-samples") or {}
+    return {task: {"done": int(n["effective"]), "total": int(n["effective"])} for task, n in counts.items()}
+
+
+def save(results: dict[str, Any], output_path: str) -> None:
+    """Write results the way the lm_eval CLI does, with its EvaluationTracker."""
+    from lm_eval.loggers import EvaluationTracker
+
+    samples = results.pop("samples")
+    tracker = EvaluationTracker(output_path=output_path)
+    tracker.general_config_tracker.model_name_sanitized = "model"
+    tracker.save_results_aggregated(results=results, samples=samples)
+    for task_name in results["configs"]:
+        tracker.save_results_samples(task_name=task_name, samples=samples[task_name])
+
+
+def classify(exc: BaseException) -> tuple[str, str]:
+    """(kind, one-line message) for the parent to turn into advice."""
+    text = f"{type(exc).__name__}: {exc}".strip().splitlines()[0] if str(exc) else type(exc).__name__
+    if "out of memory" in str(exc).lower() or type(exc).__name__ == "OutOfMemoryError":
+        return "oom", text
+    if isinstance(exc, ModuleNotFoundError):
+        return "missing_dependency", exc.name or text
+    if isinstance(exc, Terminated):
+        return "terminated", text
+    if type(exc).__name__ == "NothingToScore":
+        return "nothing_to_score", str(exc)
+    if isinstance(exc, DataUnavailable):
+        return "data_unreachable", str(exc)
+    return "error", text
+
+
+class DataUnavailable(Exception):
+    """A task's dataset could not be had from the Hugging Face Hub (offline machine, no cached copy)."""
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+# What `datasets` and `huggingface_hub` raise when a dataset cannot be had from the Hub or its cache.
+_HUB_ERRORS = ("LocalEntryNotFoundError", "OfflineModeIsEnabled", "DatasetNotFoundError", "ConnectionError",
+               "ConnectTimeout", "MaxRetryError")
+_HUB_MESSAGES = ("couldn't reach", "offline mode", "on the hub", "huggingface.co")
+
+
+def _is_hub_unreachable(exc: BaseException) -> bool:
+    chain: BaseException | None = exc
+    while chain is not None:
+        message = str(chain).lower()
+        if type(chain).__name__ in _HUB_ERRORS or any(m in message for m in _HUB_MESSAGES):
+            return True
+        chain = chain.__cause__ or chain.__context__
+    return False
+
+
+class Terminated(BaseException):
+    """SIGTERM from the parent (a timeout): unwind, so the response cache is flushed and the parent told."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated("stopped by the parent (SIGTERM)")
+
+
+CHILD_PLUGINS_ENV = "PYTEST_FINETUNE_BENCH_CHILD_PLUGINS"
+
+
+def load_child_plugins(spec: dict[str, Any]) -> None:
+    """Tests only: import the modules in $PYTEST_FINETUNE_BENCH_CHILD_PLUGINS (comma-separated).
+
+    They may register lm-eval models, and an `adjust_spec(spec)` in one may change the run's spec
+    (e.g. swap the model for a fake one).
+    """
+    for name in filter(None, (n.strip() for n in os.environ.get(CHILD_PLUGINS_ENV, "").split(","))):
+        module = importlib.import_module(name)
+        adjust = getattr(module, "adjust_spec", None)
+        if adjust is not None:
+            adjust(spec)
+
+
+def _flush(cache: Any) -> None:
+    """Wait until every response handed to the sqlite cache is committed (its writer thread is a daemon)."""
+    if cache is None:
+        return
+    try:
+        cache.commit(blocking=True)
+    except Exception:  # noqa: BLE001 - a broken cache must not hide why the run stopped
+        traceback.print_exc()
+
+
+LANGDETECT_SEED = 0
+
+
+def seed_scorers() -> None:
+    """Make scoring deterministic: the same responses must always get the same score.
+
+    IFEval's response-language and English-case checks call langdetect, which draws random numbers
+    unseeded (lm-eval issue #4213), so a borderline response passes in one run and fails in the next.
+    """
+    try:
+        from langdetect import DetectorFactory
+    except ImportError:  # a run without IFEval's dependencies scores nothing that needs it
+        return
+    DetectorFactory.seed = LANGDETECT_SEED
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+PARENT_POLL_S = 1.0
+STOP_GRACE_S = 10.0  # after the parent is gone, how long the run may take to unwind before it is killed
+
+
+def die_with_parent(parent: int) -> None:
+    """Stop this run when the pytest process that started it dies, however it dies (SIGKILL included).
+
+    The child runs in its own session, so a signal to pytest alone never reaches it. Linux sends
+    SIGTERM at the parent's death (prctl); elsewhere, and as a second line, a thread watches for the
+    parent to go. SIGTERM unwinds the run (the response cache is flushed); a run that has not ended
+    STOP_GRACE_S later is killed with its process group.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    threading.Thread(target=_watch_parent, args=(parent,), name="parent-watch", daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(STOP_GRACE_S)
+    os.killpg(os.getpgid(0), signal.SIGKILL)
+
+
+def main(argv: list[str]) -> int:
+    spec = json.loads(Path(argv[1]).read_text())
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    die_with_parent(int(spec.get("parent_pid") or os.getppid()))
+    seed_scorers()
+    # Events keep the real stdout; anything libraries print joins stderr (the log).
+    events = Events(os.fdopen(os.dup(1), "w", buffering=1))
+    os.dup2(2, 1)
+    try:
+        load_child_plugins(spec)
+        if spec.get("mode") == "score_partial":
+            from pytest_finetune_bench.run.child_partial import score_cached
+
+            results, progress = score_cached(spec, _build_lm)
+            generated = 0
+        else:
+            results, generated = evaluate(spec, events)
+            progress = completed_progress(results)
+        save(results, spec["output_path"])
+    except BaseException as exc:  # noqa: BLE001 - every failure must reach the parent as an event
+        traceback.print_exc()
+        _flush(events.cache)
+        kind, message = classify(exc)
+        events.send("failed", kind=kind, message=message, generated=events.generated)
+        return 3 if kind == "oom" else 143 if kind == "terminated" else 2
+    events.send("finished", generated=generated, progress=progress)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

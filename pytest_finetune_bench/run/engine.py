@@ -1,0 +1,308 @@
+"""Drive one lm-eval evaluation in a child process and collect its files (no pytest here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pytest_finetune_bench import BenchError
+from pytest_finetune_bench.backends import Backend, format_model_args
+from pytest_finetune_bench.plan.settings import EvalSettings
+from pytest_finetune_bench.store.files import read_json_file
+
+Event = dict[str, Any]
+EventSink = Callable[[Event], None]
+
+# `lm_eval` itself, run by our CLI after seeding langdetect (see _child.seed_scorers and __main__).
+REPRODUCE_PREFIX = ("python", "-m", "pytest_finetune_bench", "lm-eval")
+KILL_GRACE_S = 10.0  # after SIGTERM, how long the child may take to flush its cache and exit
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """One model, one evaluation of every task in the settings."""
+
+    role: str  # "base" or "fine-tuned"
+    model: str
+    backend: Backend
+    settings: EvalSettings
+    results_dir: Path  # where results_*.json and samples_*.jsonl end up
+    log_path: Path
+    include_path: Path | None = None
+    include_defaults: bool = True
+    use_cache: Path | None = None
+    mode: str = "evaluate"  # or "score_partial": score only what the response cache holds (see _partial.py)
+
+    @property
+    def model_args(self) -> str:
+        return format_model_args(self.backend.model_args(self.model, self.settings))
+
+    def child_spec(self, output_path: Path) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "model": self.backend.lm_eval_model,
+            "model_args": self.model_args,
+            "tasks": list(s.tasks),
+            "limit": s.limit,
+            "num_fewshot": s.num_fewshot,
+            "batch_size": s.batch_size,
+            "device": s.device,
+            "gen_kwargs": s.gen_kwargs,
+            "apply_chat_template": s.apply_chat_template,
+            "fewshot_as_multiturn": s.fewshot_as_multiturn,
+            "seeds": list(s.seeds),
+            "include_path": str(self.include_path) if self.include_path else None,
+            "include_defaults": self.include_defaults,
+            "use_cache": str(self.use_cache) if self.use_cache else None,
+            "output_path": str(output_path),
+            "mode": self.mode,
+            # The child stops when this process dies: it compares its parent with this pid.
+            "parent_pid": os.getpid(),
+        }
+
+    def cli_command(self) -> str:
+        """The command that reproduces this run's scores: lm-eval's CLI, with its scorers seeded as here."""
+        s = self.settings
+        parts = [*REPRODUCE_PREFIX, "run", "--model", self.backend.lm_eval_model, "--model_args", self.model_args]
+        parts += ["--tasks", ",".join(s.tasks), "--batch_size", s.batch_size, "--device", s.device]
+        if s.limit is not None:
+            parts += ["--limit", str(s.limit)]
+        if s.num_fewshot is not None:
+            parts += ["--num_fewshot", str(s.num_fewshot)]
+        if s.gen_kwargs:
+            parts += ["--gen_kwargs", s.gen_kwargs]
+        if s.apply_chat_template:
+            parts += ["--apply_chat_template"]
+        if self.include_path:
+            parts += ["--include_path", str(self.include_path)]
+        parts += ["--seed", ",".join(map(str, s.seeds)), "--log_samples", "--output_path", "OUT"]
+        return " ".join(_quote(p) for p in parts)
+
+
+def _quote(part: str) -> str:
+    import shlex
+
+    return shlex.quote(part)
+
+
+@dataclass
+class RunRecord:
+    """A finished evaluation: lm-eval's results plus where they are on disk."""
+
+    role: str
+    model: str
+    results: dict[str, Any]
+    results_file: Path
+    samples_files: dict[str, Path]
+    timestamp: str
+    status: str = "complete"
+    generated: int = 0
+    from_cache: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+    # {task: {"done": n, "total": m}}: samples scored of those asked for; done < total for a partial run
+    progress: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def task_results(self) -> dict[str, dict[str, Any]]:
+        return dict(self.results.get("results", {}))
+
+    @property
+    def partial(self) -> bool:
+        """Scored from part of the samples only: the run timed out or crashed."""
+        return self.status != "complete"
+
+
+class RunFailed(BenchError):
+    """The child process failed; `kind` says how (oom, missing_dependency, error, crashed)."""
+
+    def __init__(self, kind: str, message: str, log_path: Path, generated: int = 0) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.log_path = log_path
+        self.generated = generated  # responses produced (and cached) before it failed
+
+
+def child_environment() -> dict[str, str]:
+    """Settings that keep lm-eval's worker pools from deadlocking, and no more threads than cores."""
+    env = dict(os.environ)
+    env["TOKENIZERS_PARALLELISM"] = "false"
+    threads = str(max(1, min(os.cpu_count() or 1, 16)))
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env.setdefault(var, threads)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def run_lm_eval(request: RunRequest, on_event: EventSink, deadline: float | None = None) -> RunRecord:
+    """Evaluate one model in a child process; progress goes to `on_event` as it happens.
+
+    At `deadline` (time.monotonic()) the child tree is stopped and RunFailed("timeout") raised.
+    """
+    staging = request.results_dir.parent / f".staging-{request.role}-{os.getpid()}-{time.time_ns()}"
+    staging.mkdir(parents=True)
+    try:
+        spec_file = staging / "spec.json"
+        spec_file.write_text(json.dumps(request.child_spec(staging / "out")))
+        outcome = _supervise(request, spec_file, on_event, deadline)
+        if outcome["event"] == "failed":
+            raise RunFailed(outcome["kind"], outcome["message"], request.log_path, int(outcome.get("generated") or 0))
+        record = _collect(request, staging / "out", int(outcome.get("generated", 0)))
+        record.progress = dict(outcome.get("progress") or {})
+        return record
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _supervise(request: RunRequest, spec_file: Path, on_event: EventSink, deadline: float | None) -> Event:
+    request.log_path.parent.mkdir(parents=True, exist_ok=True)
+    with request.log_path.open("a", encoding="utf-8") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pytest_finetune_bench.run.child", str(spec_file)],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            env=child_environment(),
+            text=True,
+            start_new_session=True,  # its own process group, so the whole tree can be stopped
+        )
+        try:
+            return _pump(proc, request, on_event, deadline)
+        finally:
+            # Also when pytest-timeout's alarm or Ctrl-C interrupts _pump: no child outlives its run.
+            stop_process_tree(proc)
+
+
+def _pump(proc: subprocess.Popen[str], request: RunRequest, on_event: EventSink, deadline: float | None) -> Event:
+    events: queue.Queue[Event | None] = queue.Queue()
+    threading.Thread(target=_read_events, args=(proc, events), daemon=True).start()
+    final: Event | None = None
+    stopper = _Stopper(proc, deadline)
+    generated = 0
+    while not stopper.check():
+        try:
+            event = events.get(timeout=1.0)
+        except queue.Empty:
+            on_event({"event": "tick", "role": request.role})
+            continue
+        if event is None:
+            break
+        event["role"] = request.role
+        generated = int(event.get("generated") or generated)
+        if event["event"] in ("finished", "failed"):
+            final = event
+        on_event(event)
+    code = proc.wait()
+    if stopper.stopped_at is not None:
+        # Whatever the child said last, it was stopped: a run that finished just in time still counts.
+        if final is not None and final["event"] == "finished":
+            return final
+        return {"event": "failed", "kind": "timeout", "message": "stopped at its time limit", "generated": generated}
+    if final is None:
+        return {"event": "failed", "kind": "crashed", "message": f"lm-eval exited with code {code} and no result",
+                "generated": generated}
+    return final
+
+
+class _Stopper:
+    """Stops the child tree at the deadline without blocking: SIGTERM, then SIGKILL after the grace period.
+
+    _pump keeps reading meanwhile, so the child's last event (how much it produced) still arrives.
+    """
+
+    def __init__(self, proc: subprocess.Popen[str], deadline: float | None) -> None:
+        self.proc = proc
+        self.deadline = deadline
+        self.stopped_at: float | None = None
+        self.killed = False
+
+    def check(self) -> bool:
+        """Act on the deadline; True once waiting for the child's output is pointless (killed long ago)."""
+        now = time.monotonic()
+        if self.deadline is None or now < self.deadline:
+            return False
+        if self.stopped_at is None:
+            self.stopped_at = now
+            _signal_group(self.proc, signal.SIGTERM)
+        elif not self.killed and now - self.stopped_at >= KILL_GRACE_S:
+            self.killed = True
+            _signal_group(self.proc, signal.SIGKILL)
+        # A process that left the group may hold the pipe open forever: stop reading a while after SIGKILL.
+        return self.killed and now - self.stopped_at >= KILL_GRACE_S + 5.0
+
+
+def _signal_group(proc: subprocess.Popen[str], sig: signal.Signals) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _read_events(proc: subprocess.Popen[str], events: queue.Queue[Event | None]) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and "event" in event:
+            events.put(event)
+    events.put(None)
+
+
+def stop_process_tree(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM the child's process group, then SIGKILL after a grace period."""
+    if proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _collect(request: RunRequest, out: Path, generated: int) -> RunRecord:
+    results_files = sorted(out.rglob("results_*.json"))
+    if not results_files:
+        raise RunFailed("error", f"lm-eval finished but wrote no results (see {request.log_path})", request.log_path)
+    request.results_dir.mkdir(parents=True, exist_ok=True)
+    moved: list[Path] = []
+    for file in results_files + sorted(out.rglob("samples_*.jsonl")):
+        target = request.results_dir / file.name
+        if target.exists():  # never overwrite an earlier run's file
+            target = target.with_name(f"{target.stem}-{time.time_ns()}{target.suffix}")
+        shutil.move(str(file), target)
+        moved.append(target)
+    results_file = moved[0]
+    results = read_json_file(results_file, f"lm-eval wrote an unreadable results file; see {request.log_path}")
+    samples = {_samples_task(p): p for p in moved[1:]}
+    return RunRecord(
+        role=request.role,
+        model=request.model,
+        results=results,
+        results_file=results_file,
+        samples_files=samples,
+        timestamp=datetime.now().astimezone().isoformat(timespec="seconds"),
+        generated=generated,
+    )
+
+
+def _samples_task(path: Path) -> str:
+    # lm-eval names them samples_<task>_<ISO time>.jsonl
+    return path.stem.removeprefix("samples_").rsplit("_", 1)[0]

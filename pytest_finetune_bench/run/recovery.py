@@ -1,0 +1,236 @@
+"""A model run that survives its failures: time limit, out-of-memory retries, partial scores (no pytest here).
+
+- Time limit: the engine stops the child tree at the deadline (`--bench-timeout`).
+- Out of memory: the run is retried with the batch size halved, down to 1, then refused in one line.
+- Timeout or crash: the responses produced so far are in lm-eval's response cache; a score-only
+  child (see _partial.py) scores the documents they complete, and the record says `timeout` or
+  `crashed` with done/total per task. The next session resumes from the same cache.
+- Every other failure becomes one line that says what to do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+
+from pytest_finetune_bench import BenchError
+from pytest_finetune_bench.run.engine import EventSink, RunFailed, RunRecord, RunRequest, run_lm_eval
+from pytest_finetune_bench.run.watchdog import format_duration, recovery_limit
+from pytest_finetune_bench.store.locks import locked
+
+Say = Callable[[str], None]
+
+OOM_REMEDIES = (
+    "use a smaller --bench-batch-size, the merged_4bit export, or the Ollama backend (--bench-backend ollama)"
+)
+# Failures after which the cached responses are worth scoring: the run stopped part-way through.
+_RECOVERABLE = {"timeout": "timeout", "crashed": "crashed", "terminated": "crashed", "error": "crashed"}
+# lm-eval extras that bring a module, for modules whose package name differs or lm-eval's metadata is unreadable.
+_KNOWN_EXTRAS = {"langdetect": "ifeval", "immutabledict": "ifeval", "nltk": "ifeval", "tenacity": "api",
+                 "aiohttp": "api", "tiktoken": "api"}
+
+
+class RunIncomplete(BenchError):
+    """A run that did not finish; `status` is how benchmark.json records it: timeout or crashed."""
+
+    def __init__(self, message: str, status: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def evaluate_with_recovery(
+    request: RunRequest, on_event: EventSink, say: Say, timeout_s: float | None = None
+) -> RunRecord:
+    """Run `request` within `timeout_s`, retrying out-of-memory failures, scoring what a stopped run produced."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    if request.use_cache is None:
+        return _attempts(request, on_event, say, timeout_s, deadline)
+
+    # Two sessions on the same model share its response cache: the second waits, then reuses the answers.
+    def waiting(lock: Path) -> None:
+        say(f"[bench] {request.role}: waiting for another session that is evaluating the same model ({lock})")
+
+    wait_s = None if deadline is None else max(0.0, deadline - time.monotonic())
+    with locked(request.use_cache, wait_s, waiting):
+        return _attempts(request, on_event, say, timeout_s, deadline)
+
+
+def _attempts(
+    request: RunRequest, on_event: EventSink, say: Say, timeout_s: float | None, deadline: float | None
+) -> RunRecord:
+    while True:
+        try:
+            record = run_lm_eval(request, on_event, deadline)
+        except RunFailed as exc:
+            smaller = halve_batch_size(request.settings.batch_size) if exc.kind == "oom" else None
+            if smaller is not None:
+                say(f"[bench] {request.role}: out of GPU memory at batch size {request.settings.batch_size}: "
+                    f"retrying with batch size {smaller}")
+                request = with_batch_size(request, smaller)
+                continue
+            status = _RECOVERABLE.get(exc.kind)
+            if status is not None and (exc.kind != "error" or exc.generated):
+                return _partial_or_raise(request, exc, status, on_event, say, timeout_s)
+            raise BenchError(failure_message(request, exc)) from None
+        record.extra["batch_size"] = request.settings.batch_size  # after any out-of-memory retries
+        return record
+
+
+def halve_batch_size(batch_size: str) -> str | None:
+    """The next batch size to try after running out of memory; None at 1.
+
+    lm-eval's `auto` already searched for the largest batch that fits, and a later, longer prompt
+    still did not: continue from a small fixed size.
+    """
+    if batch_size.isdigit():
+        size = int(batch_size)
+        return str(size // 2) if size > 1 else None
+    return "8" if batch_size.startswith("auto") else None
+
+
+def with_batch_size(request: RunRequest, batch_size: str) -> RunRequest:
+    # Same response cache (use_cache is kept): responses of the failed attempt are not generated again.
+    return dataclasses.replace(request, settings=dataclasses.replace(request.settings, batch_size=batch_size))
+
+
+def _partial_or_raise(
+    request: RunRequest, exc: RunFailed, status: str, on_event: EventSink, say: Say, timeout_s: float | None
+) -> RunRecord:
+    what = stopped_description(request.role, exc, status, timeout_s)
+    if request.use_cache is None:
+        raise RunIncomplete(
+            f"{what}: nothing could be scored, as the {request.backend.name} backend keeps no response cache "
+            f"(log: {request.log_path})",
+            status,
+        ) from None
+    say(f"[bench] {request.role}: {what}: scoring the samples it produced")
+    scorer = dataclasses.replace(request, mode="score_partial")
+    deadline = None if timeout_s is None else time.monotonic() + recovery_limit(timeout_s)
+    try:
+        record = run_lm_eval(scorer, _heartbeat_only(on_event), deadline)
+    except RunFailed as scoring:
+        nothing = "no sample was complete" if scoring.kind == "nothing_to_score" else f"scoring failed ({scoring})"
+        raise RunIncomplete(f"{what}: {nothing}; re-run to resume (log: {request.log_path})", status) from None
+    record.status = status
+    record.generated = exc.generated
+    done, total = progress_totals(record.progress.values())
+    record.extra["failure"] = f"{what}: scored {done} of {total} samples (partial); re-run to resume"
+    say(f"[bench] {request.role}: {record.extra['failure']}")
+    return record
+
+
+def _heartbeat_only(on_event: EventSink) -> EventSink:
+    """The scoring run reports through the lines above; only its silences (heartbeat) reach the terminal."""
+
+    def forward(event: dict[str, object]) -> None:
+        if event["event"] == "tick":
+            on_event(event)
+
+    return forward
+
+
+def stopped_description(role: str, exc: RunFailed, status: str, timeout_s: float | None) -> str:
+    """`fine-tuned run timed out after 10m` / `base run crashed (lm-eval exited with code -9 …)`."""
+    if status == "timeout":
+        after = f" after {format_duration(timeout_s)}" if timeout_s is not None else ""
+        return f"{role} run timed out{after}"
+    return f"{role} run crashed ({exc})"
+
+
+def progress_totals(progress: Iterable[dict[str, int]]) -> tuple[int, int]:
+    """(samples done, samples asked for) over all tasks of a run."""
+    done = total = 0
+    for counts in progress:
+        done += int(counts.get("done", 0))
+        total += int(counts.get("total", 0))
+    return done, total
+
+
+def failure_message(request: RunRequest, exc: RunFailed) -> str:
+    """One line for a run that failed and left nothing to score: what happened and what to do."""
+    role, log = request.role, request.log_path
+    if exc.kind == "oom":
+        return (f"{role} run ran out of GPU memory even at batch size {request.settings.batch_size}: "
+                f"{OOM_REMEDIES} (log: {log})")
+    if exc.kind == "data_unreachable":
+        return (f"{role} run could not load benchmark data from the Hugging Face Hub ({exc}): on a machine "
+                "without the Hub, pass --bench-data-dir DIR with the datasets as local files (see docs/offline.md)")
+    if exc.kind == "missing_dependency":
+        module = str(exc)
+        return f"{role} run needs the Python module {module!r}, which is not installed: run `{pip_command(module)}`"
+    return f"{role} run failed: {exc} (log: {log})"
+
+
+def pip_command(module: str) -> str:
+    """The install command that brings `module`: lm-eval's extra when one of them provides it."""
+    top = module.split(".")[0]
+    if top == "lm_eval":
+        from pytest_finetune_bench.plan.tasks import LM_EVAL_INSTALL
+
+        return LM_EVAL_INSTALL
+    extra = _lm_eval_extra(top) or _KNOWN_EXTRAS.get(top)
+    return f"pip install 'lm-eval[{extra}]'" if extra else f"pip install {top}"
+
+
+def _lm_eval_extra(module: str) -> str | None:
+    """The lm-eval extra whose requirements name `module`'s package, from lm-eval's own metadata."""
+    import re
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        requirements = requires("lm_eval") or []
+    except PackageNotFoundError:
+        return None
+    wanted = module.lower().replace("_", "-")
+    for requirement in requirements:
+        name = re.split(r"[\s;<>=!\[~]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+        extra = re.search(r"""extra\s*==\s*["']([^"']+)["']""", requirement)
+        if name == wanted and extra:
+            return extra.group(1)
+    return None
+
+
+def interrupted(role: str, exc: BaseException) -> RunIncomplete:
+    """What to record when pytest-timeout's alarm or Ctrl-C stopped a run (the child tree is already stopped)."""
+    if "pytest-timeout" in str(exc):
+        return RunIncomplete(f"{role} run was stopped by pytest-timeout ({exc}); re-run to resume", "timeout")
+    return RunIncomplete(f"{role} run was interrupted ({type(exc).__name__}); re-run to resume", "crashed")
+
+
+def incomplete_reason(records: Iterable[RunRecord | None]) -> str | None:
+    """Why these scores cannot pass a gate: a side was scored on part of its samples only."""
+    reasons = [r.extra.get("failure") or f"{r.role} run is {r.status}" for r in records if r is not None and r.partial]
+    return "; ".join(reasons) or None
+
+
+def overall_status(statuses: dict[str, str]) -> str:
+    """benchmark.json's status from each side's: crashed, else timeout, else complete once both are."""
+    values = set(statuses.values())
+    for worst in ("crashed", "timeout"):
+        if worst in values:
+            return worst
+    return "complete" if len(statuses) == 2 and values == {"complete"} else "incomplete"
+
+
+def partial_note(records: Mapping[str, RunRecord | None], tasks: Iterable[str]) -> dict[str, str]:
+    """{task: "partial: fine-tuned 3/10"} for the table rows scored from part of their samples."""
+    notes: dict[str, str] = {}
+    for task in tasks:
+        parts = []
+        for role, record in records.items():
+            counts = _task_counts(record, task) if record is not None and record.partial else None
+            if counts is not None:
+                parts.append(f"{role} {counts[0]}/{counts[1]}")
+        if parts:
+            notes[task] = "partial: " + ", ".join(parts)
+    return notes
+
+
+def _task_counts(record: RunRecord, task: str) -> tuple[int, int] | None:
+    # A group (mmlu) is counted over its subtasks, which lm-eval names <group>_<subject>.
+    counts = [c for name, c in record.progress.items() if name == task or name.startswith(f"{task}_")]
+    if not counts:
+        return None
+    return progress_totals(counts)

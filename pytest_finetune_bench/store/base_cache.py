@@ -1,0 +1,188 @@
+"""The base model's scores, computed once and reused by every fine-tune of the same base (no pytest here).
+
+An entry is reused only when everything that changes a score is equal: the key below. Entries are
+written to a temporary folder and renamed into place, carry the sha256 of each file, and are
+checked on every read; a corrupt or partial entry is recomputed, never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pytest_finetune_bench.run.engine import RunRecord
+from pytest_finetune_bench.store.files import bench_cache_dir, file_sha256
+
+KEY_VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    """Where base scores are cached (see fileio.bench_cache_dir)."""
+    return bench_cache_dir()
+
+
+@dataclass(frozen=True)
+class BaseKey:
+    """Everything that changes the base model's scores.
+
+    The model fingerprint hashes the folder's config, tokenizer (its chat template included) and
+    weights; a Hub model is its id plus revision.
+    """
+
+    model: str
+    model_fingerprint: str
+    backend: str
+    model_args: str
+    tasks: tuple[str, ...]
+    task_versions: dict[str, Any]
+    limit: float | None
+    num_fewshot: int | None
+    gen_kwargs: str | None
+    apply_chat_template: bool
+    fewshot_as_multiturn: bool
+    dtype: str
+    device: str
+    batch_size: str
+    seeds: tuple[int, ...]
+    lm_eval_version: str
+    data_files: tuple[str, ...]  # sha256 of each offline data file: moving the folder keeps the key
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key_version": KEY_VERSION, **asdict(self)}
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True, default=str).encode()).hexdigest()
+
+
+def key_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Names of the key fields whose values differ, for 'not comparable' messages."""
+    return sorted(k for k in set(old) | set(new) if _normalise(old.get(k)) != _normalise(new.get(k)))
+
+
+def _normalise(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+@dataclass
+class CachedBase:
+    """A valid cache entry: the lm-eval files and when they were computed."""
+
+    folder: Path
+    created: str
+    results_file: Path
+    samples_files: dict[str, Path]
+    generated: int
+
+
+class BaseCache:
+    """Folder of entries `<root>/base/<key digest>/` with `entry.json` and lm-eval's files."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root / "base"
+
+    def entry_dir(self, key: BaseKey) -> Path:
+        return self.root / key.digest()
+
+    def load(self, key: BaseKey) -> tuple[CachedBase | None, str | None]:
+        """(entry, None) on a hit; (None, why) when the entry is corrupt; (None, None) when absent."""
+        folder = self.entry_dir(key)
+        if not folder.exists():
+            return None, None
+        try:
+            return _read_entry(folder, key), None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            self._discard(folder)
+            return None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+    def store(self, key: BaseKey, record: RunRecord) -> Path:
+        """Copy a complete run's files into a new entry (an existing valid entry wins a race)."""
+        folder = self.entry_dir(key)
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=self.root))
+        files = [record.results_file, *record.samples_files.values()]
+        for file in files:
+            shutil.copy2(file, staging / file.name)
+        entry = {
+            "key": key.to_json(),
+            "created": record.timestamp,
+            "results_file": record.results_file.name,
+            "samples_files": {task: p.name for task, p in record.samples_files.items()},
+            "sha256": {f.name: file_sha256(staging / f.name) for f in files},
+            "generated": record.generated,
+        }
+        (staging / "entry.json").write_text(json.dumps(entry, indent=2, default=str))
+        if folder.exists():  # a recomputed base (--bench-refresh-base) replaces the old entry
+            self._discard(folder)
+        try:
+            staging.rename(folder)
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+        return folder
+
+    def _discard(self, folder: Path) -> None:
+        # Moved aside rather than deleted in place, so a concurrent reader never sees half a folder.
+        trash = folder.with_name(f".corrupt-{folder.name}-{time.time_ns()}")
+        try:
+            folder.rename(trash)
+        except OSError:
+            return
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def _read_entry(folder: Path, key: BaseKey) -> CachedBase:
+    entry = json.loads((folder / "entry.json").read_text())
+    if _normalise(entry["key"]) != _normalise(key.to_json()):
+        raise ValueError("entry.json holds another key")
+    for name, digest in entry["sha256"].items():
+        if file_sha256(folder / name) != digest:
+            raise ValueError(f"{name} does not match its checksum")
+    results_file = folder / entry["results_file"]
+    results = json.loads(results_file.read_text())
+    missing = [t for t in key.tasks if t not in results.get("results", {})]
+    if missing:
+        raise ValueError(f"no results for {', '.join(missing)}")
+    return CachedBase(
+        folder=folder,
+        created=entry["created"],
+        results_file=results_file,
+        samples_files={task: folder / name for task, name in entry["samples_files"].items()},
+        generated=int(entry.get("generated", 0)),
+    )
+
+
+def restore(cached: CachedBase, results_dir: Path) -> RunRecord:
+    """A RunRecord from a cache entry, with its files also placed in `results_dir` (never overwriting)."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+
+    def place(file: Path) -> Path:
+        target = results_dir / file.name
+        if not target.exists():
+            shutil.copy2(file, target)
+        return target if file_sha256(target) == file_sha256(file) else file
+
+    results_file = place(cached.results_file)
+    return RunRecord(
+        role="base",
+        model="",
+        results=json.loads(results_file.read_text()),
+        results_file=results_file,
+        samples_files={task: place(p) for task, p in cached.samples_files.items()},
+        timestamp=cached.created,
+        generated=0,
+        from_cache=True,
+    )
+
+
+def describe_age(created: str) -> str:
+    try:
+        when = datetime.fromisoformat(created)
+    except ValueError:
+        return created
+    return when.strftime("%Y-%m-%d %H:%M")

@@ -1,0 +1,101 @@
+"""Files that are never half-written and never overwritten."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pytest_finetune_bench import BenchError
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of every byte of `path`, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def bench_cache_dir() -> Path:
+    """The plugin's per-user cache: PYTEST_FINETUNE_BENCH_CACHE, else $XDG_CACHE_HOME/pytest-finetune-bench."""
+    env = os.environ.get("PYTEST_FINETUNE_BENCH_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "pytest-finetune-bench"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary file beside `path`, then rename: readers see the old or the new file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def unique_dir(parent: Path, name: str) -> Path:
+    """A new folder `parent/name` (or `name-2`, `name-3`, ...): never reuses an existing one."""
+    parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, 1000):
+        candidate = parent / (name if attempt == 1 else f"{name}-{attempt}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return candidate
+    raise OSError(f"could not create a new folder under {parent}")
+
+
+def read_json_file(path: Path, what: str) -> dict[str, Any]:
+    """A JSON object read back from disk; BenchError naming the file and what to do when it is unusable.
+
+    `what` finishes the advice, e.g. "delete it to recompute the base scores".
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BenchError(f"{path} does not exist: {what}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BenchError(f"{path} cannot be read ({exc.__class__.__name__}: {exc}): {what}") from None
+    except ValueError as exc:
+        raise BenchError(f"{path} is not valid JSON ({exc}): {what}") from None
+    if not isinstance(data, dict):
+        raise BenchError(f"{path} does not hold a JSON object: {what}")
+    return data
+
+
+def check_writable_dir(path: Path, flag: str) -> None:
+    """BenchError unless files can be created in `path` (or, if it does not exist yet, where it would be made).
+
+    Probes with a real temporary file instead of os.access, which says yes to root on any folder
+    and knows nothing of read-only mounts; creates no folder.
+    """
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise BenchError(f"cannot write results to {path}: {existing} is not a folder; choose another with {flag}")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-check-", dir=existing)
+    except OSError as exc:
+        raise BenchError(
+            f"cannot write results to {path} ({exc.strerror or exc}): choose a writable folder with {flag}"
+        ) from None
+    os.close(fd)
+    Path(probe).unlink(missing_ok=True)

@@ -1,0 +1,81 @@
+"""Content fingerprints of model folders: every byte counts, and an unchanged file is not read twice.
+
+A LoRA merge rewrites only the tensors of its target modules, so a new adapter merged into the same
+folder can leave most of a weight file, and its size, as they were: only a hash of every byte tells
+the two models apart. Hashing a 16 GB model takes about a minute, so each large file's digest is kept
+in an index keyed by what changes whenever the file is written: path, size, inode, mtime and ctime.
+Restoring the mtime does not fool it, since writing a file always moves its ctime, which no user
+call can set back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from pytest_finetune_bench.store.files import atomic_write_json, bench_cache_dir, file_sha256
+
+INDEX_NAME = "file-digests.json"
+_INDEXED_MIN_BYTES = 16 << 20  # smaller files are hashed every time: cheaper than the bookkeeping
+_INDEX_MAX_ENTRIES = 4096
+
+
+def model_fingerprint(model: str, revision: str | None = None, index_dir: Path | None = None) -> str:
+    """sha256 over every file of a model folder (names and full contents); the id and commit for a Hub id."""
+    folder = Path(model)
+    digest = hashlib.sha256()
+    if not folder.is_dir():
+        digest.update(f"hub:{model}@{revision}".encode())
+        return digest.hexdigest()
+    index = DigestIndex(index_dir or bench_cache_dir())
+    for file in sorted(p for p in folder.rglob("*") if p.is_file() and not _ignored(p, folder)):
+        digest.update(str(file.relative_to(folder)).encode() + b"\0")
+        digest.update(index.digest(file).encode())
+    index.save()
+    return digest.hexdigest()
+
+
+def _ignored(path: Path, folder: Path) -> bool:
+    parts = path.relative_to(folder).parts
+    return any(p.startswith(".") or p in ("benchmarks", "__pycache__") for p in parts)
+
+
+class DigestIndex:
+    """sha256 of large files, remembered per (path, size, inode, mtime, ctime) in one JSON file."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / INDEX_NAME
+        self.entries = self._read()
+        self.changed = False
+        self.hashed: list[Path] = []  # files read in full by this instance (the others came from the index)
+
+    def _read(self) -> dict[str, str]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+    def digest(self, file: Path) -> str:
+        stat = file.stat()
+        if stat.st_size < _INDEXED_MIN_BYTES:
+            return file_sha256(file)
+        key = f"{file.resolve()}|{stat.st_size}|{stat.st_ino}|{stat.st_mtime_ns}|{stat.st_ctime_ns}"
+        if key not in self.entries:
+            self.entries[key] = file_sha256(file)
+            self.hashed.append(file)
+            self.changed = True
+        return self.entries[key]
+
+    def save(self) -> None:
+        """Write the index back when it learned something; a failure only costs a re-hash next time."""
+        if not self.changed:
+            return
+        kept = dict(list(self.entries.items())[-_INDEX_MAX_ENTRIES:])
+        try:
+            atomic_write_json(self.path, kept)
+        except OSError:
+            pass
+        self.changed = False
+

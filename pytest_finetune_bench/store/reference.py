@@ -1,0 +1,57 @@
+"""`--bench-compare-to`: an earlier run as the reference side, refused when its settings differ."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pytest_finetune_bench import BenchError
+from pytest_finetune_bench.run.engine import RunRecord
+from pytest_finetune_bench.store.files import read_json_file
+
+# Settings that change a score; a reference run must match on all of them.
+COMPARABLE = (
+    "lm_eval_version", "tasks", "limit", "num_fewshot", "gen_kwargs", "apply_chat_template",
+    "fewshot_as_multiturn", "dtype", "seeds", "data_files",
+)
+
+
+def load_reference(path: Path) -> tuple[RunRecord, dict[str, Any]]:
+    """The fine-tuned side of an earlier session, and the settings it was measured under."""
+    summary_file = path if path.is_file() else path / "benchmark.json"
+    if not summary_file.is_file():
+        raise BenchError(f"--bench-compare-to {path}: no benchmark.json there; point it at a benchmark.json "
+                         "or a fine-tuned/<timestamp> folder")
+    advice = "pick another run for --bench-compare-to"
+    summary = read_json_file(summary_file, advice)
+    side = summary.get("fine_tuned_model")
+    if not isinstance(side, dict) or not side.get("results_file"):
+        raise BenchError(f"{summary_file} has no fine-tuned results (its run did not finish): {advice}")
+    results_file = Path(side["results_file"])
+    results = read_json_file(results_file, advice)
+    record = RunRecord(
+        role="base",
+        model=f"{side.get('model')} ({summary.get('timestamp')})",
+        results=results,
+        results_file=results_file,
+        samples_files={t: Path(p) for t, p in (side.get("samples_files") or {}).items()},
+        timestamp=str(side.get("timestamp")),
+        status=str(side.get("status", "complete")),
+        from_cache=True,
+    )
+    return record, summary.get("reproduce") or {}
+
+
+def settings_differences(reference: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The comparable settings that differ, as `name: reference → current`."""
+    differences = []
+    for name in COMPARABLE:
+        old, new = _plain(reference.get(name)), _plain(current.get(name))
+        if old != new:
+            differences.append(f"{name}: {old!r} → {new!r}")
+    return differences
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
