@@ -35,8 +35,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pytest_finetune_bench.demo.build import BENCH_DATA_DIR, build_demo  # noqa: E402
+from pytest_finetune_bench.plan.choices import BenchOptions  # noqa: E402
+from pytest_finetune_bench.plan.planner import make_plan  # noqa: E402
 from pytest_finetune_bench.plan.tasks import TaskCatalog  # noqa: E402
-from pytest_finetune_bench.run.session import BenchOptions, BenchSession  # noqa: E402
+from pytest_finetune_bench.run.session import BenchSession  # noqa: E402
 
 DEMO_GEN_KWARGS = "max_gen_toks=256"  # what `python -m pytest_finetune_bench demo` uses
 # A quarter of the demo's answer length keeps this script within about 5 minutes on 2 shared cores;
@@ -114,9 +116,9 @@ def run_session(
 ) -> tuple[BenchSession, Recorder, dict[str, float]]:
     """One benchmark session as the plugin runs it, without pytest around it."""
     say = Recorder()
-    session = BenchSession(options(model, work, limit, gen_kwargs), Path.cwd(), say)
     times: dict[str, float] = {}
-    _, times["setup"] = timed(session.settings)
+    plan, times["setup"] = timed(lambda: make_plan(options(model, work, limit, gen_kwargs), Path.cwd(), say))
+    session = BenchSession(plan, say)
     _, times["base"] = timed(lambda: session.run("base"))
     _, times["fine-tuned"] = timed(lambda: session.run("fine-tuned"))
     _, times["comparison"] = timed(session.comparison)

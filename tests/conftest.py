@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 
 # In-process pytester runs drop the modules they imported afterwards. `datasets` (pyarrow extension
-# types) and lm-eval (its metric registry) refuse a second import, so both are imported once, up front.
+# types), lm-eval (its metric registry) and torch (its C extensions, which the plan imports to pick
+# the device) refuse a second import, so they are imported once, up front.
 import datasets  # noqa: F401
 import lm_eval.tasks  # noqa: F401
 import pytest
+import torch  # noqa: F401
 
 from pytest_finetune_bench.demo import demo_data_dir
 from tests.llama_server import llama_server  # noqa: F401 - session fixture: a real llama.cpp server

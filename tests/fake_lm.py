@@ -1,10 +1,11 @@
-"""Tests only: loaded into the benchmark child via PYTEST_FINETUNE_BENCH_CHILD_PLUGINS=tests.fake_lm.
+"""Tests only, imported by the benchmark child through a backend's `child_imports` (see tests/fake_backend.py).
 
-- PYTEST_FINETUNE_BENCH_TEST_FAKE_LM="k=v,...": every run uses the `bench-fake` lm-eval model below
-  instead of the real one: canned answers at once, committed to lm-eval's response cache one by one
-  like a real model. Options: `hang_after=N` / `crash_after=N` (sleep forever / die by SIGKILL after
-  N answers), `only=TEXT` (those two apply only to models whose path contains TEXT), `missing=MODULE`
-  (fail as a missing dependency), `pid_dir=DIR` (write the child's pid there).
+- `bench-fake`: an lm-eval model that answers at once with canned output, committed to lm-eval's
+  response cache one by one like a real model. Its model arguments (from the `fake` backend) may add
+  `hang_after=N` / `crash_after=N` (sleep forever / die by SIGKILL after N answers), `only=TEXT` (those
+  two apply only to models whose path contains TEXT), `missing=MODULE` (fail as a missing dependency),
+  `pid_dir=DIR` (write the child's pid there), `oom_above_batch=N` (fail as CUDA out of memory does
+  when the batch size is above N).
 - PYTEST_FINETUNE_BENCH_TEST_HANG="TEXT:N": the real hf model hangs after N generations when its
   path contains TEXT (a real model, a real hang, at a known point).
 """
@@ -20,25 +21,9 @@ from typing import Any
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
-FAKE_ENV = "PYTEST_FINETUNE_BENCH_TEST_FAKE_LM"
-HANG_ENV = "PYTEST_FINETUNE_BENCH_TEST_HANG"
+from tests.fake_backend import HANG_ENV
+
 REPLY = "hello world, this is a short answer in lowercase."
-
-
-def adjust_spec(spec: dict[str, Any]) -> None:
-    """Swap the run's model for the fake one, or make the real one hang (see the module docstring)."""
-    fake = os.environ.get(FAKE_ENV)
-    if fake is not None:
-        # Registered only when used: a first registration stops lm-eval from loading its own models (hf …).
-        register_model("bench-fake")(FakeLM)
-        pretrained = dict(p.split("=", 1) for p in spec["model_args"].split(",") if "=" in p).get("pretrained", "")
-        spec["model"] = "bench-fake"
-        spec["model_args"] = ",".join(filter(None, [f"pretrained={pretrained}", fake]))
-    hang = os.environ.get(HANG_ENV)
-    if hang is not None and spec.get("mode") != "score_partial":
-        text, _, after = hang.rpartition(":")
-        if text in spec["model_args"]:
-            _hang_hf_after(int(after))
 
 
 def _hang_forever() -> None:
@@ -46,7 +31,7 @@ def _hang_forever() -> None:
         time.sleep(3600)
 
 
-def _hang_hf_after(count: int) -> None:
+def _hang_hf_after(count: int, path_text: str) -> None:
     """Let the real model generate `count` times (one sample each at batch size 1), then hang."""
     from lm_eval.models.huggingface import HFLM
 
@@ -54,7 +39,7 @@ def _hang_hf_after(count: int) -> None:
     calls = {"n": 0}
 
     def generate_then_hang(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if calls["n"] >= count:
+        if path_text in str(self.pretrained) and calls["n"] >= count:
             _hang_forever()
         calls["n"] += 1
         return generate(self, *args, **kwargs)
@@ -73,11 +58,15 @@ class FakeLM(LM):  # type: ignore[misc]
         only: str = "",
         missing: str = "",
         pid_dir: str = "",
+        oom_above_batch: int = -1,
+        batch_size: int | str = 1,
         **kwargs: Any,
     ) -> None:
         super().__init__()
         if missing:
             raise ModuleNotFoundError(f"No module named {missing!r}", name=missing)
+        if 0 <= int(oom_above_batch) < int(batch_size):
+            raise RuntimeError(f"CUDA out of memory at batch size {batch_size} (fake, above {oom_above_batch})")
         applies = only in pretrained
         self.hang_after = hang_after if applies else -1
         self.crash_after = crash_after if applies else -1
@@ -104,3 +93,17 @@ class FakeLM(LM):  # type: ignore[misc]
 
     def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
         return [self._answer("loglikelihood_rolling", r, -1.0) for r in requests]
+
+
+def _register() -> None:
+    """Run in the child at import: register `bench-fake`, and make the real hf model hang when asked."""
+    import lm_eval.models  # noqa: F401 - lm-eval's own models first: it loads them only into an empty registry
+
+    register_model("bench-fake")(FakeLM)
+    hang = os.environ.get(HANG_ENV)
+    if hang is not None:
+        text, _, after = hang.rpartition(":")
+        _hang_hf_after(int(after), text)
+
+
+_register()

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from pytest_finetune_bench.demo import demo_data_dir
-from tests.fake_lm import FAKE_ENV
+from tests.fake_backend import FAKE_ENV
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LIMIT = 10  # IFEval prompts per run
@@ -32,13 +32,10 @@ def make_fake_model(root: Path, name: str = "model") -> Path:
     return model
 
 
-def use_fake_lm(monkeypatch: pytest.MonkeyPatch, cache: Path, options: str = "") -> None:
-    """Make benchmark children started from now on run the fake model with `options` (see tests/fake_lm.py)."""
+def use_fake_lm(monkeypatch: pytest.MonkeyPatch, options: str = "") -> None:
+    """Make fake sessions (bench_args) run the fake model with `options` (see tests/fake_lm.py)."""
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
-    monkeypatch.setenv("PYTEST_FINETUNE_BENCH_CHILD_PLUGINS", "tests.fake_lm")
     monkeypatch.setenv(FAKE_ENV, options)
-    # The base-score cache lives in the test's folder, never in the user's.
-    monkeypatch.setenv("PYTEST_FINETUNE_BENCH_CACHE", str(cache))
 
 
 def bench_args(model: Path, output: Path, *extra: str) -> list[str]:
@@ -46,6 +43,9 @@ def bench_args(model: Path, output: Path, *extra: str) -> list[str]:
     return [
         f"--bench-model={model}", f"--bench-data-dir={demo_data_dir()}", f"--bench-output={output}",
         "--bench-device=cpu", f"--bench-limit={LIMIT}", "--bench-batch-size=4", "-p", "no:cacheprovider", "-rA",
+        "-p", "tests.fake_backend", "--bench-backend=fake",
+        # The base-score cache lives in the test's folder: another test's base scores are never reused.
+        f"--bench-cache-dir={output.parent / 'base-cache'}",
         *extra,
     ]
 

@@ -1,75 +1,29 @@
-"""The base-score cache: keys, invalidation, corruption, and reuse across sessions."""
+"""The base-score cache: reuse, corruption and replacement (its key is tested in tests/test_identity.py)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
+from pytest_finetune_bench.plan.settings import EvalSettings, Side, identity
 from pytest_finetune_bench.run.engine import RunRecord
-from pytest_finetune_bench.store.base_cache import BaseCache, BaseKey, key_differences, restore
+from pytest_finetune_bench.store.base_cache import BaseCache, restore
 
-KEY = BaseKey(
-    model="/models/base",
-    model_fingerprint="f" * 64,
-    backend="hf",
-    model_args="pretrained=/models/base,dtype=float32",
-    tasks=("ifeval",),
-    task_versions={"ifeval": 4.0},
-    limit=5,
-    num_fewshot=None,
-    gen_kwargs="max_gen_toks=32",
-    apply_chat_template=True,
-    fewshot_as_multiturn=True,
-    dtype="float32",
-    device="cpu",
-    batch_size="4",
-    seeds=(0, 1234, 1234, 1234),
-    lm_eval_version="0.4.13",
-    data_files=("a" * 64,),
-)
-CHANGED = {
-    "model": "/models/other",
-    "model_fingerprint": "e" * 64,
-    "backend": "ollama",
-    "model_args": "pretrained=/models/base,dtype=bfloat16",
-    "tasks": ("ifeval", "gsm8k"),
-    "task_versions": {"ifeval": 5.0},
-    "limit": 10,
-    "num_fewshot": 3,
-    "gen_kwargs": "max_gen_toks=64",
-    "apply_chat_template": False,
-    "fewshot_as_multiturn": False,
-    "dtype": "bfloat16",
-    "device": "cuda",
-    "batch_size": "8",
-    "seeds": (1, 1234, 1234, 1234),
-    "lm_eval_version": "0.4.14",
-    "data_files": ("b" * 64,),
-}
-
-
-def test_every_key_field_is_covered_by_the_invalidation_table() -> None:
-    assert set(CHANGED) == {f.name for f in dataclasses.fields(BaseKey)}
-
-
-@pytest.mark.parametrize("field", sorted(CHANGED))
-def test_changing_one_key_field_misses_the_cache(tmp_path: Path, field: str) -> None:
-    cache = BaseCache(tmp_path)
-    cache.store(KEY, fake_run(tmp_path / "run"))
-    changed = dataclasses.replace(KEY, **{field: CHANGED[field]})
-    assert changed.digest() != KEY.digest()
-    assert cache.load(changed) == (None, None)
-    assert key_differences(KEY.to_json(), changed.to_json()) == [field]
+SETTINGS = EvalSettings(tasks=("ifeval",), limit=5, gen_kwargs="max_gen_toks=32", batch_size="4",
+                        apply_chat_template=True, task_versions=(("ifeval", "4.0"),), data_files=("a" * 64,),
+                        lm_eval_version="0.4.13")
+SIDE = Side(role="base", model="/models/base", backend="hf", lm_eval_model="hf",
+            model_args="pretrained=/models/base,dtype=float32", fingerprint="f" * 64)
+KEY = identity(SETTINGS, SIDE)
 
 
 def test_unchanged_key_hits_and_restores_the_files(tmp_path: Path) -> None:
     cache = BaseCache(tmp_path / "cache")
     run = fake_run(tmp_path / "run")
     cache.store(KEY, run)
-    cached, corrupt = cache.load(dataclasses.replace(KEY))
+    cached, corrupt = cache.load(identity(SETTINGS, SIDE))
     assert corrupt is None and cached is not None
     record = restore(cached, tmp_path / "model" / "benchmarks" / "base" / "lm-eval")
     assert record.from_cache and record.results == run.results

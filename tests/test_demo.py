@@ -15,9 +15,8 @@ from typing import Any
 import pytest
 
 from pytest_finetune_bench import BenchError
-from pytest_finetune_bench.demo import smollm2
 from pytest_finetune_bench.cli import _report_outcome
-from pytest_finetune_bench.demo import demo_data_dir
+from pytest_finetune_bench.demo import demo_data_dir, smollm2
 from pytest_finetune_bench.demo.build import (
     METRICS_KEYS,
     TRAIN_FILE,

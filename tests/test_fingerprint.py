@@ -59,7 +59,7 @@ def test_a_re_merged_model_is_evaluated_afresh(pytester: pytest.Pytester, monkey
     """Real lm-eval, real bytes: the edited model's answers never come from the old model's response cache."""
     model = make_fake_model(pytester.path)
     weights = _weights(model / "merged_16bit")
-    use_fake_lm(monkeypatch, pytester.path / "cache")
+    use_fake_lm(monkeypatch)
     out = pytester.path / "out"
     first = pytester.runpytest_subprocess(*bench_args(model, out, "--bench-min-gain=0"))
     first.assert_outcomes(passed=2)

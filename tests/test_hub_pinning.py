@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from huggingface_hub import constants
 
 from pytest_finetune_bench.backends.hf import HFBackend
+from pytest_finetune_bench.plan.choices import BenchOptions
+from pytest_finetune_bench.plan.planner import make_plan
 from pytest_finetune_bench.plan.settings import EvalSettings
+from pytest_finetune_bench.plan.tasks import TaskCatalog
 from pytest_finetune_bench.run.engine import RunRequest
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -32,11 +37,24 @@ def offline_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_hub_id_is_pinned_to_its_snapshot_commit(offline_hub: Path) -> None:
     snapshot(offline_hub, "a" * 40)
-    backend = HFBackend()
-    assert backend.model_args(MODEL, SETTINGS) == {"pretrained": MODEL, "dtype": "float32", "revision": "a" * 40}
-    request = RunRequest(role="base", model=MODEL, backend=backend, settings=SETTINGS,
-                         results_dir=offline_hub / "r", log_path=offline_hub / "log")
+    plan = make_plan(BenchOptions(model=MODEL, base=MODEL, device="cpu"), offline_hub, print, FakeCatalog())
+    assert plan.base.model_args == f"pretrained={MODEL},dtype=float32,revision={'a' * 40}"
+    request = RunRequest(plan.base, plan.settings, results_dir=offline_hub / "r", log_path=offline_hub / "log")
     assert f"revision={'a' * 40}" in request.cli_command()
+    assert plan.identity("base")["model_fingerprint"] == HFBackend().fingerprint(MODEL)
+
+
+class FakeCatalog(TaskCatalog):
+    """lm-eval's catalog, answering for IFEval alone without indexing the 15,000 task files."""
+
+    def validate(self, names: Sequence[str]) -> None:
+        assert list(names) == ["ifeval"]
+
+    def output_types(self, names: Sequence[str]) -> dict[str, frozenset[str]]:
+        return {"ifeval": frozenset({"generate_until"})}
+
+    def versions(self, names: Sequence[str]) -> dict[str, Any]:
+        return {"ifeval": 4.0}
 
 
 def test_an_upstream_update_is_another_model(offline_hub: Path) -> None:

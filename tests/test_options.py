@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from pytest_finetune_bench.demo import demo_data_dir
 from pytest_finetune_bench.plugin.options import OPTIONS
+from tests.fake_sessions import make_fake_model
 
 
 def test_help_lists_every_option_with_its_ini_twin(pytester: pytest.Pytester) -> None:
@@ -142,3 +144,30 @@ def test_suite_selects_marked_user_tests(pytester: pytest.Pytester) -> None:
     )
     result.assert_outcomes(passed=1, skipped=1)
     result.stdout.fnmatch_lines(["*benchmark test needs gsm8k, hellaswag, which this run (--bench-suite quick)*"])
+
+
+def test_bench_plan_prints_the_resolved_plan_and_runs_nothing(pytester: pytest.Pytester) -> None:
+    model = make_fake_model(pytester.path)
+    out = pytester.path / "out"
+    result = pytester.runpytest_subprocess(
+        f"--bench-model={model}", f"--bench-data-dir={demo_data_dir()}", f"--bench-output={out}",
+        "--bench-device=cpu", "--bench-limit=7", "--bench-gen-kwargs=max_gen_toks=16", "--bench-plan",
+        "--bench-max-drop=ifeval=3", "-p", "no:cacheprovider",
+    )
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines([
+        f"model under test: {model} (merged_16bit)",
+        f"base: {model.parent / 'model-base'} via hf (hf); named by lora/adapter_config.json:base_model_name_or_path",
+        f"  model args: pretrained={model.parent / 'model-base'},dtype=float32",
+        "  content: *",
+        "fine-tuned: * via hf (hf); named by --bench-model",
+        "tasks: ifeval",
+        "  limit: 7",
+        "  device: cpu",
+        "  gen_kwargs: max_gen_toks=16",
+        "gates ifeval: improves by +2, no_regression beyond -3",
+    ])
+    keys = [line.split("cache key: ")[1] for line in result.stdout.lines if "cache key: " in line]
+    assert len(keys) == 2 and keys[0] != keys[1]  # the two models' contents differ
+    assert "[bench]" not in result.stdout.str()  # nothing ran
+    assert not (out / "base").exists() and not (out / "fine-tuned").exists()

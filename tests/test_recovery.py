@@ -17,7 +17,7 @@ from pytest_finetune_bench.run.child_partial import complete_documents, keep_doc
 from pytest_finetune_bench.run.recovery import halve_batch_size, overall_status, partial_note
 from pytest_finetune_bench.store.summaries import INCOMPLETE_SUMMARY, latest_complete_run, publish_summary
 from tests.conftest import FAST_ARGS
-from tests.fake_lm import HANG_ENV
+from tests.fake_backend import HANG_ENV
 from tests.fake_sessions import LIMIT, bench_args, make_fake_model, read_summary, use_fake_lm
 
 TIMEOUT = "15s"  # far above the fake child's start-up (~5 s); the hang makes the stop point exact
@@ -113,7 +113,7 @@ def test_timeout_scores_partial_then_next_session_resumes(
     model = make_fake_model(pytester.path)
     out = pytester.path / "out"
     # Only the fine-tuned model hangs, after 3 answers.
-    use_fake_lm(monkeypatch, pytester.path / "cache", "hang_after=3,only=merged_16bit")
+    use_fake_lm(monkeypatch, "hang_after=3,only=merged_16bit")
     first = pytester.runpytest_subprocess(*bench_args(model, out, f"--bench-timeout={TIMEOUT}"))
     first.assert_outcomes(failed=2)
     reason = f"fine-tuned run timed out after {TIMEOUT}: scored 3 of {LIMIT} samples (partial); re-run to resume"
@@ -131,7 +131,7 @@ def test_timeout_scores_partial_then_next_session_resumes(
     assert summary["base_model"]["samples"] == {"ifeval": {"done": LIMIT, "total": LIMIT}}
 
     # The next session generates only the 7 missing answers, from the same response cache.
-    use_fake_lm(monkeypatch, pytester.path / "cache")
+    use_fake_lm(monkeypatch)
     second = pytester.runpytest_subprocess(*bench_args(model, out, f"--bench-timeout={TIMEOUT}", "--bench-min-gain=0"))
     second.assert_outcomes(passed=2)
     summary = read_summary(out / "benchmark.json")
@@ -142,7 +142,7 @@ def test_timeout_scores_partial_then_next_session_resumes(
     assert good_run is not None and good_run.name == Path(summary["fine_tuned_model"]["benchmark_dir"]).name
 
     # A later crash (new settings: a new cache) keeps its partial scores but not the last good summary's place.
-    use_fake_lm(monkeypatch, pytester.path / "cache", "crash_after=2,only=merged_16bit")
+    use_fake_lm(monkeypatch, "crash_after=2,only=merged_16bit")
     third = pytester.runpytest_subprocess(*bench_args(model, out, "--bench-limit=12"))
     third.assert_outcomes(failed=2)
     third.stdout.fnmatch_lines(["*fine-tuned run crashed (lm-eval exited with code -9 and no result): "
@@ -159,8 +159,7 @@ def test_out_of_memory_retries_with_half_the_batch_size(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model = make_fake_model(pytester.path)
-    use_fake_lm(monkeypatch, pytester.path / "cache")
-    monkeypatch.setenv("PYTEST_FINETUNE_BENCH_FAKE_OOM_ABOVE_BATCH", "1")
+    use_fake_lm(monkeypatch, "oom_above_batch=1")
     result = pytester.runpytest_subprocess(*bench_args(model, pytester.path / "out", "--bench-min-gain=0"))
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines([
@@ -180,7 +179,7 @@ def session_with_a_broken(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyP
                           error: str) -> tuple[pytest.RunResult, dict[str, Any]]:
     """A fake session in which `target` ("module:attribute" of the plugin) raises `error`; its summary."""
     model = make_fake_model(pytester.path)
-    use_fake_lm(monkeypatch, pytester.path / "cache")
+    use_fake_lm(monkeypatch)
     module, _, attribute = target.partition(":")
     pytester.makeconftest(
         f"import {module} as target\n"
@@ -210,8 +209,7 @@ def test_out_of_memory_at_batch_size_one_names_the_remedies(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model = make_fake_model(pytester.path)
-    use_fake_lm(monkeypatch, pytester.path / "cache")
-    monkeypatch.setenv("PYTEST_FINETUNE_BENCH_FAKE_OOM_ABOVE_BATCH", "0")
+    use_fake_lm(monkeypatch, "oom_above_batch=0")
     result = pytester.runpytest_subprocess(*bench_args(model, pytester.path / "out", "--bench-batch-size=2"))
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines([
@@ -226,7 +224,7 @@ def test_two_sessions_on_one_model_share_the_work_and_corrupt_nothing(
 ) -> None:
     model = make_fake_model(pytester.path)
     out = pytester.path / "out"
-    use_fake_lm(monkeypatch, pytester.path / "cache")
+    use_fake_lm(monkeypatch)
     args = [sys.executable, "-m", "pytest", *bench_args(model, out, "--bench-min-gain=0")]
     logs = [pytester.path / f"session-{i}.txt" for i in range(2)]
     # Output to files: a session blocked on a full pipe while holding a lock would stall the other.
@@ -254,11 +252,10 @@ def test_real_model_killed_by_timeout_resumes_where_it_stopped(
     resume the same way. Either way the second session generates exactly the samples still missing.
     """
     out = pytester.path / "out"
-    monkeypatch.setenv("PYTEST_FINETUNE_BENCH_CACHE", str(pytester.path / "cache"))
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parent.parent))
-    monkeypatch.setenv("PYTEST_FINETUNE_BENCH_CHILD_PLUGINS", "tests.fake_lm")
     monkeypatch.setenv(HANG_ENV, "regressed-smollm2:1")
-    args = [f"--bench-model={regressed_outputs}", f"--bench-data-dir={demo_data}", f"--bench-output={out}",
+    args = ["-p", "tests.fake_backend", "--bench-backend=hf-hang", f"--bench-model={regressed_outputs}",
+            f"--bench-cache-dir={pytester.path / 'cache'}", f"--bench-data-dir={demo_data}", f"--bench-output={out}",
             "--bench-suite=test", "--bench-limit=4", *FAST_ARGS, "--bench-batch-size=1", "-rA"]
     # Generous: the child loads torch, the model and the task before its first generation.
     first = pytester.runpytest_subprocess(*args, "--bench-timeout=90s")
@@ -285,7 +282,7 @@ def test_real_model_killed_by_timeout_resumes_where_it_stopped(
 
 
 def test_a_summary_failure_still_writes_the_scores(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    target = "pytest_finetune_bench.run.session:BenchSession._reproduce"
+    target = "pytest_finetune_bench.report.summary:reproduce"
     result, summary = session_with_a_broken(pytester, monkeypatch, target, "KeyError('forced summary failure')")
     assert "building the summary failed (KeyError: 'forced summary failure'); it holds the scores only" in (
         result.stdout.str())

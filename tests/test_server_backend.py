@@ -19,11 +19,20 @@ from typing import Any
 import pytest
 
 from pytest_finetune_bench import BenchError
-from pytest_finetune_bench.backends import get_backend
+from pytest_finetune_bench.backends import Backend, get_backend
 from pytest_finetune_bench.backends.ollama import OllamaBackend
 from pytest_finetune_bench.backends.openai import OpenAIBackend, api_root, check_base_url, served_name
+from pytest_finetune_bench.plan.choices import BenchOptions
+from pytest_finetune_bench.plan.models import locate_model
+from pytest_finetune_bench.plan.planner import (
+    chat_template,
+    finetuned_model_name,
+    make_plan,
+    pick_backends,
+    resolve_base_model,
+    task_plan,
+)
 from pytest_finetune_bench.plan.tasks import TaskCatalog
-from pytest_finetune_bench.run.session import BenchOptions, BenchSession
 from tests.conftest import read_json
 from tests.llama_server import LlamaServer
 
@@ -240,19 +249,23 @@ def test_openai_preflight_messages_and_key(monkeypatch: pytest.MonkeyPatch) -> N
 # --------------------------------------------------------------------------- session wiring
 def test_auto_backend_picks_hf_for_merged_and_ollama_for_gguf(tmp_path: Path) -> None:
     gguf_only = fake_gguf(tmp_path, "gguf-only")
-    bench = BenchSession(BenchOptions(model=str(gguf_only), base="llama3.2:1b"), tmp_path, print)
-    assert (bench.backend.name, bench.base_backend.name) == ("ollama", "ollama")
-    assert (bench.finetuned_model, bench.base_model) == ("gguf-only", "llama3.2:1b")
+    options = BenchOptions(model=str(gguf_only), base="llama3.2:1b")
+    location = locate_model(options.model, tmp_path)
+    base_backend, backend = pick_backends(options, location)
+    assert (backend.name, base_backend.name) == ("ollama", "ollama")
+    assert finetuned_model_name(options, location, backend) == "gguf-only"
+    assert resolve_base_model(options, location, base_backend, tmp_path) == ("llama3.2:1b", "--bench-base")
     merged = tmp_path / "outputs" / "merged" / "merged_16bit"
     merged.mkdir(parents=True)
     (merged / "config.json").write_text("{}")
-    bench = BenchSession(BenchOptions(model=str(merged.parent), base=str(merged)), tmp_path, print)
-    assert bench.backend.name == "hf"
+    options = BenchOptions(model=str(merged.parent), base=str(merged))
+    assert pick_backends(options, locate_model(options.model, tmp_path))[1].name == "hf"
     empty = tmp_path / "outputs" / "empty"
     empty.mkdir(parents=True)
-    bench = BenchSession(BenchOptions(model=str(empty), base=str(merged)), tmp_path, print)
+    options = BenchOptions(model=str(empty), base=str(merged))
+    location = locate_model(options.model, tmp_path)
     with pytest.raises(BenchError, match="No merged model found"):
-        _ = bench.finetuned_model
+        finetuned_model_name(options, location, pick_backends(options, location)[1])
 
 
 def test_server_base_needs_a_served_name(tmp_path: Path) -> None:
@@ -260,15 +273,18 @@ def test_server_base_needs_a_served_name(tmp_path: Path) -> None:
     (outputs / "lora").mkdir()
     (outputs / "lora" / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "org/base"}))
     with pytest.raises(BenchError, match=r"needs the base model's served name \(.*'org/base'.*\): pass --bench-base"):
-        BenchSession(BenchOptions(model=str(outputs), backend="openai", base_url="http://127.0.0.1:9"), tmp_path, print)
+        make_plan(BenchOptions(model=str(outputs), backend="openai", base_url="http://127.0.0.1:9"), tmp_path, print)
+
+
+def _backends(tmp_path: Path, **choices: Any) -> tuple[Backend, Backend]:
+    options = BenchOptions(model=str(fake_gguf(tmp_path, "ft")), **choices)
+    return pick_backends(options, locate_model(options.model, tmp_path))
 
 
 def test_loglikelihood_tasks_are_skipped_with_reasons_on_a_chat_server(tmp_path: Path, catalog: TaskCatalog) -> None:
-    outputs = fake_gguf(tmp_path, "ft")
-    options = BenchOptions(model=str(outputs), base="base", backend="ollama", tasks=("ifeval", "hellaswag", "mmlu"))
-    bench = BenchSession(options, tmp_path, print)
-    bench.catalog = catalog
-    skipped = bench.skipped_tasks()
+    backends = _backends(tmp_path, base="base", backend="ollama")
+    tasks, skipped = task_plan(("ifeval", "hellaswag", "mmlu"), catalog, backends)
+    assert tasks == ("ifeval",)
     assert sorted(skipped) == ["hellaswag", "mmlu"]
     assert "multiple_choice" in skipped["hellaswag"] and "--bench-backend hf" in skipped["hellaswag"]
     assert "--bench-tasks mmlu_generative" in skipped["mmlu"]
@@ -276,34 +292,22 @@ def test_loglikelihood_tasks_are_skipped_with_reasons_on_a_chat_server(tmp_path:
 
 
 def test_only_tasks_no_backend_can_run_is_an_error_not_an_empty_run(tmp_path: Path, catalog: TaskCatalog) -> None:
-    outputs = fake_gguf(tmp_path, "ft")
-    options = BenchOptions(model=str(outputs), base="base", backend="ollama", tasks=("hellaswag",))
-    bench = BenchSession(options, tmp_path, print)
-    bench.catalog = catalog
+    backends = _backends(tmp_path, base="base", backend="ollama")
     with pytest.raises(BenchError, match="no task of this run can be benchmarked: hellaswag is scored from"):
-        bench.run("base")
+        task_plan(("hellaswag",), catalog, backends)
 
 
 def test_mixed_backends_skip_what_either_side_cannot_score(tmp_path: Path, catalog: TaskCatalog) -> None:
-    base = tmp_path / "base-model"
-    base.mkdir()
-    (base / "config.json").write_text("{}")
-    outputs = fake_gguf(tmp_path, "ft")
-    options = BenchOptions(model=str(outputs), base=str(base), backend="ollama", base_backend="hf",
-                           tasks=("ifeval", "hellaswag"))
-    bench = BenchSession(options, tmp_path, print)
-    bench.catalog = catalog
-    assert (bench.base_backend.name, bench.backend.name) == ("hf", "ollama")
-    assert list(bench.skipped_tasks()) == ["hellaswag"]
+    base_backend, backend = _backends(tmp_path, base="base", backend="ollama", base_backend="hf")
+    assert (base_backend.name, backend.name) == ("hf", "ollama")
+    assert list(task_plan(("ifeval", "hellaswag"), catalog, (base_backend, backend))[1]) == ["hellaswag"]
 
 
-def test_chat_template_off_cannot_match_a_chat_server(tmp_path: Path, catalog: TaskCatalog) -> None:
-    outputs = fake_gguf(tmp_path, "ft")
-    options = BenchOptions(model=str(outputs), base="base", backend="ollama", chat_template="off", tasks=("ifeval",))
-    bench = BenchSession(options, tmp_path, print)
-    bench.catalog = catalog
+def test_chat_template_off_cannot_match_a_chat_server(tmp_path: Path) -> None:
+    options = BenchOptions(model="unused", chat_template="off")
+    base_backend, backend = _backends(tmp_path, base="base", backend="ollama")
     with pytest.raises(BenchError, match="the ollama server always applies the model's chat template"):
-        bench.settings()
+        chat_template(options, base_backend, "base", backend, "ft", print)
 
 
 # --------------------------------------------------------------------------- end to end (stub)

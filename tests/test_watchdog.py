@@ -175,7 +175,7 @@ def test_pytest_timeout_inside_a_run_stops_the_child_and_is_recorded(
     """pytest-timeout's own marker and --timeout keep working, and its alarm does not leak a child."""
     model = make_fake_model(pytester.path)
     pids = pytester.path / "pids"
-    use_fake_lm(monkeypatch, pytester.path / "cache", f"hang_after=2,pid_dir={pids}")
+    use_fake_lm(monkeypatch, f"hang_after=2,pid_dir={pids}")
     pytester.makepyfile(
         """
         import time
@@ -249,7 +249,7 @@ def test_no_child_outlives_its_pytest(pytester: pytest.Pytester, monkeypatch: py
     """A CI runner's SIGTERM, a Ctrl-C or even SIGKILL to pytest alone: its lm-eval child stops within seconds."""
     model = make_fake_model(pytester.path)
     pids = pytester.path / "pids"
-    use_fake_lm(monkeypatch, pytester.path / "cache", f"hang_after=1,pid_dir={pids}")
+    use_fake_lm(monkeypatch, f"hang_after=1,pid_dir={pids}")
     pytest_proc = subprocess.Popen([sys.executable, "-m", "pytest", *bench_args(model, pytester.path / "out")],
                                    cwd=pytester.path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

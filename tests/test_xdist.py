@@ -34,7 +34,7 @@ def test_gates_run_under_strict_markers_without_xdist(
 ) -> None:
     """A project that runs `--strict-markers` and has no pytest-xdist still gets its gates (a real lm-eval run)."""
     model = make_fake_model(pytester.path / "outputs")
-    use_fake_lm(monkeypatch, pytester.path / "cache")
+    use_fake_lm(monkeypatch)
     result = pytester.runpytest_subprocess(
         "--strict-markers", "-p", "no:xdist", *bench_args(model, pytester.path / "out", "--bench-min-gain=0")
     )

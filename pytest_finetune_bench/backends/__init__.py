@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.plan.settings import EvalSettings
-
-BACKENDS = ("hf", "ollama", "openai")
 
 
 class Backend(Protocol):
@@ -19,6 +17,7 @@ class Backend(Protocol):
     lm_eval_model: str
     is_server: bool  # reaches a model served by name instead of loading its weights
     chat_template_applied_by: str  # "tokenizer" (lm-eval renders it) or "server"
+    child_imports: tuple[str, ...]  # modules the lm-eval child imports first: they register lm_eval_model
 
     def model_args(self, model: str, settings: EvalSettings) -> dict[str, str]:
         """lm-eval `--model_args` for `model` (no secrets: they are written to benchmark.json)."""
@@ -41,23 +40,49 @@ class Backend(Protocol):
         ...
 
 
+BackendFactory = Callable[[str | None, int], Backend]
+
+
+def _hf(base_url: str | None, num_concurrent: int) -> Backend:
+    from pytest_finetune_bench.backends.hf import HFBackend
+
+    return HFBackend()
+
+
+def _ollama(base_url: str | None, num_concurrent: int) -> Backend:
+    from pytest_finetune_bench.backends.ollama import OllamaBackend
+
+    return OllamaBackend(base_url, num_concurrent)
+
+
+def _openai(base_url: str | None, num_concurrent: int) -> Backend:
+    from pytest_finetune_bench.backends.openai import OpenAIBackend
+
+    if not base_url:
+        raise BenchError("--bench-backend openai needs --bench-base-url URL, e.g. http://127.0.0.1:8080/v1")
+    return OpenAIBackend(base_url, num_concurrent)
+
+
+# name -> factory(base_url, num_concurrent); register_backend adds one (a custom lm-eval model type).
+_FACTORIES: dict[str, BackendFactory] = {"hf": _hf, "ollama": _ollama, "openai": _openai}
+
+
+def register_backend(name: str, factory: BackendFactory) -> None:
+    """Make `--bench-backend NAME` use `factory(base_url, num_concurrent)`; call it from a conftest or plugin."""
+    _FACTORIES[name] = factory
+
+
+def backend_names() -> tuple[str, ...]:
+    """Every backend `--bench-backend` accepts now, the registered ones included."""
+    return tuple(_FACTORIES)
+
+
 def get_backend(name: str, base_url: str | None = None, num_concurrent: int = 1) -> Backend:
     """The backend called `name`; server backends reach `base_url` with `num_concurrent` requests."""
-    if name == "hf":
-        from pytest_finetune_bench.backends.hf import HFBackend
-
-        return HFBackend()
-    if name == "ollama":
-        from pytest_finetune_bench.backends.ollama import OllamaBackend
-
-        return OllamaBackend(base_url, num_concurrent)
-    if name == "openai":
-        from pytest_finetune_bench.backends.openai import OpenAIBackend
-
-        if not base_url:
-            raise BenchError("--bench-backend openai needs --bench-base-url URL, e.g. http://127.0.0.1:8080/v1")
-        return OpenAIBackend(base_url, num_concurrent)
-    raise BenchError(f"unknown backend {name!r}: use {', '.join(BACKENDS)}")
+    factory = _FACTORIES.get(name)
+    if factory is None:
+        raise BenchError(f"unknown backend {name!r}: use {', '.join(_FACTORIES)}")
+    return factory(base_url, num_concurrent)
 
 
 def format_model_args(args: dict[str, str]) -> str:

@@ -16,6 +16,7 @@ class HFBackend:
     lm_eval_model = "hf"
     is_server = False
     chat_template_applied_by = "tokenizer"
+    child_imports: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self._revisions: dict[str, str | None] = {}

@@ -98,6 +98,7 @@ class OpenAIBackend:
     lm_eval_model = "local-chat-completions"
     is_server = True
     chat_template_applied_by = "server"
+    child_imports: tuple[str, ...] = ()
 
     def __init__(self, base_url: str, num_concurrent: int = 1) -> None:
         self.api_root = api_root(base_url)

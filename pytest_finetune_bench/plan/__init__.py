@@ -1,0 +1,83 @@
+"""The plan: everything that defines a benchmark session, resolved up front and then never changed.
+
+`make_plan` (planner.py) turns the user's choices into a `Plan`: which models, through which
+backends, under which settings, on which tasks, with which thresholds. Execution (run/) only reads
+it, so nothing about what is measured can depend on the order in which things happen to run.
+`pytest --bench-plan` prints it and runs nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pytest_finetune_bench.plan.choices import BenchOptions
+from pytest_finetune_bench.plan.models import ModelLocation
+from pytest_finetune_bench.plan.settings import EvalSettings, Side, digest, identity, lm_eval_arguments
+
+if TYPE_CHECKING:  # backends import plan.settings, which imports this package first
+    from pytest_finetune_bench.backends import Backend
+
+ROLES = ("base", "fine-tuned")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One benchmark session, fully resolved: both sides, the shared settings, the tasks and the gates."""
+
+    options: BenchOptions
+    location: ModelLocation
+    base: Side
+    finetuned: Side
+    base_backend: Backend
+    backend: Backend
+    settings: EvalSettings
+    skipped: Mapping[str, str]  # requested tasks no backend of this session can score, with why
+    output_dir: Path
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The tasks both models run."""
+        return self.settings.tasks
+
+    @property
+    def requested_tasks(self) -> tuple[str, ...]:
+        return self.options.task_list
+
+    def side(self, role: str) -> Side:
+        return self.base if role == "base" else self.finetuned
+
+    def identity(self, role: str) -> dict[str, object]:
+        """What `role`'s scores depend on (see settings.identity)."""
+        return identity(self.settings, self.side(role))
+
+    def key(self, role: str) -> str:
+        """The cache key of `role`'s scores."""
+        return digest(self.identity(role))
+
+    def describe(self) -> Iterator[str]:
+        """The plan as lines for the terminal (`--bench-plan`)."""
+        yield f"model under test: {self.location.source} ({self.location.variant})"
+        yield f"results: {self.output_dir}"
+        for role in ROLES:
+            side = self.side(role)
+            yield f"{role}: {side.model} via {side.backend} ({side.lm_eval_model}); named by {side.source}"
+            yield f"  model args: {side.model_args}"
+            yield f"  content: {side.fingerprint or 'unknown (nothing is cached for it)'}"
+            yield f"  cache key: {self.key(role)[:16]}"
+        yield f"tasks: {', '.join(self.tasks)}"
+        for task, reason in self.skipped.items():
+            yield f"skipped {task}: {reason}"
+        shared = lm_eval_arguments(self.settings, self.finetuned)
+        for name in ("limit", "num_fewshot", "batch_size", "device", "gen_kwargs", "apply_chat_template",
+                     "fewshot_as_multiturn", "seeds", "include_path"):
+            yield f"  {name}: {shared[name]}"
+        yield f"  dtype: {self.settings.dtype}; lm-eval {self.settings.lm_eval_version}"
+        for task in self.tasks:
+            gain = self.options.min_gain_for(task)
+            gates = [f"improves by {gain:+g}"] if gain is not None else []
+            gates.append(f"no_regression beyond -{self.options.max_drop_for(task):g}")
+            yield f"gates {task}: {', '.join(gates)}" + (
+                f" (at {self.options.confidence:.0%} confidence)" if self.options.confidence else "")

@@ -1,46 +1,29 @@
-"""What a benchmark run is: suites, thresholds and the settings both models share (no pytest here)."""
+"""The settings identity: everything that defines a score, in one place.
+
+`EvalSettings` holds what both models share; `Side` holds what differs between them (which model,
+through which backend). `lm_eval_arguments` is what lm-eval itself is given, in the run, in the
+score-only run of a stopped evaluation and in the reproduce command; `identity` adds what pins the
+inputs (model content, task versions, data files, lm-eval's version). Both caches are keyed by
+`identity`, and `--bench-compare-to` compares it, so no list of settings is kept anywhere else.
+"""
 
 from __future__ import annotations
 
-import re
+import hashlib
+import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_finetune_bench import BenchError
-
-
-@dataclass(frozen=True)
-class Suite:
-    """A named set of lm-eval tasks, as users know them from the pipeline scripts."""
-
-    name: str
-    tasks: tuple[str, ...]
-    limit: int | None
-    description: str
-
-
-SUITES: dict[str, Suite] = {
-    s.name: s
-    for s in (
-        Suite("test", ("ifeval",), 5, "IFEval on 5 prompts: checks the set-up, not the model (minutes on a GPU; "
-              "on a CPU add --bench-gen-kwargs max_gen_toks=256)"),
-        Suite("quick", ("ifeval",), None, "IFEval"),
-        Suite("core", ("ifeval", "gsm8k", "hellaswag"), None, "IFEval + GSM8K + HellaSwag"),
-        Suite("full", ("ifeval", "gsm8k", "hellaswag", "mmlu"), None, "Core + MMLU"),
-    )
-}
-SUITE_ORDER = tuple(SUITES)
-
-DTYPES = ("auto", "float32", "float16", "bfloat16")
-DEVICES_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 # lm-eval's own defaults (random, numpy, torch, few-shot); the CLI uses the same.
 DEFAULT_SEEDS = (0, 1234, 1234, 1234)
+SEED_NAMES = ("random", "numpy", "torch", "fewshot")
 
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """Everything that changes a score, shared by the base and the fine-tuned run.
+    """Everything that changes a score and is the same for the base and the fine-tuned run.
 
     One instance drives both runs, so the two can never be measured differently.
     """
@@ -53,127 +36,90 @@ class EvalSettings:
     dtype: str = "float32"
     gen_kwargs: str | None = None
     apply_chat_template: bool = False
-    data_dir: str | None = None
     seeds: tuple[int, int, int, int] = DEFAULT_SEEDS
-    backend: str = "hf"
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["tasks"] = list(self.tasks)
-        data["seeds"] = list(self.seeds)
-        return data
+    # Pins of the inputs: a changed task definition, data file or lm-eval release is another measurement.
+    task_versions: tuple[tuple[str, str], ...] = ()
+    data_files: tuple[str, ...] = ()  # sha256 of each offline data file: moving the folder keeps the identity
+    lm_eval_version: str = ""
+    include_path: str | None = None  # offline overlay of task configs (where lm-eval finds the tasks)
 
     @property
     def fewshot_as_multiturn(self) -> bool:
         # The lm_eval CLI turns this on exactly when a chat template is applied.
         return self.apply_chat_template
 
-
-def parse_points(text: str) -> float:
-    """A threshold in percentage points: "2", "+2", "2.5", "-1" (a signed gain), "2pt"."""
-    cleaned = text.strip().removesuffix("pt").removesuffix("points").strip()
-    try:
-        return float(cleaned)
-    except ValueError:
-        raise BenchError(f"{text!r} is not a number of points (e.g. 2 or 2.5)") from None
-
-
-def parse_task_values(entries: list[str], default: float) -> tuple[float, dict[str, float]]:
-    """Parse ["3", "gsm8k=1.5"] into (default=3.0, {"gsm8k": 1.5})."""
-    per_task: dict[str, float] = {}
-    for raw in entries:
-        for item in filter(None, (p.strip() for p in raw.split(","))):
-            task, sep, value = item.partition("=")
-            if sep:
-                if not task.strip():
-                    raise BenchError(f"{item!r} has no task name before '='")
-                per_task[task.strip()] = parse_points(value)
-            else:
-                default = parse_points(item)
-    return default, per_task
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["tasks"] = list(self.tasks)
+        data["seeds"] = list(self.seeds)
+        data["task_versions"] = dict(self.task_versions)
+        data["data_files"] = list(self.data_files)
+        return data
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(h|hr|hours?|m|min|mins|minutes?|s|sec|secs|seconds?)?\s*$", re.I)
+@dataclass(frozen=True)
+class Side:
+    """One of the two models as lm-eval reaches it: the model, the backend and its arguments."""
+
+    role: str  # "base" or "fine-tuned"
+    model: str  # a model folder, a Hub id or a served name
+    backend: str  # our backend's name (hf, ollama, openai, …)
+    lm_eval_model: str  # lm-eval's model type (hf, local-chat-completions, …)
+    model_args: str  # lm-eval's `key=value,…` model arguments (never a secret)
+    fingerprint: str | None  # the model's content (every byte, or the Hub commit); None: unknown, nothing cached
+    source: str = ""  # where the model was named (--bench-model, lora/adapter_config.json:…)
+    child_imports: tuple[str, ...] = field(default=(), compare=False)  # modules registering lm_eval_model
 
 
-def parse_duration(text: str) -> float | None:
-    """Seconds from "30min", "10m", "600s", "600", "1h"; None for "0", "off", "none"."""
-    if text.strip().lower() in ("", "0", "off", "none", "no"):
-        return None
-    match = _DURATION.match(text)
-    if not match:
-        raise BenchError(f"{text!r} is not a duration: use e.g. 30min, 10m, 600s, 600 or 1h")
-    unit = (match.group(2) or "s").lower()
-    scale = 3600 if unit.startswith("h") else 60 if unit.startswith("m") else 1
-    return float(match.group(1)) * scale
+def lm_eval_arguments(settings: EvalSettings, side: Side) -> dict[str, Any]:
+    """What lm-eval is given for `side`: the same in a run, in partial scoring and in the reproduce command."""
+    return {
+        "model": side.lm_eval_model,
+        "model_args": side.model_args,
+        "tasks": list(settings.tasks),
+        "limit": settings.limit,
+        "num_fewshot": settings.num_fewshot,
+        "batch_size": settings.batch_size,
+        "device": settings.device,
+        "gen_kwargs": settings.gen_kwargs,
+        "apply_chat_template": settings.apply_chat_template,
+        "fewshot_as_multiturn": settings.fewshot_as_multiturn,
+        "seeds": list(settings.seeds),
+        "include_path": settings.include_path,
+    }
 
 
-def parse_limit(text: str) -> float | None:
-    """A sample limit: a count ("50") or a fraction of each task ("0.1"); "none" removes it."""
-    if text.strip().lower() in ("", "none", "off", "0"):
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise BenchError(f"{text!r} is not a sample limit: use a count like 50 or a fraction like 0.1") from None
-    if value < 0 or (value > 1 and not value.is_integer()):
-        raise BenchError(f"{text!r} is not a sample limit: use a count like 50 or a fraction like 0.1")
-    return int(value) if value >= 1 else value
+def identity(settings: EvalSettings, side: Side) -> dict[str, Any]:
+    """Everything a score of `side` depends on: lm-eval's arguments plus the pins of its inputs.
+
+    The include path is left out: the overlay is derived from the tasks and the data files, which are in.
+    """
+    arguments = lm_eval_arguments(settings, side)
+    arguments.pop("include_path")
+    return {
+        **arguments,
+        "backend": side.backend,
+        "model_fingerprint": side.fingerprint,
+        "dtype": settings.dtype,
+        "task_versions": dict(settings.task_versions),
+        "data_files": list(settings.data_files),
+        "lm_eval_version": settings.lm_eval_version,
+    }
 
 
-def parse_batch_size(text: str) -> str:
-    value = text.strip().lower()
-    if value == "auto" or re.fullmatch(r"auto:\d+", value) or (value.isdigit() and int(value) > 0):
-        return value
-    raise BenchError(f"{text!r} is not a batch size: use a positive integer or auto")
+# Fields of the identity that describe the model rather than the measurement: --bench-compare-to
+# compares runs of different models, so it compares everything else.
+MODEL_FIELDS = ("model", "model_args", "backend", "model_fingerprint")
 
 
-def parse_gen_kwargs(text: str) -> str | None:
-    """Validate lm-eval's `key=value,key=value` generation kwargs; keep the string as lm-eval parses it."""
-    text = text.strip()
-    if not text:
-        return None
-    for item in text.split(","):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip() or not value.strip():
-            raise BenchError(f"{text!r} is not gen kwargs: use key=value pairs, e.g. max_gen_toks=256,temperature=0")
-    return text
+def settings_part(ident: Mapping[str, Any]) -> dict[str, Any]:
+    """The identity without the model: what two runs must share to be compared."""
+    return {k: v for k, v in ident.items() if k not in MODEL_FIELDS}
 
 
-def parse_choice(text: str, choices: tuple[str, ...], what: str) -> str:
-    value = text.strip().lower()
-    if value not in choices:
-        raise BenchError(f"{text!r} is not a {what}: choose one of {', '.join(choices)}")
-    return value
-
-
-def parse_confidence(text: str) -> float:
-    """A confidence level: 0.95 or 95 (percent)."""
-    try:
-        value = float(text.strip().removesuffix("%"))
-    except ValueError:
-        raise BenchError(f"{text!r} is not a confidence level: use e.g. 0.95") from None
-    value = value / 100 if value > 1 else value
-    if not 0.5 <= value < 1:
-        raise BenchError(f"{text!r} is not a confidence level: use a value from 0.5 to 0.999, e.g. 0.95")
-    return value
-
-
-def parse_bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off", ""):
-        return False
-    raise BenchError(f"{text!r} is not true or false")
-
-
-def parse_device(text: str) -> str:
-    value = text.strip().lower()
-    if not DEVICES_PATTERN.match(value):
-        raise BenchError(f"{text!r} is not a device: use auto, cpu, mps, cuda or cuda:N")
-    return value
+def digest(ident: Mapping[str, Any]) -> str:
+    """A stable hash of an identity, for cache keys."""
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def resolve_device(requested: str) -> str:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,9 +13,10 @@ from typing import Any
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.plan.offline import LeafTask, OpaqueTask, expand_tasks, write_overlay
 from pytest_finetune_bench.plan.task_types import output_types as leaf_output_types
-from pytest_finetune_bench.store.files import file_sha256
+from pytest_finetune_bench.store.files import atomic_write_bytes, bench_cache_dir, file_sha256
 
-LM_EVAL_INSTALL = "pip install 'lm-eval[ifeval]'"
+LM_EVAL_INSTALL = "pip install 'lm-eval[api,ifeval]==0.4.13'"  # the release this plugin is built and tested on
+INDEX_CACHE_DIR = "task-index"
 
 
 def lm_eval_version() -> str:
@@ -24,8 +28,49 @@ def lm_eval_version() -> str:
         raise BenchError(f"lm-eval is not installed: run `{LM_EVAL_INSTALL}`") from None
 
 
+def load_task_index(cache_dir: Path | None = None) -> dict[str, Any]:
+    """lm-eval's task index (it parses ~15,000 YAML files, 8 s or more), kept on disk per lm-eval release.
+
+    An installed release never changes its task files, so its index is cached under its version and
+    location; an editable install (a git checkout being worked on) is indexed afresh every time.
+    """
+    version = lm_eval_version()
+    from lm_eval.tasks import TaskManager
+
+    release = _installed_release(version)
+    if release is None:
+        return dict(TaskManager().task_index)
+    name = hashlib.sha256(release.encode()).hexdigest()
+    cached = (cache_dir or bench_cache_dir()) / INDEX_CACHE_DIR / f"{name}.pickle"
+    try:
+        index: dict[str, Any] = pickle.loads(cached.read_bytes())
+        return index
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
+        pass
+    index = dict(TaskManager().task_index)
+    try:
+        atomic_write_bytes(cached, pickle.dumps(index))
+    except OSError:  # a cache that cannot be written only costs the next session the indexing
+        pass
+    return index
+
+
+def _installed_release(version: str) -> str | None:
+    """`version@location` of an installed lm-eval; None for an editable install, whose files may change."""
+    from importlib.metadata import distribution
+
+    dist = distribution("lm_eval")
+    try:
+        editable = bool(json.loads(dist.read_text("direct_url.json") or "{}").get("dir_info", {}).get("editable"))
+    except ValueError:
+        editable = True  # unreadable: do not trust the files to stay as they are
+    if editable:
+        return None
+    return f"{version}@{dist.locate_file('')}"
+
+
 class TaskCatalog:
-    """lm-eval's task index, built once per session on first use (it parses ~10,000 YAML files)."""
+    """lm-eval's task index, loaded once per session on first use (see load_task_index)."""
 
     def __init__(self) -> None:
         self._index: dict[str, Any] | None = None
@@ -33,10 +78,7 @@ class TaskCatalog:
     @property
     def index(self) -> dict[str, Any]:
         if self._index is None:
-            lm_eval_version()
-            from lm_eval.tasks import TaskManager
-
-            self._index = dict(TaskManager().task_index)
+            self._index = load_task_index()
         return self._index
 
     def validate(self, names: Sequence[str]) -> None:

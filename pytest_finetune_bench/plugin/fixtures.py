@@ -33,13 +33,13 @@ def _or_fail(call: Callable[[], object]) -> object:
 @pytest.fixture(scope="session")
 def bench_model(request: pytest.FixtureRequest) -> ModelLocation:
     """The fine-tuned model under test: where it lives and which export is evaluated."""
-    return _bench(request).location
+    return _bench(request).plan.location
 
 
 @pytest.fixture(scope="session")
 def bench_backend(request: pytest.FixtureRequest) -> Backend:
     """The backend that runs the fine-tuned model (auto: hf for a merged model, else ollama for a GGUF)."""
-    return _bench(request).backend
+    return _bench(request).plan.backend
 
 
 @pytest.fixture(scope="session")

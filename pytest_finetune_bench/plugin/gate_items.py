@@ -30,7 +30,7 @@ class BenchGateItem(pytest.Item):
         self.gate = gate
 
     def runtest(self) -> None:
-        skip_reason = self.bench.skipped_tasks().get(self.task)
+        skip_reason = self.bench.plan.skipped.get(self.task)
         if skip_reason is not None:
             pytest.skip(skip_reason)
         try:
@@ -41,7 +41,7 @@ class BenchGateItem(pytest.Item):
         partial = incomplete_reason((self.bench.completed("base"), self.bench.completed("fine-tuned")))
         if partial:
             raise GateFailure(partial)
-        opts = self.bench.options
+        opts = self.bench.plan.options
         analysis = self.bench.analysis(self.task)
         if self.gate == "improves":
             gain = opts.min_gain_for(self.task)
@@ -71,8 +71,8 @@ class BenchGates(pytest.Collector):
     def collect(self) -> list[pytest.Item]:
         """One `no_regression` gate per task, plus `improves` for the target tasks."""
         items: list[pytest.Item] = []
-        for task in self.bench.tasks:
-            gates = (["improves"] if self.bench.options.min_gain_for(task) is not None else []) + ["no_regression"]
+        for task in self.bench.plan.requested_tasks:
+            gates = (["improves"] if self.bench.plan.options.min_gain_for(task) is not None else []) + ["no_regression"]
             for gate in gates:
                 item = BenchGateItem.from_parent(self, name=f"{task}::{gate}", bench=self.bench, task=task, gate=gate)
                 self._add_xdist_group(item)
@@ -95,7 +95,7 @@ class BenchGates(pytest.Collector):
         Method `signal` raises inside the test, so the engine still stops the child tree and the
         session still writes benchmark.json; `thread` would end the whole process at once.
         """
-        seconds = gate_item_timeout(self.bench.options.timeout_s)
+        seconds = gate_item_timeout(self.bench.plan.options.timeout_s)
         if seconds is not None and self.config.pluginmanager.has_plugin("timeout"):
             item.add_marker(pytest.mark.timeout(seconds, method="signal"))
 
@@ -103,6 +103,6 @@ class BenchGates(pytest.Collector):
 def gate_items(session: pytest.Session, bench: BenchSession) -> list[pytest.Item]:
     """Collect the gates through pytest's own machinery (reports, counts, hooks)."""
     gates = BenchGates.from_parent(
-        session, name=NODE_PREFIX, nodeid=NODE_PREFIX, path=bench.location.root or session.path, bench=bench
+        session, name=NODE_PREFIX, nodeid=NODE_PREFIX, path=bench.plan.location.root or session.path, bench=bench
     )
     return list(session.genitems(gates))

@@ -1,4 +1,4 @@
-"""pytest hooks and fixtures of pytest-finetune-bench."""
+"""pytest hooks of pytest-finetune-bench: options, plan, gate collection, summary table and files."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 
 from pytest_finetune_bench import BenchError
-from pytest_finetune_bench.plan.settings import SUITES
+from pytest_finetune_bench.plan.choices import SUITES
+from pytest_finetune_bench.plan.planner import make_plan
 from pytest_finetune_bench.plugin.gate_items import gate_items
-from pytest_finetune_bench.plugin.options import read_options, register
+from pytest_finetune_bench.plugin.options import read_options, register, show_plan_only
 from pytest_finetune_bench.report.table import (
     comparison_table,
     comparisons_from_summary,
@@ -23,7 +24,8 @@ from pytest_finetune_bench.report.table import (
 )
 from pytest_finetune_bench.run.recovery import incomplete_reason, partial_note
 from pytest_finetune_bench.run.session import BenchSession
-from pytest_finetune_bench.store.files import atomic_write_json, check_writable_dir
+from pytest_finetune_bench.store.files import check_writable_dir
+from pytest_finetune_bench.store.summaries import publish_summary
 
 bench_session_key = pytest.StashKey[BenchSession]()
 worker_summaries_key = pytest.StashKey[list[dict[str, Any]]]()
@@ -42,18 +44,26 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Register the `bench` marker and, with --bench-model, create the session's BenchSession."""
+    """Register the `bench` marker and, with --bench-model, make the plan and the session's BenchSession.
+
+    Every bad input is found here, before any model runs, and reported as a one-line usage error.
+    """
     config.addinivalue_line("markers", MARKER_HELP)
     options = read_options(config)
     if options is None:
         return
+    say = _terminal_writer(config)
     try:
-        bench = BenchSession(options, Path(str(config.invocation_params.dir)), _terminal_writer(config))
+        plan = make_plan(options, Path(str(config.invocation_params.dir)), say)
         # Before any benchmarking: a run whose results cannot be saved is wasted.
-        check_writable_dir(bench.output_dir, "--bench-output")
+        check_writable_dir(plan.output_dir, "--bench-output")
     except BenchError as exc:
         raise pytest.UsageError(str(exc)) from None
-    config.stash[bench_session_key] = bench
+    if show_plan_only(config):
+        for line in plan.describe():
+            print(line, flush=True)
+        pytest.exit("--bench-plan: the plan above was not run", returncode=0)
+    config.stash[bench_session_key] = BenchSession(plan, say)
 
 
 def _terminal_writer(config: pytest.Config) -> Callable[[str], None]:
@@ -100,15 +110,16 @@ def _apply_marker(item: pytest.Item, marker: pytest.Mark, bench: BenchSession | 
     if bench is None:
         item.add_marker(pytest.mark.skip(reason="benchmark test: needs --bench-model"))
         return
-    missing = needed - set(bench.tasks)
+    plan = bench.plan
+    missing = needed - set(plan.requested_tasks)
     if missing:
         item.add_marker(pytest.mark.skip(reason=f"benchmark test needs {', '.join(sorted(missing))}, "
-                                                f"which this run (--bench-suite {bench.options.suite}) does not cover"))
+                                                f"which this run (--bench-suite {plan.options.suite}) does not cover"))
         return
     # A task the backend cannot score (e.g. HellaSwag on a chat server) skips the tests that need it, with why.
-    unscored = sorted(needed & set(bench.skipped_tasks())) if needed else []
+    unscored = sorted(needed & set(plan.skipped))
     if unscored:
-        item.add_marker(pytest.mark.skip(reason=bench.skipped_tasks()[unscored[0]]))
+        item.add_marker(pytest.mark.skip(reason=plan.skipped[unscored[0]]))
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -144,9 +155,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         summary = _best_worker_summary(config)
         if summary is not None:
             comparisons = comparisons_from_summary(summary)
-            terminalreporter.write_line(f"======== fine-tune benchmark: {bench.location.name} (from xdist workers)")
+            name = bench.plan.location.name
+            terminalreporter.write_line(f"======== fine-tune benchmark: {name} (from xdist workers)")
             terminalreporter.write_line(
-                comparison_table(comparisons, evidence_columns(comparisons, bench.options.confidence or 0.95))
+                comparison_table(comparisons, evidence_columns(comparisons, bench.plan.options.confidence or 0.95))
             )
         return
     for line in _summary_lines(bench, config.stash.get(summary_path_key, None)):
@@ -154,10 +166,11 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
 
 
 def _summary_lines(bench: BenchSession, summary_path: Path | None = None) -> Iterator[str]:
-    summary_title = f"fine-tune benchmark: {bench.location.name} vs {bench.base_model}"
+    plan = bench.plan
+    summary_title = f"fine-tune benchmark: {plan.location.name} vs {plan.base.model}"
     yield "=" * 8 + f" {summary_title} " + "=" * 8
     yield bench.backends_line()
-    for task, reason in bench.skipped_tasks().items():
+    for task, reason in plan.skipped.items():
         yield f"skipped {task}: {reason}"
     base, finetuned = bench.completed("base"), bench.completed("fine-tuned")
     if base is None or finetuned is None:
@@ -167,9 +180,11 @@ def _summary_lines(bench: BenchSession, summary_path: Path | None = None) -> Ite
     comparisons = bench.comparison()
     if bench.analysis_error:
         yield bench.analysis_error
-    if base.from_cache:
+    if plan.options.compare_to is not None:
+        yield f"reference: {base.model}, from {plan.options.compare_to}"
+    elif base.from_cache:
         yield f"base scores: reused from {base.timestamp} (cached; --bench-refresh-base recomputes)"
-    columns = evidence_columns(comparisons, bench.options.confidence or 0.95)
+    columns = evidence_columns(comparisons, plan.options.confidence or 0.95)
     partial_rows = partial_note({"base": base, "fine-tuned": finetuned}, comparisons)
     if partial_rows:
         columns = {**columns, "Samples": partial_rows}
@@ -181,7 +196,7 @@ def _summary_lines(bench: BenchSession, summary_path: Path | None = None) -> Ite
         yield ""
         yield ifeval_detail_table(base.results["results"]["ifeval"], finetuned.results["results"]["ifeval"])
     yield ""
-    yield f"results: {summary_path or bench.output_dir / 'benchmark.json'}"
+    yield f"results: {summary_path or plan.output_dir / 'benchmark.json'}"
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -203,6 +218,7 @@ def _write_worker_summary(config: pytest.Config, bench: BenchSession) -> None:
     summary = _best_worker_summary(config)
     if summary is None:
         return
-    target = bench.output_dir / "benchmark.json"
-    atomic_write_json(target, summary)
-    config.stash[summary_path_key] = target
+    run_dir = (summary.get("fine_tuned_model") or {}).get("benchmark_dir")
+    # The same rule as a session's own summary: an incomplete one never replaces the last complete one.
+    config.stash[summary_path_key] = publish_summary(bench.plan.output_dir, Path(run_dir) if run_dir else None,
+                                                     summary)

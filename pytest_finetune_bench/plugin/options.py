@@ -11,11 +11,12 @@ from typing import Any, Literal
 import pytest
 
 from pytest_finetune_bench import BenchError
-from pytest_finetune_bench.backends import BACKENDS
+from pytest_finetune_bench.backends import backend_names
 from pytest_finetune_bench.backends.openai import API_KEY_ENV, check_base_url
-from pytest_finetune_bench.plan.settings import (
+from pytest_finetune_bench.plan.choices import (
     DTYPES,
     SUITES,
+    BenchOptions,
     parse_batch_size,
     parse_bool,
     parse_choice,
@@ -26,7 +27,6 @@ from pytest_finetune_bench.plan.settings import (
     parse_limit,
     parse_task_values,
 )
-from pytest_finetune_bench.run.session import BenchOptions
 
 GROUP = "finetune-bench"
 
@@ -99,6 +99,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("refresh-base", "recompute the base model's scores instead of using the cache", switch=True),
     Option("compare-to", "compare against an earlier run (its benchmark.json or fine-tuned/<timestamp> folder) "
            "instead of the base model", metavar="PATH"),
+    Option("plan", "print the resolved plan (models, backends, settings, tasks, gates, cache keys) and exit "
+           "without running anything", switch=True),
 )
 
 
@@ -171,6 +173,11 @@ def _positive_int(value: str) -> int:
     return int(value)
 
 
+def show_plan_only(config: pytest.Config) -> bool:
+    """Whether --bench-plan (or `bench_plan = true`) asks for the plan alone."""
+    return bool(_Reader(config).parse(_by_name("plan"), lambda v: parse_bool(v) if v else False))
+
+
 def read_options(config: pytest.Config) -> BenchOptions | None:
     """The session's BenchOptions, or None when no --bench-model was given."""
     reader = _Reader(config)
@@ -199,8 +206,8 @@ def read_options(config: pytest.Config) -> BenchOptions | None:
         chat_template=get("chat-template", lambda v: parse_choice(v, ("auto", "on", "off"), "chat template mode")),
         output=get("output", lambda v: Path(v).expanduser() if v else None),
         data_dir=get("data-dir", lambda v: Path(v).expanduser() if v else None),
-        backend=get("backend", lambda v: parse_choice(v, ("auto", *BACKENDS), "backend")),
-        base_backend=get("base-backend", lambda v: parse_choice(v, BACKENDS, "backend") if v else None),
+        backend=get("backend", lambda v: parse_choice(v, ("auto", *backend_names()), "backend")),
+        base_backend=get("base-backend", lambda v: parse_choice(v, backend_names(), "backend") if v else None),
         base_url=get("base-url", lambda v: check_base_url(v) if v else None),
         server_model=get("server-model", lambda v: v.strip() or None if v else None),
         num_concurrent=get("num-concurrent", _positive_int),

@@ -105,16 +105,44 @@ def _instrument(lm: Any, tracker: ProgressTracker) -> None:
         setattr(lm, attr, counted)
 
 
-def _build_lm(spec: dict[str, Any]) -> Any:
+def build_lm(args: dict[str, Any]) -> Any:
+    """lm-eval's model object, made as the CLI makes it from `--model`, `--model_args`, batch size and device."""
     import lm_eval.api.registry
 
-    return lm_eval.api.registry.get_model(spec["model"]).create_from_arg_string(
-        spec["model_args"],
-        {"batch_size": spec["batch_size"], "max_batch_size": spec.get("max_batch_size"), "device": spec["device"]},
+    return lm_eval.api.registry.get_model(args["model"]).create_from_arg_string(
+        args["model_args"], {"batch_size": args["batch_size"], "max_batch_size": None, "device": args["device"]}
     )
 
 
-def _task_manager(spec: dict[str, Any]) -> Any:
+def task_manager(args: dict[str, Any]) -> Any:
+    """lm-eval's TaskManager as the CLI makes it: the offline overlay alone when there is one."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=args["include_path"], include_defaults=args["include_path"] is None)
+
+
+def simple_evaluate_arguments(spec: dict[str, Any]) -> dict[str, Any]:
+    """`lm_eval.simple_evaluate`'s arguments from the spec: one place for the run and for partial scoring."""
+    args = spec["lm_eval"]
+    random_seed, numpy_seed, torch_seed, fewshot_seed = args["seeds"]
+    return {
+        # Responses are committed to sqlite one by one, so a killed run resumes where it stopped.
+        "use_cache": spec.get("use_cache"),
+        "tasks": args["tasks"],
+        "num_fewshot": args["num_fewshot"],
+        "limit": args["limit"],
+        "log_samples": True,
+        "apply_chat_template": args["apply_chat_template"],
+        "fewshot_as_multiturn": args["fewshot_as_multiturn"],
+        "gen_kwargs": args["gen_kwargs"],
+        "random_seed": random_seed,
+        "numpy_random_seed": numpy_seed,
+        "torch_random_seed": torch_seed,
+        "fewshot_random_seed": fewshot_seed,
+    }
+
+
+def _loading_task_manager(args: dict[str, Any]) -> Any:
     """lm-eval's TaskManager, except that the tasks (and so their data) are loaded once, before the model.
 
     simple_evaluate loads them only after the model; a dataset the Hub cannot provide then fails
@@ -133,35 +161,35 @@ def _task_manager(spec: dict[str, Any]) -> Any:
                 self.loaded[key] = super().load(task_list)
             return self.loaded[key]
 
-    return LoadOnce(include_path=spec.get("include_path"), include_defaults=spec.get("include_defaults", True))
+    return LoadOnce(include_path=args["include_path"], include_defaults=args["include_path"] is None)
 
 
-def load_tasks(spec: dict[str, Any], task_manager: Any, events: Events) -> None:
+def load_tasks(args: dict[str, Any], manager: Any, events: Events) -> None:
     """Load every task's data up front and tell the parent how much work the run is."""
-    events.send("loading_data", tasks=spec["tasks"])
+    events.send("loading_data", tasks=args["tasks"])
     try:
-        loaded = task_manager.load(spec["tasks"])
+        loaded = manager.load(args["tasks"])
     except Exception as exc:
         if _is_hub_unreachable(exc):
-            raise DataUnavailable(f"{', '.join(spec['tasks'])}: {_first_line(exc)}") from exc
+            raise DataUnavailable(f"{', '.join(args['tasks'])}: {_first_line(exc)}") from exc
         raise
     try:
-        described = workload(loaded["tasks"], spec)
+        described = workload(loaded["tasks"], args)
     except Exception:  # noqa: BLE001 - a task that cannot say its size still runs; only the estimate is lost
         traceback.print_exc()
         return
-    events.send("workload", tasks=described, device=spec["device"], model_params=model_params(spec["model_args"]))
+    events.send("workload", tasks=described, device=args["device"], model_params=model_params(args["model_args"]))
 
 
-def workload(tasks: dict[str, Any], spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def workload(tasks: dict[str, Any], args: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Per leaf task: documents to run (after --limit), output type and the generation token budget."""
     from lm_eval.utils import simple_parse_args_string
 
-    override = simple_parse_args_string(spec["gen_kwargs"]) if spec.get("gen_kwargs") else {}
+    override = simple_parse_args_string(args["gen_kwargs"]) if args.get("gen_kwargs") else {}
     result: dict[str, dict[str, Any]] = {}
     for name, task in tasks.items():
         docs = len(task.eval_docs)
-        limit = spec.get("limit")
+        limit = args.get("limit")
         if limit is not None:
             docs = min(docs, int(limit) if limit >= 1 else int(docs * limit))
         output_type = task.get_config("output_type")
@@ -194,52 +222,20 @@ def evaluate(spec: dict[str, Any], events: Events) -> tuple[dict[str, Any], int]
     """Run lm-eval as the CLI would; returns its results and how many responses the model produced."""
     import lm_eval
 
-    task_manager = _task_manager(spec)
-    load_tasks(spec, task_manager, events)
-    events.send("loading", model=spec["model_args"])
-    lm = _build_lm(spec)
+    args = spec["lm_eval"]
+    manager = _loading_task_manager(args)
+    load_tasks(args, manager, events)
+    events.send("loading", model=args["model_args"])
+    lm = build_lm(args)
     tracker = ProgressTracker(events)
     _instrument(lm, tracker)
-    _inject_fake_oom(spec)
-    random_seed, numpy_seed, torch_seed, fewshot_seed = spec["seeds"]
-    results = lm_eval.simple_evaluate(
-        model=lm,
-        # Responses are committed to sqlite one by one, so a killed run resumes where it stopped.
-        use_cache=spec.get("use_cache"),
-        tasks=spec["tasks"],
-        num_fewshot=spec.get("num_fewshot"),
-        limit=spec.get("limit"),
-        samples=spec.get("samples"),
-        log_samples=True,
-        apply_chat_template=spec["apply_chat_template"],
-        fewshot_as_multiturn=spec["fewshot_as_multiturn"],
-        gen_kwargs=spec.get("gen_kwargs"),
-        task_manager=task_manager,
-        random_seed=random_seed,
-        numpy_random_seed=numpy_seed,
-        torch_random_seed=torch_seed,
-        fewshot_random_seed=fewshot_seed,
-        bootstrap_iters=spec.get("bootstrap_iters", 100000),
-    )
+    results = lm_eval.simple_evaluate(model=lm, task_manager=manager, **simple_evaluate_arguments(spec))
     if results is None:
         raise RuntimeError("lm-eval returned no results")
     # lm-eval names an LM object by its class; record what the CLI would have.
-    results["config"]["model"] = spec["model"]
-    results["config"]["model_args"] = spec["model_args"]
-    results["config"]["batch_size"] = spec["batch_size"]
-    results["config"]["device"] = spec["device"]
+    for key in ("model", "model_args", "batch_size", "device"):
+        results["config"][key] = args[key]
     return results, tracker.generated
-
-
-FAKE_OOM_ENV = "PYTEST_FINETUNE_BENCH_FAKE_OOM_ABOVE_BATCH"
-
-
-def _inject_fake_oom(spec: dict[str, Any]) -> None:
-    """Tests only: fail as CUDA out of memory does when the batch size is above $FAKE_OOM_ENV."""
-    limit = os.environ.get(FAKE_OOM_ENV)
-    batch = str(spec["batch_size"])
-    if limit is not None and batch.isdigit() and int(batch) > int(limit):
-        raise RuntimeError(f"CUDA out of memory at batch size {batch} (injected by {FAKE_OOM_ENV}={limit})")
 
 
 def completed_progress(results: dict[str, Any]) -> dict[str, dict[str, int]]:
@@ -308,20 +304,10 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise Terminated("stopped by the parent (SIGTERM)")
 
 
-CHILD_PLUGINS_ENV = "PYTEST_FINETUNE_BENCH_CHILD_PLUGINS"
-
-
-def load_child_plugins(spec: dict[str, Any]) -> None:
-    """Tests only: import the modules in $PYTEST_FINETUNE_BENCH_CHILD_PLUGINS (comma-separated).
-
-    They may register lm-eval models, and an `adjust_spec(spec)` in one may change the run's spec
-    (e.g. swap the model for a fake one).
-    """
-    for name in filter(None, (n.strip() for n in os.environ.get(CHILD_PLUGINS_ENV, "").split(","))):
-        module = importlib.import_module(name)
-        adjust = getattr(module, "adjust_spec", None)
-        if adjust is not None:
-            adjust(spec)
+def import_modules(names: list[str]) -> None:
+    """Import the modules a backend names: they register the lm-eval model types it runs."""
+    for name in names:
+        importlib.import_module(name)
 
 
 def _flush(cache: Any) -> None:
@@ -387,11 +373,11 @@ def main(argv: list[str]) -> int:
     events = Events(os.fdopen(os.dup(1), "w", buffering=1))
     os.dup2(2, 1)
     try:
-        load_child_plugins(spec)
-        if spec.get("mode") == "score_partial":
+        import_modules(spec["imports"])
+        if spec["mode"] == "score_partial":
             from pytest_finetune_bench.run.child_partial import score_cached
 
-            results, progress = score_cached(spec, _build_lm)
+            results, progress = score_cached(spec)
             generated = 0
         else:
             results, generated = evaluate(spec, events)

@@ -116,40 +116,26 @@ def refuse_generation(lm: Any) -> None:
         setattr(lm, attr, refuse)
 
 
-def score_cached(spec: dict[str, Any], build_lm: Callable[[dict[str, Any]], Any]) -> tuple[dict[str, Any], Progress]:
+def score_cached(spec: dict[str, Any]) -> tuple[dict[str, Any], Progress]:
     """lm-eval's results over the complete documents, and {task: {done, total}} for every task."""
     import lm_eval
     import lm_eval.evaluator
-    from lm_eval.tasks import TaskManager
+
+    from pytest_finetune_bench.run.child import build_lm, simple_evaluate_arguments, task_manager
 
     if not spec.get("use_cache"):
         raise NothingToScore("this run kept no response cache")
-    lm = build_lm(spec)
+    args = spec["lm_eval"]
+    lm = build_lm(args)
     refuse_generation(lm)
-    random_seed, numpy_seed, torch_seed, fewshot_seed = spec["seeds"]
-    selector = CompleteOnly(spec.get("limit"), fewshot_seed)
+    arguments = simple_evaluate_arguments(spec)
+    selector = CompleteOnly(args["limit"], arguments["fewshot_random_seed"])
     original = lm_eval.evaluator.evaluate
     lm_eval.evaluator.evaluate = selector.wrap(original)
     try:
+        # The selection replaces the limit (lm-eval refuses both).
         results = lm_eval.simple_evaluate(
-            model=lm,
-            use_cache=spec["use_cache"],
-            tasks=spec["tasks"],
-            num_fewshot=spec.get("num_fewshot"),
-            limit=None,  # the selection replaces the limit (lm-eval refuses both)
-            samples={},
-            log_samples=True,
-            apply_chat_template=spec["apply_chat_template"],
-            fewshot_as_multiturn=spec["fewshot_as_multiturn"],
-            gen_kwargs=spec.get("gen_kwargs"),
-            task_manager=TaskManager(
-                include_path=spec.get("include_path"), include_defaults=spec.get("include_defaults", True)
-            ),
-            random_seed=random_seed,
-            numpy_random_seed=numpy_seed,
-            torch_random_seed=torch_seed,
-            fewshot_random_seed=fewshot_seed,
-            bootstrap_iters=spec.get("bootstrap_iters", 100000),
+            model=lm, task_manager=task_manager(args), **{**arguments, "limit": None, "samples": {}}
         )
     finally:
         lm_eval.evaluator.evaluate = original

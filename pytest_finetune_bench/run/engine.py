@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_finetune_bench import BenchError
-from pytest_finetune_bench.backends import Backend, format_model_args
-from pytest_finetune_bench.plan.settings import EvalSettings
+from pytest_finetune_bench.plan.settings import EvalSettings, Side, lm_eval_arguments
 from pytest_finetune_bench.store.files import read_json_file
 
 Event = dict[str, Any]
@@ -34,37 +33,25 @@ KILL_GRACE_S = 10.0  # after SIGTERM, how long the child may take to flush its c
 class RunRequest:
     """One model, one evaluation of every task in the settings."""
 
-    role: str  # "base" or "fine-tuned"
-    model: str
-    backend: Backend
+    side: Side
     settings: EvalSettings
     results_dir: Path  # where results_*.json and samples_*.jsonl end up
     log_path: Path
-    include_path: Path | None = None
-    include_defaults: bool = True
     use_cache: Path | None = None
-    mode: str = "evaluate"  # or "score_partial": score only what the response cache holds (see _partial.py)
+    mode: str = "evaluate"  # or "score_partial": score only what the response cache holds (see child_partial.py)
 
     @property
-    def model_args(self) -> str:
-        return format_model_args(self.backend.model_args(self.model, self.settings))
+    def role(self) -> str:
+        return self.side.role
+
+    @property
+    def model(self) -> str:
+        return self.side.model
 
     def child_spec(self, output_path: Path) -> dict[str, Any]:
-        s = self.settings
         return {
-            "model": self.backend.lm_eval_model,
-            "model_args": self.model_args,
-            "tasks": list(s.tasks),
-            "limit": s.limit,
-            "num_fewshot": s.num_fewshot,
-            "batch_size": s.batch_size,
-            "device": s.device,
-            "gen_kwargs": s.gen_kwargs,
-            "apply_chat_template": s.apply_chat_template,
-            "fewshot_as_multiturn": s.fewshot_as_multiturn,
-            "seeds": list(s.seeds),
-            "include_path": str(self.include_path) if self.include_path else None,
-            "include_defaults": self.include_defaults,
+            "lm_eval": lm_eval_arguments(self.settings, self.side),
+            "imports": list(self.side.child_imports),
             "use_cache": str(self.use_cache) if self.use_cache else None,
             "output_path": str(output_path),
             "mode": self.mode,
@@ -74,21 +61,27 @@ class RunRequest:
 
     def cli_command(self) -> str:
         """The command that reproduces this run's scores: lm-eval's CLI, with its scorers seeded as here."""
-        s = self.settings
-        parts = [*REPRODUCE_PREFIX, "run", "--model", self.backend.lm_eval_model, "--model_args", self.model_args]
-        parts += ["--tasks", ",".join(s.tasks), "--batch_size", s.batch_size, "--device", s.device]
-        if s.limit is not None:
-            parts += ["--limit", str(s.limit)]
-        if s.num_fewshot is not None:
-            parts += ["--num_fewshot", str(s.num_fewshot)]
-        if s.gen_kwargs:
-            parts += ["--gen_kwargs", s.gen_kwargs]
-        if s.apply_chat_template:
-            parts += ["--apply_chat_template"]
-        if self.include_path:
-            parts += ["--include_path", str(self.include_path)]
-        parts += ["--seed", ",".join(map(str, s.seeds)), "--log_samples", "--output_path", "OUT"]
-        return " ".join(_quote(p) for p in parts)
+        return reproduce_command(lm_eval_arguments(self.settings, self.side))
+
+
+def reproduce_command(arguments: dict[str, Any]) -> str:
+    """lm-eval's CLI for `arguments` (see settings.lm_eval_arguments), run through our seeding wrapper."""
+    a = arguments
+    parts = [*REPRODUCE_PREFIX, "run", "--model", a["model"], "--model_args", a["model_args"]]
+    parts += ["--tasks", ",".join(a["tasks"]), "--batch_size", a["batch_size"], "--device", a["device"]]
+    if a["limit"] is not None:
+        parts += ["--limit", str(a["limit"])]
+    if a["num_fewshot"] is not None:
+        parts += ["--num_fewshot", str(a["num_fewshot"])]
+    if a["gen_kwargs"]:
+        parts += ["--gen_kwargs", a["gen_kwargs"]]
+    if a["apply_chat_template"]:
+        # The CLI turns on fewshot_as_multiturn with it, as the runs do.
+        parts += ["--apply_chat_template"]
+    if a["include_path"]:
+        parts += ["--include_path", a["include_path"]]
+    parts += ["--seed", ",".join(map(str, a["seeds"])), "--log_samples", "--output_path", "OUT"]
+    return " ".join(_quote(p) for p in parts)
 
 
 def _quote(part: str) -> str:

@@ -101,7 +101,7 @@ def _partial_or_raise(
     what = stopped_description(request.role, exc, status, timeout_s)
     if request.use_cache is None:
         raise RunIncomplete(
-            f"{what}: nothing could be scored, as the {request.backend.name} backend keeps no response cache "
+            f"{what}: nothing could be scored, as the {request.side.backend} backend keeps no response cache "
             f"(log: {request.log_path})",
             status,
         ) from None
@@ -176,19 +176,31 @@ def pip_command(module: str) -> str:
 
 def _lm_eval_extra(module: str) -> str | None:
     """The lm-eval extra whose requirements name `module`'s package, from lm-eval's own metadata."""
-    import re
-    from importlib.metadata import PackageNotFoundError, requires
+    from importlib.metadata import PackageNotFoundError, metadata
+
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
 
     try:
-        requirements = requires("lm_eval") or []
+        info = metadata("lm_eval")
     except PackageNotFoundError:
         return None
-    wanted = module.lower().replace("_", "-")
-    for requirement in requirements:
-        name = re.split(r"[\s;<>=!\[~]", requirement, maxsplit=1)[0].lower().replace("_", "-")
-        extra = re.search(r"""extra\s*==\s*["']([^"']+)["']""", requirement)
-        if name == wanted and extra:
-            return extra.group(1)
+    extras = info.get_all("Provides-Extra") or []
+    wanted = canonicalize_name(module)
+    for line in info.get_all("Requires-Dist") or []:
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if canonicalize_name(requirement.name) != wanted:
+            continue
+        if requirement.marker is None:
+            return None  # lm-eval itself requires it: no extra brings it
+        marker = requirement.marker
+        # The extra that installs it is the one under which its marker holds.
+        for extra in extras:
+            if marker.evaluate({"extra": extra}):
+                return str(extra)
     return None
 
 

@@ -1,73 +1,38 @@
 """The base model's scores, computed once and reused by every fine-tune of the same base (no pytest here).
 
-An entry is reused only when everything that changes a score is equal: the key below. Entries are
+An entry is reused only when everything that changes a score is equal: the run's identity
+(plan/settings.py). Entries are
 written to a temporary folder and renamed into place, carry the sha256 of each file, and are
 checked on every read; a corrupt or partial entry is recomputed, never used.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from pytest_finetune_bench.plan.settings import digest
 from pytest_finetune_bench.run.engine import RunRecord
 from pytest_finetune_bench.store.files import bench_cache_dir, file_sha256
 
-KEY_VERSION = 1
+KEY_VERSION = 2  # entries of an older key layout are never read
 
 
 def default_cache_dir() -> Path:
-    """Where base scores are cached (see fileio.bench_cache_dir)."""
+    """Where base scores are cached (see files.bench_cache_dir)."""
     return bench_cache_dir()
 
 
-@dataclass(frozen=True)
-class BaseKey:
-    """Everything that changes the base model's scores.
-
-    The model fingerprint hashes the folder's config, tokenizer (its chat template included) and
-    weights; a Hub model is its id plus revision.
-    """
-
-    model: str
-    model_fingerprint: str
-    backend: str
-    model_args: str
-    tasks: tuple[str, ...]
-    task_versions: dict[str, Any]
-    limit: float | None
-    num_fewshot: int | None
-    gen_kwargs: str | None
-    apply_chat_template: bool
-    fewshot_as_multiturn: bool
-    dtype: str
-    device: str
-    batch_size: str
-    seeds: tuple[int, ...]
-    lm_eval_version: str
-    data_files: tuple[str, ...]  # sha256 of each offline data file: moving the folder keeps the key
-
-    def to_json(self) -> dict[str, Any]:
-        return {"key_version": KEY_VERSION, **asdict(self)}
-
-    def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True, default=str).encode()).hexdigest()
-
-
-def key_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Names of the key fields whose values differ, for 'not comparable' messages."""
-    return sorted(k for k in set(old) | set(new) if _normalise(old.get(k)) != _normalise(new.get(k)))
-
-
-def _normalise(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
+def entry_key(ident: Mapping[str, Any]) -> str:
+    """The folder name of the entry for a run with this identity (plan/settings.py)."""
+    return digest({"key_version": KEY_VERSION, **ident})
 
 
 @dataclass
@@ -87,30 +52,30 @@ class BaseCache:
     def __init__(self, root: Path) -> None:
         self.root = root / "base"
 
-    def entry_dir(self, key: BaseKey) -> Path:
-        return self.root / key.digest()
+    def entry_dir(self, ident: Mapping[str, Any]) -> Path:
+        return self.root / entry_key(ident)
 
-    def load(self, key: BaseKey) -> tuple[CachedBase | None, str | None]:
+    def load(self, ident: Mapping[str, Any]) -> tuple[CachedBase | None, str | None]:
         """(entry, None) on a hit; (None, why) when the entry is corrupt; (None, None) when absent."""
-        folder = self.entry_dir(key)
+        folder = self.entry_dir(ident)
         if not folder.exists():
             return None, None
         try:
-            return _read_entry(folder, key), None
+            return _read_entry(folder, ident), None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             self._discard(folder)
             return None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
-    def store(self, key: BaseKey, record: RunRecord) -> Path:
+    def store(self, ident: Mapping[str, Any], record: RunRecord) -> Path:
         """Copy a complete run's files into a new entry (an existing valid entry wins a race)."""
-        folder = self.entry_dir(key)
+        folder = self.entry_dir(ident)
         self.root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=self.root))
         files = [record.results_file, *record.samples_files.values()]
         for file in files:
             shutil.copy2(file, staging / file.name)
         entry = {
-            "key": key.to_json(),
+            "identity": dict(ident),
             "created": record.timestamp,
             "results_file": record.results_file.name,
             "samples_files": {task: p.name for task, p in record.samples_files.items()},
@@ -136,16 +101,20 @@ class BaseCache:
         shutil.rmtree(trash, ignore_errors=True)
 
 
-def _read_entry(folder: Path, key: BaseKey) -> CachedBase:
+def _normalise(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _read_entry(folder: Path, ident: Mapping[str, Any]) -> CachedBase:
     entry = json.loads((folder / "entry.json").read_text())
-    if _normalise(entry["key"]) != _normalise(key.to_json()):
-        raise ValueError("entry.json holds another key")
-    for name, digest in entry["sha256"].items():
-        if file_sha256(folder / name) != digest:
+    if _normalise(entry["identity"]) != _normalise(dict(ident)):
+        raise ValueError("entry.json holds another identity")
+    for name, expected in entry["sha256"].items():
+        if file_sha256(folder / name) != expected:
             raise ValueError(f"{name} does not match its checksum")
     results_file = folder / entry["results_file"]
     results = json.loads(results_file.read_text())
-    missing = [t for t in key.tasks if t not in results.get("results", {})]
+    missing = [t for t in ident["tasks"] if t not in results.get("results", {})]
     if missing:
         raise ValueError(f"no results for {', '.join(missing)}")
     return CachedBase(

@@ -7,14 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from pytest_finetune_bench import BenchError
+from pytest_finetune_bench.plan.settings import settings_part
 from pytest_finetune_bench.run.engine import RunRecord
 from pytest_finetune_bench.store.files import read_json_file
-
-# Settings that change a score; a reference run must match on all of them.
-COMPARABLE = (
-    "lm_eval_version", "tasks", "limit", "num_fewshot", "gen_kwargs", "apply_chat_template",
-    "fewshot_as_multiturn", "dtype", "seeds", "data_files",
-)
 
 
 def load_reference(path: Path) -> tuple[RunRecord, dict[str, Any]]:
@@ -40,17 +35,18 @@ def load_reference(path: Path) -> tuple[RunRecord, dict[str, Any]]:
         status=str(side.get("status", "complete")),
         from_cache=True,
     )
-    return record, summary.get("reproduce") or {}
+    identity = ((summary.get("reproduce") or {}).get("identity") or {}).get("fine-tuned")
+    if not isinstance(identity, dict):
+        raise BenchError(f"{summary_file} records no settings identity (an older version wrote it): "
+                         "re-run that model with this version, then compare to the new run")
+    return record, identity
 
 
 def settings_differences(reference: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """The comparable settings that differ, as `name: reference → current`."""
-    differences = []
-    for name in COMPARABLE:
-        old, new = _plain(reference.get(name)), _plain(current.get(name))
-        if old != new:
-            differences.append(f"{name}: {old!r} → {new!r}")
-    return differences
+    """The settings (identity fields other than the model's) that differ, as `name: reference → current`."""
+    old, new = settings_part(reference), settings_part(current)
+    return [f"{name}: {_plain(old.get(name))!r} → {_plain(new.get(name))!r}"
+            for name in sorted(set(old) | set(new)) if _plain(old.get(name)) != _plain(new.get(name))]
 
 
 def _plain(value: Any) -> Any:

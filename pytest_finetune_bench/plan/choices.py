@@ -1,0 +1,196 @@
+"""The user's choices: suites, the parsed options (BenchOptions) and the parsers of their values.
+
+Nothing here touches a model or lm-eval: planner.py turns these choices into a Plan.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pytest_finetune_bench import BenchError
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A named set of lm-eval tasks, as users know them from the pipeline scripts."""
+
+    name: str
+    tasks: tuple[str, ...]
+    limit: int | None
+    description: str
+
+
+SUITES: dict[str, Suite] = {
+    s.name: s
+    for s in (
+        Suite("test", ("ifeval",), 5, "IFEval on 5 prompts: checks the set-up, not the model (minutes on a GPU; "
+              "on a CPU add --bench-gen-kwargs max_gen_toks=256)"),
+        Suite("quick", ("ifeval",), None, "IFEval"),
+        Suite("core", ("ifeval", "gsm8k", "hellaswag"), None, "IFEval + GSM8K + HellaSwag"),
+        Suite("full", ("ifeval", "gsm8k", "hellaswag", "mmlu"), None, "Core + MMLU"),
+    )
+}
+SUITE_ORDER = tuple(SUITES)
+
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+DEVICES_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """The user's choices, already parsed and validated (see options.py for their sources)."""
+
+    model: str
+    base: str | None = None
+    suite: str = "quick"
+    tasks: tuple[str, ...] = ()
+    limit: float | None = None
+    limit_set: bool = False
+    num_fewshot: int | None = None
+    batch_size: str = "default"
+    device: str = "auto"
+    dtype: str = "auto"
+    gen_kwargs: str | None = None
+    chat_template: str = "auto"
+    output: Path | None = None
+    data_dir: Path | None = None
+    backend: str = "auto"  # auto: hf for a merged model, else ollama for a GGUF export
+    base_backend: str | None = None  # None: the same backend as the fine-tuned model
+    base_url: str | None = None  # the ollama/openai server (no credentials: keys come from the environment)
+    server_model: str | None = None  # the fine-tuned model's served name (default: from its folder name)
+    num_concurrent: int = 1
+    min_gain: float = 2.0
+    min_gain_per_task: dict[str, float] = field(default_factory=dict)
+    max_drop: float = 5.0
+    max_drop_per_task: dict[str, float] = field(default_factory=dict)
+    target_tasks: tuple[str, ...] = ("ifeval",)
+    confidence: float | None = None
+    cache_dir: Path | None = None
+    refresh_base: bool = False
+    compare_to: Path | None = None
+    timeout_s: float | None = None  # --bench-timeout: limit of each model run; None: unlimited
+
+    @property
+    def task_list(self) -> tuple[str, ...]:
+        return self.tasks or SUITES[self.suite].tasks
+
+    @property
+    def effective_limit(self) -> float | None:
+        return self.limit if self.limit_set else SUITES[self.suite].limit if not self.tasks else None
+
+    def min_gain_for(self, task: str) -> float | None:
+        """Points a target task must gain; None for tasks that only must not regress."""
+        if task in self.min_gain_per_task:
+            return self.min_gain_per_task[task]
+        return self.min_gain if task in self.target_tasks else None
+
+    def max_drop_for(self, task: str) -> float:
+        return self.max_drop_per_task.get(task, self.max_drop)
+
+
+def parse_points(text: str) -> float:
+    """A threshold in percentage points: "2", "+2", "2.5", "-1" (a signed gain), "2pt"."""
+    cleaned = text.strip().removesuffix("pt").removesuffix("points").strip()
+    try:
+        return float(cleaned)
+    except ValueError:
+        raise BenchError(f"{text!r} is not a number of points (e.g. 2 or 2.5)") from None
+
+
+def parse_task_values(entries: list[str], default: float) -> tuple[float, dict[str, float]]:
+    """Parse ["3", "gsm8k=1.5"] into (default=3.0, {"gsm8k": 1.5})."""
+    per_task: dict[str, float] = {}
+    for raw in entries:
+        for item in filter(None, (p.strip() for p in raw.split(","))):
+            task, sep, value = item.partition("=")
+            if sep:
+                if not task.strip():
+                    raise BenchError(f"{item!r} has no task name before '='")
+                per_task[task.strip()] = parse_points(value)
+            else:
+                default = parse_points(item)
+    return default, per_task
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(h|hr|hours?|m|min|mins|minutes?|s|sec|secs|seconds?)?\s*$", re.I)
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds from "30min", "10m", "600s", "600", "1h"; None for "0", "off", "none"."""
+    if text.strip().lower() in ("", "0", "off", "none", "no"):
+        return None
+    match = _DURATION.match(text)
+    if not match:
+        raise BenchError(f"{text!r} is not a duration: use e.g. 30min, 10m, 600s, 600 or 1h")
+    unit = (match.group(2) or "s").lower()
+    scale = 3600 if unit.startswith("h") else 60 if unit.startswith("m") else 1
+    return float(match.group(1)) * scale
+
+
+def parse_limit(text: str) -> float | None:
+    """A sample limit: a count ("50") or a fraction of each task ("0.1"); "none" removes it."""
+    if text.strip().lower() in ("", "none", "off", "0"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise BenchError(f"{text!r} is not a sample limit: use a count like 50 or a fraction like 0.1") from None
+    if value < 0 or (value > 1 and not value.is_integer()):
+        raise BenchError(f"{text!r} is not a sample limit: use a count like 50 or a fraction like 0.1")
+    return int(value) if value >= 1 else value
+
+
+def parse_batch_size(text: str) -> str:
+    value = text.strip().lower()
+    if value == "auto" or re.fullmatch(r"auto:\d+", value) or (value.isdigit() and int(value) > 0):
+        return value
+    raise BenchError(f"{text!r} is not a batch size: use a positive integer or auto")
+
+
+def parse_gen_kwargs(text: str) -> str | None:
+    """Validate lm-eval's `key=value,key=value` generation kwargs; keep the string as lm-eval parses it."""
+    text = text.strip()
+    if not text:
+        return None
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise BenchError(f"{text!r} is not gen kwargs: use key=value pairs, e.g. max_gen_toks=256,temperature=0")
+    return text
+
+
+def parse_choice(text: str, choices: tuple[str, ...], what: str) -> str:
+    value = text.strip().lower()
+    if value not in choices:
+        raise BenchError(f"{text!r} is not a {what}: choose one of {', '.join(choices)}")
+    return value
+
+
+def parse_confidence(text: str) -> float:
+    """A confidence level: 0.95 or 95 (percent)."""
+    try:
+        value = float(text.strip().removesuffix("%"))
+    except ValueError:
+        raise BenchError(f"{text!r} is not a confidence level: use e.g. 0.95") from None
+    value = value / 100 if value > 1 else value
+    if not 0.5 <= value < 1:
+        raise BenchError(f"{text!r} is not a confidence level: use a value from 0.5 to 0.999, e.g. 0.95")
+    return value
+
+
+def parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise BenchError(f"{text!r} is not true or false")
+
+
+def parse_device(text: str) -> str:
+    value = text.strip().lower()
+    if not DEVICES_PATTERN.match(value):
+        raise BenchError(f"{text!r} is not a device: use auto, cpu, mps, cuda or cuda:N")
+    return value

@@ -1,0 +1,185 @@
+"""Options → Plan, in one pass and in a fixed order (no pytest here).
+
+Each step needs only what the steps above it produced: where the model is, which backends reach
+the two sides, which base, which tasks both backends can score, the device and dtype, the offline
+data, the chat template, the servers' pre-flight (which also gives a served model its identity),
+then the settings and the two sides. Every failure is a one-line BenchError, before any model runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from pytest_finetune_bench import BenchError
+from pytest_finetune_bench.backends import Backend, format_model_args, get_backend
+from pytest_finetune_bench.backends.openai import served_name
+from pytest_finetune_bench.plan import Plan
+from pytest_finetune_bench.plan.choices import BenchOptions
+from pytest_finetune_bench.plan.models import ModelLocation, detect_base, locate_model, resolve_base
+from pytest_finetune_bench.plan.settings import (
+    EvalSettings,
+    Side,
+    output_dir_for,
+    resolve_batch_size,
+    resolve_device,
+    resolve_dtype,
+)
+from pytest_finetune_bench.plan.tasks import TaskCatalog, lm_eval_version
+
+Say = Callable[[str], None]
+OFFLINE_TASKS_DIR = "offline-tasks"
+
+
+def make_plan(options: BenchOptions, cwd: Path, say: Say, catalog: TaskCatalog | None = None) -> Plan:
+    """Resolve everything that defines the session's two runs; BenchError when something cannot be."""
+    location = locate_model(options.model, cwd)
+    base_backend, backend = pick_backends(options, location)
+    base_model, base_source = resolve_base_model(options, location, base_backend, cwd)
+    finetuned_model = finetuned_model_name(options, location, backend)
+    output_dir = options.output or output_dir_for(location.root, location.name, cwd)
+    catalog = catalog or TaskCatalog()
+    tasks, skipped = task_plan(options.task_list, catalog, (base_backend, backend))
+    device = resolve_device(options.device)
+    include_path, data_files = _offline_data(options, catalog, tasks, output_dir)
+    apply_chat_template = chat_template(options, base_backend, base_model, backend, finetuned_model, say)
+    backend.preflight(finetuned_model, "fine-tuned", location.gguf_files)
+    base_backend.preflight(base_model, "base", ())
+    settings = EvalSettings(
+        tasks=tasks,
+        limit=options.effective_limit,
+        num_fewshot=options.num_fewshot,
+        batch_size=_batch_size(options, device, (base_backend, backend)),
+        device=device,
+        dtype=resolve_dtype(options.dtype, device),
+        gen_kwargs=options.gen_kwargs,
+        apply_chat_template=apply_chat_template,
+        task_versions=tuple(sorted((t, str(v)) for t, v in catalog.versions(tasks).items())),
+        data_files=data_files,
+        lm_eval_version=lm_eval_version(),
+        include_path=str(include_path) if include_path else None,
+    )
+    return Plan(
+        options=options,
+        location=location,
+        base=_side("base", base_model, base_source, base_backend, settings),
+        finetuned=_side("fine-tuned", finetuned_model, "--bench-model", backend, settings),
+        base_backend=base_backend,
+        backend=backend,
+        settings=settings,
+        skipped=skipped,
+        output_dir=output_dir,
+    )
+
+
+def _side(role: str, model: str, source: str, backend: Backend, settings: EvalSettings) -> Side:
+    return Side(
+        role=role,
+        model=model,
+        backend=backend.name,
+        lm_eval_model=backend.lm_eval_model,
+        model_args=format_model_args(backend.model_args(model, settings)),
+        fingerprint=backend.fingerprint(model),
+        source=source,
+        child_imports=backend.child_imports,
+    )
+
+
+def pick_backends(options: BenchOptions, location: ModelLocation) -> tuple[Backend, Backend]:
+    """(base backend, fine-tuned backend); auto is hf for a merged model, ollama for a GGUF-only export."""
+    auto = "ollama" if location.hf_path is None and location.gguf_files else "hf"
+    name = auto if options.backend == "auto" else options.backend
+    backend = get_backend(name, options.base_url, options.num_concurrent)
+    base_name = options.base_backend or name
+    base_backend = backend if base_name == name else get_backend(base_name, options.base_url, options.num_concurrent)
+    return base_backend, backend
+
+
+def finetuned_model_name(options: BenchOptions, location: ModelLocation, backend: Backend) -> str:
+    if backend.is_server:
+        return options.server_model or served_name(location.name)
+    return location.require_hf()
+
+
+def resolve_base_model(options: BenchOptions, location: ModelLocation, backend: Backend, cwd: Path) -> tuple[str, str]:
+    if backend.is_server:
+        # A server knows models by served name, which no adapter config records: it must be given.
+        if options.base:
+            return options.base.strip(), "--bench-base"
+        found = detect_base(location)
+        detected = f" ({found[1]} names {found[0]!r}, which is not a served name)" if found else ""
+        raise BenchError(f"the {backend.name} backend needs the base model's served name{detected}: "
+                         "pass --bench-base NAME")
+    if options.base:
+        return resolve_base(options.base, location, cwd), "--bench-base"
+    found = detect_base(location)
+    if found is None:
+        where = location.root or location.source
+        raise BenchError(
+            f"cannot tell the base model of {where}: no lora/adapter_config.json "
+            "(base_model_name_or_path) or lora/training_metrics.json (model_name); pass --bench-base PATH_OR_ID"
+        )
+    value, source = found
+    return resolve_base(value, location, cwd), source
+
+
+def task_plan(
+    requested: tuple[str, ...], catalog: TaskCatalog, backends: tuple[Backend, ...]
+) -> tuple[tuple[str, ...], dict[str, str]]:
+    """(tasks both models run, {task: reason} for those a backend cannot score)."""
+    catalog.validate(requested)
+    types = catalog.output_types(requested)
+    skipped: dict[str, str] = {}
+    for backend in backends:
+        for task, reason in backend.unsupported_tasks(types).items():
+            skipped.setdefault(task, reason)
+    tasks = tuple(t for t in requested if t not in skipped)
+    if not tasks:
+        raise BenchError(f"no task of this run can be benchmarked: {' '.join(skipped.values())}")
+    return tasks, skipped
+
+
+def _offline_data(
+    options: BenchOptions, catalog: TaskCatalog, tasks: tuple[str, ...], output_dir: Path
+) -> tuple[Path | None, tuple[str, ...]]:
+    """The overlay that points lm-eval's tasks at local files, and those files' hashes."""
+    if options.data_dir is None:
+        return None, ()
+    include_path = output_dir / OFFLINE_TASKS_DIR
+    hashes = catalog.prepare_offline(tasks, options.data_dir, include_path, options.num_fewshot)
+    return include_path, tuple(sorted(hashes.values()))
+
+
+def _batch_size(options: BenchOptions, device: str, backends: tuple[Backend, ...]) -> str:
+    # Chat servers take one conversation per request (lm-eval forces 1), so record what really runs.
+    if options.batch_size == "default" and all(b.is_server for b in backends):
+        return "1"
+    return resolve_batch_size(options.batch_size, device)
+
+
+def chat_template(
+    options: BenchOptions, base_backend: Backend, base_model: str, backend: Backend, finetuned: str, say: Say
+) -> bool:
+    """On when both tokenizers have a template (or when asked); the same for both models."""
+    server = next((b for b in (base_backend, backend) if b.is_server), None)
+    if options.chat_template != "auto":
+        apply = options.chat_template == "on"
+        _check_server_template(server, apply)
+        return apply
+    base_has = base_backend.has_chat_template(base_model)
+    finetuned_has = backend.has_chat_template(finetuned)
+    if base_has != finetuned_has:
+        _check_server_template(server, False)
+        only = "base" if base_has else "fine-tuned"
+        say(f"[bench] only the {only} tokenizer has a chat template: evaluating both without one "
+            "(force with --bench-chat-template on)")
+    return base_has and finetuned_has
+
+
+def _check_server_template(server: Backend | None, apply: bool) -> None:
+    """A chat server always renders the model's own template, so a run without one cannot match it."""
+    if not apply and server is not None:
+        raise BenchError(
+            f"the {server.name} server always applies the model's chat template, so both models must use one: "
+            "drop --bench-chat-template off, or compare against a base model that has a chat template"
+        )

@@ -1,0 +1,127 @@
+"""benchmark.json: what was compared, the scores, their evidence, and what reproduces them (no pytest here)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pytest_finetune_bench import __version__
+from pytest_finetune_bench.compare.scores import TaskComparison
+from pytest_finetune_bench.plan import ROLES, Plan
+from pytest_finetune_bench.plan.settings import SEED_NAMES
+from pytest_finetune_bench.run.engine import RunRecord, RunRequest
+from pytest_finetune_bench.run.executor import Executor
+from pytest_finetune_bench.run.recovery import with_batch_size
+
+SCHEMA_VERSION = 2
+_SIDE_KEYS = {"base": "base_model", "fine-tuned": "fine_tuned_model"}
+
+
+def build_summary(
+    plan: Plan, executor: Executor, comparisons: Mapping[str, TaskComparison], errors: Mapping[str, str]
+) -> dict[str, Any]:
+    """The session's summary; `errors` adds failures after the runs (statistics, flips) to the runs' own."""
+    return {
+        **_header(plan, executor, errors),
+        "model_path": plan.location.hf_path,
+        "base_model_source": plan.base.source,
+        **{_SIDE_KEYS[role]: _side_summary(plan, executor.runs.get(role)) for role in ROLES},
+        "comparison": {task: c.to_json() for task, c in comparisons.items()},
+        "skipped_tasks": dict(plan.skipped),
+        "backends": {role: plan.side(role).backend for role in ROLES},
+        "reproduce": reproduce(plan, executor),
+    }
+
+
+def scores_only_summary(plan: Plan, executor: Executor, errors: Mapping[str, str]) -> dict[str, Any]:
+    """benchmark.json from what cannot fail: who was compared, the statuses and lm-eval's own results."""
+    return {
+        **_header(plan, executor, errors),
+        **{_SIDE_KEYS[role]: None if (record := executor.runs.get(role)) is None else
+           {"model": record.model, "results": record.task_results, "results_file": str(record.results_file)}
+           for role in ROLES},
+    }
+
+
+def _header(plan: Plan, executor: Executor, errors: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "model_name": plan.location.name,
+        "base_model_name": plan.base.model,
+        "timestamp": executor.started_at.astimezone().isoformat(timespec="seconds"),
+        "status": executor.status(),
+        "run_status": executor.statuses(),
+        "errors": {**{role: str(exc) for role, exc in executor.errors.items()}, **errors},
+    }
+
+
+def _side_summary(plan: Plan, record: RunRecord | None) -> dict[str, Any] | None:
+    if record is None:
+        return None
+    side = plan.side(record.role)
+    backend = plan.base_backend if record.role == "base" else plan.backend
+    return {
+        "model": record.model,
+        "results": {t: record.results.get("results", {}).get(t) for t in plan.tasks},
+        "benchmark_dir": str(record.results_file.parent.parent),
+        "results_file": str(record.results_file),
+        "samples_files": {t: str(p) for t, p in record.samples_files.items()},
+        "timestamp": record.timestamp,
+        "status": record.status,
+        "batch_size": record.extra.get("batch_size"),
+        "samples": record.progress,
+        "partial_reason": record.extra.get("failure"),
+        "generated": record.generated,
+        "from_cache": record.from_cache,
+        "backend": side.backend,
+        "lm_eval_model": side.lm_eval_model,
+        # Who rendered the chat template: lm-eval with the tokenizer's, or the server with the model's own.
+        "chat_template": backend.chat_template_applied_by if plan.settings.apply_chat_template else None,
+    }
+
+
+def reproduce(plan: Plan, executor: Executor) -> dict[str, Any]:
+    """The settings identity of each side and the lm-eval command that reproduces each side's scores."""
+    s = plan.settings
+    requested = s.batch_size
+    finished = _finished_batch_size(executor)
+    return {
+        "lm_eval_version": s.lm_eval_version,
+        "plugin_version": __version__,
+        "backend": plan.finetuned.backend if plan.base.backend == plan.finetuned.backend else
+        f"base={plan.base.backend},fine-tuned={plan.finetuned.backend}",
+        "device": s.device,
+        "dtype": s.dtype,
+        # What finished (smaller after an out-of-memory retry), and what was asked for.
+        "batch_size": finished or requested,
+        "batch_size_requested": requested,
+        "gen_kwargs": s.gen_kwargs,
+        "limit": s.limit,
+        "num_fewshot": s.num_fewshot,
+        "apply_chat_template": s.apply_chat_template,
+        "fewshot_as_multiturn": s.fewshot_as_multiturn,
+        "seeds": dict(zip(SEED_NAMES, s.seeds, strict=True)),
+        "tasks": list(s.tasks),
+        "data_dir": str(plan.options.data_dir.resolve()) if plan.options.data_dir else None,
+        "data_files": list(s.data_files),
+        "model_args": {role: plan.side(role).model_args for role in ROLES},
+        "identity": {role: plan.identity(role) for role in ROLES},
+        "commands": {role: _finished_request(executor, role).cli_command() for role in executor.requests},
+    }
+
+
+def _finished_request(executor: Executor, role: str) -> RunRequest:
+    """The request whose run produced `role`'s scores: its batch size may be smaller than the one asked for."""
+    request = executor.requests[role]
+    record = executor.runs.get(role)
+    finished = record.extra.get("batch_size") if record is not None else None
+    return with_batch_size(request, str(finished)) if finished else request
+
+
+def _finished_batch_size(executor: Executor) -> str | None:
+    """The batch size every finished run ended with, else the values per side; None before any run."""
+    values = {role: str(r.extra["batch_size"]) for role, r in executor.runs.items() if "batch_size" in r.extra}
+    if not values:
+        return None
+    distinct = set(values.values())
+    return distinct.pop() if len(distinct) == 1 else ", ".join(f"{r}={v}" for r, v in values.items())

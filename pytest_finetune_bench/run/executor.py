@@ -1,0 +1,169 @@
+"""Carry out a plan: each side's run at most once per session, the base through its cache (no pytest here).
+
+The base side comes from the base-score cache when an entry with the same identity exists, from an
+earlier session's fine-tuned run with `--bench-compare-to`, else from a run. Runs share lm-eval's
+response cache per identity, so a stopped run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+from pytest_finetune_bench import BenchError
+from pytest_finetune_bench.plan import Plan
+from pytest_finetune_bench.plan.settings import digest
+from pytest_finetune_bench.run.engine import RunRecord, RunRequest
+from pytest_finetune_bench.run.progress import ProgressPrinter
+from pytest_finetune_bench.run.recovery import evaluate_with_recovery, interrupted, overall_status
+from pytest_finetune_bench.store.base_cache import BaseCache, describe_age, restore
+from pytest_finetune_bench.store.base_cache import default_cache_dir as default_base_cache_dir
+from pytest_finetune_bench.store.files import unique_dir
+from pytest_finetune_bench.store.locks import locked
+from pytest_finetune_bench.store.reference import load_reference, settings_differences
+
+Say = Callable[[str], None]
+RESPONSES_DIR = ".responses"
+
+
+class Executor:
+    """The runs of one plan: evaluated on first use, remembered, failures kept with their reasons."""
+
+    def __init__(self, plan: Plan, say: Say, started_at: datetime | None = None) -> None:
+        self.plan = plan
+        self.say = say
+        self.started_at = started_at or datetime.now()
+        self.run_stamp = self.started_at.strftime("%Y-%m-%dT%H-%M-%S")
+        self.base_cache = BaseCache(plan.options.cache_dir or default_base_cache_dir())
+        self.runs: dict[str, RunRecord] = {}
+        self.errors: dict[str, BenchError] = {}
+        self.requests: dict[str, RunRequest] = {}
+        self._finetuned_dir: Path | None = None
+
+    @property
+    def active(self) -> bool:
+        """Whether any run was started (then benchmark.json is written)."""
+        return bool(self.runs or self.errors)
+
+    @property
+    def finetuned_dir(self) -> Path | None:
+        """This session's `fine-tuned/<timestamp>/` folder, once the fine-tuned run needed it."""
+        return self._finetuned_dir
+
+    def run(self, role: str) -> RunRecord:
+        """The run for `role` ("base" or "fine-tuned"), evaluated on first use."""
+        if role in self.runs:
+            return self.runs[role]
+        if role in self.errors:
+            raise self.errors[role]
+        try:
+            record = self._evaluate(role)
+        except BenchError as exc:
+            self.errors[role] = exc
+            raise
+        except BaseException as exc:  # pytest-timeout's alarm or Ctrl-C: the child tree is stopped already
+            self.errors[role] = interrupted(role, exc)
+            raise
+        self.runs[role] = record
+        return record
+
+    def statuses(self) -> dict[str, str]:
+        """{role: complete | timeout | crashed} for every run this session started."""
+        statuses = {role: record.status for role, record in self.runs.items()}
+        statuses.update({role: getattr(exc, "status", "crashed") for role, exc in self.errors.items()})
+        return statuses
+
+    def status(self) -> str:
+        """complete, timeout, crashed (a side failed, or was scored on part of its samples) or incomplete."""
+        return overall_status(self.statuses())
+
+    def _evaluate(self, role: str) -> RunRecord:
+        if role == "base" and self.plan.options.compare_to is not None:
+            return self._reference_run(self.plan.options.compare_to)
+        if role == "base" and self.plan.base.fingerprint is not None:
+            return self._cached_or_run_base()
+        if role == "base":
+            self.say("[bench] base: this backend cannot fingerprint the model, so its scores are not cached")
+        return self._run_model(role)
+
+    def _cached_or_run_base(self) -> RunRecord:
+        identity = self.plan.identity("base")
+        # One session computes a given base; another one on the same base waits, then reuses it.
+        with locked(self.base_cache.entry_dir(identity), on_wait=self._say_waiting):
+            cached = self._cached_base()
+            if cached is not None:
+                return cached
+            record = self._run_model("base")
+            if record.status == "complete":
+                self.base_cache.store(identity, record)
+            return record
+
+    def _say_waiting(self, lock: Path) -> None:
+        self.say(f"[bench] base: another session is computing the same base scores; waiting for it ({lock})")
+
+    def _cached_base(self) -> RunRecord | None:
+        if self.plan.options.refresh_base:
+            self.say("[bench] base: --bench-refresh-base given: recomputing the base scores")
+            return None
+        identity = self.plan.identity("base")
+        cached, corrupt = self.base_cache.load(identity)
+        key = self.base_cache.entry_dir(identity).name[:12]
+        if corrupt:
+            self.say(f"[bench] base: cache entry {key} was corrupt ({corrupt}): recomputing")
+        if cached is None:
+            return None
+        record = restore(cached, self.request("base").results_dir)
+        record.model = self.plan.base.model
+        self.say(f"[bench] base: scores from cache, computed {describe_age(cached.created)} "
+                 f"(key {key} in {self.base_cache.root})")
+        return record
+
+    def _reference_run(self, path: Path) -> RunRecord:
+        record, reference = load_reference(path)
+        differences = settings_differences(reference, self.plan.identity("fine-tuned"))
+        if differences:
+            raise BenchError(
+                f"--bench-compare-to {path} was measured under other settings ({'; '.join(differences)}): "
+                "re-run it with the same settings, or drop --bench-compare-to"
+            )
+        self.say(f"[bench] reference: {record.model} from {path}")
+        return record
+
+    def _run_model(self, role: str) -> RunRecord:
+        request = self.request(role)
+        self.say(f"[bench] {role}: evaluating {request.model} via {request.side.backend} on "
+                 f"{', '.join(request.settings.tasks)}")
+        return evaluate_with_recovery(request, ProgressPrinter(self.say), self.say, self.plan.options.timeout_s)
+
+    def request(self, role: str) -> RunRequest:
+        """What the child is asked to do for `role` (made once: the fine-tuned folder is new each session)."""
+        if role not in self.requests:
+            self.requests[role] = self._build_request(role)
+        return self.requests[role]
+
+    def _build_request(self, role: str) -> RunRequest:
+        if role == "base":
+            run_dir = self.plan.output_dir / "base"
+            log = run_dir / f"run_{self.run_stamp}.log"
+        else:
+            self._finetuned_dir = run_dir = unique_dir(self.plan.output_dir / "fine-tuned", self.run_stamp)
+            log = run_dir / "run.log"
+        side = self.plan.side(role)
+        return RunRequest(
+            side=side,
+            settings=self.plan.settings,
+            results_dir=run_dir / "lm-eval",
+            log_path=log,
+            use_cache=self._responses_cache(role),
+        )
+
+    def _responses_cache(self, role: str) -> Path | None:
+        """lm-eval's response cache, one per identity; None when the model's content is unknown.
+
+        lm-eval keys cached responses by prompt only (lm-eval issues #2715, #4063): a file shared by
+        two models would hand the base model's answers to the fine-tuned one.
+        """
+        if self.plan.side(role).fingerprint is None:
+            return None
+        return self.plan.output_dir / RESPONSES_DIR / digest(self.plan.identity(role))[:24]

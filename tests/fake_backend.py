@@ -1,0 +1,51 @@
+"""Tests only: a pytest plugin (`-p tests.fake_backend`) that adds test doubles through the backend interface.
+
+- `--bench-backend fake`: the hf backend's planning (folders, fingerprints, chat templates), but the
+  child runs `bench-fake` (tests/fake_lm.py) with the options in $PYTEST_FINETUNE_BENCH_TEST_FAKE_LM.
+- `--bench-backend hf-hang`: the real hf backend, whose child also imports tests/fake_lm.py so that
+  $PYTEST_FINETUNE_BENCH_TEST_HANG can make the real model hang (the variable is not part of the
+  run's identity, so a session without it resumes from the same response cache).
+"""
+
+from __future__ import annotations
+
+import os
+
+from pytest_finetune_bench.backends import Backend, register_backend
+from pytest_finetune_bench.backends.hf import HFBackend
+from pytest_finetune_bench.plan.settings import EvalSettings
+
+FAKE_ENV = "PYTEST_FINETUNE_BENCH_TEST_FAKE_LM"
+HANG_ENV = "PYTEST_FINETUNE_BENCH_TEST_HANG"
+CHILD_MODULE = "tests.fake_lm"
+
+
+class FakeBackend(HFBackend):
+    """Plans like hf; the child answers with canned output at once."""
+
+    name = "fake"
+    lm_eval_model = "bench-fake"
+    child_imports = (CHILD_MODULE,)
+
+    def model_args(self, model: str, settings: EvalSettings) -> dict[str, str]:
+        options = dict(item.split("=", 1) for item in os.environ.get(FAKE_ENV, "").split(",") if "=" in item)
+        return {"pretrained": model, **options}
+
+
+class HangableHF(HFBackend):
+    """The real hf backend; its child also imports tests/fake_lm.py, which may make the model hang."""
+
+    name = "hf-hang"
+    child_imports = (CHILD_MODULE,)
+
+
+def _fake(base_url: str | None, num_concurrent: int) -> Backend:
+    return FakeBackend()
+
+
+def _hangable_hf(base_url: str | None, num_concurrent: int) -> Backend:
+    return HangableHF()
+
+
+register_backend("fake", _fake)
+register_backend("hf-hang", _hangable_hf)

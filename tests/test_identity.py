@@ -1,0 +1,179 @@
+"""The settings identity (plan/settings.py) is the one source of what defines a score.
+
+Every field of EvalSettings and Side is walked: changed alone, it must change both cache keys (the
+base-score cache entry and lm-eval's response cache), and a field lm-eval is given must appear in
+the reproduce command and reach lm-eval in a run and in the partial scoring of a stopped run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from pytest_finetune_bench.plan import Plan
+from pytest_finetune_bench.plan.choices import BenchOptions
+from pytest_finetune_bench.plan.settings import EvalSettings, Side, identity, lm_eval_arguments, settings_part
+from pytest_finetune_bench.run import child, child_partial
+from pytest_finetune_bench.run.engine import RunRequest
+from pytest_finetune_bench.run.executor import Executor
+from pytest_finetune_bench.store.base_cache import BaseCache
+from pytest_finetune_bench.store.reference import settings_differences
+
+SETTINGS = EvalSettings(
+    tasks=("ifeval",), limit=5, num_fewshot=None, batch_size="4", device="cpu", dtype="float32",
+    gen_kwargs="max_gen_toks=32", apply_chat_template=True, task_versions=(("ifeval", "4.0"),),
+    data_files=("a" * 64,), lm_eval_version="0.4.13", include_path="/out/offline-tasks",
+)
+SIDE = Side(role="base", model="/models/base", backend="hf", lm_eval_model="hf",
+            model_args="pretrained=/models/base,dtype=float32", fingerprint="f" * 64, source="--bench-base")
+
+SETTING_CHANGES: dict[str, Any] = {
+    "tasks": ("ifeval", "gsm8k"),
+    "limit": 10,
+    "num_fewshot": 3,
+    "batch_size": "8",
+    "device": "cuda",
+    "dtype": "bfloat16",
+    "gen_kwargs": "max_gen_toks=64",
+    "apply_chat_template": False,
+    "seeds": (1, 1234, 1234, 1234),
+    "task_versions": (("ifeval", "5.0"),),
+    "data_files": ("b" * 64,),
+    "lm_eval_version": "0.4.14",
+    "include_path": "/elsewhere/offline-tasks",
+}
+SIDE_CHANGES: dict[str, Any] = {
+    "model": "/models/other",
+    "backend": "ollama",
+    "lm_eval_model": "local-chat-completions",
+    "model_args": "pretrained=/models/base,dtype=bfloat16",
+    "fingerprint": "e" * 64,
+    "role": "fine-tuned",
+    "source": "lora/adapter_config.json:base_model_name_or_path",
+    "child_imports": ("my_models",),
+}
+# Fields that do not define a score, and why: the same model under the same settings gives the same
+# answers whichever side it is on and however it was named; an import only registers a model type; the
+# overlay folder is made from the tasks and data files, which are in the identity. `model` is reached
+# through model_args (the path is in it).
+OUTSIDE_IDENTITY = {"role", "source", "child_imports", "include_path", "model"}
+# Pins of the inputs: in the identity, not arguments of lm-eval (recorded beside the command).
+PINS = {"task_versions", "data_files", "lm_eval_version", "fingerprint", "backend", "dtype"}
+
+
+def test_the_tables_cover_every_field() -> None:
+    assert set(SETTING_CHANGES) == {f.name for f in dataclasses.fields(EvalSettings)}
+    assert set(SIDE_CHANGES) == {f.name for f in dataclasses.fields(Side)}
+
+
+def changed(field: str) -> tuple[EvalSettings, Side]:
+    if field in SETTING_CHANGES:
+        return dataclasses.replace(SETTINGS, **{field: SETTING_CHANGES[field]}), SIDE
+    return SETTINGS, dataclasses.replace(SIDE, **{field: SIDE_CHANGES[field]})
+
+
+def responses_dir(settings: EvalSettings, side: Side, tmp_path: Path) -> Path | None:
+    """Where the executor keeps lm-eval's response cache for this side."""
+    plan = Plan(options=BenchOptions(model="unused"), location=None, base=side, finetuned=side,  # type: ignore[arg-type]
+                base_backend=None, backend=None, settings=settings, skipped={}, output_dir=tmp_path)  # type: ignore[arg-type]
+    return Executor(plan, print)._responses_cache("base")
+
+
+ALL_FIELDS = sorted(SETTING_CHANGES) + sorted(SIDE_CHANGES)
+SELECTOR = child_partial.CompleteOnly
+
+
+@pytest.mark.parametrize("field", ALL_FIELDS)
+def test_a_field_changes_both_cache_keys_exactly_when_it_is_in_the_identity(field: str, tmp_path: Path) -> None:
+    settings, side = changed(field)
+    cache = BaseCache(tmp_path)
+    same_base_key = cache.entry_dir(identity(settings, side)) == cache.entry_dir(identity(SETTINGS, SIDE))
+    same_responses = responses_dir(settings, side, tmp_path) == responses_dir(SETTINGS, SIDE, tmp_path)
+    if field in OUTSIDE_IDENTITY:
+        assert same_base_key and same_responses
+    else:
+        assert not same_base_key and not same_responses
+
+
+@pytest.mark.parametrize("field", ALL_FIELDS)
+def test_an_lm_eval_argument_is_in_the_reproduce_command(field: str) -> None:
+    settings, side = changed(field)
+    before = RunRequest(SIDE, SETTINGS, Path("r"), Path("l")).cli_command()
+    after = RunRequest(side, settings, Path("r"), Path("l")).cli_command()
+    given_to_lm_eval = lm_eval_arguments(settings, side) != lm_eval_arguments(SETTINGS, SIDE)
+    assert (before != after) == given_to_lm_eval
+    assert given_to_lm_eval == (field not in PINS and field not in {"role", "source", "child_imports", "model"})
+
+
+@pytest.mark.parametrize("field", ALL_FIELDS)
+def test_an_lm_eval_argument_reaches_lm_eval_in_a_run_and_in_partial_scoring(
+    field: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, side = changed(field)
+    run_before, partial_before = what_lm_eval_receives(SETTINGS, SIDE, monkeypatch)
+    run_after, partial_after = what_lm_eval_receives(settings, side, monkeypatch)
+    reaches = lm_eval_arguments(settings, side) != lm_eval_arguments(SETTINGS, SIDE)
+    assert (run_before != run_after) == reaches
+    assert (partial_before != partial_after) == reaches
+    assert run_before == partial_before  # one source for both paths (partial replaces only the limit)
+
+
+def what_lm_eval_receives(settings: EvalSettings, side: Side, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
+    """What lm-eval is called with (model type, its arguments, task manager, simple_evaluate's keywords)."""
+    import lm_eval
+    import lm_eval.api.registry
+
+    calls: list[dict[str, Any]] = []
+
+    class Model:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def create_from_arg_string(self, model_args: str, config: dict[str, Any]) -> Any:
+            calls[-1]["model"] = (self.name, model_args, config)
+            return SimpleNamespace()
+
+    def simple_evaluate(**kwargs: Any) -> dict[str, Any]:
+        kwargs.pop("model")
+        calls[-1]["simple_evaluate"] = kwargs
+        return {"config": {}}
+
+    def recording_selector(limit: float | None, fewshot_seed: int | None) -> Any:
+        calls[-1]["selector limit"] = limit
+        return SELECTOR(limit, fewshot_seed)
+
+    monkeypatch.setattr(child_partial, "CompleteOnly", recording_selector)
+    monkeypatch.setattr(lm_eval.api.registry, "get_model", Model)
+    monkeypatch.setattr(lm_eval, "simple_evaluate", simple_evaluate)
+    monkeypatch.setattr(child, "load_tasks", lambda *args: None)
+    monkeypatch.setattr(child, "_instrument", lambda *args: None)
+    monkeypatch.setattr(child, "_loading_task_manager", lambda args: ("task manager", args["include_path"]))
+    monkeypatch.setattr(child, "task_manager", lambda args: ("task manager", args["include_path"]))
+    spec = RunRequest(side, settings, Path("r"), Path("l"), use_cache=Path("cache")).child_spec(Path("out"))
+    received = []
+    for run in (lambda: child.evaluate(spec, child.Events(open("/dev/null", "w"))),
+                lambda: child_partial.score_cached(spec)):
+        calls.append({})
+        run()
+        received.append(calls[-1])
+    run_call, partial_call = received
+    # Partial scoring selects the complete documents (samples=) instead of passing the limit: its selector
+    # applies the limit, as the stopped run did.
+    scored = partial_call["simple_evaluate"]
+    assert scored.pop("limit") is None and scored.pop("samples") == {}
+    scored["limit"] = partial_call.pop("selector limit")
+    return run_call, partial_call
+
+
+def test_compare_to_compares_everything_but_the_model() -> None:
+    reference = identity(SETTINGS, SIDE)
+    other_model = identity(SETTINGS, dataclasses.replace(SIDE, model_args="pretrained=/x,dtype=float32",
+                                                         fingerprint="e" * 64))
+    assert settings_differences(reference, other_model) == []
+    other_limit = identity(dataclasses.replace(SETTINGS, limit=10), SIDE)
+    assert settings_differences(reference, other_limit) == ["limit: 5 → 10"]
+    assert set(settings_part(reference)) == set(reference) - {"model", "model_args", "backend", "model_fingerprint"}
