@@ -66,7 +66,8 @@ def pytest_configure(config: pytest.Config) -> None:
     import tempfile
 
     os.environ.setdefault("PYTEST_FINETUNE_BENCH_CACHE", tempfile.mkdtemp(prefix="bench-cache-"))
-    config.addinivalue_line("markers", "slow: runs a real model or server (deselect with -m 'not slow')")
+    config.addinivalue_line("markers", "slow: runs a real model, a LoRA build, a server or lm-eval children "
+                                       "(deselect with -m 'not slow')")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -1,15 +1,15 @@
 """Tests only: a pytest plugin (`-p tests.fake_backend`) that adds test doubles through the backend interface.
 
 - `--bench-backend fake`: the hf backend's planning (folders, fingerprints, chat templates), but the
-  child runs `bench-fake` (tests/fake_lm.py) with the options in $PYTEST_FINETUNE_BENCH_TEST_FAKE_LM.
+  child runs `bench-fake` (tests/fake_lm.py), which reads its behaviour from
+  $PYTEST_FINETUNE_BENCH_TEST_FAKE_LM (not from its model arguments: a session that stops hanging must
+  keep the run's identity, and so its response cache).
 - `--bench-backend hf-hang`: the real hf backend, whose child also imports tests/fake_lm.py so that
   $PYTEST_FINETUNE_BENCH_TEST_HANG can make the real model hang (the variable is not part of the
   run's identity, so a session without it resumes from the same response cache).
 """
 
 from __future__ import annotations
-
-import os
 
 from pytest_finetune_bench.backends import Backend, register_backend
 from pytest_finetune_bench.backends.hf import HFBackend
@@ -28,8 +28,7 @@ class FakeBackend(HFBackend):
     child_imports = (CHILD_MODULE,)
 
     def model_args(self, model: str, settings: EvalSettings) -> dict[str, str]:
-        options = dict(item.split("=", 1) for item in os.environ.get(FAKE_ENV, "").split(",") if "=" in item)
-        return {"pretrained": model, **options}
+        return {"pretrained": model}
 
 
 class HangableHF(HFBackend):

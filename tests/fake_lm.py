@@ -1,7 +1,7 @@
 """Tests only, imported by the benchmark child through a backend's `child_imports` (see tests/fake_backend.py).
 
 - `bench-fake`: an lm-eval model that answers at once with canned output, committed to lm-eval's
-  response cache one by one like a real model. Its model arguments (from the `fake` backend) may add
+  response cache one by one like a real model. $PYTEST_FINETUNE_BENCH_TEST_FAKE_LM ("k=v,…") may set
   `hang_after=N` / `crash_after=N` (sleep forever / die by SIGKILL after N answers), `only=TEXT` (those
   two apply only to models whose path contains TEXT), `missing=MODULE` (fail as a missing dependency),
   `pid_dir=DIR` (write the child's pid there), `oom_above_batch=N` (fail as CUDA out of memory does
@@ -21,7 +21,7 @@ from typing import Any
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
-from tests.fake_backend import HANG_ENV
+from tests.fake_backend import FAKE_ENV, HANG_ENV
 
 REPLY = "hello world, this is a short answer in lowercase."
 
@@ -47,22 +47,20 @@ def _hang_hf_after(count: int, path_text: str) -> None:
     HFLM._model_generate = generate_then_hang
 
 
+def _behaviour() -> dict[str, str]:
+    """The fake's options from the environment (see the module docstring)."""
+    return dict(item.split("=", 1) for item in os.environ.get(FAKE_ENV, "").split(",") if "=" in item)
+
+
 class FakeLM(LM):  # type: ignore[misc]
     """Answers every request at once with canned output, through lm-eval's cache hook like a real model."""
 
-    def __init__(
-        self,
-        pretrained: str = "",
-        hang_after: int = -1,
-        crash_after: int = -1,
-        only: str = "",
-        missing: str = "",
-        pid_dir: str = "",
-        oom_above_batch: int = -1,
-        batch_size: int | str = 1,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, pretrained: str = "", batch_size: int | str = 1, **kwargs: Any) -> None:
         super().__init__()
+        options = _behaviour()
+        hang_after, crash_after = int(options.get("hang_after", -1)), int(options.get("crash_after", -1))
+        only, missing, pid_dir = options.get("only", ""), options.get("missing", ""), options.get("pid_dir", "")
+        oom_above_batch = int(options.get("oom_above_batch", -1))
         if missing:
             raise ModuleNotFoundError(f"No module named {missing!r}", name=missing)
         if 0 <= int(oom_above_batch) < int(batch_size):

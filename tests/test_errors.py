@@ -169,6 +169,7 @@ def test_missing_module_maps_to_its_pip_command(module: str, command: str) -> No
     assert pip_command(module) == command
 
 
+@pytest.mark.slow  # starts lm-eval children (a fake model) or a server
 def test_missing_dependency_in_the_child_is_one_line_with_the_fix(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -227,6 +228,7 @@ def test_a_held_lock_makes_others_wait_or_give_up(tmp_path: Path) -> None:
     holder.wait()
 
 
+@pytest.mark.slow  # starts lm-eval children (a fake model) or a server
 def test_hub_data_unreachable_names_the_offline_option_before_loading_a_model(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:

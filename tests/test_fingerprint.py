@@ -55,6 +55,7 @@ def test_an_unchanged_model_is_served_from_the_index(tmp_path: Path) -> None:
     assert DigestIndex(tmp_path).digest(weights) != digest
 
 
+@pytest.mark.slow  # starts lm-eval children (a fake model) or a server
 def test_a_re_merged_model_is_evaluated_afresh(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     """Real lm-eval, real bytes: the edited model's answers never come from the old model's response cache."""
     model = make_fake_model(pytester.path)

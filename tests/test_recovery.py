@@ -107,6 +107,7 @@ def test_same_second_runs_sort_after_their_first(tmp_path: Path) -> None:
     assert latest_complete_run(tmp_path) == tmp_path / "fine-tuned" / "2024-05-01T10-00-00-2"
 
 
+@pytest.mark.slow  # starts lm-eval children (a fake model) or a server
 def test_timeout_scores_partial_then_next_session_resumes(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -155,6 +156,7 @@ def test_timeout_scores_partial_then_next_session_resumes(
     third.stdout.fnmatch_lines([f"results: {crashed[0] / 'benchmark.json'}"])
 
 
+@pytest.mark.slow  # starts lm-eval children (a fake model) or a server
 def test_out_of_memory_retries_with_half_the_batch_size(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -191,6 +193,7 @@ def session_with_a_broken(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyP
     return result, read_summary(pytester.path / "out" / "benchmark.json")
 
 
+@pytest.mark.slow  # starts lm-eval children (a fake model) or a server
 def test_a_statistics_failure_never_costs_the_scores(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -205,6 +208,7 @@ def test_a_statistics_failure_never_costs_the_scores(
     assert "stats" not in ifeval
 
 
+@pytest.mark.slow  # starts lm-eval children (a fake model) or a server
 def test_out_of_memory_at_batch_size_one_names_the_remedies(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -219,6 +223,7 @@ def test_out_of_memory_at_batch_size_one_names_the_remedies(
     assert "Traceback" not in result.stdout.str()
 
 
+@pytest.mark.slow  # starts lm-eval children (a fake model) or a server
 def test_two_sessions_on_one_model_share_the_work_and_corrupt_nothing(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -281,6 +286,7 @@ def test_real_model_killed_by_timeout_resumes_where_it_stopped(
         assert summary["base_model"]["generated"] == 4 - base_done
 
 
+@pytest.mark.slow  # starts lm-eval children (a fake model) or a server
 def test_a_summary_failure_still_writes_the_scores(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     target = "pytest_finetune_bench.report.summary:reproduce"
     result, summary = session_with_a_broken(pytester, monkeypatch, target, "KeyError('forced summary failure')")

@@ -311,6 +311,7 @@ def test_chat_template_off_cannot_match_a_chat_server(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- end to end (stub)
+@pytest.mark.slow  # starts lm-eval children (a fake model) or a server
 def test_ollama_end_to_end_on_stub_skips_hellaswag_and_keeps_the_key_out_of_files(
     pytester: pytest.Pytester, demo_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

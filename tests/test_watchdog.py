@@ -169,6 +169,7 @@ def test_deadline_stops_the_whole_child_tree(monkeypatch: pytest.MonkeyPatch, mo
     assert elapsed < (8.0 if mode == "obeys-sigterm" else 3.0 + 2.0 + 8.0), elapsed
 
 
+@pytest.mark.slow  # starts lm-eval children (a fake model) or a server
 def test_pytest_timeout_inside_a_run_stops_the_child_and_is_recorded(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -243,6 +244,7 @@ def _first_pid(folder: Path, timeout_s: float) -> int:
     raise AssertionError(f"no benchmark child started within {timeout_s}s")
 
 
+@pytest.mark.slow  # starts lm-eval children (a fake model) or a server
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL], ids=lambda s: s.name)
 def test_no_child_outlives_its_pytest(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
                                       sig: signal.Signals) -> None:

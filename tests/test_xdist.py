@@ -11,6 +11,7 @@ from tests.conftest import FAST_ARGS
 from tests.fake_sessions import bench_args, make_fake_model, use_fake_lm
 
 
+@pytest.mark.slow  # starts lm-eval children (a fake model) or a server
 def test_xdist_worker_summary_reaches_the_controller(
     pytester: pytest.Pytester, unchanged_outputs: Path, demo_data: Path
 ) -> None:
@@ -29,6 +30,7 @@ def test_xdist_worker_summary_reaches_the_controller(
     assert not list(pytester.path.rglob(".benchmark.json.*.tmp"))
 
 
+@pytest.mark.slow  # starts lm-eval children (a fake model) or a server
 def test_gates_run_under_strict_markers_without_xdist(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
