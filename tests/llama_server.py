@@ -72,7 +72,9 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServ
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("llama-server") / "server.log"
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
+    # llama_cpp.server's own arguments, through a launcher that avoids an AMX crash (see the launcher).
+    launcher = Path(__file__).with_name("llama_server_launch.py")
+    command = [sys.executable, str(launcher), "--model", str(gguf), "--host", "127.0.0.1",
                "--port", str(port), "--model_alias", SERVED_NAME,
                # One thread: llama.cpp's spinning workers collapse when the CPU is shared with the test run.
                "--n_threads", "1"]
