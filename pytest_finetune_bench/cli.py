@@ -79,6 +79,16 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
             "a session computes. Empty, failed and partial run folders are skipped. Prints the folders used."
         ),
     ))
+    _add_model_arguments(commands.add_parser(
+        "readme",
+        help="write the Benchmark Results section into the model's README files",
+        description=(
+            "Write a 'Benchmark Results' section (table, IFEval detail, chart, settings, training facts) from "
+            "MODEL/benchmarks/benchmark.json into MODEL/README.md and the README.md of each of lora/, "
+            "merged_16bit/, merged_4bit/, gguf/ that exists. Only the text between the section's markers changes; "
+            "running it again changes nothing."
+        ),
+    ))
     return parser
 
 
@@ -202,12 +212,24 @@ def rebuild_summary(model: Path, output: Path | None) -> int:
     return 0
 
 
+def write_readmes(model: Path, output: Path | None) -> int:
+    """`readme`: the results section in every README of the model, from its benchmark.json."""
+    from pytest_finetune_bench.report.card import write_cards
+    from pytest_finetune_bench.report.from_disk import benchmarks_dir, latest_summary
+
+    for readme in write_cards(model, latest_summary(benchmarks_dir(model, output))):
+        print(f"wrote {readme}")
+    return 0
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "data-dir":
         print(data_dir())
         return 0
     if args.command == "summary":
         return rebuild_summary(args.model, args.output)
+    if args.command == "readme":
+        return write_readmes(args.model, args.output)
     return run_demo(args.outputs, run=not args.no_run, steps=args.steps)
 
 

@@ -18,10 +18,16 @@ from typing import Any
 import pytest
 
 from pytest_finetune_bench import cli
+from pytest_finetune_bench.report.card import END, START, write_cards
+from pytest_finetune_bench.report.chart import CHART_NAME, chart_figure, chart_png
+from pytest_finetune_bench.report.facts import comparisons
+from pytest_finetune_bench.store.fingerprint import model_fingerprint
 from tests.fake_backend import FAKE_ENV
 from tests.fake_sessions import REPO_ROOT, bench_args, make_fake_model, read_summary
 
-COMMANDS = ("summary",)
+COMMANDS = ("summary", "readme")
+GOLDEN = Path(__file__).parent / "golden"
+USER_TEXT = "# My model\n\nWritten by hand: kept as it is.\n"
 
 
 @dataclass(frozen=True)
@@ -42,10 +48,16 @@ def fake_run(tmp_path_factory: pytest.TempPathFactory) -> FakeRun:
     """One fake session whose fine-tuned model answers in capitals (flips both ways)."""
     root = tmp_path_factory.mktemp("reports")
     model = make_fake_model(root)
+    (model / "merged_4bit").mkdir()  # an export folder without a README: the session creates one
+    (model / "README.md").write_text(USER_TEXT)
+    (model / "lora" / "training_metrics.json").write_text(json.dumps(
+        {"model_name": "SmolLM2-135M-Instruct", "dataset": "demo_train", "learning_rate": 0.001, "steps": 30,
+         "final_loss": 1.0815}))
     output = model / "benchmarks"
     env = {**os.environ, FAKE_ENV: "shout_for=merged_16bit",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
-    args = bench_args(model, output, "--bench-min-gain=0", "--bench-max-drop=100")
+    args = bench_args(model, output, "--bench-min-gain=0", "--bench-max-drop=100", "--bench-readme",
+                      f"--bench-json={root / 'ci' / 'benchmark.json'}")
     done = subprocess.run([sys.executable, "-m", "pytest", str(model), *args], cwd=root, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -133,3 +145,75 @@ def test_the_console_script_has_the_same_commands(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(SystemExit):
         cli.script()
     assert capsys.readouterr().out.startswith("usage: pytest-finetune-bench summary")
+
+
+def _golden_summary() -> dict[str, Any]:
+    """benchmark.json of a fake session (tests/golden/benchmark.json), its folders renamed to /data."""
+    return read_summary(GOLDEN / "benchmark.json")
+
+
+def test_the_readme_section_matches_its_golden_file(tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    (model / "lora").mkdir(parents=True)
+    (model / "lora" / "adapter_config.json").write_text(json.dumps({"r": 16, "lora_alpha": 32}))
+    (model / "lora" / "training_metrics.json").write_text(json.dumps(
+        {"model_name": "SmolLM2-135M-Instruct", "dataset": "demo_train", "learning_rate": 0.001, "steps": 30,
+         "final_loss": 1.0815}))
+    write_cards(model, _golden_summary())
+    assert (model / "README.md").read_text() == (GOLDEN / "README.md").read_text()
+
+
+def test_a_second_run_changes_nothing_and_keeps_the_text_around(tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    (model / "gguf").mkdir(parents=True)
+    after = "\n## License\n\nApache-2.0\n"
+    (model / "README.md").write_text(USER_TEXT + f"\n{START}\nold numbers\n{END}\n" + after)
+    write_cards(model, _golden_summary())
+    first = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(model.rglob("*.*"))}
+    write_cards(model, _golden_summary())
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(model.rglob("*.*"))} == first
+    text = (model / "README.md").read_text()
+    assert text.startswith(USER_TEXT) and text.endswith(f"{END}\n" + after)
+    assert "old numbers" not in text and text.count(START) == 1
+    assert (model / "gguf" / "README.md").read_text().startswith(START)
+
+
+def test_the_session_writes_every_card_and_they_leave_the_fingerprint_alone(fake_run: FakeRun) -> None:
+    for folder in ("", "lora", "merged_16bit", "merged_4bit"):
+        readme = (fake_run.model / folder / "README.md").read_text()
+        assert readme.count("## Benchmark Results") == 1, folder
+        assert (fake_run.model / folder / CHART_NAME).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    main = (fake_run.model / "README.md").read_text()
+    assert main.startswith(USER_TEXT)
+    assert "`merged_16bit`" in main and "via fake" in main  # from benchmark.json, not a fixed line
+    assert "dataset: demo_train" in main and "final loss: 1.0815" in main
+    fingerprint = fake_run.summary["reproduce"]["identity"]["fine-tuned"]["model_fingerprint"]
+    assert model_fingerprint(str(fake_run.model / "merged_16bit")) == fingerprint
+
+
+def test_readme_command_is_idempotent(fake_run: FakeRun, tmp_path: Path) -> None:
+    model = _copy(fake_run, tmp_path)
+    done = run_cli("readme", str(model))
+    assert done.returncode == 0, done.stderr
+    assert f"wrote {model / 'merged_4bit' / 'README.md'}" in done.stdout
+    before = {p: p.read_bytes() for p in model.rglob("README.md")}
+    assert run_cli("readme", str(model)).returncode == 0
+    assert {p: p.read_bytes() for p in model.rglob("README.md")} == before
+
+
+def test_the_chart_bars_match_the_data() -> None:
+    summary = _golden_summary()
+    comps = comparisons(summary)
+    figure = chart_figure(comps)
+    axes = figure.axes[0]
+    base_bars, finetuned_bars = axes.containers[:2]
+    assert [bar.get_height() for bar in base_bars] == pytest.approx([c.base_accuracy * 100 for c in comps.values()])
+    assert [bar.get_height() for bar in finetuned_bars] == pytest.approx(
+        [c.finetuned_accuracy * 100 for c in comps.values()])
+    stats = summary["comparison"]["ifeval"]["stats"]
+    base = summary["comparison"]["ifeval"]["base_accuracy"]
+    (segments,) = [c for c in axes.collections if c.get_segments()]
+    (low, high) = sorted(y for _, y in segments.get_segments()[0])
+    assert (low, high) == pytest.approx(((base + stats["ci_low"]) * 100, (base + stats["ci_high"]) * 100))
+    png = chart_png(comps)
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and png == chart_png(comps)

@@ -15,7 +15,8 @@ from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.plan.choices import SUITES
 from pytest_finetune_bench.plan.planner import make_plan
 from pytest_finetune_bench.plugin.gate_items import gate_items
-from pytest_finetune_bench.plugin.options import read_options, register, show_plan_only
+from pytest_finetune_bench.plugin.options import output_choices, read_options, register, show_plan_only
+from pytest_finetune_bench.report.card import write_cards
 from pytest_finetune_bench.report.table import (
     comparison_table,
     comparisons_from_summary,
@@ -24,7 +25,7 @@ from pytest_finetune_bench.report.table import (
 )
 from pytest_finetune_bench.run.recovery import incomplete_reason, partial_note
 from pytest_finetune_bench.run.session import BenchSession
-from pytest_finetune_bench.store.files import check_writable_dir
+from pytest_finetune_bench.store.files import atomic_write_text, check_writable_dir
 from pytest_finetune_bench.store.summaries import publish_summary
 
 bench_session_key = pytest.StashKey[BenchSession]()
@@ -140,10 +141,46 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         if written is not None:
             session.config.stash[summary_path_key] = written
     except (OSError, BenchError) as exc:
-        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-        message = f"pytest-finetune-bench: could not write benchmark.json: {exc}"
-        if reporter is not None:
-            reporter.write_line(message, red=True)
+        _warn(session.config, f"pytest-finetune-bench: could not write benchmark.json: {exc}")
+        return
+    if written is not None:
+        _write_outputs(session.config, bench, written)
+
+
+def _warn(config: pytest.Config, message: str) -> None:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(message, red=True)
+    else:
+        print(message, file=sys.stderr)
+
+
+def _write_outputs(config: pytest.Config, bench: BenchSession, written: Path) -> None:
+    """The files people read, made from the summary just written; one failing costs none of the others."""
+    choices = output_choices(config)
+    summary = json.loads(written.read_text(encoding="utf-8"))
+    outputs: list[tuple[str, Callable[[], object]]] = []
+    if choices.readme:
+        outputs.append(("the model cards (--bench-readme)", lambda: _write_cards(config, bench, summary)))
+    if choices.json_copy is not None:
+        copy = choices.json_copy
+        outputs.append((f"--bench-json {copy}", lambda: atomic_write_text(copy, written.read_text(encoding="utf-8"))))
+    for what, write in outputs:
+        try:
+            write()
+        except Exception as exc:  # noqa: BLE001 - benchmark.json is on disk already: an extra output never costs it
+            _warn(config, f"pytest-finetune-bench: could not write {what}: {exc}")
+
+
+def _write_cards(config: pytest.Config, bench: BenchSession, summary: dict[str, Any]) -> None:
+    root = bench.plan.location.root
+    if root is None:
+        raise BenchError("a Hub model has no local folder to hold README files; --bench-readme needs a local model")
+    if summary.get("status") != "complete":
+        _warn(config, "pytest-finetune-bench: README files not updated: this session did not complete")
+        return
+    for readme in write_cards(root, summary):
+        bench.say(f"[bench] results section: {readme}")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:

@@ -15,13 +15,13 @@ from typing import Any
 
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.compare.scores import compare
+from pytest_finetune_bench.report.facts import confidence_level
 from pytest_finetune_bench.run.engine import RunRecord
 from pytest_finetune_bench.run.session import add_evidence
 from pytest_finetune_bench.store.files import read_json_file
 from pytest_finetune_bench.store.summaries import SUMMARY, latest_complete_run, publish_summary
 
 _SIDES = {"base": "base_model", "fine-tuned": "fine_tuned_model"}
-_DEFAULT_CONFIDENCE = 0.95
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,11 @@ def benchmarks_dir(model: Path, output: Path | None) -> Path:
     return folder
 
 
+def latest_summary(output_dir: Path) -> dict[str, Any]:
+    """`output_dir`/benchmark.json: the summary of the latest complete session."""
+    return read_json_file(output_dir / SUMMARY, "run the benchmark, or rebuild it with the `summary` command")
+
+
 def rebuild_summary(output_dir: Path) -> tuple[dict[str, Any], Sources]:
     """The summary of the newest complete run under `output_dir`, its comparison computed again from disk."""
     run_dir = latest_complete_run(output_dir)
@@ -57,7 +62,7 @@ def rebuild_summary(output_dir: Path) -> tuple[dict[str, Any], Sources]:
     records = {role: _record(recorded, role, advice) for role in _SIDES}
     tasks = list(recorded.get("reproduce", {}).get("tasks") or recorded.get("comparison", {}))
     comparisons = compare(records["base"].results, records["fine-tuned"].results, tasks)
-    add_evidence(comparisons, records["base"], records["fine-tuned"], run_dir, _confidence(recorded))
+    add_evidence(comparisons, records["base"], records["fine-tuned"], run_dir, confidence_level(recorded))
     summary = copy.deepcopy(recorded)
     summary["comparison"] = {task: c.to_json() for task, c in comparisons.items()}
     for role, key in _SIDES.items():
@@ -84,12 +89,3 @@ def _record(summary: dict[str, Any], role: str, advice: str) -> RunRecord:
     return RunRecord(role=role, model=str(side.get("model")), results=read_json_file(results_file, advice),
                      results_file=results_file, samples_files=samples, timestamp=str(side.get("timestamp")),
                      status=str(side.get("status", "complete")))
-
-
-def _confidence(summary: dict[str, Any]) -> float:
-    """The confidence level the session's intervals used (the same in every task)."""
-    for comparison in (summary.get("comparison") or {}).values():
-        level = (comparison.get("stats") or {}).get("confidence")
-        if isinstance(level, (int, float)):
-            return float(level)
-    return _DEFAULT_CONFIDENCE
