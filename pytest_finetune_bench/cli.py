@@ -89,6 +89,15 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
             "running it again changes nothing."
         ),
     ))
+    _add_model_arguments(commands.add_parser(
+        "report",
+        help="write benchmarks/report.html (results, chart, flipped prompts) from benchmark.json",
+        description=(
+            "Write MODEL/benchmarks/report.html from MODEL/benchmarks/benchmark.json: one self-contained page with "
+            "the results table, the chart, the settings, the reproduce commands and the flipped documents (prompt "
+            "and both answers), filterable by task and direction."
+        ),
+    ))
     return parser
 
 
@@ -222,6 +231,16 @@ def write_readmes(model: Path, output: Path | None) -> int:
     return 0
 
 
+def write_html_report(model: Path, output: Path | None) -> int:
+    """`report`: benchmarks/report.html from the latest complete session's benchmark.json."""
+    from pytest_finetune_bench.report.from_disk import benchmarks_dir, latest_summary
+    from pytest_finetune_bench.report.html import REPORT_NAME, write_report
+
+    folder = benchmarks_dir(model, output)
+    print(f"wrote {write_report(folder / REPORT_NAME, latest_summary(folder), str(model))}")
+    return 0
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "data-dir":
         print(data_dir())
@@ -230,6 +249,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return rebuild_summary(args.model, args.output)
     if args.command == "readme":
         return write_readmes(args.model, args.output)
+    if args.command == "report":
+        return write_html_report(args.model, args.output)
     return run_demo(args.outputs, run=not args.no_run, steps=args.steps)
 
 

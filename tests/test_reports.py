@@ -24,8 +24,11 @@ from pytest_finetune_bench.report.facts import comparisons
 from pytest_finetune_bench.store.fingerprint import model_fingerprint
 from tests.fake_backend import FAKE_ENV
 from tests.fake_sessions import REPO_ROOT, bench_args, make_fake_model, read_summary
+from tests.test_recovery import session_with_a_broken
 
-COMMANDS = ("summary", "readme")
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+
+COMMANDS = ("summary", "readme", "report")
 GOLDEN = Path(__file__).parent / "golden"
 USER_TEXT = "# My model\n\nWritten by hand: kept as it is.\n"
 
@@ -217,3 +220,60 @@ def test_the_chart_bars_match_the_data() -> None:
     assert (low, high) == pytest.approx(((base + stats["ci_low"]) * 100, (base + stats["ci_high"]) * 100))
     png = chart_png(comps)
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and png == chart_png(comps)
+
+
+def _browser() -> str:
+    found = next((path for name in BROWSERS if (path := shutil.which(name))), None)
+    if found is None:
+        pytest.skip(f"no headless browser: none of {', '.join(BROWSERS)} is on PATH (apt-get install chromium)")
+    return found
+
+
+def _chromium(browser: str, profile: Path, *args: str) -> str:
+    """Run headless Chromium once; its stdout (the DOM for --dump-dom)."""
+    done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}",
+                           "--virtual-time-budget=5000", *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_every_session_writes_a_self_contained_report(fake_run: FakeRun) -> None:
+    page = (fake_run.output / "report.html").read_text()
+    assert "<script src" not in page and "<link" not in page and 'src="http' not in page  # nothing from the network
+    assert 'src="data:image/png;base64,' in page
+    assert fake_run.summary["reproduce"]["commands"]["fine-tuned"].replace("'", "&#x27;") in page
+    assert f"python -m pytest_finetune_bench report {fake_run.model}" in page
+
+
+def test_the_report_in_a_real_browser(fake_run: FakeRun, tmp_path: Path) -> None:
+    browser = _browser()
+    page = (fake_run.output / "report.html").as_uri()
+    screenshot = tmp_path / "report.png"
+    _chromium(browser, tmp_path / "profile", f"--screenshot={screenshot}", "--window-size=1200,1600", page)
+    assert screenshot.read_bytes().startswith(b"\x89PNG")
+    print(f"screenshot of report.html: {screenshot}")
+    flips = fake_run.summary["comparison"]["ifeval"]["flips"]
+    total = flips["regressed"] + flips["improved"]
+
+    dom = _chromium(browser, tmp_path / "profile", "--dump-dom", page)
+    assert dom.count('<tr class="flip"') == total and " hidden=" not in dom
+    assert f'id="flip-count">{total} of {total} shown<' in dom
+    assert dom.count("<tr>") - dom.count('<tr class="flip"') >= 2  # the results and IFEval tables have rows
+
+    dom = _chromium(browser, tmp_path / "profile", "--dump-dom", page + "#task=ifeval&direction=regressed")
+    shown = [row for row in dom.split('<tr class="flip"')[1:] if not row.split(">", 1)[0].endswith('hidden=""')]
+    assert len(shown) == flips["regressed"]
+    assert all('data-direction="regressed"' in row.split(">", 1)[0] for row in shown)
+    assert f'id="flip-count">{flips["regressed"]} of {total} shown<' in dom
+    # The capitals answer fails IFEval's lower-case instruction: the page names it for the fine-tuned side.
+    assert "failed instructions: change_case:english_lowercase" in shown[0]
+
+
+def test_a_report_failure_never_costs_benchmark_json(pytester: pytest.Pytester,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    result, summary = session_with_a_broken(pytester, monkeypatch, "pytest_finetune_bench.report.html:report_html",
+                                            "RuntimeError('forced report failure')")
+    result.assert_outcomes(passed=2)
+    assert summary["status"] == "complete"
+    result.stdout.fnmatch_lines(["*could not write */report.html: forced report failure"])
+    assert not (pytester.path / "out" / "report.html").exists()

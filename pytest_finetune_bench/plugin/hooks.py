@@ -17,6 +17,7 @@ from pytest_finetune_bench.plan.planner import make_plan
 from pytest_finetune_bench.plugin.gate_items import gate_items
 from pytest_finetune_bench.plugin.options import output_choices, read_options, register, show_plan_only
 from pytest_finetune_bench.report.card import write_cards
+from pytest_finetune_bench.report.html import REPORT_NAME, write_report
 from pytest_finetune_bench.report.table import (
     comparison_table,
     comparisons_from_summary,
@@ -159,7 +160,9 @@ def _write_outputs(config: pytest.Config, bench: BenchSession, written: Path) ->
     """The files people read, made from the summary just written; one failing costs none of the others."""
     choices = output_choices(config)
     summary = json.loads(written.read_text(encoding="utf-8"))
-    outputs: list[tuple[str, Callable[[], object]]] = []
+    report = bench.plan.output_dir / REPORT_NAME
+    model_hint = str(bench.plan.location.root or bench.plan.location.source)
+    outputs: list[tuple[str, Callable[[], object]]] = [(str(report), lambda: write_report(report, summary, model_hint))]
     if choices.readme:
         outputs.append(("the model cards (--bench-readme)", lambda: _write_cards(config, bench, summary)))
     if choices.json_copy is not None:
