@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from pytest_finetune_bench import cli
 from pytest_finetune_bench.report.card import END, START, write_cards
 from pytest_finetune_bench.report.chart import CHART_NAME, chart_figure, chart_png
 from pytest_finetune_bench.report.facts import comparisons
+from pytest_finetune_bench.report.github import STEP_SUMMARY_ENV
 from pytest_finetune_bench.store.fingerprint import model_fingerprint
 from tests.fake_backend import FAKE_ENV
 from tests.fake_sessions import REPO_ROOT, bench_args, make_fake_model, read_summary
@@ -40,6 +42,7 @@ class FakeRun:
     model: Path
     output: Path
     stdout: str
+    ci: Path  # the step summary, --bench-json copy and JUnit XML
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -57,14 +60,16 @@ def fake_run(tmp_path_factory: pytest.TempPathFactory) -> FakeRun:
         {"model_name": "SmolLM2-135M-Instruct", "dataset": "demo_train", "learning_rate": 0.001, "steps": 30,
          "final_loss": 1.0815}))
     output = model / "benchmarks"
-    env = {**os.environ, FAKE_ENV: "shout_for=merged_16bit",
+    env = {**os.environ, FAKE_ENV: "shout_for=merged_16bit", STEP_SUMMARY_ENV: str(root / "ci" / "step-summary.md"),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    (root / "ci").mkdir()
+    (root / "ci" / "step-summary.md").write_text("## an earlier step\n")
     args = bench_args(model, output, "--bench-min-gain=0", "--bench-max-drop=100", "--bench-readme",
-                      f"--bench-json={root / 'ci' / 'benchmark.json'}")
+                      f"--bench-json={root / 'ci' / 'benchmark.json'}", f"--junitxml={root / 'ci' / 'junit.xml'}")
     done = subprocess.run([sys.executable, "-m", "pytest", str(model), *args], cwd=root, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
-    return FakeRun(model, output, done.stdout)
+    return FakeRun(model, output, done.stdout, root / "ci")
 
 
 def _copy(run: FakeRun, tmp_path: Path) -> Path:
@@ -277,3 +282,32 @@ def test_a_report_failure_never_costs_benchmark_json(pytester: pytest.Pytester,
     assert summary["status"] == "complete"
     result.stdout.fnmatch_lines(["*could not write */report.html: forced report failure"])
     assert not (pytester.path / "out" / "report.html").exists()
+
+
+def test_the_job_summary_gets_the_table_after_earlier_steps(fake_run: FakeRun) -> None:
+    text = (fake_run.ci / "step-summary.md").read_text()
+    assert text.startswith("## an earlier step\n### Fine-tune benchmark: model vs ")
+    stats = fake_run.summary["comparison"]["ifeval"]["stats"]
+    interval = f"[{stats['ci_low'] * 100:+.1f}, {stats['ci_high'] * 100:+.1f}]"
+    assert (f"| Instruction-Following (IFEval) | 30.00% | 30.00% | → No change | {interval} | 1 | 1↓ 1↑ of 10 |"
+            in text)
+    assert "| 95% CI (points) | p | Flips |" in text and "| Strict Inst |" in text
+
+
+def test_gate_results_carry_the_numbers_as_junit_properties(fake_run: FakeRun) -> None:
+    comparison = fake_run.summary["comparison"]["ifeval"]
+    stats = comparison["stats"]
+    expected = {"base": comparison["base_accuracy"], "fine_tuned": comparison["finetuned_accuracy"],
+                "delta": comparison["delta"], "ci_low": stats["ci_low"], "ci_high": stats["ci_high"],
+                "p_value": stats["p_value"], "confidence": stats["confidence"]}
+    cases = ET.parse(fake_run.ci / "junit.xml").getroot().iter("testcase")
+    gates = {f"{case.get('classname')}::{case.get('name')}": case for case in cases}
+    assert set(gates) == {"finetune-bench.ifeval::improves", "finetune-bench.ifeval::no_regression"}
+    for case in gates.values():
+        properties = {p.get("name"): p.get("value") for p in case.iter("property")}
+        assert properties["metric"] == "prompt_level_strict_acc,none"
+        assert {name: float(properties[name]) for name in expected} == pytest.approx(expected)
+
+
+def test_bench_json_copies_the_summary(fake_run: FakeRun) -> None:
+    assert read_summary(fake_run.ci / "benchmark.json") == fake_run.summary

@@ -9,6 +9,7 @@ import pytest
 
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.compare.gates import improves_failure, regression_failure
+from pytest_finetune_bench.compare.scores import TaskComparison
 from pytest_finetune_bench.run.recovery import incomplete_reason
 from pytest_finetune_bench.run.session import BenchSession
 from pytest_finetune_bench.run.watchdog import gate_item_timeout
@@ -37,6 +38,7 @@ class BenchGateItem(pytest.Item):
             comp = self.bench.comparison()[self.task]
         except BenchError as exc:
             raise GateFailure(str(exc)) from None
+        self.user_properties.extend(junit_properties(comp))
         # Scores from part of the samples are shown in the table, but never pass a gate.
         partial = incomplete_reason((self.bench.completed("base"), self.bench.completed("fine-tuned")))
         if partial:
@@ -59,6 +61,23 @@ class BenchGateItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         return self.path, None, f"{NODE_PREFIX}: {self.task} {self.gate}"
+
+
+def junit_properties(comp: TaskComparison) -> list[tuple[str, object]]:
+    """The numbers behind a gate, for `--junitxml` (as fractions, like benchmark.json); absent ones left out."""
+    stats = comp.extra.get("stats") or {}
+    values = {
+        "metric": comp.metric,
+        "base": comp.base_accuracy,
+        "fine_tuned": comp.finetuned_accuracy,
+        "delta": comp.delta,
+        "delta_percent": comp.delta_percent,
+        "ci_low": stats.get("ci_low"),
+        "ci_high": stats.get("ci_high"),
+        "confidence": stats.get("confidence"),
+        "p_value": stats.get("p_value"),
+    }
+    return [(name, value) for name, value in values.items() if value is not None]
 
 
 class BenchGates(pytest.Collector):

@@ -17,6 +17,7 @@ from pytest_finetune_bench.plan.planner import make_plan
 from pytest_finetune_bench.plugin.gate_items import gate_items
 from pytest_finetune_bench.plugin.options import output_choices, read_options, register, show_plan_only
 from pytest_finetune_bench.report.card import write_cards
+from pytest_finetune_bench.report.github import append_step_summary, step_summary_file
 from pytest_finetune_bench.report.html import REPORT_NAME, write_report
 from pytest_finetune_bench.report.table import (
     comparison_table,
@@ -135,15 +136,16 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             session.config.workeroutput[WORKER_OUTPUT_KEY] = json.dumps(bench.summary(), default=str)
         return
     try:
-        if not bench.active:
+        if bench.active:
+            written = bench.write_summary()
+            if written is not None:
+                session.config.stash[summary_path_key] = written
+        else:
             _write_worker_summary(session.config, bench)
-            return
-        written = bench.write_summary()
-        if written is not None:
-            session.config.stash[summary_path_key] = written
     except (OSError, BenchError) as exc:
         _warn(session.config, f"pytest-finetune-bench: could not write benchmark.json: {exc}")
         return
+    written = session.config.stash.get(summary_path_key, None)
     if written is not None:
         _write_outputs(session.config, bench, written)
 
@@ -165,6 +167,9 @@ def _write_outputs(config: pytest.Config, bench: BenchSession, written: Path) ->
     outputs: list[tuple[str, Callable[[], object]]] = [(str(report), lambda: write_report(report, summary, model_hint))]
     if choices.readme:
         outputs.append(("the model cards (--bench-readme)", lambda: _write_cards(config, bench, summary)))
+    step_summary = step_summary_file()
+    if step_summary is not None:
+        outputs.append((f"the job summary {step_summary}", lambda: append_step_summary(step_summary, summary)))
     if choices.json_copy is not None:
         copy = choices.json_copy
         outputs.append((f"--bench-json {copy}", lambda: atomic_write_text(copy, written.read_text(encoding="utf-8"))))
