@@ -66,7 +66,9 @@ def fake_run(tmp_path_factory: pytest.TempPathFactory) -> FakeRun:
     (root / "ci" / "step-summary.md").write_text("## an earlier step\n")
     args = bench_args(model, output, "--bench-min-gain=0", "--bench-max-drop=100", "--bench-readme",
                       f"--bench-json={root / 'ci' / 'benchmark.json'}", f"--junitxml={root / 'ci' / 'junit.xml'}")
-    done = subprocess.run([sys.executable, "-m", "pytest", str(model), *args], cwd=root, env=env,
+    # Started from another folder than the rootdir (the model folder, which pytest is given to collect).
+    (root / "elsewhere").mkdir()
+    done = subprocess.run([sys.executable, "-m", "pytest", str(model), "-v", *args], cwd=root / "elsewhere", env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     return FakeRun(model, output, done.stdout, root / "ci")
@@ -83,6 +85,15 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
     return subprocess.run([sys.executable, "-m", "pytest_finetune_bench", *args], capture_output=True, text=True,
                           env=env, timeout=300)
+
+
+def test_gates_keep_their_names_when_started_outside_the_rootdir(fake_run: FakeRun) -> None:
+    rootdir = next(line for line in fake_run.stdout.splitlines() if line.startswith("rootdir: "))
+    assert rootdir.removeprefix("rootdir: ") != str(fake_run.model.parent / "elsewhere")
+    for gate in ("improves", "no_regression"):
+        assert f"\nfinetune-bench::ifeval::{gate} PASSED" in fake_run.stdout  # -v's progress lines
+        assert f"\nPASSED finetune-bench::ifeval::{gate}\n" in fake_run.stdout  # the short summary
+    assert "/finetune-bench::" not in fake_run.stdout
 
 
 def test_the_fake_session_flips_prompts_both_ways(fake_run: FakeRun) -> None:

@@ -119,6 +119,24 @@ class BenchGates(pytest.Collector):
             item.add_marker(pytest.mark.timeout(seconds, method="signal"))
 
 
+def keep_gate_ids_readable(config: pytest.Config) -> None:
+    """Show the gates as `finetune-bench::ifeval::improves` wherever pytest is started.
+
+    pytest rewrites a node id's first part as a path from the current directory when that is not the
+    rootdir; the gates are no file, so `finetune-bench` would become `../../…/finetune-bench`. Their
+    ids are left as they are; every other id is rewritten as pytest does.
+    """
+    rewrite: Any = config.cwd_relative_nodeid
+
+    def cwd_relative_nodeid(nodeid: Any) -> Any:
+        # A str up to pytest 8, a NodeId (whose str() is the id) from pytest 9.
+        if str(nodeid).split("::", 1)[0] == NODE_PREFIX:
+            return nodeid
+        return rewrite(nodeid)
+
+    config.cwd_relative_nodeid = cwd_relative_nodeid  # type: ignore[method-assign]
+
+
 def gate_items(session: pytest.Session, bench: BenchSession) -> list[pytest.Item]:
     """Collect the gates through pytest's own machinery (reports, counts, hooks)."""
     gates = BenchGates.from_parent(

@@ -14,7 +14,7 @@ import pytest
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.plan.choices import SUITES
 from pytest_finetune_bench.plan.planner import make_plan
-from pytest_finetune_bench.plugin.gate_items import gate_items
+from pytest_finetune_bench.plugin.gate_items import gate_items, keep_gate_ids_readable
 from pytest_finetune_bench.plugin.options import output_choices, read_options, register, show_plan_only
 from pytest_finetune_bench.report.card import write_cards
 from pytest_finetune_bench.report.github import append_step_summary, step_summary_file
@@ -67,6 +67,7 @@ def pytest_configure(config: pytest.Config) -> None:
             print(line, flush=True)
         pytest.exit("--bench-plan: the plan above was not run", returncode=0)
     config.stash[bench_session_key] = BenchSession(plan, say)
+    keep_gate_ids_readable(config)
 
 
 def _terminal_writer(config: pytest.Config) -> Callable[[str], None]:
