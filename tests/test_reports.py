@@ -1,7 +1,9 @@
 """Results people read: `summary` from disk, model cards, the chart, report.html and CI outputs.
 
-One fake session (tests/fake_lm.py, seconds) writes a real benchmark.json, flips and lm-eval samples
-files; the fine-tuned fake answers in capitals, so IFEval has prompts flipping both ways.
+Fast tests read tests/golden/model/benchmarks/: the files of a fake session (tests/fake_lm.py) whose
+fine-tuned model answers in capitals, so IFEval has prompts flipping both ways; its folders were
+renamed to /data/model, and `golden_model` points a copy's summaries at the copy. The slow tests
+run such a session themselves (lm-eval children) and read what it wrote.
 """
 
 from __future__ import annotations
@@ -22,63 +24,35 @@ from pytest_finetune_bench import cli
 from pytest_finetune_bench.report.card import END, START, write_cards
 from pytest_finetune_bench.report.chart import CHART_NAME, chart_figure, chart_png
 from pytest_finetune_bench.report.facts import comparisons
-from pytest_finetune_bench.report.github import STEP_SUMMARY_ENV
+from pytest_finetune_bench.report.from_disk import rebuild_summary
+from pytest_finetune_bench.report.github import STEP_SUMMARY_ENV, append_step_summary
+from pytest_finetune_bench.report.html import REPORT_NAME, write_report
 from pytest_finetune_bench.store.fingerprint import model_fingerprint
 from tests.fake_backend import FAKE_ENV
 from tests.fake_sessions import REPO_ROOT, bench_args, make_fake_model, read_summary
 from tests.test_recovery import session_with_a_broken
 
-BROWSERS = ("chromium", "chromium-browser", "google-chrome")
-
 COMMANDS = ("summary", "readme", "report")
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 GOLDEN = Path(__file__).parent / "golden"
+GOLDEN_ROOT = "/data/model"  # where the golden session's model folder was
+GOLDEN_RUN = "2026-12-02T14-35-57"
 USER_TEXT = "# My model\n\nWritten by hand: kept as it is.\n"
+TRAINING_METRICS = {"model_name": "SmolLM2-135M-Instruct", "dataset": "demo_train", "learning_rate": 0.001,
+                    "steps": 30, "final_loss": 1.0815}
 
 
-@dataclass(frozen=True)
-class FakeRun:
-    """A finished fake session: the model folder, its benchmarks folder and the session's output."""
-
-    model: Path
-    output: Path
-    stdout: str
-    ci: Path  # the step summary, --bench-json copy and JUnit XML
-
-    @property
-    def summary(self) -> dict[str, Any]:
-        return read_summary(self.output / "benchmark.json")
+def golden_model(tmp_path: Path) -> Path:
+    """A copy of the golden session's model folder whose summaries name the copy's files."""
+    model = tmp_path / "model"
+    shutil.copytree(GOLDEN / "model", model)
+    for summary in model.rglob("benchmark.json"):
+        summary.write_text(summary.read_text().replace(f'"{GOLDEN_ROOT}/', f'"{model}/'))
+    return model
 
 
-@pytest.fixture(scope="module")
-def fake_run(tmp_path_factory: pytest.TempPathFactory) -> FakeRun:
-    """One fake session whose fine-tuned model answers in capitals (flips both ways)."""
-    root = tmp_path_factory.mktemp("reports")
-    model = make_fake_model(root)
-    (model / "merged_4bit").mkdir()  # an export folder without a README: the session creates one
-    (model / "README.md").write_text(USER_TEXT)
-    (model / "lora" / "training_metrics.json").write_text(json.dumps(
-        {"model_name": "SmolLM2-135M-Instruct", "dataset": "demo_train", "learning_rate": 0.001, "steps": 30,
-         "final_loss": 1.0815}))
-    output = model / "benchmarks"
-    env = {**os.environ, FAKE_ENV: "shout_for=merged_16bit", STEP_SUMMARY_ENV: str(root / "ci" / "step-summary.md"),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
-    (root / "ci").mkdir()
-    (root / "ci" / "step-summary.md").write_text("## an earlier step\n")
-    args = bench_args(model, output, "--bench-min-gain=0", "--bench-max-drop=100", "--bench-readme",
-                      f"--bench-json={root / 'ci' / 'benchmark.json'}", f"--junitxml={root / 'ci' / 'junit.xml'}")
-    # Started from another folder than the rootdir (the model folder, which pytest is given to collect).
-    (root / "elsewhere").mkdir()
-    done = subprocess.run([sys.executable, "-m", "pytest", str(model), "-v", *args], cwd=root / "elsewhere", env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return FakeRun(model, output, done.stdout, root / "ci")
-
-
-def _copy(run: FakeRun, tmp_path: Path) -> Path:
-    """A private copy of the run's model folder (the paths recorded inside still point at the original)."""
-    target = tmp_path / run.model.name
-    shutil.copytree(run.model, target)
-    return target
+def golden_summary() -> dict[str, Any]:
+    return read_summary(GOLDEN / "model" / "benchmarks" / "benchmark.json")
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -87,47 +61,35 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
                           env=env, timeout=300)
 
 
-def test_gates_keep_their_names_when_started_outside_the_rootdir(fake_run: FakeRun) -> None:
-    rootdir = next(line for line in fake_run.stdout.splitlines() if line.startswith("rootdir: "))
-    assert rootdir.removeprefix("rootdir: ") != str(fake_run.model.parent / "elsewhere")
-    for gate in ("improves", "no_regression"):
-        assert f"\nfinetune-bench::ifeval::{gate} PASSED" in fake_run.stdout  # -v's progress lines
-        assert f"\nPASSED finetune-bench::ifeval::{gate}\n" in fake_run.stdout  # the short summary
-    assert "/finetune-bench::" not in fake_run.stdout
+# ------------------------------------------------------------------------------------------------ summary
 
 
-def test_the_fake_session_flips_prompts_both_ways(fake_run: FakeRun) -> None:
-    flips = fake_run.summary["comparison"]["ifeval"]["flips"]
-    assert flips["regressed"] > 0 and flips["improved"] > 0
-
-
-def test_summary_reproduces_the_sessions_benchmark_json(fake_run: FakeRun) -> None:
-    written = fake_run.summary
-    (fake_run.output / "benchmark.json").unlink()
-    try:
-        done = run_cli("summary", str(fake_run.model))
-        assert done.returncode == 0, done.stderr
-        assert fake_run.summary == written
-    finally:
-        (fake_run.output / "benchmark.json").write_text(json.dumps(written, indent=2))
-    run_dir = Path(written["fine_tuned_model"]["benchmark_dir"])
-    assert f"fine-tuned run: {run_dir}" in done.stdout
-    assert f"base results: {written['base_model']['results_file']}" in done.stdout
-
-
-def test_summary_skips_empty_and_failed_newer_runs(fake_run: FakeRun, tmp_path: Path) -> None:
-    model = _copy(fake_run, tmp_path)
-    runs = model / "benchmarks" / "fine-tuned"
-    good = fake_run.summary["fine_tuned_model"]["benchmark_dir"]
-    (runs / "2999-01-01T00-00-00").mkdir()  # left by a killed session
-    failed = runs / "2999-01-01T00-00-01"
-    failed.mkdir()
-    (failed / "benchmark.json").write_text(json.dumps({**fake_run.summary, "status": "timeout"}))
+def test_summary_reproduces_the_sessions_benchmark_json(tmp_path: Path) -> None:
+    model = golden_model(tmp_path)
+    written = read_summary(model / "benchmarks" / "benchmark.json")
     (model / "benchmarks" / "benchmark.json").unlink()
     done = run_cli("summary", str(model))
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[0] == f"fine-tuned run: {runs / Path(good).name}"
-    assert read_summary(model / "benchmarks" / "benchmark.json")["status"] == "complete"
+    assert read_summary(model / "benchmarks" / "benchmark.json") == written
+    assert done.stdout.splitlines() == [
+        f"fine-tuned run: {model / 'benchmarks' / 'fine-tuned' / GOLDEN_RUN}",
+        f"base results: {written['base_model']['results_file']}",
+        f"fine-tuned results: {written['fine_tuned_model']['results_file']}",
+        f"wrote {model / 'benchmarks' / 'benchmark.json'}",
+    ]
+
+
+def test_summary_skips_empty_and_failed_newer_runs(tmp_path: Path) -> None:
+    model = golden_model(tmp_path)
+    runs = model / "benchmarks" / "fine-tuned"
+    (runs / "2999-01-01T00-00-00").mkdir()  # left by a killed session
+    failed = runs / "2999-01-01T00-00-01"
+    failed.mkdir()
+    (failed / "benchmark.json").write_text(json.dumps({**golden_summary(), "status": "timeout"}))
+    summary, sources = rebuild_summary(model / "benchmarks")
+    assert sources.run_dir == runs / GOLDEN_RUN
+    assert summary["status"] == "complete"
+    assert summary["comparison"] == read_summary(model / "benchmarks" / "benchmark.json")["comparison"]
 
 
 def test_summary_without_a_complete_run_says_what_to_do(tmp_path: Path) -> None:
@@ -137,6 +99,16 @@ def test_summary_without_a_complete_run_says_what_to_do(tmp_path: Path) -> None:
     assert done.stderr.strip().splitlines() == [
         f"python -m pytest_finetune_bench: error: no complete run in {tmp_path / 'benchmarks' / 'fine-tuned'} "
         "(empty, failed and partial runs are skipped): run the benchmark to the end first"]
+
+
+def test_summary_names_a_lost_results_file(tmp_path: Path) -> None:
+    model = golden_model(tmp_path)
+    lost = next((model / "benchmarks" / "base" / "lm-eval").glob("results_*.json"))
+    lost.unlink()
+    done = run_cli("summary", str(model))
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"python -m pytest_finetune_bench: error: the base run's file {lost} is gone: "
+                                   "run the benchmark again")
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -166,65 +138,54 @@ def test_the_console_script_has_the_same_commands(monkeypatch: pytest.MonkeyPatc
     assert capsys.readouterr().out.startswith("usage: pytest-finetune-bench summary")
 
 
-def _golden_summary() -> dict[str, Any]:
-    """benchmark.json of a fake session (tests/golden/benchmark.json), its folders renamed to /data."""
-    return read_summary(GOLDEN / "benchmark.json")
+# ------------------------------------------------------------------------------------------ model cards
 
 
 def test_the_readme_section_matches_its_golden_file(tmp_path: Path) -> None:
     model = tmp_path / "model"
     (model / "lora").mkdir(parents=True)
     (model / "lora" / "adapter_config.json").write_text(json.dumps({"r": 16, "lora_alpha": 32}))
-    (model / "lora" / "training_metrics.json").write_text(json.dumps(
-        {"model_name": "SmolLM2-135M-Instruct", "dataset": "demo_train", "learning_rate": 0.001, "steps": 30,
-         "final_loss": 1.0815}))
-    write_cards(model, _golden_summary())
+    (model / "lora" / "training_metrics.json").write_text(json.dumps(TRAINING_METRICS))
+    write_cards(model, golden_summary())
     assert (model / "README.md").read_text() == (GOLDEN / "README.md").read_text()
 
 
 def test_a_second_run_changes_nothing_and_keeps_the_text_around(tmp_path: Path) -> None:
     model = tmp_path / "model"
-    (model / "gguf").mkdir(parents=True)
+    for variant in ("lora", "merged_16bit", "merged_4bit", "gguf"):
+        (model / variant).mkdir(parents=True)
     after = "\n## License\n\nApache-2.0\n"
     (model / "README.md").write_text(USER_TEXT + f"\n{START}\nold numbers\n{END}\n" + after)
-    write_cards(model, _golden_summary())
+    (model / "lora" / "README.md").write_text(USER_TEXT)
+    write_cards(model, golden_summary())
     first = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(model.rglob("*.*"))}
-    write_cards(model, _golden_summary())
+    write_cards(model, golden_summary())
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(model.rglob("*.*"))} == first
     text = (model / "README.md").read_text()
     assert text.startswith(USER_TEXT) and text.endswith(f"{END}\n" + after)
     assert "old numbers" not in text and text.count(START) == 1
-    assert (model / "gguf" / "README.md").read_text().startswith(START)
+    section = text[text.index(START):text.index(END)]
+    assert (model / "lora" / "README.md").read_text() == USER_TEXT + "\n" + section + f"{END}\n"
+    for variant in ("merged_16bit", "merged_4bit", "gguf"):
+        assert (model / variant / "README.md").read_text() == section + f"{END}\n"
+        assert (model / variant / CHART_NAME).read_bytes() == (model / CHART_NAME).read_bytes()
 
 
-def test_the_session_writes_every_card_and_they_leave_the_fingerprint_alone(fake_run: FakeRun) -> None:
-    for folder in ("", "lora", "merged_16bit", "merged_4bit"):
-        readme = (fake_run.model / folder / "README.md").read_text()
-        assert readme.count("## Benchmark Results") == 1, folder
-        assert (fake_run.model / folder / CHART_NAME).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
-    main = (fake_run.model / "README.md").read_text()
-    assert main.startswith(USER_TEXT)
-    assert "`merged_16bit`" in main and "via fake" in main  # from benchmark.json, not a fixed line
-    assert "dataset: demo_train" in main and "final loss: 1.0815" in main
-    fingerprint = fake_run.summary["reproduce"]["identity"]["fine-tuned"]["model_fingerprint"]
-    assert model_fingerprint(str(fake_run.model / "merged_16bit")) == fingerprint
-
-
-def test_readme_command_is_idempotent(fake_run: FakeRun, tmp_path: Path) -> None:
-    model = _copy(fake_run, tmp_path)
+def test_readme_command_writes_every_readme_once(tmp_path: Path) -> None:
+    model = golden_model(tmp_path)
+    (model / "merged_16bit").mkdir()
     done = run_cli("readme", str(model))
     assert done.returncode == 0, done.stderr
-    assert f"wrote {model / 'merged_4bit' / 'README.md'}" in done.stdout
+    assert done.stdout.splitlines() == [f"wrote {model / 'README.md'}", f"wrote {model / 'merged_16bit' / 'README.md'}"]
     before = {p: p.read_bytes() for p in model.rglob("README.md")}
     assert run_cli("readme", str(model)).returncode == 0
     assert {p: p.read_bytes() for p in model.rglob("README.md")} == before
 
 
 def test_the_chart_bars_match_the_data() -> None:
-    summary = _golden_summary()
+    summary = golden_summary()
     comps = comparisons(summary)
-    figure = chart_figure(comps)
-    axes = figure.axes[0]
+    axes = chart_figure(comps).axes[0]
     base_bars, finetuned_bars = axes.containers[:2]
     assert [bar.get_height() for bar in base_bars] == pytest.approx([c.base_accuracy * 100 for c in comps.values()])
     assert [bar.get_height() for bar in finetuned_bars] == pytest.approx(
@@ -236,6 +197,18 @@ def test_the_chart_bars_match_the_data() -> None:
     assert (low, high) == pytest.approx(((base + stats["ci_low"]) * 100, (base + stats["ci_high"]) * 100))
     png = chart_png(comps)
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and png == chart_png(comps)
+
+
+# -------------------------------------------------------------------------------------------- report.html
+
+
+def test_the_report_is_self_contained(tmp_path: Path) -> None:
+    model = golden_model(tmp_path)
+    page = write_report(tmp_path / REPORT_NAME, read_summary(model / "benchmarks" / "benchmark.json"), "MODEL")
+    text = page.read_text()
+    assert "<script src" not in text and "<link" not in text and 'src="http' not in text  # nothing from the network
+    assert 'src="data:image/png;base64,' in text
+    assert "python -m pytest_finetune_bench report MODEL" in text
 
 
 def _browser() -> str:
@@ -253,58 +226,131 @@ def _chromium(browser: str, profile: Path, *args: str) -> str:
     return done.stdout
 
 
-def test_every_session_writes_a_self_contained_report(fake_run: FakeRun) -> None:
-    page = (fake_run.output / "report.html").read_text()
-    assert "<script src" not in page and "<link" not in page and 'src="http' not in page  # nothing from the network
-    assert 'src="data:image/png;base64,' in page
-    assert fake_run.summary["reproduce"]["commands"]["fine-tuned"].replace("'", "&#x27;") in page
-    assert f"python -m pytest_finetune_bench report {fake_run.model}" in page
+def _shown_rows(dom: str) -> list[str]:
+    """The flip rows the page did not hide."""
+    rows = dom.split('<tr class="flip"')[1:]
+    return [row for row in rows if 'hidden=""' not in row.split(">", 1)[0]]
 
 
-def test_the_report_in_a_real_browser(fake_run: FakeRun, tmp_path: Path) -> None:
+def test_the_report_in_a_real_browser(tmp_path: Path) -> None:
     browser = _browser()
-    page = (fake_run.output / "report.html").as_uri()
+    model = golden_model(tmp_path)
+    done = run_cli("report", str(model))
+    assert done.returncode == 0, done.stderr
+    page = model / "benchmarks" / REPORT_NAME
+    assert done.stdout == f"wrote {page}\n"
     screenshot = tmp_path / "report.png"
-    _chromium(browser, tmp_path / "profile", f"--screenshot={screenshot}", "--window-size=1200,1600", page)
+    _chromium(browser, tmp_path / "profile", f"--screenshot={screenshot}", "--window-size=1200,1600", page.as_uri())
     assert screenshot.read_bytes().startswith(b"\x89PNG")
     print(f"screenshot of report.html: {screenshot}")
-    flips = fake_run.summary["comparison"]["ifeval"]["flips"]
+    flips = golden_summary()["comparison"]["ifeval"]["flips"]
     total = flips["regressed"] + flips["improved"]
+    assert total == 2
 
-    dom = _chromium(browser, tmp_path / "profile", "--dump-dom", page)
-    assert dom.count('<tr class="flip"') == total and " hidden=" not in dom
+    dom = _chromium(browser, tmp_path / "profile", "--dump-dom", page.as_uri())
+    assert len(_shown_rows(dom)) == dom.count('<tr class="flip"') == total
     assert f'id="flip-count">{total} of {total} shown<' in dom
-    assert dom.count("<tr>") - dom.count('<tr class="flip"') >= 2  # the results and IFEval tables have rows
+    assert "<td>Instruction-Following (IFEval)</td><td>30.00%</td><td>30.00%</td>" in dom  # the results table
 
-    dom = _chromium(browser, tmp_path / "profile", "--dump-dom", page + "#task=ifeval&direction=regressed")
-    shown = [row for row in dom.split('<tr class="flip"')[1:] if not row.split(">", 1)[0].endswith('hidden=""')]
-    assert len(shown) == flips["regressed"]
-    assert all('data-direction="regressed"' in row.split(">", 1)[0] for row in shown)
-    assert f'id="flip-count">{flips["regressed"]} of {total} shown<' in dom
-    # The capitals answer fails IFEval's lower-case instruction: the page names it for the fine-tuned side.
-    assert "failed instructions: change_case:english_lowercase" in shown[0]
+    dom = _chromium(browser, tmp_path / "profile", "--dump-dom", page.as_uri() + "#task=ifeval&direction=regressed")
+    shown = _shown_rows(dom)
+    assert len(shown) == flips["regressed"] == 1
+    assert 'data-direction="regressed"' in shown[0] and "pass→fail" in shown[0]
+    assert f'id="flip-count">1 of {total} shown<' in dom
+    # The fine-tuned model's capitals fail the lower-case instruction that the base's answer met.
+    assert "HELLO WORLD" in shown[0] and "failed instructions: change_case:english_lowercase" in shown[0]
+    assert "failed instructions: none" in shown[0]
 
-
-def test_a_report_failure_never_costs_benchmark_json(pytester: pytest.Pytester,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    result, summary = session_with_a_broken(pytester, monkeypatch, "pytest_finetune_bench.report.html:report_html",
-                                            "RuntimeError('forced report failure')")
-    result.assert_outcomes(passed=2)
-    assert summary["status"] == "complete"
-    result.stdout.fnmatch_lines(["*could not write */report.html: forced report failure"])
-    assert not (pytester.path / "out" / "report.html").exists()
+    dom = _chromium(browser, tmp_path / "profile", "--dump-dom", page.as_uri() + "#direction=improved")
+    shown = _shown_rows(dom)
+    assert len(shown) == flips["improved"] == 1 and "fail→pass" in shown[0]
+    assert "failed instructions: change_case:english_capital" in shown[0]  # the base's lower case failed this one
 
 
-def test_the_job_summary_gets_the_table_after_earlier_steps(fake_run: FakeRun) -> None:
-    text = (fake_run.ci / "step-summary.md").read_text()
-    assert text.startswith("## an earlier step\n### Fine-tune benchmark: model vs ")
-    stats = fake_run.summary["comparison"]["ifeval"]["stats"]
+# ----------------------------------------------------------------------------------------------- CI outputs
+
+
+def test_the_job_summary_is_appended_after_earlier_steps(tmp_path: Path) -> None:
+    job_summary = tmp_path / "step-summary.md"
+    job_summary.write_text("## an earlier step\n")
+    summary = golden_summary()
+    append_step_summary(job_summary, summary)
+    text = job_summary.read_text()
+    assert text.startswith("## an earlier step\n### Fine-tune benchmark: model vs /data/model-base\n")
+    stats = summary["comparison"]["ifeval"]["stats"]
     interval = f"[{stats['ci_low'] * 100:+.1f}, {stats['ci_high'] * 100:+.1f}]"
     assert (f"| Instruction-Following (IFEval) | 30.00% | 30.00% | → No change | {interval} | 1 | 1↓ 1↑ of 10 |"
             in text)
     assert "| 95% CI (points) | p | Flips |" in text and "| Strict Inst |" in text
 
 
+# ------------------------------------------------------------------------------------- a real (fake) session
+
+
+@dataclass(frozen=True)
+class FakeRun:
+    """A finished fake session: the model folder, its benchmarks folder and the session's output."""
+
+    model: Path
+    output: Path
+    stdout: str
+    ci: Path  # the step summary, --bench-json copy and JUnit XML
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return read_summary(self.output / "benchmark.json")
+
+
+@pytest.fixture(scope="module")
+def fake_run(tmp_path_factory: pytest.TempPathFactory) -> FakeRun:
+    """One fake session with every output on, whose fine-tuned model answers in capitals (flips both ways)."""
+    root = tmp_path_factory.mktemp("reports")
+    model = make_fake_model(root)
+    (model / "merged_4bit").mkdir()  # an export folder without a README: the session creates one
+    (model / "README.md").write_text(USER_TEXT)
+    (model / "lora" / "training_metrics.json").write_text(json.dumps(TRAINING_METRICS))
+    ci = root / "ci"
+    ci.mkdir()
+    (ci / "step-summary.md").write_text("## an earlier step\n")
+    env = {**os.environ, FAKE_ENV: "shout_for=merged_16bit", STEP_SUMMARY_ENV: str(ci / "step-summary.md"),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    args = bench_args(model, model / "benchmarks", "--bench-min-gain=0", "--bench-max-drop=100", "--bench-readme",
+                      f"--bench-json={ci / 'benchmark.json'}", f"--junitxml={ci / 'junit.xml'}")
+    # Started from another folder than the rootdir (the model folder, which pytest is given to collect).
+    (root / "elsewhere").mkdir()
+    done = subprocess.run([sys.executable, "-m", "pytest", str(model), "-v", *args], cwd=root / "elsewhere", env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return FakeRun(model, model / "benchmarks", done.stdout, ci)
+
+
+@pytest.mark.slow  # starts lm-eval children (a fake model)
+def test_a_session_writes_every_output(fake_run: FakeRun) -> None:
+    summary = fake_run.summary
+    flips = summary["comparison"]["ifeval"]["flips"]
+    assert flips["regressed"] > 0 and flips["improved"] > 0
+    assert read_summary(fake_run.ci / "benchmark.json") == summary  # --bench-json
+    assert "### Fine-tune benchmark: model vs " in (fake_run.ci / "step-summary.md").read_text()
+    page = (fake_run.output / REPORT_NAME).read_text()
+    assert page.count('<tr class="flip"') == flips["regressed"] + flips["improved"]
+    assert f"python -m pytest_finetune_bench report {fake_run.model}" in page
+
+
+@pytest.mark.slow  # starts lm-eval children (a fake model)
+def test_the_session_writes_every_card_and_leaves_the_fingerprint_alone(fake_run: FakeRun) -> None:
+    for folder in ("", "lora", "merged_16bit", "merged_4bit"):
+        readme = (fake_run.model / folder / "README.md").read_text()
+        assert readme.count("## Benchmark Results") == 1, folder
+        assert (fake_run.model / folder / CHART_NAME).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    main = (fake_run.model / "README.md").read_text()
+    assert main.startswith(USER_TEXT)
+    assert "`merged_16bit`" in main and "via fake" in main  # from benchmark.json, not a fixed line
+    assert "dataset: demo_train" in main and "final loss: 1.0815" in main
+    fingerprint = fake_run.summary["reproduce"]["identity"]["fine-tuned"]["model_fingerprint"]
+    assert model_fingerprint(str(fake_run.model / "merged_16bit")) == fingerprint
+
+
+@pytest.mark.slow  # starts lm-eval children (a fake model)
 def test_gate_results_carry_the_numbers_as_junit_properties(fake_run: FakeRun) -> None:
     comparison = fake_run.summary["comparison"]["ifeval"]
     stats = comparison["stats"]
@@ -320,5 +366,22 @@ def test_gate_results_carry_the_numbers_as_junit_properties(fake_run: FakeRun) -
         assert {name: float(properties[name]) for name in expected} == pytest.approx(expected)
 
 
-def test_bench_json_copies_the_summary(fake_run: FakeRun) -> None:
-    assert read_summary(fake_run.ci / "benchmark.json") == fake_run.summary
+@pytest.mark.slow  # starts lm-eval children (a fake model)
+def test_gates_keep_their_names_when_started_outside_the_rootdir(fake_run: FakeRun) -> None:
+    rootdir = next(line for line in fake_run.stdout.splitlines() if line.startswith("rootdir: "))
+    assert rootdir.removeprefix("rootdir: ") != str(fake_run.model.parent / "elsewhere")
+    for gate in ("improves", "no_regression"):
+        assert f"\nfinetune-bench::ifeval::{gate} PASSED" in fake_run.stdout  # -v's progress lines
+        assert f"\nPASSED finetune-bench::ifeval::{gate}\n" in fake_run.stdout  # the short summary
+    assert "/finetune-bench::" not in fake_run.stdout
+
+
+@pytest.mark.slow  # starts lm-eval children (a fake model)
+def test_a_report_failure_never_costs_benchmark_json(pytester: pytest.Pytester,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    result, summary = session_with_a_broken(pytester, monkeypatch, "pytest_finetune_bench.report.html:report_html",
+                                            "RuntimeError('forced report failure')")
+    result.assert_outcomes(passed=2)
+    assert summary["status"] == "complete"
+    result.stdout.fnmatch_lines(["*could not write */report.html: forced report failure"])
+    assert not (pytester.path / "out" / REPORT_NAME).exists()
