@@ -284,6 +284,12 @@ def test_the_job_summary_is_appended_after_earlier_steps(tmp_path: Path) -> None
     assert "| 95% CI (points) | p | Flips |" in text and "| Strict Inst |" in text
 
 
+def test_a_bad_readme_switch_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--bench-model=anything", "-o", "bench_readme=maybe")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: ini option bench_readme: 'maybe' is not true or false"])
+
+
 # ------------------------------------------------------------------------------------- a real (fake) session
 
 

@@ -15,7 +15,13 @@ from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.plan.choices import SUITES
 from pytest_finetune_bench.plan.planner import make_plan
 from pytest_finetune_bench.plugin.gate_items import gate_items, keep_gate_ids_readable
-from pytest_finetune_bench.plugin.options import output_choices, read_options, register, show_plan_only
+from pytest_finetune_bench.plugin.options import (
+    OutputChoices,
+    output_choices,
+    read_options,
+    register,
+    show_plan_only,
+)
 from pytest_finetune_bench.report.card import write_cards
 from pytest_finetune_bench.report.github import append_step_summary, step_summary_file
 from pytest_finetune_bench.report.html import REPORT_NAME, write_report
@@ -34,6 +40,8 @@ bench_session_key = pytest.StashKey[BenchSession]()
 worker_summaries_key = pytest.StashKey[list[dict[str, Any]]]()
 WORKER_OUTPUT_KEY = "finetune_bench_summary"
 summary_path_key = pytest.StashKey[Path]()
+report_path_key = pytest.StashKey[Path]()
+output_choices_key = pytest.StashKey[OutputChoices]()
 MARKER_ARGS = ("suite", "tasks")
 MARKER_HELP = (
     "bench(suite=None, tasks=None): a benchmark test; it runs when --bench-model is given and the "
@@ -55,6 +63,7 @@ def pytest_configure(config: pytest.Config) -> None:
     options = read_options(config)
     if options is None:
         return
+    config.stash[output_choices_key] = output_choices(config)
     say = _terminal_writer(config)
     try:
         plan = make_plan(options, Path(str(config.invocation_params.dir)), say)
@@ -161,11 +170,10 @@ def _warn(config: pytest.Config, message: str) -> None:
 
 def _write_outputs(config: pytest.Config, bench: BenchSession, written: Path) -> None:
     """The files people read, made from the summary just written; one failing costs none of the others."""
-    choices = output_choices(config)
+    choices = config.stash[output_choices_key]
     summary = json.loads(written.read_text(encoding="utf-8"))
     report = bench.plan.output_dir / REPORT_NAME
-    model_hint = str(bench.plan.location.root or bench.plan.location.source)
-    outputs: list[tuple[str, Callable[[], object]]] = [(str(report), lambda: write_report(report, summary, model_hint))]
+    outputs: list[tuple[str, Callable[[], object]]] = [(str(report), lambda: _write_report(config, bench, summary))]
     if choices.readme:
         outputs.append(("the model cards (--bench-readme)", lambda: _write_cards(config, bench, summary)))
     step_summary = step_summary_file()
@@ -179,6 +187,11 @@ def _write_outputs(config: pytest.Config, bench: BenchSession, written: Path) ->
             write()
         except Exception as exc:  # noqa: BLE001 - benchmark.json is on disk already: an extra output never costs it
             _warn(config, f"pytest-finetune-bench: could not write {what}: {exc}")
+
+
+def _write_report(config: pytest.Config, bench: BenchSession, summary: dict[str, Any]) -> None:
+    model_hint = str(bench.plan.location.root or bench.plan.location.source)
+    config.stash[report_path_key] = write_report(bench.plan.output_dir / REPORT_NAME, summary, model_hint)
 
 
 def _write_cards(config: pytest.Config, bench: BenchSession, summary: dict[str, Any]) -> None:
@@ -209,6 +222,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         return
     for line in _summary_lines(bench, config.stash.get(summary_path_key, None)):
         terminalreporter.write_line(line)
+    report = config.stash.get(report_path_key, None)
+    if report is not None:
+        terminalreporter.write_line(f"report: {report}")
 
 
 def _summary_lines(bench: BenchSession, summary_path: Path | None = None) -> Iterator[str]:
