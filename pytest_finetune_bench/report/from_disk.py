@@ -60,7 +60,8 @@ def rebuild_summary(output_dir: Path) -> tuple[dict[str, Any], Sources]:
     advice = "run the benchmark again"
     recorded = read_json_file(run_dir / SUMMARY, advice)
     records = {role: _record(recorded, role, advice) for role in _SIDES}
-    tasks = list(recorded.get("reproduce", {}).get("tasks") or recorded.get("comparison", {}))
+    # The tasks the session compared (a task the backend could not score has no comparison).
+    tasks = list(recorded.get("comparison") or (recorded.get("reproduce") or {}).get("tasks") or [])
     comparisons = compare(records["base"].results, records["fine-tuned"].results, tasks)
     add_evidence(comparisons, records["base"], records["fine-tuned"], run_dir, confidence_level(recorded))
     summary = copy.deepcopy(recorded)
