@@ -1,7 +1,8 @@
-"""Command line: `python -m pytest_finetune_bench demo|data-dir`.
+"""Command line: `python -m pytest_finetune_bench` (also installed as `pytest-finetune-bench`).
 
 `demo` fine-tunes SmolLM2-135M-Instruct for a few minutes on CPU, writes it as `outputs/demo-smollm2`
 (the layout an Unsloth run leaves) and benchmarks it against its base with the plugin, all offline.
+`summary` rebuilds benchmark.json from the run files on disk.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pytest_finetune_bench.demo.build import DEFAULT_STEPS
 from pytest_finetune_bench.run.watchdog import format_duration
 
 PROG = "python -m pytest_finetune_bench"
+SCRIPT = "pytest-finetune-bench"  # the console script: the same commands
 DEMO_GEN_KWARGS = "max_gen_toks=256"  # IFEval's default 1280 tokens is minutes per prompt on a CPU
 # All 24 bundled IFEval prompts, not the test suite's 5: with 5, one prompt is 20 points, and the first five
 # (case changes, quotes, an end phrase) are the ones a 135M model learns least in 30 steps.
@@ -34,11 +36,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser for both subcommands."""
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
     parser = _Parser(
-        prog=PROG,
-        description="Helpers for pytest-finetune-bench: build and run the offline demo.",
+        prog=prog,
+        description="Helpers for pytest-finetune-bench: the offline demo, and results rebuilt from disk.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = commands.add_parser(
@@ -68,7 +70,43 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the bundled offline benchmark data folder (for --bench-data-dir)",
         description="Print the absolute path of the bundled demo benchmark data, for --bench-data-dir.",
     )
+    _add_model_arguments(commands.add_parser(
+        "summary",
+        help="rebuild benchmarks/benchmark.json from the newest complete run on disk",
+        description=(
+            "Rebuild MODEL/benchmarks/benchmark.json from the newest complete run folder "
+            "(benchmarks/fine-tuned/<timestamp>/) and the base results it used, with the statistics and flips "
+            "a session computes. Empty, failed and partial run folders are skipped. Prints the folders used."
+        ),
+    ))
+    _add_model_arguments(commands.add_parser(
+        "readme",
+        help="write the Benchmark Results section into the model's README files",
+        description=(
+            "Write a 'Benchmark Results' section (table, IFEval detail, chart, settings, training facts) from "
+            "MODEL/benchmarks/benchmark.json into MODEL/README.md and the README.md of each of lora/, "
+            "merged_16bit/, merged_4bit/, gguf/ that exists. Only the text between the section's markers changes; "
+            "running it again changes nothing."
+        ),
+    ))
+    _add_model_arguments(commands.add_parser(
+        "report",
+        help="write benchmarks/report.html (results, chart, flipped prompts) from benchmark.json",
+        description=(
+            "Write MODEL/benchmarks/report.html from MODEL/benchmarks/benchmark.json: one self-contained page with "
+            "the results table, the chart, the settings, the reproduce commands and the flipped documents (prompt "
+            "and both answers), filterable by task and direction."
+        ),
+    ))
     return parser
+
+
+def _add_model_arguments(command: argparse.ArgumentParser) -> None:
+    """MODEL and --output, shared by the commands that read a model's results."""
+    command.add_argument("model", nargs="?", type=Path, default=Path("."), metavar="MODEL",
+                         help="the outputs/<name> folder that was benchmarked (default: the current folder)")
+    command.add_argument("--output", type=Path, default=None, metavar="DIR",
+                         help="the benchmarks folder, when --bench-output put it elsewhere (default: MODEL/benchmarks)")
 
 
 def _positive_int(text: str) -> int:
@@ -172,22 +210,68 @@ def run_lm_eval_cli(arguments: Sequence[str]) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def rebuild_summary(model: Path, output: Path | None) -> int:
+    """`summary`: write benchmark.json again from disk and say what it was built from."""
+    from pytest_finetune_bench.report.from_disk import benchmarks_dir, write_rebuilt_summary
+
+    written, sources = write_rebuilt_summary(benchmarks_dir(model, output))
+    for line in sources.describe():
+        print(line)
+    print(f"wrote {written}")
+    return 0
+
+
+def write_readmes(model: Path, output: Path | None) -> int:
+    """`readme`: the results section in every README of the model, from its benchmark.json."""
+    from pytest_finetune_bench.report.card import write_cards
+    from pytest_finetune_bench.report.from_disk import benchmarks_dir, latest_summary
+
+    for readme in write_cards(model, latest_summary(benchmarks_dir(model, output))):
+        print(f"wrote {readme}")
+    return 0
+
+
+def write_html_report(model: Path, output: Path | None) -> int:
+    """`report`: benchmarks/report.html from the latest complete session's benchmark.json."""
+    from pytest_finetune_bench.report.from_disk import benchmarks_dir, latest_summary
+    from pytest_finetune_bench.report.html import REPORT_NAME, write_report
+
+    folder = benchmarks_dir(model, output)
+    print(f"wrote {write_report(folder / REPORT_NAME, latest_summary(folder), str(model))}")
+    return 0
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "data-dir":
+        print(data_dir())
+        return 0
+    if args.command == "summary":
+        return rebuild_summary(args.model, args.output)
+    if args.command == "readme":
+        return write_readmes(args.model, args.output)
+    if args.command == "report":
+        return write_html_report(args.model, args.output)
+    return run_demo(args.outputs, run=not args.no_run, steps=args.steps)
+
+
+def script() -> int:
+    """Entry point of the `pytest-finetune-bench` console script."""
+    return main(prog=SCRIPT)
+
+
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """Entry point of `python -m pytest_finetune_bench`; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == [LM_EVAL_COMMAND] and argv[1:2] not in (["-h"], ["--help"]):
         # Everything after it is lm-eval's to parse, --help included.
         return run_lm_eval_cli(argv[1:])
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     try:
-        if args.command == "data-dir":
-            print(data_dir())
-            return 0
-        return run_demo(args.outputs, run=not args.no_run, steps=args.steps)
+        return _dispatch(args)
     except BenchError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
 

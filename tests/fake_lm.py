@@ -5,7 +5,8 @@
   `hang_after=N` / `crash_after=N` (sleep forever / die by SIGKILL after N answers), `only=TEXT` (those
   two apply only to models whose path contains TEXT), `missing=MODULE` (fail as a missing dependency),
   `pid_dir=DIR` (write the child's pid there), `oom_above_batch=N` (fail as CUDA out of memory does
-  when the batch size is above N).
+  when the batch size is above N), `shout_for=TEXT` (models whose path contains TEXT answer in capitals:
+  IFEval's lower-case prompts then go pass→fail and its capitals prompts fail→pass).
 - PYTEST_FINETUNE_BENCH_TEST_HANG="TEXT:N": the real hf model hangs after N generations when its
   path contains TEXT (a real model, a real hang, at a known point).
 """
@@ -61,6 +62,7 @@ class FakeLM(LM):  # type: ignore[misc]
         hang_after, crash_after = int(options.get("hang_after", -1)), int(options.get("crash_after", -1))
         only, missing, pid_dir = options.get("only", ""), options.get("missing", ""), options.get("pid_dir", "")
         oom_above_batch = int(options.get("oom_above_batch", -1))
+        shout_for = options.get("shout_for", "")
         if missing:
             raise ModuleNotFoundError(f"No module named {missing!r}", name=missing)
         if 0 <= int(oom_above_batch) < int(batch_size):
@@ -69,6 +71,7 @@ class FakeLM(LM):  # type: ignore[misc]
         self.hang_after = hang_after if applies else -1
         self.crash_after = crash_after if applies else -1
         self.answered = 0
+        self.reply = REPLY.upper() if shout_for and shout_for in pretrained else REPLY
         if pid_dir:
             Path(pid_dir).mkdir(parents=True, exist_ok=True)
             (Path(pid_dir) / f"{os.getpid()}.pid").write_text(pretrained)
@@ -84,7 +87,7 @@ class FakeLM(LM):  # type: ignore[misc]
         return response
 
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
-        return [self._answer("generate_until", r, REPLY) for r in requests]
+        return [self._answer("generate_until", r, self.reply) for r in requests]
 
     def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         return [self._answer("loglikelihood", r, (-float(len(r.args[1])), False)) for r in requests]

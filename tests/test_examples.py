@@ -152,12 +152,12 @@ def test_workflow_runs_pytest_with_existing_options_only(pytester: pytest.Pytest
     flags = help_flags(help_text(pytester))
     values = option_values(argv)
     used = set(values)
-    assert {"--bench-model", "--bench-output"} <= used
+    assert {"--bench-model", "--bench-output", "--bench-json"} <= used
     # A path given as a separate word would make pytest miss the gate folder's pytest.ini.
     assert all(arg.startswith("--bench-") or not arg.startswith("/") for arg in argv), argv
     assert used <= flags, f"unknown options in the workflow: {sorted(used - flags)}"
     job = flow["jobs"]["bench"]
-    # The folder the pytest step runs in is where the example's pytest.ini and conftest.py are meant to go.
+    # The folder the pytest step runs in is where the example's pytest.ini is meant to go.
     assert step["working-directory"] == "bench-gate"
     assert "bench-gate/**" in (flow.get("on") or flow[True])["push"]["paths"]
     # The cached folder is the one the plugin reads base scores from.
@@ -167,28 +167,12 @@ def test_workflow_runs_pytest_with_existing_options_only(pytester: pytest.Pytest
     upload = next(s for s in job["steps"] if str(s.get("uses", "")).startswith("actions/upload-artifact"))
     assert upload["if"] == "always()"
     assert upload["with"]["path"].rstrip("/") == values["--bench-output"].removeprefix("/w/")
-
-
-def test_job_summary_markdown_from_a_benchmark_json(tmp_path: Path) -> None:
-    """The CI conftest's table, from a summary with the keys benchmark.json has (see docs/results.md)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("ci_conftest", EXAMPLES / "ci_regression_gate" / "conftest.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    summary = {
-        "model_name": "my-model", "base_model_name": "org/base", "status": "complete",
-        "comparison": {"ifeval": {"metric": "prompt_level_strict_acc,none", "base_accuracy": 0.4,
-                                  "finetuned_accuracy": 0.3, "delta": -0.1,
-                                  "stats": {"ci_low": -0.3, "ci_high": 0.0, "p_value": 1.0},
-                                  "flips": {"regressed": 1, "improved": 0}}},
-        "skipped_tasks": {"hellaswag": "needs log-likelihoods"},
-        "errors": {},
-    }
-    text = module.markdown_summary(summary)
-    assert "| ifeval | prompt_level_strict_acc,none | 40.00% | 30.00% | -10.00 | [-30.0, +0.0] | 1 | 1↓ 0↑ |" in text
-    assert "Skipped hellaswag: needs log-likelihoods" in text
+    # The gate report artifact holds the JUnit XML and the benchmark.json copy.
+    report = [s for s in job["steps"] if str(s.get("uses", "")).startswith("actions/upload-artifact")][1]
+    junit = next(arg.partition("=")[2] for arg in argv if arg.startswith("--junitxml="))
+    folder = report["with"]["path"].rstrip("/")
+    assert {Path(junit).parent, Path(values["--bench-json"]).parent} == {Path("/w") / folder}
+    assert report["if"] == "always()"
 
 
 # ---------------------------------------------------------------------------------------------- real runs
@@ -208,9 +192,12 @@ def test_ci_gate_end_to_end(
     assert Path(option_values(argv)["--bench-model"]) == unchanged_outputs
     job_summary = pytester.path / "job-summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(job_summary))
-    # Small settings for a CPU, and results kept out of the shared model folder (the last --bench-output wins).
+    report = pytester.path / "bench-report"
+    # Small settings for a CPU, and results kept out of the shared model folder (the last --bench-output,
+    # --bench-json and --junitxml win).
     result = pytester.runpytest_subprocess(
-        *argv, *bench_args(unchanged_outputs, demo_data, shared_output, *LIMIT), timeout=RUN_TIMEOUT_S
+        *argv, *bench_args(unchanged_outputs, demo_data, shared_output, *LIMIT), f"--bench-json={report}/b.json",
+        f"--junitxml={report}/junit.xml", timeout=RUN_TIMEOUT_S
     )
     # The fine-tune changed nothing: it does not regress, and it does not gain the 2 points pytest.ini asks for.
     result.assert_outcomes(passed=1, failed=1)
@@ -224,7 +211,9 @@ def test_ci_gate_end_to_end(
     assert summary["status"] == "complete" and summary["comparison"]["ifeval"]["delta"] == 0.0
     table = job_summary.read_text()
     assert "### Fine-tune benchmark: unchanged-smollm2 vs " in table
-    assert "| ifeval | prompt_level_strict_acc,none |" in table and "| +0.00 |" in table
+    assert "| Instruction-Following (IFEval) |" in table and "| → No change |" in table
+    assert read_json(report / "b.json") == summary
+    assert '<property name="delta" value="0.0"' in (report / "junit.xml").read_text()
 
 
 def test_domain_tests_use_the_fixtures(

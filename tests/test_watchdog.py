@@ -100,10 +100,28 @@ def test_heartbeat_after_a_silence_then_every_30_seconds_with_eta() -> None:
     assert at(1110, {**progress, "done": 1}) == ["[bench] base: ifeval 1/10 samples (10%)"]
     assert at(1130, {**progress, "done": 3}) == ["[bench] base: ifeval 3/10 samples (30%)"]
     assert at(1180, tick) == []
-    # 3 samples in the 90 s since generation began: the 7 left take about 210 s.
+    # 2 samples in the 20 s between the first and the latest report: the 7 left take about 70 s.
     assert at(1190, tick) == [
-        "[bench] base: no output for 60s, still running after 3m10s; ifeval 3/10 samples, about 3m30s left"
+        "[bench] base: no output for 60s, still running after 3m10s; ifeval 3/10 samples, about 1m10s left"
     ]
+
+
+def test_one_finished_batch_is_no_basis_for_an_eta() -> None:
+    """24 prompts at batch size 12: the first report ("1/24") comes when 12 are done, after model loading."""
+    clock, lines = FakeClock(), list[str]()
+    printer = ProgressPrinter(lines.append, clock)
+    progress = {"event": "progress", "role": "base", "task": "ifeval", "total": 24}
+    tick = {"event": "tick", "role": "base"}
+    clock.now = 1540  # 9 minutes of loading and the first batch
+    printer({**progress, "done": 1})
+    clock.now = 1610
+    printer(tick)
+    assert lines[-1].endswith("; ifeval 1/24 samples, estimating time left…")
+    clock.now = 1900  # the second batch: 6 minutes for 12 samples
+    printer({**progress, "done": 13})
+    clock.now = 1970
+    printer(tick)
+    assert lines[-1].endswith("; ifeval 13/24 samples, about 5m30s left")
 
 
 def test_child_environment_is_safe_for_lm_eval(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.compare.gates import improves_failure, regression_failure
+from pytest_finetune_bench.compare.scores import TaskComparison
 from pytest_finetune_bench.run.recovery import incomplete_reason
 from pytest_finetune_bench.run.session import BenchSession
 from pytest_finetune_bench.run.watchdog import gate_item_timeout
@@ -37,6 +38,7 @@ class BenchGateItem(pytest.Item):
             comp = self.bench.comparison()[self.task]
         except BenchError as exc:
             raise GateFailure(str(exc)) from None
+        self.user_properties.extend(junit_properties(comp))
         # Scores from part of the samples are shown in the table, but never pass a gate.
         partial = incomplete_reason((self.bench.completed("base"), self.bench.completed("fine-tuned")))
         if partial:
@@ -59,6 +61,23 @@ class BenchGateItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         return self.path, None, f"{NODE_PREFIX}: {self.task} {self.gate}"
+
+
+def junit_properties(comp: TaskComparison) -> list[tuple[str, object]]:
+    """The numbers behind a gate, for `--junitxml` (as fractions, like benchmark.json); absent ones left out."""
+    stats = comp.extra.get("stats") or {}
+    values = {
+        "metric": comp.metric,
+        "base": comp.base_accuracy,
+        "fine_tuned": comp.finetuned_accuracy,
+        "delta": comp.delta,
+        "delta_percent": comp.delta_percent,
+        "ci_low": stats.get("ci_low"),
+        "ci_high": stats.get("ci_high"),
+        "confidence": stats.get("confidence"),
+        "p_value": stats.get("p_value"),
+    }
+    return [(name, value) for name, value in values.items() if value is not None]
 
 
 class BenchGates(pytest.Collector):
@@ -98,6 +117,24 @@ class BenchGates(pytest.Collector):
         seconds = gate_item_timeout(self.bench.plan.options.timeout_s)
         if seconds is not None and self.config.pluginmanager.has_plugin("timeout"):
             item.add_marker(pytest.mark.timeout(seconds, method="signal"))
+
+
+def keep_gate_ids_readable(config: pytest.Config) -> None:
+    """Show the gates as `finetune-bench::ifeval::improves` wherever pytest is started.
+
+    pytest rewrites a node id's first part as a path from the current directory when that is not the
+    rootdir; the gates are no file, so `finetune-bench` would become `../../…/finetune-bench`. Their
+    ids are left as they are; every other id is rewritten as pytest does.
+    """
+    rewrite: Any = config.cwd_relative_nodeid
+
+    def cwd_relative_nodeid(nodeid: Any) -> Any:
+        # A str up to pytest 8, a NodeId (whose str() is the id) from pytest 9.
+        if str(nodeid).split("::", 1)[0] == NODE_PREFIX:
+            return nodeid
+        return rewrite(nodeid)
+
+    config.cwd_relative_nodeid = cwd_relative_nodeid  # type: ignore[method-assign]
 
 
 def gate_items(session: pytest.Session, bench: BenchSession) -> list[pytest.Item]:

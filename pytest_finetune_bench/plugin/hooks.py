@@ -14,8 +14,17 @@ import pytest
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.plan.choices import SUITES
 from pytest_finetune_bench.plan.planner import make_plan
-from pytest_finetune_bench.plugin.gate_items import gate_items
-from pytest_finetune_bench.plugin.options import read_options, register, show_plan_only
+from pytest_finetune_bench.plugin.gate_items import gate_items, keep_gate_ids_readable
+from pytest_finetune_bench.plugin.options import (
+    OutputChoices,
+    output_choices,
+    read_options,
+    register,
+    show_plan_only,
+)
+from pytest_finetune_bench.report.card import write_cards
+from pytest_finetune_bench.report.github import append_step_summary, step_summary_file
+from pytest_finetune_bench.report.html import REPORT_NAME, write_report
 from pytest_finetune_bench.report.table import (
     comparison_table,
     comparisons_from_summary,
@@ -24,13 +33,15 @@ from pytest_finetune_bench.report.table import (
 )
 from pytest_finetune_bench.run.recovery import incomplete_reason, partial_note
 from pytest_finetune_bench.run.session import BenchSession
-from pytest_finetune_bench.store.files import check_writable_dir
+from pytest_finetune_bench.store.files import atomic_write_text, check_writable_dir
 from pytest_finetune_bench.store.summaries import publish_summary
 
 bench_session_key = pytest.StashKey[BenchSession]()
 worker_summaries_key = pytest.StashKey[list[dict[str, Any]]]()
 WORKER_OUTPUT_KEY = "finetune_bench_summary"
 summary_path_key = pytest.StashKey[Path]()
+report_path_key = pytest.StashKey[Path]()
+output_choices_key = pytest.StashKey[OutputChoices]()
 MARKER_ARGS = ("suite", "tasks")
 MARKER_HELP = (
     "bench(suite=None, tasks=None): a benchmark test; it runs when --bench-model is given and the "
@@ -52,6 +63,7 @@ def pytest_configure(config: pytest.Config) -> None:
     options = read_options(config)
     if options is None:
         return
+    config.stash[output_choices_key] = output_choices(config)
     say = _terminal_writer(config)
     try:
         plan = make_plan(options, Path(str(config.invocation_params.dir)), say)
@@ -64,6 +76,7 @@ def pytest_configure(config: pytest.Config) -> None:
             print(line, flush=True)
         pytest.exit("--bench-plan: the plan above was not run", returncode=0)
     config.stash[bench_session_key] = BenchSession(plan, say)
+    keep_gate_ids_readable(config)
 
 
 def _terminal_writer(config: pytest.Config) -> Callable[[str], None]:
@@ -133,17 +146,63 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             session.config.workeroutput[WORKER_OUTPUT_KEY] = json.dumps(bench.summary(), default=str)
         return
     try:
-        if not bench.active:
+        if bench.active:
+            written = bench.write_summary()
+            if written is not None:
+                session.config.stash[summary_path_key] = written
+        else:
             _write_worker_summary(session.config, bench)
-            return
-        written = bench.write_summary()
-        if written is not None:
-            session.config.stash[summary_path_key] = written
     except (OSError, BenchError) as exc:
-        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-        message = f"pytest-finetune-bench: could not write benchmark.json: {exc}"
-        if reporter is not None:
-            reporter.write_line(message, red=True)
+        _warn(session.config, f"pytest-finetune-bench: could not write benchmark.json: {exc}")
+        return
+    written = session.config.stash.get(summary_path_key, None)
+    if written is not None:
+        _write_outputs(session.config, bench, written)
+
+
+def _warn(config: pytest.Config, message: str) -> None:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(message, red=True)
+    else:
+        print(message, file=sys.stderr)
+
+
+def _write_outputs(config: pytest.Config, bench: BenchSession, written: Path) -> None:
+    """The files people read, made from the summary just written; one failing costs none of the others."""
+    choices = config.stash[output_choices_key]
+    summary = json.loads(written.read_text(encoding="utf-8"))
+    report = bench.plan.output_dir / REPORT_NAME
+    outputs: list[tuple[str, Callable[[], object]]] = [(str(report), lambda: _write_report(config, bench, summary))]
+    if choices.readme:
+        outputs.append(("the model cards (--bench-readme)", lambda: _write_cards(config, bench, summary)))
+    step_summary = step_summary_file()
+    if step_summary is not None:
+        outputs.append((f"the job summary {step_summary}", lambda: append_step_summary(step_summary, summary)))
+    if choices.json_copy is not None:
+        copy = choices.json_copy
+        outputs.append((f"--bench-json {copy}", lambda: atomic_write_text(copy, written.read_text(encoding="utf-8"))))
+    for what, write in outputs:
+        try:
+            write()
+        except Exception as exc:  # noqa: BLE001 - benchmark.json is on disk already: an extra output never costs it
+            _warn(config, f"pytest-finetune-bench: could not write {what}: {exc}")
+
+
+def _write_report(config: pytest.Config, bench: BenchSession, summary: dict[str, Any]) -> None:
+    model_hint = str(bench.plan.location.root or bench.plan.location.source)
+    config.stash[report_path_key] = write_report(bench.plan.output_dir / REPORT_NAME, summary, model_hint)
+
+
+def _write_cards(config: pytest.Config, bench: BenchSession, summary: dict[str, Any]) -> None:
+    root = bench.plan.location.root
+    if root is None:
+        raise BenchError("a Hub model has no local folder to hold README files; --bench-readme needs a local model")
+    if summary.get("status") != "complete":
+        _warn(config, "pytest-finetune-bench: README files not updated: this session did not complete")
+        return
+    for readme in write_cards(root, summary):
+        bench.say(f"[bench] results section: {readme}")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
@@ -163,6 +222,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         return
     for line in _summary_lines(bench, config.stash.get(summary_path_key, None)):
         terminalreporter.write_line(line)
+    report = config.stash.get(report_path_key, None)
+    if report is not None:
+        terminalreporter.write_line(f"report: {report}")
 
 
 def _summary_lines(bench: BenchSession, summary_path: Path | None = None) -> Iterator[str]:

@@ -101,6 +101,9 @@ OPTIONS: tuple[Option, ...] = (
            "instead of the base model", metavar="PATH"),
     Option("plan", "print the resolved plan (models, backends, settings, tasks, gates, cache keys) and exit "
            "without running anything", switch=True),
+    Option("readme", "after a complete session, write a Benchmark Results section (and a chart) into the model's "
+           "README.md and its lora/, merged_16bit/, merged_4bit/, gguf/ READMEs", switch=True),
+    Option("json", "also copy this session's benchmark.json to PATH (for CI artifacts)", metavar="PATH"),
 )
 
 
@@ -171,6 +174,23 @@ def _positive_int(value: str) -> int:
     if not str(value).strip().isdigit() or int(value) < 1:
         raise BenchError(f"{value!r} is not a positive whole number")
     return int(value)
+
+
+@dataclass(frozen=True)
+class OutputChoices:
+    """Extra outputs of a session; they decide nothing about the runs, so they are not part of the plan."""
+
+    readme: bool
+    json_copy: Path | None
+
+
+def output_choices(config: pytest.Config) -> OutputChoices:
+    """--bench-readme and --bench-json (or their ini twins)."""
+    reader = _Reader(config)
+    return OutputChoices(
+        readme=bool(reader.parse(_by_name("readme"), lambda v: parse_bool(v) if v else False)),
+        json_copy=reader.parse(_by_name("json"), lambda v: Path(v).expanduser() if v else None),
+    )
 
 
 def show_plan_only(config: pytest.Config) -> bool:

@@ -52,11 +52,17 @@ def ifeval_detail_table(base: Mapping[str, Any], finetuned: Mapping[str, Any]) -
     """IFEval's four metrics: strict/loose at prompt and instruction level."""
     from tabulate import tabulate
 
+    rows = ifeval_detail_rows(base, finetuned)
+    return tabulate(rows, headers=["IFEval metric", "Base", "Fine-tuned", "Improvement"], tablefmt="simple")
+
+
+def ifeval_detail_rows(base: Mapping[str, Any], finetuned: Mapping[str, Any]) -> list[list[str]]:
+    """[label, base, fine-tuned, improvement] for each of IFEval's four metrics (also for report/facts.py)."""
     rows = []
     for key, label in IFEVAL_DETAIL:
         comp = TaskComparison("ifeval", key, _num(base.get(key)), _num(finetuned.get(key)))
         rows.append([label, pct(comp.base_accuracy), pct(comp.finetuned_accuracy), improvement_cell(comp)])
-    return tabulate(rows, headers=["IFEval metric", "Base", "Fine-tuned", "Improvement"], tablefmt="simple")
+    return rows
 
 
 def _num(value: Any) -> float | None:

@@ -24,7 +24,9 @@ class ProgressPrinter:
         self.task = ""
         self.done = 0
         self.total = 0
-        self.generating_since: float | None = None
+        # (time, samples done) when the task's first and latest progress arrived: the basis of the ETA.
+        self.first_seen: tuple[float, int] | None = None
+        self.last_seen: tuple[float, int] | None = None
 
     def __call__(self, event: Event) -> None:
         kind = event["event"]
@@ -41,7 +43,6 @@ class ProgressPrinter:
         elif kind == "loading":
             self.say(f"[bench] {role}: loading model ({event.get('model', '')})")
         elif kind == "requests":
-            self.generating_since = self.clock()
             tasks = ", ".join(f"{t} {n}" for t, n in event.get("tasks", {}).items())
             self.say(f"[bench] {role}: {event.get('kind')} requests to run: {tasks}")
         elif kind == "progress":
@@ -52,7 +53,13 @@ class ProgressPrinter:
             self.say(f"[bench] {role}: failed: {event.get('message')}")
 
     def _progress(self, role: str, event: Event) -> None:
-        self.task, self.done, self.total = str(event["task"]), int(event["done"]), int(event["total"])
+        task = str(event["task"])
+        if task != self.task:
+            self.first_seen = None
+        self.task, self.done, self.total = task, int(event["done"]), int(event["total"])
+        now = self.clock()
+        self.first_seen = self.first_seen or (now, self.done)
+        self.last_seen = (now, self.done)
         pct = self.done / self.total * 100 if self.total else 0.0
         self.say(f"[bench] {role}: {self.task} {self.done}/{self.total} samples ({pct:.0f}%)")
 
@@ -67,11 +74,20 @@ class ProgressPrinter:
         self.say(f"[bench] {role}: no output for {quiet:.0f}s, still running after {elapsed}{where}{self._eta()}")
 
     def _eta(self) -> str:
-        if not self.total or not self.done or self.generating_since is None:
+        """Time left from the pace between the first and the latest progress; "estimating…" before there is one.
+
+        A batched model answers a whole batch at once, and the child reports the first answer of each
+        burst, so one report is no pace at all (1 of 24 done after one batch of 12 is 12 done). Between
+        two reports, though, whole batches finished: their time over the samples between them is the pace,
+        without the model's loading and warm-up in it.
+        """
+        if not self.total or self.first_seen is None or self.last_seen is None:
             return ""
-        # Time since the model started on its requests, per sample done: batches finish in bursts.
-        rate = (self.clock() - self.generating_since) / self.done
-        return f", about {_fmt(rate * (self.total - self.done))} left"
+        (first_time, first_done), (last_time, last_done) = self.first_seen, self.last_seen
+        if last_done <= first_done:
+            return ", estimating time left…"
+        rate = (last_time - first_time) / (last_done - first_done)
+        return f", about {_fmt(rate * (self.total - last_done))} left"
 
     def _elapsed(self) -> str:
         return _fmt(self.clock() - self.started)

@@ -22,6 +22,18 @@ from pytest_finetune_bench.store.summaries import publish_summary
 Say = Callable[[str], None]
 
 
+def add_evidence(comparisons: dict[str, TaskComparison], base: RunRecord, finetuned: RunRecord,
+                 flips_dir: Path | None, confidence: float) -> dict[str, TaskAnalysis]:
+    """Add each task's paired statistics and flip counts to its comparison; flips_<task>.jsonl go to `flips_dir`.
+
+    The one place a session and `summary` (report/from_disk.py) turn two runs' samples into evidence.
+    """
+    analyses = analyse(comparisons, base, finetuned, flips_dir)
+    for task, analysis in analyses.items():
+        comparisons[task].extra.update(analysis.to_json(confidence))
+    return analyses
+
+
 class BenchSession:
     """Runs the base and fine-tuned evaluations at most once per session and compares them."""
 
@@ -58,9 +70,8 @@ class BenchSession:
                  finetuned: RunRecord) -> dict[str, TaskAnalysis]:
         """Statistics and flips behind each delta; when they fail, the failure is recorded and the scores kept."""
         try:
-            analyses = analyse(comparisons, base, finetuned, self.executor.finetuned_dir)
-            for task, analysis in analyses.items():
-                comparisons[task].extra.update(analysis.to_json(self.plan.options.confidence or 0.95))
+            analyses = add_evidence(comparisons, base, finetuned, self.executor.finetuned_dir,
+                                    self.plan.options.confidence or 0.95)
         except Exception as exc:  # noqa: BLE001 - both runs are done: nothing may cost their scores
             self.analysis_error = f"statistics and flips failed ({type(exc).__name__}: {exc}); the scores are kept"
             self.say(f"[bench] {self.analysis_error}")

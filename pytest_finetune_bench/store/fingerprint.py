@@ -17,6 +17,9 @@ from pathlib import Path
 from pytest_finetune_bench.store.files import atomic_write_json, bench_cache_dir, file_sha256
 
 INDEX_NAME = "file-digests.json"
+# Model-card files that --bench-readme writes into the model's folders (report/card.py): they change nothing
+# the model computes, and counting them would make every session's README invalidate the next one's caches.
+MODEL_CARD_FILES = ("README.md", "benchmark_chart.png")
 _INDEXED_MIN_BYTES = 16 << 20  # smaller files are hashed every time: cheaper than the bookkeeping
 _INDEX_MAX_ENTRIES = 4096
 
@@ -38,7 +41,7 @@ def model_fingerprint(model: str, revision: str | None = None, index_dir: Path |
 
 def _ignored(path: Path, folder: Path) -> bool:
     parts = path.relative_to(folder).parts
-    return any(p.startswith(".") or p in ("benchmarks", "__pycache__") for p in parts)
+    return path.name in MODEL_CARD_FILES or any(p.startswith(".") or p in ("benchmarks", "__pycache__") for p in parts)
 
 
 class DigestIndex:

@@ -1,0 +1,92 @@
+"""benchmark.json again from the files on disk, without a plan or a model (the `summary` command; no pytest here).
+
+A session's summary can be lost (deleted, overwritten by hand, written by an older version) while the
+runs behind it are still there. The newest *complete* run folder `fine-tuned/<timestamp>/` keeps its
+own summary, which says which lm-eval files each side used; the scores, statistics and flips are
+computed again from those files exactly as a session computes them (run/session.py `add_evidence`).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pytest_finetune_bench import BenchError
+from pytest_finetune_bench.compare.scores import compare
+from pytest_finetune_bench.report.facts import confidence_level
+from pytest_finetune_bench.run.engine import RunRecord
+from pytest_finetune_bench.run.session import add_evidence
+from pytest_finetune_bench.store.files import read_json_file
+from pytest_finetune_bench.store.summaries import SUMMARY, latest_complete_run, publish_summary
+
+_SIDES = {"base": "base_model", "fine-tuned": "fine_tuned_model"}
+
+
+@dataclass(frozen=True)
+class Sources:
+    """The folders and lm-eval files a rebuilt summary comes from."""
+
+    run_dir: Path
+    results_files: dict[str, Path]
+
+    def describe(self) -> list[str]:
+        """One line per input, for the command's output."""
+        return [f"fine-tuned run: {self.run_dir}",
+                *(f"{role} results: {path}" for role, path in self.results_files.items())]
+
+
+def benchmarks_dir(model: Path, output: Path | None) -> Path:
+    """The benchmarks folder of `model` (an outputs/<name> folder), or `output` when given; it must exist."""
+    folder = output if output is not None else model / "benchmarks"
+    if not folder.is_dir():
+        raise BenchError(f"no benchmark results in {folder}: run `pytest --bench-model {model}` first, "
+                         "or pass --output with the folder --bench-output wrote to")
+    return folder
+
+
+def latest_summary(output_dir: Path) -> dict[str, Any]:
+    """`output_dir`/benchmark.json: the summary of the latest complete session."""
+    return read_json_file(output_dir / SUMMARY, "run the benchmark, or rebuild it with the `summary` command")
+
+
+def rebuild_summary(output_dir: Path) -> tuple[dict[str, Any], Sources]:
+    """The summary of the newest complete run under `output_dir`, its comparison computed again from disk."""
+    run_dir = latest_complete_run(output_dir)
+    if run_dir is None:
+        raise BenchError(f"no complete run in {output_dir / 'fine-tuned'} (empty, failed and partial runs are "
+                         "skipped): run the benchmark to the end first")
+    advice = "run the benchmark again"
+    recorded = read_json_file(run_dir / SUMMARY, advice)
+    records = {role: _record(recorded, role, advice) for role in _SIDES}
+    # The tasks the session compared (a task the backend could not score has no comparison).
+    tasks = list(recorded.get("comparison") or (recorded.get("reproduce") or {}).get("tasks") or [])
+    comparisons = compare(records["base"].results, records["fine-tuned"].results, tasks)
+    add_evidence(comparisons, records["base"], records["fine-tuned"], run_dir, confidence_level(recorded))
+    summary = copy.deepcopy(recorded)
+    summary["comparison"] = {task: c.to_json() for task, c in comparisons.items()}
+    for role, key in _SIDES.items():
+        summary[key]["results"] = {t: records[role].results.get("results", {}).get(t) for t in tasks}
+    return summary, Sources(run_dir, {role: r.results_file for role, r in records.items()})
+
+
+def write_rebuilt_summary(output_dir: Path) -> tuple[Path, Sources]:
+    """Rebuild the summary and publish it as `output_dir`/benchmark.json; returns the file and its sources."""
+    summary, sources = rebuild_summary(output_dir)
+    return publish_summary(output_dir, None, summary), sources
+
+
+def _record(summary: dict[str, Any], role: str, advice: str) -> RunRecord:
+    """One side's run as the session saw it: lm-eval's results file and its samples files."""
+    side = summary.get(_SIDES[role])
+    if not isinstance(side, dict) or not side.get("results_file"):
+        raise BenchError(f"the run's benchmark.json names no {role} results file: {advice}")
+    results_file = Path(side["results_file"])
+    samples = {task: Path(p) for task, p in (side.get("samples_files") or {}).items()}
+    missing = [p for p in (results_file, *samples.values()) if not p.is_file()]
+    if missing:
+        raise BenchError(f"the {role} run's file {missing[0]} is gone: {advice}")
+    return RunRecord(role=role, model=str(side.get("model")), results=read_json_file(results_file, advice),
+                     results_file=results_file, samples_files=samples, timestamp=str(side.get("timestamp")),
+                     status=str(side.get("status", "complete")))

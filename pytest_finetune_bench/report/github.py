@@ -1,0 +1,50 @@
+"""The GitHub Actions job page: the results table appended to $GITHUB_STEP_SUMMARY (no pytest here)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pytest_finetune_bench.report.facts import (
+    IFEVAL_HEADERS,
+    ifeval_rows,
+    markdown_table,
+    measured_on,
+    produced_by,
+    result_headers,
+    result_rows,
+)
+
+STEP_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
+
+
+def step_summary_markdown(summary: Mapping[str, Any]) -> str:
+    """The session as Markdown: status, the table (change, interval, p, flips), IFEval's detail, skips, errors."""
+    lines = [
+        f"### Fine-tune benchmark: {summary.get('model_name')} vs {summary.get('base_model_name')}",
+        "",
+        f"Status: **{summary.get('status')}**, {measured_on(summary)}; {produced_by(summary)}",
+        "",
+    ]
+    if summary.get("comparison"):
+        lines += [markdown_table(result_headers(summary), result_rows(summary)), ""]
+    ifeval = ifeval_rows(summary)
+    if ifeval:
+        lines += [markdown_table(IFEVAL_HEADERS, ifeval), ""]
+    lines += [f"Skipped {task}: {reason}" for task, reason in (summary.get("skipped_tasks") or {}).items()]
+    lines += [f"{role}: {error}" for role, error in (summary.get("errors") or {}).items()]
+    return "\n".join(lines).rstrip("\n") + "\n\n"
+
+
+def step_summary_file() -> Path | None:
+    """The job summary file GitHub Actions names in $GITHUB_STEP_SUMMARY; None outside Actions."""
+    value = os.environ.get(STEP_SUMMARY_ENV)
+    return Path(value) if value else None
+
+
+def append_step_summary(path: Path, summary: Mapping[str, Any]) -> None:
+    """Append the session's Markdown to the job summary (GitHub joins what every step appended)."""
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(step_summary_markdown(summary))
