@@ -18,6 +18,7 @@ from pytest_finetune_bench.backends import Backend, get_backend
 from pytest_finetune_bench.backends.openai import served_name
 from pytest_finetune_bench.compare.evidence import TaskAnalysis, analyse
 from pytest_finetune_bench.compare.scores import TaskComparison, compare
+from pytest_finetune_bench.plan.metrics import Headline, MetricChoice, choose_headlines, headlines_for_results
 from pytest_finetune_bench.plan.models import ModelLocation, detect_base, locate_model, resolve_base
 from pytest_finetune_bench.plan.settings import (
     SUITES,
@@ -69,6 +70,7 @@ class BenchOptions:
     max_drop: float = 5.0
     max_drop_per_task: dict[str, float] = field(default_factory=dict)
     target_tasks: tuple[str, ...] = ("ifeval",)
+    metrics: dict[str, MetricChoice] = field(default_factory=dict)  # --bench-metric: task → (metric, filter)
     confidence: float | None = None
     cache_dir: Path | None = None
     refresh_base: bool = False
@@ -118,6 +120,7 @@ class BenchSession:
         self._errors: dict[str, BenchError] = {}
         self._finetuned_dir: Path | None = None
         self._plan: tuple[tuple[str, ...], dict[str, str]] | None = None
+        self._headlines: dict[str, Headline] = {}
         self.base_cache = BaseCache(options.cache_dir or default_base_cache_dir())
         self._comparison: dict[str, TaskComparison] | None = None
         self._analyses: dict[str, TaskAnalysis] = {}
@@ -186,6 +189,8 @@ class BenchSession:
         tasks, skipped = self._task_plan()
         if not tasks:
             raise BenchError(f"no task of this run can be benchmarked: {' '.join(skipped.values())}")
+        # Before any model runs: a task without a known headline stops here, naming its metrics.
+        self._headlines = choose_headlines(tasks, self.catalog.index, opts.metrics)
         device = resolve_device(opts.device)
         if opts.data_dir is not None:
             self._include_path = self.output_dir / "offline-tasks"
@@ -445,8 +450,11 @@ class BenchSession:
         if self._comparison is None:
             base = self.run("base")
             finetuned = self.run("fine-tuned")
-            skipped = self.skipped_tasks()
-            comparisons = compare(base.results, finetuned.results, [t for t in self.tasks if t not in skipped])
+            tasks = [t for t in self.tasks if t not in self.skipped_tasks()]
+            headlines = headlines_for_results(
+                tasks, self._headlines, (finetuned.results, base.results), self.options.metrics
+            )
+            comparisons = compare(base.results, finetuned.results, headlines)
             self._analyses = self._analyse(comparisons, base, finetuned)
             self._comparison = comparisons
         return self._comparison
