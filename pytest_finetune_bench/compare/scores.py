@@ -112,6 +112,7 @@ class TaskComparison:
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
+            "task": self.task,
             "metric": self.metric,
             "filter": self.filter,
             "higher_is_better": self.higher_is_better,
