@@ -49,7 +49,7 @@ def test_a_malformed_metric_choice_says_the_form(entry: str) -> None:
 
 
 def test_two_different_choices_for_one_task_are_refused() -> None:
-    with pytest.raises(BenchError, match="names 'gsm8k' twice"):
+    with pytest.raises(BenchError, match="'gsm8k' is given two metrics: keep one TASK="):
         parse_metric_choices(["gsm8k=exact_match,strict-match", "gsm8k=exact_match,flexible-extract"])
 
 
@@ -268,6 +268,9 @@ def test_confidence_gates_mirror_the_interval_of_a_lower_is_better_metric() -> N
     stats = analysis.stats()
     assert stats is not None and stats.ci_high is not None and stats.ci_high < 0
     assert (stats.improved, stats.regressed) == (30, 0)
+    low, high = stats.gain_interval
+    assert low == -stats.ci_high and high == -(stats.ci_low or 0) and stats.gain == -(stats.delta or 0) == 0.3
+    assert stats.confident_improvement(0.1) and not stats.confident_regression()
     assert improves_failure(comp, 10.0, analysis, 0.95) is None
     assert improves_failure(comp, 25.0, analysis, 0.95) is not None
     assert regression_failure(comp, 0.0, analysis, 0.95) is None

@@ -90,29 +90,18 @@ def _stats(analysis: TaskAnalysis | None, confidence: float | None) -> PairedSta
 
 
 def _gain_interval(comp: TaskComparison, stats: PairedStats) -> tuple[float | None, float | None]:
-    """(low, high) of the gain in the comparison's unit: the delta's interval, mirrored when lower is better."""
-    low, high = _decision_bound(stats, stats.ci_low), _decision_bound(stats, stats.ci_high)
-    if not comp.higher_is_better:
-        low, high = _negated(high), _negated(low)
+    """(low, high) of the gain in the comparison's unit; the point estimate when the sample has no interval.
+
+    None with no paired documents at all: then there is no evidence either way.
+    """
+    low, high = stats.gain_interval
+    if low is None and stats.n > 0:
+        low = high = stats.gain
     return _scaled(low, comp.scale), _scaled(high, comp.scale)
-
-
-def _negated(value: float | None) -> float | None:
-    return None if value is None else -value
 
 
 def _scaled(value: float | None, scale: float) -> float | None:
     return None if value is None else value * scale
-
-
-def _decision_bound(stats: PairedStats, bound: float | None) -> float | None:
-    """The interval bound a statistical gate compares; the point estimate when the sample has no interval.
-
-    None with no paired documents at all: then there is no evidence either way.
-    """
-    if bound is None and stats.n > 0:
-        return stats.delta
-    return bound
 
 
 def _clears(low: float, min_gain: float) -> bool:

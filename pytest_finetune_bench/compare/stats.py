@@ -102,25 +102,40 @@ class PairedStats:
     finetuned_mean: float | None = None
     interval: str | None = None  # INTERVAL_TANGO or INTERVAL_BOOTSTRAP
     interval_note: str | None = None  # why the interval is unreliable or missing; None when it is sound
+    higher_is_better: bool = True  # the metric's direction: the gain is delta, or -delta when lower is better
 
     @property
     def interval_reliable(self) -> bool:
         """There is an interval, from enough documents for its method to keep its coverage."""
         return self.ci_low is not None and self.interval_note is None
 
+    @property
+    def gain(self) -> float | None:
+        """`delta` signed so that positive is better."""
+        return self.delta if self.higher_is_better or self.delta is None else -self.delta
+
+    @property
+    def gain_interval(self) -> tuple[float | None, float | None]:
+        """(low, high) of the gain: the interval of delta, mirrored when lower is better."""
+        if self.higher_is_better or self.ci_low is None or self.ci_high is None:
+            return self.ci_low, self.ci_high
+        return -self.ci_high, -self.ci_low
+
     def confident_improvement(self, by: float = 0.0) -> bool:
-        """The whole interval is at or above `by`: the fine-tuned model gained at least `by`.
+        """The gain's whole interval is at or above `by`: the fine-tuned model gained at least `by`.
 
         For `by` >= 0 the interval must also exclude 0, so no gain is claimed that the paired test
         does not call significant.
         """
-        if self.ci_low is None or (by >= 0 and self.ci_low <= 0):
+        low = self.gain_interval[0]
+        if low is None or (by >= 0 and low <= 0):
             return False
-        return self.ci_low >= by
+        return low >= by
 
     def confident_regression(self, max_drop: float = 0.0) -> bool:
-        """The whole interval is below -`max_drop`: the model lost more than `max_drop` points (as a fraction)."""
-        return self.ci_high is not None and self.ci_high < -max_drop
+        """The gain's whole interval is below -`max_drop`: the model lost more than `max_drop` (0.05 = 5 points)."""
+        high = self.gain_interval[1]
+        return high is not None and high < -max_drop
 
     def significant(self, alpha: float = 0.05) -> bool:
         """The paired test rejects "no difference" at level `alpha` (in either direction)."""
@@ -220,6 +235,7 @@ def paired_stats(
         finetuned_mean=math.fsum(finetuned.tolist()) / n,
         interval=evidence.interval,
         interval_note=evidence.interval_note,
+        higher_is_better=higher_is_better,
     )
 
 

@@ -30,7 +30,6 @@ SOURCE_FLAG = "--bench-metric"
 SOURCE_DEFAULT = "default"
 SOURCE_ONLY = "only metric"
 NO_FILTER = "none"  # lm-eval's filter name for a task without a filter_list
-METRIC_FLAG_FORM = "--bench-metric TASK=METRIC[,FILTER]"
 
 # Headlines whose choice is settled practice. GSM8K gates on strict-match: it only accepts the
 # "#### N" answer format the few-shot examples teach, so a fine-tune that changes the answer format
@@ -90,13 +89,14 @@ MetricChoice = tuple[str, str | None]
 def parse_metric_choices(entries: Sequence[str]) -> dict[str, MetricChoice]:
     """Parse ["gsm8k=exact_match,flexible-extract", "wikitext=bits_per_byte"] into {task: (metric, filter)}.
 
-    The filter is None when not given. One entry per flag or ini line; a task named twice is an error.
+    The filter is None when not given. One entry per flag or ini line; a task given two metrics is
+    an error. Messages leave out the flag: the options reader names where the entry came from.
     """
     choices: dict[str, MetricChoice] = {}
     for entry in entries:
         task, choice = _parse_choice(entry)
         if task in choices and choices[task] != choice:
-            raise BenchError(f"--bench-metric names {task!r} twice: keep one {METRIC_FLAG_FORM}")
+            raise BenchError(f"{task!r} is given two metrics: keep one TASK=METRIC[,FILTER]")
         choices[task] = choice
     return choices
 
@@ -106,7 +106,7 @@ def _parse_choice(entry: str) -> tuple[str, MetricChoice]:
     metric, comma, filter_name = rest.strip().partition(",")
     parts = (task.strip(), metric.strip(), filter_name.strip())
     if not sep or not parts[0] or not parts[1] or (comma and not parts[2]) or "," in parts[2]:
-        raise BenchError(f"--bench-metric {entry!r} is not TASK=METRIC[,FILTER], e.g. gsm8k=exact_match,strict-match")
+        raise BenchError(f"{entry!r} is not TASK=METRIC[,FILTER], e.g. gsm8k=exact_match,strict-match")
     return parts[0], (parts[1], parts[2] or None)
 
 
