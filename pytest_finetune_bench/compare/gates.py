@@ -50,7 +50,7 @@ def improves_failure(
     if stats is not None and confidence is not None:
         low, _ = _gain_interval(comp, stats)
         if low is not None and _clears(low, min_gain):
-            _warn_if_unsound(comp.task, "improves", stats, comp)
+            _warn_if_unsound(comp, "improves", stats)
             return None
         return (f"{comp.task} did not improve by {wanted} with {confidence:.0%} confidence: "
                 f"{comp.describe()}; {_summary(stats, comp)}{_how_decided(stats)}")
@@ -72,7 +72,7 @@ def regression_failure(
     if stats is not None and confidence is not None:
         _, high = _gain_interval(comp, stats)
         if high is None or high + _EPS >= -max_drop:
-            _warn_if_unsound(comp.task, "no_regression", stats, comp)
+            _warn_if_unsound(comp, "no_regression", stats)
             return None
         headline = (f"{comp.task} regressed by more than {allowed} with {confidence:.0%} "
                     f"confidence: {comp.describe()}; {_summary(stats, comp)}{_how_decided(stats)}")
@@ -126,11 +126,11 @@ def _how_decided(stats: PairedStats) -> str:
     return ""
 
 
-def _warn_if_unsound(task: str, gate: str, stats: PairedStats, comp: TaskComparison) -> None:
+def _warn_if_unsound(comp: TaskComparison, gate: str, stats: PairedStats) -> None:
     reason = _how_decided(stats)
     if reason:
         warnings.warn(
-            UnreliableIntervalWarning(f"{task} {gate} passed{reason}: {_summary(stats, comp)}"), stacklevel=3
+            UnreliableIntervalWarning(f"{comp.task} {gate} passed{reason}: {_summary(stats, comp)}"), stacklevel=3
         )
 
 

@@ -192,7 +192,7 @@ def _choose(task: str, candidates: Sequence[_Candidate], choice: MetricChoice | 
             "own): benchmark its tasks by name with --bench-tasks"
         )
     raise BenchError(
-        f"{task!r} has no known headline metric; it reports {_names(by_key)}: pick one with "
+        f"{task!r} has no known headline metric; it reports {_names(candidates)}: pick one with "
         f"--bench-metric {task}=METRIC,FILTER (ini: bench_metric)"
     )
 
@@ -207,15 +207,14 @@ def _chosen_candidate(task: str, candidates: Sequence[_Candidate], choice: Metri
         return _Candidate(metric, filter_name or NO_FILTER, None, None)
     wanted = metric if filter_name is None else f"{metric},{filter_name}"
     problem = "names more than one metric" if matches else "is not one of its metrics"
-    shown = matches or candidates
     raise BenchError(
-        f"--bench-metric {task}={wanted} {problem}; {task!r} reports {_names({c.key: c for c in shown})}: "
+        f"--bench-metric {task}={wanted} {problem}; {task!r} reports {_names(matches or candidates)}: "
         f"pass --bench-metric {task}=METRIC,FILTER"
     )
 
 
-def _names(by_key: Mapping[str, _Candidate]) -> str:
-    return ", ".join(sorted(by_key))
+def _names(candidates: Sequence[_Candidate]) -> str:
+    return ", ".join(sorted({c.key for c in candidates}))
 
 
 def _headline(task: str, candidate: _Candidate, source: str) -> Headline:
