@@ -267,10 +267,10 @@ def test_custom_task_reads_local_data(
     # pytest.ini names the tasks and the data folder; relative paths are taken from where pytest starts.
     result = pytester.runpytest_subprocess(*bench_args(unchanged_outputs, None, shared_output), timeout=RUN_TIMEOUT_S)
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["configfile: pytest.ini", "arc_easy *→ No change*"])
+    result.stdout.fnmatch_lines(["configfile: pytest.ini", "arc_easy: acc_norm *→ No change*"])
     summary = read_json(shared_output / "benchmark.json")
     comparison = summary["comparison"]["arc_easy"]
-    assert comparison["metric"] == "acc,none" and comparison["stats"]["n"] == len(questions)
+    assert comparison["metric"] == "acc_norm,none" and comparison["stats"]["n"] == len(questions)
     assert summary["reproduce"]["limit"] is None  # --bench-tasks: no suite limit
     overlay = json.loads((shared_output / "offline-tasks" / "arc_easy.yaml").read_text())
     expected = (project / "data" / "arc_easy" / "test.jsonl").resolve()

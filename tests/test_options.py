@@ -58,6 +58,7 @@ def test_benchmark_tests_are_skipped_without_bench_model(pytester: pytest.Pytest
         (["--bench-device", "tpu"], "--bench-device: 'tpu' is not a device*"),
         (["--bench-min-gain", "ifeval=much"], "--bench-min-gain: 'much' is not a number of points*"),
         (["--bench-gen-kwargs", "max_gen_toks"], "--bench-gen-kwargs: 'max_gen_toks' is not gen kwargs*"),
+        (["--bench-metric", "wikitext"], "--bench-metric: 'wikitext' is not TASK=METRIC*"),
     ],
 )
 def test_bad_cli_values_name_their_flag(pytester: pytest.Pytester, args: list[str], message: str) -> None:
@@ -84,6 +85,25 @@ def test_cli_wins_over_ini(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--bench-dtype", "float32", "--collect-only", "-q")
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["finetune-bench::ifeval::improves", "finetune-bench::ifeval::no_regression"])
+
+
+def test_metric_choices_come_one_per_flag_or_ini_line(pytester: pytest.Pytester) -> None:
+    pytester.mkdir("model")
+    (pytester.path / "model" / "config.json").write_text("{}")
+    pytester.makeini("[pytest]\nbench_metric =\n    gsm8k=exact_match,flexible-extract\n    wikitext=bits_per_byte\n")
+    pytester.makepyfile(
+        """
+        from pytest_finetune_bench.plugin.options import read_options
+
+        def test_choices(pytestconfig):
+            print("CHOICES", sorted(read_options(pytestconfig).metrics.items()))
+        """
+    )
+    args = ("--bench-model", "model", "--bench-base", "model", "-k", "test_choices", "-s", "-p", "no:cacheprovider")
+    from_ini = pytester.runpytest(*args).stdout.str()
+    assert "CHOICES [('gsm8k', ('exact_match', 'flexible-extract')), ('wikitext', ('bits_per_byte', None))]" in from_ini
+    from_flag = pytester.runpytest(*args, "--bench-metric", "gsm8k=exact_match,strict-match").stdout.str()
+    assert "CHOICES [('gsm8k', ('exact_match', 'strict-match'))]" in from_flag
 
 
 def test_unknown_marker_argument_is_rejected(pytester: pytest.Pytester) -> None:

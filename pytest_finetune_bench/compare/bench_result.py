@@ -11,7 +11,12 @@ from pytest_finetune_bench.run.engine import RunRecord
 
 
 class BenchResult:
-    """What a user's benchmark test asserts on. Scores and deltas are fractions (0.02 = 2 points)."""
+    """What a user's benchmark test asserts on.
+
+    Scores and deltas are lm-eval's own values: fractions for accuracies (0.02 = 2 points), the
+    metric's unit otherwise. Thresholds (`by`, `max_drop`) are in the same values and apply to the
+    gain, which is positive when the task got better, also where lower is better (perplexity).
+    """
 
     def __init__(
         self,
@@ -34,7 +39,7 @@ class BenchResult:
         return self.comparisons[task]
 
     def delta(self, task: str) -> float:
-        """Fine-tuned minus base on `task`'s headline metric (0.02 = +2 points)."""
+        """Fine-tuned minus base on `task`'s headline metric (0.02 = +2 points; a perplexity rise is positive)."""
         value = self.comparison(task).delta
         if value is None:
             raise BenchError(f"task {task!r} has no score on one side: {self.comparison(task).describe()}")
@@ -49,24 +54,29 @@ class BenchResult:
         self.comparison(task)
         if task not in self.analyses:
             raise BenchError(f"no statistics for {task!r}: they failed in this session (see benchmark.json errors)")
-        return self.analyses[task].stats(confidence)
+        stats = self.analyses[task].stats(confidence)
+        if stats is None:
+            raise BenchError(f"{task}: {self.analyses[task].note}; assert on delta() instead")
+        return stats
 
     def assert_improves(self, task: str, by: float = 0.02, confidence: float | None = None) -> None:
-        """Fail unless `task` improved by at least `by` (0.02 = 2 points).
+        """Fail unless `task` improved by at least `by` (0.02 = 2 points; for a perplexity, a fall of `by`).
 
         With `confidence` (e.g. 0.95) the whole paired confidence interval must clear `by`.
         """
         __tracebackhide__ = True
-        failure = improves_failure(self.comparison(task), by * 100, self.analyses.get(task), confidence)
+        comp = self.comparison(task)
+        failure = improves_failure(comp, by * comp.scale, self.analyses.get(task), confidence)
         if failure:
             raise AssertionError(failure)
 
     def assert_no_regression(self, task: str, max_drop: float = 0.05, confidence: float | None = None) -> None:
-        """Fail if `task` dropped by more than `max_drop` (0.05 = 5 points).
+        """Fail if `task` got worse by more than `max_drop` (0.05 = 5 points; for a perplexity, a rise).
 
         With `confidence` it fails only when the whole paired confidence interval is below -`max_drop`.
         """
         __tracebackhide__ = True
-        failure = regression_failure(self.comparison(task), max_drop * 100, self.analyses.get(task), confidence)
+        comp = self.comparison(task)
+        failure = regression_failure(comp, max_drop * comp.scale, self.analyses.get(task), confidence)
         if failure:
             raise AssertionError(failure)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_finetune_bench.compare.flips import Flip, find_flips, write_flips
-from pytest_finetune_bench.compare.samples import SampleRecord, load_samples, paired_values
+from pytest_finetune_bench.compare.samples import CorpusLevelMetric, SampleRecord, load_samples, paired_values
 from pytest_finetune_bench.compare.scores import TaskComparison
 from pytest_finetune_bench.compare.stats import PairedStats, paired_stats
 from pytest_finetune_bench.run.engine import RunRecord
@@ -18,25 +18,36 @@ _SUBTASK_STRIDE = 10_000_000
 
 @dataclass
 class TaskAnalysis:
-    """Per-document evidence behind one task's delta."""
+    """Per-document evidence behind one task's delta.
+
+    A metric that is not a mean of per-document scores (wikitext's perplexities) has none: its
+    `note` says so, `stats()` is None, and gates decide on the point estimate.
+    """
 
     task: str
     base: dict[int, SampleRecord]
     finetuned: dict[int, SampleRecord]
     flips: list[Flip] = field(default_factory=list)
     flips_file: Path | None = None
+    higher_is_better: bool = True
+    note: str | None = None  # why there are no paired statistics
 
-    def stats(self, confidence: float = 0.95) -> PairedStats:
+    def stats(self, confidence: float = 0.95) -> PairedStats | None:
+        if self.note is not None:
+            return None
         base_vals, ft_vals, _ = paired_values(self.base, self.finetuned)
-        return paired_stats(base_vals, ft_vals, confidence=confidence, seed=0)
+        return paired_stats(base_vals, ft_vals, confidence=confidence, seed=0, higher_is_better=self.higher_is_better)
 
     @property
     def regressions(self) -> list[Flip]:
         return [f for f in self.flips if f.direction == "regressed"]
 
     def to_json(self, confidence: float) -> dict[str, Any]:
+        stats = self.stats(confidence)
+        if stats is None:
+            return {"stats": None, "stats_note": self.note, "flips": None}
         return {
-            "stats": self.stats(confidence).to_json(),
+            "stats": stats.to_json(),
             "flips": {
                 "regressed": len(self.regressions),
                 "improved": len(self.flips) - len(self.regressions),
@@ -77,11 +88,27 @@ def analyse(
     """Per task: paired samples, flipped documents, and (when `flips_dir` is given) flips_<task>.jsonl."""
     analyses = {}
     for task, comp in comparisons.items():
-        base_samples = task_samples(base, task, comp.metric)
-        ft_samples = task_samples(finetuned, task, comp.metric)
-        analysis = TaskAnalysis(task, base_samples, ft_samples, find_flips(base_samples, ft_samples))
-        if flips_dir is not None:
+        try:
+            analysis = _paired_analysis(comp, base, finetuned)
+        except CorpusLevelMetric as exc:
+            # A custom aggregation that looked like a mean, until its per-document values were read.
+            analysis = _without_statistics(comp, f"{comp.metric} has no per-document scores ({exc})")
+        if flips_dir is not None and analysis.note is None:
             analysis.flips_file = flips_dir / f"flips_{task}.jsonl"
             write_flips(analysis.flips_file, analysis.flips)
         analyses[task] = analysis
     return analyses
+
+
+def _paired_analysis(comp: TaskComparison, base: RunRecord, finetuned: RunRecord) -> TaskAnalysis:
+    if not comp.per_document:
+        return _without_statistics(comp, f"{comp.metric} is computed over the whole corpus, not averaged per document")
+    base_samples = task_samples(base, comp.task, comp.metric)
+    ft_samples = task_samples(finetuned, comp.task, comp.metric)
+    flips = find_flips(base_samples, ft_samples, comp.higher_is_better)
+    return TaskAnalysis(comp.task, base_samples, ft_samples, flips, higher_is_better=comp.higher_is_better)
+
+
+def _without_statistics(comp: TaskComparison, why: str) -> TaskAnalysis:
+    note = f"no paired statistics or flips: {why}; gates compare the scores themselves"
+    return TaskAnalysis(comp.task, {}, {}, higher_is_better=comp.higher_is_better, note=note)

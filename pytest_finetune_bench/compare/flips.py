@@ -22,7 +22,10 @@ _MAX_SHOWN_CHARS = 200
 
 @dataclass(frozen=True)
 class Flip:
-    """One document scored on both sides whose value went down ("regressed") or up ("improved")."""
+    """One document scored on both sides that got worse ("regressed") or better ("improved").
+
+    Worse is lower for most metrics and higher for those where lower is better.
+    """
 
     doc_id: int
     direction: Direction
@@ -37,24 +40,27 @@ class Flip:
         return asdict(self)
 
 
-def find_flips(base: dict[int, SampleRecord], finetuned: dict[int, SampleRecord]) -> list[Flip]:
+def find_flips(
+    base: dict[int, SampleRecord], finetuned: dict[int, SampleRecord], higher_is_better: bool = True
+) -> list[Flip]:
     """Every document on both sides whose value changed: regressions first, then by doc id.
 
-    For pass/fail metrics that is pass→fail and fail→pass; for continuous ones any decrease or
-    increase. Documents only one side scored are not flips.
+    For pass/fail metrics that is pass→fail and fail→pass; for continuous ones any change, a
+    regression when it goes against the metric's direction. Documents only one side scored are not flips.
     """
     flips = [
-        _flip(base[doc_id], finetuned[doc_id])
+        _flip(base[doc_id], finetuned[doc_id], higher_is_better)
         for doc_id in base.keys() & finetuned.keys()
         if base[doc_id].value != finetuned[doc_id].value
     ]
     return sorted(flips, key=lambda flip: (flip.direction != "regressed", flip.doc_id))
 
 
-def _flip(base: SampleRecord, finetuned: SampleRecord) -> Flip:
+def _flip(base: SampleRecord, finetuned: SampleRecord, higher_is_better: bool) -> Flip:
+    went_up = finetuned.value > base.value
     return Flip(
         doc_id=base.doc_id,
-        direction="regressed" if finetuned.value < base.value else "improved",
+        direction="improved" if went_up == higher_is_better else "regressed",
         # The prompt is the same document on both sides; the base's is as good as any.
         prompt=base.prompt or finetuned.prompt,
         base_response=base.response,
@@ -98,7 +104,9 @@ def _format_flip(flip: Flip) -> str:
 
 
 def _transition(flip: Flip) -> str:
-    if _is_pass_fail(flip.base_value) and _is_pass_fail(flip.finetuned_value):
+    """pass→fail for a 0/1 score; the values themselves otherwise, and where 1 is the bad outcome (an error)."""
+    one_is_pass = (flip.direction == "regressed") == (flip.finetuned_value < flip.base_value)
+    if one_is_pass and _is_pass_fail(flip.base_value) and _is_pass_fail(flip.finetuned_value):
         return f"{_pass_fail(flip.base_value)}→{_pass_fail(flip.finetuned_value)}"
     return f"{flip.base_value:.3g}→{flip.finetuned_value:.3g}"
 

@@ -1,6 +1,12 @@
 """Threshold checks shared by the built-in gate tests and the `bench_result` assertion helpers.
 
-Without statistics a gate compares the point estimate of the delta with its threshold. With
+Gates judge the gain: the change signed so that positive is better, so for a metric where lower is
+better (perplexity, bits_per_byte) a fall is a gain. Thresholds are in the comparison's unit:
+percentage points for accuracies, the metric's own unit otherwise (scores.py). The statistical
+variants use the interval of the gain, which for lower-is-better metrics is the delta's interval
+mirrored. A metric without per-document scores has no interval; its gates compare the point estimate.
+
+Without statistics a gate compares the point estimate of the gain with its threshold. With
 statistics (a confidence level was asked for) `improves` needs the whole paired confidence interval
 at or above the minimum gain, and `no_regression` fails only when the whole interval lies below minus
 the allowed drop: a gate then fails on evidence, not on noise.
@@ -22,7 +28,7 @@ import warnings
 
 from pytest_finetune_bench.compare.evidence import TaskAnalysis
 from pytest_finetune_bench.compare.flips import format_flips
-from pytest_finetune_bench.compare.scores import TaskComparison
+from pytest_finetune_bench.compare.scores import UNIT_POINTS, TaskComparison
 from pytest_finetune_bench.compare.stats import PairedStats
 
 _EPS = 1e-9
@@ -33,43 +39,48 @@ class UnreliableIntervalWarning(UserWarning):
 
 
 def improves_failure(
-    comp: TaskComparison, min_gain_points: float, analysis: TaskAnalysis | None = None, confidence: float | None = None
+    comp: TaskComparison, min_gain: float, analysis: TaskAnalysis | None = None, confidence: float | None = None
 ) -> str | None:
-    """Why `comp` does not gain at least `min_gain_points`; None when it does."""
-    if comp.delta_points is None:
+    """Why `comp` does not gain at least `min_gain` (in its unit); None when it does."""
+    gain = comp.gain_shown
+    if gain is None:
         return f"{comp.task}: no score to compare ({comp.describe()})"
     stats = _stats(analysis, confidence)
+    wanted = comp.amount_text(min_gain, signed=True)
     if stats is not None and confidence is not None:
-        low = _decision_bound(stats, stats.ci_low)
-        if low is not None and _clears(low, min_gain_points):
-            _warn_if_unsound(comp.task, "improves", stats)
+        low, _ = _gain_interval(comp, stats)
+        if low is not None and _clears(low, min_gain):
+            _warn_if_unsound(comp, "improves", stats)
             return None
-        return (f"{comp.task} did not improve by {min_gain_points:+.2f} points with {confidence:.0%} confidence: "
-                f"{comp.describe()}; {stats.summary()}{_how_decided(stats)}")
-    if comp.delta_points + _EPS >= min_gain_points:
+        return (f"{comp.task} did not improve by {wanted} with {confidence:.0%} confidence: "
+                f"{comp.describe()}; {_summary(stats, comp)}{_how_decided(stats)}")
+    if gain + _EPS >= min_gain:
+        _warn_if_no_statistics(comp.task, "improves", analysis, confidence)
         return None
-    return f"{comp.task} did not improve by {min_gain_points:+.2f} points: {comp.describe()}{_evidence(stats)}"
+    return f"{comp.task} did not improve by {wanted}: {comp.describe()}{_evidence(stats, comp, analysis)}"
 
 
 def regression_failure(
-    comp: TaskComparison, max_drop_points: float, analysis: TaskAnalysis | None = None, confidence: float | None = None
+    comp: TaskComparison, max_drop: float, analysis: TaskAnalysis | None = None, confidence: float | None = None
 ) -> str | None:
-    """Why `comp` lost more than `max_drop_points`; None when it did not. Lists the first regressed samples."""
-    if comp.delta_points is None:
+    """Why `comp` lost more than `max_drop` (in its unit); None when it did not. Lists the first regressed samples."""
+    gain = comp.gain_shown
+    if gain is None:
         return f"{comp.task}: no score to compare ({comp.describe()})"
     stats = _stats(analysis, confidence)
+    allowed = comp.amount_text(max_drop)
     if stats is not None and confidence is not None:
-        high = _decision_bound(stats, stats.ci_high)
-        if high is None or high * 100 + _EPS >= -max_drop_points:
-            _warn_if_unsound(comp.task, "no_regression", stats)
+        _, high = _gain_interval(comp, stats)
+        if high is None or high + _EPS >= -max_drop:
+            _warn_if_unsound(comp, "no_regression", stats)
             return None
-        headline = (f"{comp.task} regressed by more than {max_drop_points:.2f} points with {confidence:.0%} "
-                    f"confidence: {comp.describe()}; {stats.summary()}{_how_decided(stats)}")
-    elif comp.delta_points + _EPS >= -max_drop_points:
+        headline = (f"{comp.task} regressed by more than {allowed} with {confidence:.0%} "
+                    f"confidence: {comp.describe()}; {_summary(stats, comp)}{_how_decided(stats)}")
+    elif gain + _EPS >= -max_drop:
+        _warn_if_no_statistics(comp.task, "no_regression", analysis, confidence)
         return None
     else:
-        headline = (f"{comp.task} regressed by more than {max_drop_points:.2f} points: "
-                    f"{comp.describe()}{_evidence(stats)}")
+        headline = f"{comp.task} regressed by more than {allowed}: {comp.describe()}{_evidence(stats, comp, analysis)}"
     flips = format_flips(analysis.regressions) if analysis is not None else ""
     return f"{headline}\n{flips}" if flips else headline
 
@@ -78,25 +89,30 @@ def _stats(analysis: TaskAnalysis | None, confidence: float | None) -> PairedSta
     return None if analysis is None else analysis.stats(confidence or 0.95)
 
 
-def _decision_bound(stats: PairedStats, bound: float | None) -> float | None:
-    """The interval bound a statistical gate compares; the point estimate when the sample has no interval.
+def _gain_interval(comp: TaskComparison, stats: PairedStats) -> tuple[float | None, float | None]:
+    """(low, high) of the gain in the comparison's unit; the point estimate when the sample has no interval.
 
     None with no paired documents at all: then there is no evidence either way.
     """
-    if bound is None and stats.n > 0:
-        return stats.delta
-    return bound
+    low, high = stats.gain_interval
+    if low is None and stats.n > 0:
+        low = high = stats.gain
+    return _scaled(low, comp.scale), _scaled(high, comp.scale)
 
 
-def _clears(low: float, min_gain_points: float) -> bool:
-    """The lower bound reaches the minimum gain; a gain of 0 or more also needs it above 0.
+def _scaled(value: float | None, scale: float) -> float | None:
+    return None if value is None else value * scale
+
+
+def _clears(low: float, min_gain: float) -> bool:
+    """The gain's lower bound reaches the minimum gain; a gain of 0 or more also needs it above 0.
 
     An interval that touches 0 is one the exact test does not reject "no difference" for (it is
     widened to 0 exactly then), so it shows no gain, whatever a threshold of 0 would say.
     """
-    if min_gain_points >= 0 and low <= 0:
+    if min_gain >= 0 and low <= 0:
         return False
-    return low * 100 + _EPS >= min_gain_points
+    return low + _EPS >= min_gain
 
 
 def _how_decided(stats: PairedStats) -> str:
@@ -110,13 +126,27 @@ def _how_decided(stats: PairedStats) -> str:
     return ""
 
 
-def _warn_if_unsound(task: str, gate: str, stats: PairedStats) -> None:
+def _warn_if_unsound(comp: TaskComparison, gate: str, stats: PairedStats) -> None:
     reason = _how_decided(stats)
     if reason:
         warnings.warn(
-            UnreliableIntervalWarning(f"{task} {gate} passed{reason}: {stats.summary()}"), stacklevel=3
+            UnreliableIntervalWarning(f"{comp.task} {gate} passed{reason}: {_summary(stats, comp)}"), stacklevel=3
         )
 
 
-def _evidence(stats: PairedStats | None) -> str:
-    return "" if stats is None else f"; {stats.summary()}"
+def _warn_if_no_statistics(task: str, gate: str, analysis: TaskAnalysis | None, confidence: float | None) -> None:
+    """A confidence was asked for, but the metric has no per-document scores to build an interval from."""
+    if confidence is not None and analysis is not None and analysis.note is not None:
+        warnings.warn(UnreliableIntervalWarning(f"{task} {gate} passed on the point estimate: {analysis.note}"),
+                      stacklevel=3)
+
+
+def _summary(stats: PairedStats, comp: TaskComparison) -> str:
+    unit = "pts" if comp.unit == UNIT_POINTS else comp.metric_name
+    return stats.summary(comp.scale, unit)
+
+
+def _evidence(stats: PairedStats | None, comp: TaskComparison, analysis: TaskAnalysis | None) -> str:
+    if stats is not None:
+        return f"; {_summary(stats, comp)}"
+    return f"; {analysis.note}" if analysis is not None and analysis.note else ""

@@ -30,6 +30,8 @@ class SampleRecord:
     target: str = ""
 
 
+class CorpusLevelMetric(BenchError):
+    """A metric whose per-document values are not scores (lm-eval aggregates them over the whole corpus)."""
 
 
 def split_metric_key(metric_key: str) -> tuple[str, str]:
@@ -114,7 +116,7 @@ def _sample_record(path: Path, lineno: int, record: dict[str, Any], metric: str)
         raise BenchError(f"{path} line {lineno} has no {metric!r} value (metrics: {have}): check the metric name")
     value = _metric_value(record[metric])
     if value is None:
-        raise BenchError(
+        raise CorpusLevelMetric(
             f"{path} line {lineno}: {metric!r} is {str(record[metric])[:60]!r}, not a per-document score "
             "(lm-eval aggregates it over the whole corpus): compare on a different metric"
         )

@@ -95,56 +95,74 @@ class PairedStats:
     confidence: float  # of the interval, e.g. 0.95
     p_value: float | None  # two-sided, of "no difference"
     test: str | None  # TEST_MCNEMAR or TEST_SIGN_FLIP
-    improved: int  # fail→pass, or fine-tuned > base
-    regressed: int  # pass→fail, or fine-tuned < base
+    improved: int  # documents that got better in the metric's direction: fail→pass, or a higher accuracy
+    regressed: int  # documents that got worse: pass→fail, or a lower accuracy
     unchanged: int
     base_mean: float | None = None
     finetuned_mean: float | None = None
     interval: str | None = None  # INTERVAL_TANGO or INTERVAL_BOOTSTRAP
     interval_note: str | None = None  # why the interval is unreliable or missing; None when it is sound
+    higher_is_better: bool = True  # the metric's direction: the gain is delta, or -delta when lower is better
 
     @property
     def interval_reliable(self) -> bool:
         """There is an interval, from enough documents for its method to keep its coverage."""
         return self.ci_low is not None and self.interval_note is None
 
+    @property
+    def gain(self) -> float | None:
+        """`delta` signed so that positive is better."""
+        return self.delta if self.higher_is_better or self.delta is None else -self.delta
+
+    @property
+    def gain_interval(self) -> tuple[float | None, float | None]:
+        """(low, high) of the gain: the interval of delta, mirrored when lower is better."""
+        if self.higher_is_better or self.ci_low is None or self.ci_high is None:
+            return self.ci_low, self.ci_high
+        return -self.ci_high, -self.ci_low
+
     def confident_improvement(self, by: float = 0.0) -> bool:
-        """The whole interval is at or above `by`: the fine-tuned model gained at least `by`.
+        """The gain's whole interval is at or above `by`: the fine-tuned model gained at least `by`.
 
         For `by` >= 0 the interval must also exclude 0, so no gain is claimed that the paired test
         does not call significant.
         """
-        if self.ci_low is None or (by >= 0 and self.ci_low <= 0):
+        low = self.gain_interval[0]
+        if low is None or (by >= 0 and low <= 0):
             return False
-        return self.ci_low >= by
+        return low >= by
 
     def confident_regression(self, max_drop: float = 0.0) -> bool:
-        """The whole interval is below -`max_drop`: the model lost more than `max_drop` points (as a fraction)."""
-        return self.ci_high is not None and self.ci_high < -max_drop
+        """The gain's whole interval is below -`max_drop`: the model lost more than `max_drop` (0.05 = 5 points)."""
+        high = self.gain_interval[1]
+        return high is not None and high < -max_drop
 
     def significant(self, alpha: float = 0.05) -> bool:
         """The paired test rejects "no difference" at level `alpha` (in either direction)."""
         return self.p_value is not None and self.p_value < alpha
 
-    def summary(self) -> str:
+    def summary(self, scale: float = 100.0, unit: str = "pts") -> str:
         """One line for reports, e.g.
         "+3.2 pts [-1.0, +7.5] 95% CI (continuity-corrected Tango score), p=0.12 (exact McNemar), n=541, 20↑ 12↓".
+
+        Values are multiplied by `scale` and named `unit` (points by default; 1 and the metric's name
+        for a metric shown in its own unit). ↑ counts the documents that got better, ↓ those that got worse.
         """
         if self.n == 0 or self.delta is None:
             return "no documents scored by both models"
         return (
-            f"{self.delta * 100:+.1f} pts{self._interval_text()}, "
+            f"{self.delta * scale:+.1f} {unit}{self._interval_text(scale)}, "
             f"p={_format_p(self.p_value)} ({self.test}), n={self.n}, {self.improved}↑ {self.regressed}↓"
         )
 
-    def _interval_text(self) -> str:
+    def _interval_text(self, scale: float) -> str:
         """" [-1.0, +7.5] 95% CI (method)", with the note when the interval is unreliable or missing."""
         level = f"{self.confidence * 100:g}% CI"
         about = "; ".join(part for part in (self.interval, self.interval_note) if part)
         about = f" ({about})" if about else ""
         if self.ci_low is None or self.ci_high is None:
             return f", no {level}{about}"
-        return f" [{self.ci_low * 100:+.1f}, {self.ci_high * 100:+.1f}] {level}{about}"
+        return f" [{self.ci_low * scale:+.1f}, {self.ci_high * scale:+.1f}] {level}{about}"
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "interval_reliable": self.interval_reliable}
@@ -176,6 +194,7 @@ def paired_stats(
     n_boot: int = 10000,
     seed: int = 0,
     n_perm: int = 10000,
+    higher_is_better: bool = True,
 ) -> PairedStats:
     """Paired comparison of two per-document score lists (same documents, same order).
 
@@ -184,6 +203,9 @@ def paired_stats(
     difference and a sign-flip permutation test (exact up to 16 non-zero differences, otherwise
     `n_perm` random sign patterns). Either interval reaches 0 whenever its test does not reject at
     1 - `confidence`. Results depend only on the inputs, `n_boot`, `n_perm` and `seed`.
+
+    Delta and interval are always fine-tuned minus base; `higher_is_better` only decides which
+    changed documents count as improved and which as regressed.
     """
     _check_arguments(base_vals, ft_vals, confidence, n_boot, n_perm)
     n = len(base_vals)
@@ -192,11 +214,12 @@ def paired_stats(
     base = np.asarray(base_vals, dtype=np.float64)
     finetuned = np.asarray(ft_vals, dtype=np.float64)
     diffs = finetuned - base
-    improved, regressed = int(np.sum(diffs > 0)), int(np.sum(diffs < 0))
+    went_up, went_down = int(np.sum(diffs > 0)), int(np.sum(diffs < 0))
     if _is_binary(base) and _is_binary(finetuned):
-        evidence = _binary_evidence(improved, regressed, n, confidence)
+        evidence = _binary_evidence(went_up, went_down, n, confidence)
     else:
         evidence = _continuous_evidence(diffs, confidence, n_boot, n_perm, seed)
+    improved, regressed = (went_up, went_down) if higher_is_better else (went_down, went_up)
     return PairedStats(
         n=n,
         delta=math.fsum(diffs.tolist()) / n,
@@ -212,6 +235,7 @@ def paired_stats(
         finetuned_mean=math.fsum(finetuned.tolist()) / n,
         interval=evidence.interval,
         interval_note=evidence.interval_note,
+        higher_is_better=higher_is_better,
     )
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pytest_finetune_bench.plan.choices import BenchOptions
+from pytest_finetune_bench.plan.metrics import Headline
 from pytest_finetune_bench.plan.models import ModelLocation
 from pytest_finetune_bench.plan.settings import EvalSettings, Side, digest, identity, lm_eval_arguments
 
@@ -36,6 +37,8 @@ class Plan:
     settings: EvalSettings
     skipped: Mapping[str, str]  # requested tasks no backend of this session can score, with why
     output_dir: Path
+    # The metric that gates each task, chosen before any run (tasks defined in Python: from their results).
+    headlines: Mapping[str, Headline]
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -68,6 +71,11 @@ class Plan:
             yield f"  content: {side.fingerprint or 'unknown (nothing is cached for it)'}"
             yield f"  cache key: {self.key(role)[:16]}"
         yield f"tasks: {', '.join(self.tasks)}"
+        for task in self.tasks:
+            headline = self.headlines.get(task)
+            if headline is not None:
+                better = "higher" if headline.higher_is_better else "lower"
+                yield f"  headline {task}: {headline.key} ({better} is better; {headline.source})"
         for task, reason in self.skipped.items():
             yield f"skipped {task}: {reason}"
         shared = lm_eval_arguments(self.settings, self.finetuned)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytest_finetune_bench import BenchError
+from pytest_finetune_bench.plan.metrics import MetricChoice
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class BenchOptions:
     max_drop: float = 5.0
     max_drop_per_task: dict[str, float] = field(default_factory=dict)
     target_tasks: tuple[str, ...] = ("ifeval",)
+    metrics: dict[str, MetricChoice] = field(default_factory=dict)  # --bench-metric: task → (metric, filter)
     confidence: float | None = None
     cache_dir: Path | None = None
     refresh_base: bool = False

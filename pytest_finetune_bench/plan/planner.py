@@ -16,6 +16,7 @@ from pytest_finetune_bench.backends import Backend, format_model_args, get_backe
 from pytest_finetune_bench.backends.openai import served_name
 from pytest_finetune_bench.plan import Plan
 from pytest_finetune_bench.plan.choices import BenchOptions
+from pytest_finetune_bench.plan.metrics import choose_headlines
 from pytest_finetune_bench.plan.models import ModelLocation, detect_base, locate_model, resolve_base
 from pytest_finetune_bench.plan.settings import (
     EvalSettings,
@@ -40,6 +41,8 @@ def make_plan(options: BenchOptions, cwd: Path, say: Say, catalog: TaskCatalog |
     output_dir = options.output or output_dir_for(location.root, location.name, cwd)
     catalog = catalog or TaskCatalog()
     tasks, skipped = task_plan(options.task_list, catalog, (base_backend, backend))
+    # Before any model runs: a task without a known headline stops here, naming its metrics.
+    headlines = choose_headlines(tasks, catalog.index, options.metrics)
     device = resolve_device(options.device)
     include_path, data_files = _offline_data(options, catalog, tasks, output_dir)
     apply_chat_template = chat_template(options, base_backend, base_model, backend, finetuned_model, say)
@@ -69,6 +72,7 @@ def make_plan(options: BenchOptions, cwd: Path, say: Say, catalog: TaskCatalog |
         settings=settings,
         skipped=skipped,
         output_dir=output_dir,
+        headlines=headlines,
     )
 
 

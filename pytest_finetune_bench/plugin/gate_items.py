@@ -22,7 +22,7 @@ class GateFailure(Exception):
 
 
 class BenchGateItem(pytest.Item):
-    """`improves` (Δ ≥ min gain) or `no_regression` (Δ ≥ −max drop) for one task."""
+    """`improves` (gain ≥ min gain) or `no_regression` (gain ≥ −max drop) for one task; gain > 0 is better."""
 
     def __init__(self, *, bench: BenchSession, task: str, gate: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -35,9 +35,11 @@ class BenchGateItem(pytest.Item):
         if skip_reason is not None:
             pytest.skip(skip_reason)
         try:
-            comp = self.bench.comparison()[self.task]
+            comp = self.bench.comparison().get(self.task)
         except BenchError as exc:
             raise GateFailure(str(exc)) from None
+        if comp is None:  # a task defined in Python that neither run reported, so not even its metric is known
+            raise GateFailure(f"{self.task}: lm-eval reported no result for it in either run")
         self.user_properties.extend(junit_properties(comp))
         # Scores from part of the samples are shown in the table, but never pass a gate.
         partial = incomplete_reason((self.bench.completed("base"), self.bench.completed("fine-tuned")))

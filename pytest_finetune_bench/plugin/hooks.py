@@ -28,8 +28,8 @@ from pytest_finetune_bench.report.html import REPORT_NAME, write_report
 from pytest_finetune_bench.report.table import (
     comparison_table,
     comparisons_from_summary,
+    detail_tables,
     evidence_columns,
-    ifeval_detail_table,
 )
 from pytest_finetune_bench.run.recovery import incomplete_reason, partial_note
 from pytest_finetune_bench.run.session import BenchSession
@@ -206,7 +206,7 @@ def _write_cards(config: pytest.Config, bench: BenchSession, summary: dict[str, 
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
-    """Draw the base-vs-fine-tuned table (and IFEval's four metrics) in the summary."""
+    """Draw the base-vs-fine-tuned table (and the IFEval and GSM8K metric variants) in the summary."""
     bench = config.stash.get(bench_session_key, None)
     if bench is None:
         return
@@ -254,9 +254,9 @@ def _summary_lines(bench: BenchSession, summary_path: Path | None = None) -> Ite
     partial = incomplete_reason((base, finetuned))
     if partial:
         yield f"PARTIAL SCORES: {partial}"
-    if "ifeval" in comparisons:
+    for table in detail_tables(comparisons, base.results, finetuned.results):
         yield ""
-        yield ifeval_detail_table(base.results["results"]["ifeval"], finetuned.results["results"]["ifeval"])
+        yield table
     yield ""
     yield f"results: {summary_path or plan.output_dir / 'benchmark.json'}"
 

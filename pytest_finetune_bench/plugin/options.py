@@ -27,6 +27,7 @@ from pytest_finetune_bench.plan.choices import (
     parse_limit,
     parse_task_values,
 )
+from pytest_finetune_bench.plan.metrics import parse_metric_choices
 
 GROUP = "finetune-bench"
 
@@ -91,6 +92,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("max-drop", "points any task may lose, as N or TASK=N (repeatable)", "5", multiple=True),
     Option("target-tasks", "comma-separated tasks that must improve (the others must only not regress)", "ifeval",
            metavar="TASKS"),
+    Option("metric", "the metric that gates a task, as TASK=METRIC[,FILTER] (repeatable), e.g. "
+           "gsm8k=exact_match,flexible-extract or wikitext=bits_per_byte (default: each task's usual headline)",
+           metavar="TASK=METRIC", multiple=True),
     Option("confidence", "make the gates statistical at this confidence level, e.g. 0.95: improves needs the "
            "paired confidence interval's lower bound above the min gain, no_regression fails only when its upper "
            "bound is below minus the max drop", metavar="LEVEL"),
@@ -237,6 +241,7 @@ def read_options(config: pytest.Config) -> BenchOptions | None:
         max_drop=max_drop,
         max_drop_per_task=max_drop_per_task,
         target_tasks=get("target-tasks", _csv),
+        metrics=get("metric", lambda v: parse_metric_choices([entry for entry in v if entry])),
         confidence=get("confidence", lambda v: parse_confidence(v) if v else None),
         cache_dir=get("cache-dir", lambda v: Path(v).expanduser() if v else None),
         refresh_base=get("refresh-base", lambda v: parse_bool(v) if v else False),

@@ -14,10 +14,9 @@ from typing import Any
 from pytest_finetune_bench.compare.scores import TaskComparison, display_name
 from pytest_finetune_bench.report.table import (
     comparisons_from_summary,
+    detail_rows,
     evidence_columns,
-    ifeval_detail_rows,
     improvement_cell,
-    pct,
 )
 
 DEFAULT_CONFIDENCE = 0.95
@@ -50,15 +49,18 @@ def result_rows(summary: Mapping[str, Any]) -> list[list[str]]:
     level = confidence_level(summary)
     columns = evidence_columns(comps, level)
     interval, p_values, flips = columns[f"{level:.0%} CI (points)"], columns["p"], columns["Flips"]
-    return [[display_name(task), pct(c.base_accuracy), pct(c.finetuned_accuracy), improvement_cell(c),
+    return [[display_name(task), c.value_text(c.base_accuracy), c.value_text(c.finetuned_accuracy), improvement_cell(c),
              interval.get(task, ""), p_values.get(task, ""), flips.get(task, "")] for task, c in comps.items()]
 
 
 def ifeval_rows(summary: Mapping[str, Any]) -> list[list[str]]:
     """IFEval's four metrics (strict/loose, prompt/instruction level); [] when IFEval was not run."""
-    base = ((summary.get("base_model") or {}).get("results") or {}).get("ifeval")
-    finetuned = ((summary.get("fine_tuned_model") or {}).get("results") or {}).get("ifeval")
-    return ifeval_detail_rows(base, finetuned) if base and finetuned else []
+    base = (summary.get("base_model") or {}).get("results") or {}
+    finetuned = (summary.get("fine_tuned_model") or {}).get("results") or {}
+    headline = ((summary.get("comparison") or {}).get("ifeval") or {}).get("metric", "")
+    if not base.get("ifeval") or not finetuned.get("ifeval"):
+        return []
+    return detail_rows("ifeval", headline, {"results": base}, {"results": finetuned})
 
 
 IFEVAL_HEADERS = ("IFEval metric", "Base", "Fine-tuned", "Change (relative)")

@@ -15,6 +15,7 @@ from typing import Any
 
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.compare.scores import compare
+from pytest_finetune_bench.plan.metrics import MetricChoice, headlines_for_results
 from pytest_finetune_bench.report.facts import confidence_level
 from pytest_finetune_bench.run.engine import RunRecord
 from pytest_finetune_bench.run.session import add_evidence
@@ -62,13 +63,22 @@ def rebuild_summary(output_dir: Path) -> tuple[dict[str, Any], Sources]:
     records = {role: _record(recorded, role, advice) for role in _SIDES}
     # The tasks the session compared (a task the backend could not score has no comparison).
     tasks = list(recorded.get("comparison") or (recorded.get("reproduce") or {}).get("tasks") or [])
-    comparisons = compare(records["base"].results, records["fine-tuned"].results, tasks)
+    # The session's headlines: the metric it compared each task on, its direction from lm-eval's results.
+    choices = {task: _metric_choice(c["metric"]) for task, c in (recorded.get("comparison") or {}).items()}
+    results = (records["fine-tuned"].results, records["base"].results)
+    comparisons = compare(records["base"].results, records["fine-tuned"].results,
+                          headlines_for_results(tasks, {}, results, choices))
     add_evidence(comparisons, records["base"], records["fine-tuned"], run_dir, confidence_level(recorded))
     summary = copy.deepcopy(recorded)
     summary["comparison"] = {task: c.to_json() for task, c in comparisons.items()}
     for role, key in _SIDES.items():
         summary[key]["results"] = {t: records[role].results.get("results", {}).get(t) for t in tasks}
     return summary, Sources(run_dir, {role: r.results_file for role, r in records.items()})
+
+
+def _metric_choice(key: str) -> MetricChoice:
+    metric, _, filter_name = key.partition(",")
+    return metric, filter_name or None
 
 
 def write_rebuilt_summary(output_dir: Path) -> tuple[Path, Sources]:

@@ -5,32 +5,51 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pytest_finetune_bench.compare.scores import IFEVAL_DETAIL, TaskComparison, display_name
+from pytest_finetune_bench.compare.scores import (
+    DETAIL_METRICS,
+    DISPLAY_NAMES,
+    UNIT_METRIC,
+    UNIT_POINTS,
+    TaskComparison,
+    metric_value,
+)
 from pytest_finetune_bench.compare.stats import INTERVAL_BOOTSTRAP, INTERVAL_TANGO
 
+NO_CHANGE = "→ No change"
 
-def arrow(delta: float | None) -> str:
-    if delta is None:
+
+def arrow(gain: float | None) -> str:
+    """↗ for better, ↘ for worse, whichever way the metric counts better."""
+    if gain is None:
         return "?"
-    if abs(delta) < 1e-12:
-        return "→ No change"
-    symbol = "↗" if delta > 0 else "↘"
-    return symbol
+    if abs(gain) < 1e-12:
+        return NO_CHANGE
+    return "↗" if gain > 0 else "↘"
 
 
 def improvement_cell(comp: TaskComparison) -> str:
-    """`↗ +20.00% (+50.0%)`: absolute change in points, then relative change."""
-    delta = comp.delta
+    """`↗ +20.00% (+50.0%)`: the arrow says better or worse, the number is the real signed change.
+
+    Accuracies change in points, other metrics in their own unit: a perplexity that fell by 3.5
+    reads `↗ -3.5000 (-12.0%)`.
+    """
+    delta = comp.delta_shown
     if delta is None:
         return "n/a"
     if abs(delta) < 1e-12:
-        return "→ No change"
+        return NO_CHANGE
     rel = "n/a" if comp.delta_percent is None else f"{comp.delta_percent:+.1f}%"
-    return f"{arrow(delta)} {delta * 100:+.2f}% ({rel})"
+    number = f"{delta:+.2f}%" if comp.unit == UNIT_POINTS else f"{delta:+.4f}"
+    return f"{arrow(comp.gain)} {number} ({rel})"
 
 
-def pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{value * 100:.2f}%"
+def benchmark_cell(comp: TaskComparison) -> str:
+    """The task's familiar name, or `wikitext: word_perplexity (lower is better)` for the others."""
+    if comp.task in DISPLAY_NAMES:
+        return DISPLAY_NAMES[comp.task]
+    name = comp.metric_name if comp.filter == "none" else comp.metric
+    direction = "" if comp.higher_is_better else " (lower is better)"
+    return f"{comp.task}: {name}{direction}"
 
 
 def comparison_table(
@@ -41,32 +60,48 @@ def comparison_table(
     extra_columns = extra_columns or {}
     headers = ["Benchmark", "Base", "Fine-tuned", "Improvement", *extra_columns]
     rows = [
-        [display_name(task), pct(c.base_accuracy), pct(c.finetuned_accuracy), improvement_cell(c)]
+        [benchmark_cell(c), c.value_text(c.base_accuracy), c.value_text(c.finetuned_accuracy), improvement_cell(c)]
         + [column.get(task, "") for column in extra_columns.values()]
         for task, c in comparisons.items()
     ]
-    return tabulate(rows, headers=headers, tablefmt="simple")
+    # Scores are formatted already; tabulate would turn a large perplexity into 1.88e+09.
+    return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=[1, 2])
 
 
-def ifeval_detail_table(base: Mapping[str, Any], finetuned: Mapping[str, Any]) -> str:
-    """IFEval's four metrics: strict/loose at prompt and instruction level."""
+def detail_tables(
+    comparisons: Mapping[str, TaskComparison], base: Mapping[str, Any], finetuned: Mapping[str, Any]
+) -> list[str]:
+    """Every variant of the headline for the tasks that have them (DETAIL_METRICS: IFEval, GSM8K).
+
+    `base` and `finetuned` are lm-eval's full results dicts. The row that gates is marked.
+    """
+    return [
+        _detail_table(task, comparisons[task].metric, base, finetuned)
+        for task in DETAIL_METRICS
+        if task in comparisons
+    ]
+
+
+def _detail_table(task: str, headline: str, base: Mapping[str, Any], finetuned: Mapping[str, Any]) -> str:
     from tabulate import tabulate
 
-    rows = ifeval_detail_rows(base, finetuned)
-    return tabulate(rows, headers=["IFEval metric", "Base", "Fine-tuned", "Improvement"], tablefmt="simple")
+    title = DETAIL_METRICS[task][0]
+    rows = detail_rows(task, headline, base, finetuned)
+    return tabulate(rows, headers=[f"{title} metric", "Base", "Fine-tuned", "Improvement"], tablefmt="simple")
 
 
-def ifeval_detail_rows(base: Mapping[str, Any], finetuned: Mapping[str, Any]) -> list[list[str]]:
-    """[label, base, fine-tuned, improvement] for each of IFEval's four metrics (also for report/facts.py)."""
+def detail_rows(task: str, headline: str, base: Mapping[str, Any], finetuned: Mapping[str, Any]) -> list[list[str]]:
+    """[label, base, fine-tuned, improvement] per variant of `task`'s headline (DETAIL_METRICS); the gating one marked.
+
+    `base` and `finetuned` are lm-eval's full results dicts (also the model cards' source, report/facts.py).
+    """
     rows = []
-    for key, label in IFEVAL_DETAIL:
-        comp = TaskComparison("ifeval", key, _num(base.get(key)), _num(finetuned.get(key)))
-        rows.append([label, pct(comp.base_accuracy), pct(comp.finetuned_accuracy), improvement_cell(comp)])
+    for key, label in DETAIL_METRICS[task][1]:
+        comp = TaskComparison(task, key, metric_value(base, task, key), metric_value(finetuned, task, key))
+        shown = f"{label} (gates)" if key == headline else label
+        rows.append([shown, comp.value_text(comp.base_accuracy), comp.value_text(comp.finetuned_accuracy),
+                     improvement_cell(comp)])
     return rows
-
-
-def _num(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def evidence_columns(comparisons: Mapping[str, TaskComparison], confidence: float) -> dict[str, dict[str, str]]:
@@ -77,8 +112,10 @@ def evidence_columns(comparisons: Mapping[str, TaskComparison], confidence: floa
     flips: dict[str, str] = {}
     for task, comp in comparisons.items():
         stats, flipped = comp.extra.get("stats") or {}, comp.extra.get("flips") or {}
+        if comp.extra.get("stats_note"):
+            interval[task] = "none: corpus-level metric"
         if stats.get("n"):
-            interval[task] = _interval_cell(stats)
+            interval[task] = _interval_cell(stats, comp)
             methods[task] = _SHORT_METHODS.get(stats.get("interval") or "", stats.get("interval") or "")
             p_values[task] = _p(stats.get("p_value"))
         if flipped:
@@ -90,11 +127,14 @@ def evidence_columns(comparisons: Mapping[str, TaskComparison], confidence: floa
 _SHORT_METHODS = {INTERVAL_TANGO: "Tango score (cc)", INTERVAL_BOOTSTRAP: "bootstrap"}
 
 
-def _interval_cell(stats: Mapping[str, Any]) -> str:
-    """`[-1.0, +7.5]`, marked when the method does not vouch for it; `none` when the sample has no spread."""
+def _interval_cell(stats: Mapping[str, Any], comp: TaskComparison) -> str:
+    """`[-1.0, +7.5]` (of the delta, in the task's unit), marked when the method does not vouch for it
+    or the unit is not points; `none` when the sample has no spread."""
     if stats.get("ci_low") is None or stats.get("ci_high") is None:
         return "none"
-    cell = f"[{stats['ci_low'] * 100:+.1f}, {stats['ci_high'] * 100:+.1f}]"
+    cell = f"[{stats['ci_low'] * comp.scale:+.1f}, {stats['ci_high'] * comp.scale:+.1f}]"
+    if comp.unit == UNIT_METRIC:
+        cell = f"{cell} {comp.metric_name}"
     return f"{cell} unreliable" if stats.get("interval_note") else cell
 
 
@@ -108,8 +148,9 @@ def comparisons_from_summary(summary: Mapping[str, Any]) -> dict[str, TaskCompar
     """TaskComparison objects back from benchmark.json's `comparison` (for xdist's controller)."""
     comparisons = {}
     for task, data in (summary.get("comparison") or {}).items():
-        extra = {k: data[k] for k in ("stats", "flips") if k in data}
+        extra = {k: data[k] for k in ("stats", "stats_note", "flips") if k in data}
         comparisons[task] = TaskComparison(
-            task, data.get("metric", "?"), data.get("base_accuracy"), data.get("finetuned_accuracy"), extra
+            task, data.get("metric", "?"), data.get("base_accuracy"), data.get("finetuned_accuracy"), extra,
+            higher_is_better=data.get("higher_is_better", True), unit=data.get("unit", UNIT_POINTS),
         )
     return comparisons

@@ -14,6 +14,7 @@ from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.compare.evidence import TaskAnalysis, analyse
 from pytest_finetune_bench.compare.scores import TaskComparison, compare
 from pytest_finetune_bench.plan import Plan
+from pytest_finetune_bench.plan.metrics import headlines_for_results
 from pytest_finetune_bench.report.summary import build_summary, scores_only_summary
 from pytest_finetune_bench.run.engine import RunRecord
 from pytest_finetune_bench.run.executor import Executor
@@ -61,7 +62,11 @@ class BenchSession:
         """Per task: both scores, the delta, its paired statistics and flip counts (computed once)."""
         if self._comparison is None:
             base, finetuned = self.run("base"), self.run("fine-tuned")
-            comparisons = compare(base.results, finetuned.results, list(self.plan.tasks))
+            # Headlines chosen in the plan; tasks defined in Python are resolved from their results.
+            headlines = headlines_for_results(
+                self.plan.tasks, self.plan.headlines, (finetuned.results, base.results), self.plan.options.metrics
+            )
+            comparisons = compare(base.results, finetuned.results, headlines)
             self._analyses = self._analyse(comparisons, base, finetuned)
             self._comparison = comparisons
         return self._comparison
