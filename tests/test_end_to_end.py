@@ -3,39 +3,12 @@
 from __future__ import annotations
 
 import json
-import shlex
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.bench_sessions import LIMIT, Session, assert_scores_equal_the_lm_eval_cli, run_bench
 from tests.conftest import FAST_ARGS, read_json
-
-LIMIT = ("--bench-suite", "test", "--bench-limit", "10")
-
-
-@dataclass
-class Session:
-    """A finished `pytest --bench-model …` run in a subprocess."""
-
-    proc: subprocess.CompletedProcess[str]
-    output: Path
-
-    @property
-    def summary(self) -> dict:
-        return read_json(self.output / "benchmark.json")
-
-
-def run_bench(cwd: Path, model: Path, data: Path, *extra: str) -> Session:
-    output = cwd / "bench-out"
-    args = ["--bench-model", str(model), "--bench-data-dir", str(data), "--bench-output", str(output)]
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", *args, *LIMIT, *FAST_ARGS, "-rA", *extra],
-        cwd=cwd, capture_output=True, text=True, timeout=900,
-    )
-    return Session(proc, output)
 
 
 @pytest.fixture(scope="module")
@@ -121,17 +94,7 @@ def test_delta_comes_with_paired_statistics(regressed: Session) -> None:
 @pytest.mark.parametrize("side", ["base_model", "fine_tuned_model"])
 def test_scores_equal_the_lm_eval_cli(regressed: Session, side: str, tmp_path: Path) -> None:
     """The recorded reproduce command, run with the real `lm_eval` CLI, gives the same scores."""
-    role = "base" if side == "base_model" else "fine-tuned"
-    command = regressed.summary["reproduce"]["commands"][role].replace(" OUT", f" {tmp_path}")
-    argv = shlex.split(command)
-    # lm-eval's own CLI, run after seeding langdetect (IFEval's language checks are random otherwise).
-    assert argv[:5] == ["python", "-m", "pytest_finetune_bench", "lm-eval", "run"]
-    subprocess.run([sys.executable, *argv[1:]], check=True, capture_output=True, timeout=600)
-    cli = read_json(next(tmp_path.rglob("results_*.json")))["results"]["ifeval"]
-    ours = regressed.summary[side]["results"]["ifeval"]
-    for metric in ("prompt_level_strict_acc,none", "inst_level_strict_acc,none",
-                   "prompt_level_loose_acc,none", "inst_level_loose_acc,none"):
-        assert ours[metric] == cli[metric], metric
+    assert_scores_equal_the_lm_eval_cli(regressed.summary, side, tmp_path)
 
 
 def test_unchanged_model_passes_gates_and_user_tests_get_fixtures(

@@ -1,0 +1,53 @@
+"""Real plugin sessions in a subprocess, and the check of their scores against lm-eval's own CLI."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import FAST_ARGS, read_json
+
+LIMIT = ("--bench-suite", "test", "--bench-limit", "10")
+IFEVAL_METRICS = ("prompt_level_strict_acc,none", "inst_level_strict_acc,none",
+                  "prompt_level_loose_acc,none", "inst_level_loose_acc,none")
+
+
+@dataclass
+class Session:
+    """A finished `pytest --bench-model …` run in a subprocess."""
+
+    proc: subprocess.CompletedProcess[str]
+    output: Path
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return read_json(self.output / "benchmark.json")
+
+
+def run_bench(cwd: Path, model: Path, data: Path, *extra: str) -> Session:
+    """`pytest --bench-model=model` on the offline data; `extra` options override LIMIT and FAST_ARGS."""
+    output = cwd / "bench-out"
+    args = ["--bench-model", str(model), "--bench-data-dir", str(data), "--bench-output", str(output)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", *args, *LIMIT, *FAST_ARGS, "-rA", *extra],
+        cwd=cwd, capture_output=True, text=True, timeout=900,
+    )
+    return Session(proc, output)
+
+
+def assert_scores_equal_the_lm_eval_cli(summary: dict[str, Any], side: str, tmp_path: Path) -> None:
+    """The recorded reproduce command of `side`, run with the real `lm_eval` CLI, gives the same IFEval scores."""
+    role = "base" if side == "base_model" else "fine-tuned"
+    command = summary["reproduce"]["commands"][role].replace(" OUT", f" {tmp_path}")
+    argv = shlex.split(command)
+    # lm-eval's own CLI, run after seeding langdetect (IFEval's language checks are random otherwise).
+    assert argv[:5] == ["python", "-m", "pytest_finetune_bench", "lm-eval", "run"]
+    subprocess.run([sys.executable, *argv[1:]], check=True, capture_output=True, timeout=600)
+    cli = read_json(next(tmp_path.rglob("results_*.json")))["results"]["ifeval"]
+    ours = summary[side]["results"]["ifeval"]
+    for metric in IFEVAL_METRICS:
+        assert ours[metric] == cli[metric], metric
