@@ -79,7 +79,8 @@ def changed(field: str) -> tuple[EvalSettings, Side]:
 def responses_dir(settings: EvalSettings, side: Side, tmp_path: Path) -> Path | None:
     """Where the executor keeps lm-eval's response cache for this side."""
     plan = Plan(options=BenchOptions(model="unused"), location=None, base=side, finetuned=side,  # type: ignore[arg-type]
-                base_backend=None, backend=None, settings=settings, skipped={}, output_dir=tmp_path)  # type: ignore[arg-type]
+                base_backend=None, backend=None, settings=settings, skipped={}, output_dir=tmp_path,  # type: ignore[arg-type]
+                headlines={})
     return Executor(plan, print)._responses_cache("base")
 
 

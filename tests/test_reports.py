@@ -36,7 +36,7 @@ COMMANDS = ("summary", "readme", "report")
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 GOLDEN = Path(__file__).parent / "golden"
 GOLDEN_ROOT = "/data/model"  # where the golden session's model folder was
-GOLDEN_RUN = "2026-12-02T14-35-57"
+GOLDEN_RUN = "2026-12-02T15-25-14"
 USER_TEXT = "# My model\n\nWritten by hand: kept as it is.\n"
 TRAINING_METRICS = {"model_name": "SmolLM2-135M-Instruct", "dataset": "demo_train", "learning_rate": 0.001,
                     "steps": 30, "final_loss": 1.0815}
