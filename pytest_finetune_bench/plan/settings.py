@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,14 +47,6 @@ class EvalSettings:
     def fewshot_as_multiturn(self) -> bool:
         # The lm_eval CLI turns this on exactly when a chat template is applied.
         return self.apply_chat_template
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["tasks"] = list(self.tasks)
-        data["seeds"] = list(self.seeds)
-        data["task_versions"] = dict(self.task_versions)
-        data["data_files"] = list(self.data_files)
-        return data
 
 
 @dataclass(frozen=True)
