@@ -18,6 +18,8 @@ from typing import NoReturn
 
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.demo.build import DEFAULT_STEPS
+from pytest_finetune_bench.report.history import FORMATS as HISTORY_FORMATS
+from pytest_finetune_bench.report.history import history_rows, plot_history, render, summary_files
 from pytest_finetune_bench.run.watchdog import format_duration
 
 PROG = "python -m pytest_finetune_bench"
@@ -98,6 +100,21 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
             "and both answers), filterable by task and direction."
         ),
     ))
+    history = commands.add_parser(
+        "history",
+        help="every benchmarked session over time and across experiments, as a table, CSV or JSON",
+        description=(
+            "Read every benchmark.json under PATHS (model folders, their benchmarks/ folders, folders of "
+            "experiments such as outputs/, or the files themselves), including each earlier session's "
+            "benchmarks/fine-tuned/<timestamp>/benchmark.json, into one table: a row per session and task."
+        ),
+    )
+    history.add_argument("paths", nargs="*", type=Path, default=[Path(".")], metavar="PATH",
+                         help="where to look (default: the current folder)")
+    history.add_argument("--format", choices=HISTORY_FORMATS, default="table",
+                         help="table (default), markdown, csv or json")
+    history.add_argument("--plot", type=Path, default=None, metavar="FILE",
+                         help="also draw Δ per experiment and task over time, with intervals (PNG, SVG or PDF)")
     return parser
 
 
@@ -241,7 +258,18 @@ def write_html_report(model: Path, output: Path | None) -> int:
     return 0
 
 
+def show_history(paths: Sequence[Path], fmt: str, plot: Path | None) -> int:
+    """Print the history of the sessions under `paths`; with `plot`, draw it too."""
+    rows = history_rows(summary_files(paths))
+    print(render(rows, fmt).rstrip("\n"))
+    if plot is not None:
+        print(f"wrote {plot_history(rows, plot)}", file=sys.stderr)
+    return 0
+
+
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "history":
+        return show_history(args.paths, args.format, args.plot)
     if args.command == "data-dir":
         print(data_dir())
         return 0

@@ -307,7 +307,7 @@ def test_chat_template_off_cannot_match_a_chat_server(tmp_path: Path) -> None:
     options = BenchOptions(model="unused", chat_template="off")
     base_backend, backend = _backends(tmp_path, base="base", backend="ollama")
     with pytest.raises(BenchError, match="the ollama server always applies the model's chat template"):
-        chat_template(options, base_backend, "base", backend, "ft", print)
+        chat_template(options, [(base_backend, "base", "base"), (backend, "ft", "fine-tuned")], print)
 
 
 # --------------------------------------------------------------------------- end to end (stub)

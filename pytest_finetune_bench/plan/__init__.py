@@ -30,8 +30,8 @@ class Plan:
 
     options: BenchOptions
     location: ModelLocation
-    base: Side
-    finetuned: Side
+    base: Side | None  # None with --bench-base none
+    finetuned: Side | None  # None with --bench-only-base
     base_backend: Backend
     backend: Backend
     settings: EvalSettings
@@ -39,6 +39,21 @@ class Plan:
     output_dir: Path
     # The metric that gates each task, chosen before any run (tasks defined in Python: from their results).
     headlines: Mapping[str, Headline]
+    # How the session names this model: its --bench-model spelling, with @backend when it runs through several.
+    label: str = ""
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The sides this plan evaluates: both, or one with --bench-base none / --bench-only-base."""
+        return tuple(role for role in ROLES if self.has(role))
+
+    @property
+    def compares(self) -> bool:
+        """Whether both sides run, so there is a comparison to gate."""
+        return self.base is not None and self.finetuned is not None
+
+    def has(self, role: str) -> bool:
+        return (self.base if role == "base" else self.finetuned) is not None
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -50,7 +65,10 @@ class Plan:
         return self.options.task_list
 
     def side(self, role: str) -> Side:
-        return self.base if role == "base" else self.finetuned
+        side = self.base if role == "base" else self.finetuned
+        if side is None:
+            raise ValueError(f"this plan has no {role} side (roles: {', '.join(self.roles)})")
+        return side
 
     def identity(self, role: str) -> dict[str, object]:
         """What `role`'s scores depend on (see settings.identity)."""
@@ -62,9 +80,11 @@ class Plan:
 
     def describe(self) -> Iterator[str]:
         """The plan as lines for the terminal (`--bench-plan`)."""
-        yield f"model under test: {self.location.source} ({self.location.variant})"
+        yield f"model under test: {self.label or self.location.source} ({self.location.variant})"
         yield f"results: {self.output_dir}"
-        for role in ROLES:
+        if not self.compares:
+            yield f"evaluates the {self.roles[0]} model alone: no comparison, no gates"
+        for role in self.roles:
             side = self.side(role)
             yield f"{role}: {side.model} via {side.backend} ({side.lm_eval_model}); named by {side.source}"
             yield f"  model args: {side.model_args}"
@@ -78,12 +98,12 @@ class Plan:
                 yield f"  headline {task}: {headline.key} ({better} is better; {headline.source})"
         for task, reason in self.skipped.items():
             yield f"skipped {task}: {reason}"
-        shared = lm_eval_arguments(self.settings, self.finetuned)
+        shared = lm_eval_arguments(self.settings, self.side(self.roles[0]))
         for name in ("limit", "num_fewshot", "batch_size", "device", "gen_kwargs", "apply_chat_template",
                      "fewshot_as_multiturn", "seeds", "include_path"):
             yield f"  {name}: {shared[name]}"
         yield f"  dtype: {self.settings.dtype}; lm-eval {self.settings.lm_eval_version}"
-        for task in self.tasks:
+        for task in self.tasks if self.compares else ():
             gain = self.options.min_gain_for(task)
             gates = [f"improves by {gain:+g}"] if gain is not None else []
             gates.append(f"no_regression beyond -{self.options.max_drop_for(task):g}")

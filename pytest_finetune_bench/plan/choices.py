@@ -35,6 +35,7 @@ SUITES: dict[str, Suite] = {
 }
 SUITE_ORDER = tuple(SUITES)
 
+NO_BASE = "none"
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 DEVICES_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -43,8 +44,8 @@ DEVICES_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 class BenchOptions:
     """The user's choices, already parsed and validated (see options.py for their sources)."""
 
-    model: str
-    base: str | None = None
+    model: str  # the one model a plan is about (make_plans sets it from `models`)
+    base: str | None = None  # "none": evaluate the fine-tuned model alone (no base, no comparison gates)
     suite: str = "quick"
     tasks: tuple[str, ...] = ()
     limit: float | None = None
@@ -73,6 +74,21 @@ class BenchOptions:
     refresh_base: bool = False
     compare_to: Path | None = None
     timeout_s: float | None = None  # --bench-timeout: limit of each model run; None: unlimited
+    models: tuple[str, ...] = ()  # every --bench-model value: paths, globs, folders of experiments
+    backends: tuple[str, ...] = ()  # --bench-backend hf,ollama: the fine-tune through each (several: no auto)
+    only_base: bool = False  # --bench-only-base: evaluate (and cache) the base model alone
+
+    @property
+    def without_base(self) -> bool:
+        """--bench-base none: the fine-tuned model is evaluated alone."""
+        return (self.base or "").strip().lower() == NO_BASE
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The sides this session evaluates."""
+        if self.only_base:
+            return ("base",)
+        return ("fine-tuned",) if self.without_base else ("base", "fine-tuned")
 
     @property
     def task_list(self) -> tuple[str, ...]:
@@ -196,3 +212,13 @@ def parse_device(text: str) -> str:
     if not DEVICES_PATTERN.match(value):
         raise BenchError(f"{text!r} is not a device: use auto, cpu, mps, cuda or cuda:N")
     return value
+
+
+def parse_backends(value: str, known: tuple[str, ...]) -> tuple[str, ...]:
+    """`hf` or `hf,ollama` (the fine-tune through each backend in turn); auto only alone."""
+    names = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+    if not names:
+        raise BenchError(f"{value!r} names no backend: use one of auto, {', '.join(known)}")
+    for name in names:
+        parse_choice(name, ("auto", *known) if len(names) == 1 else known, "backend")
+    return names

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import re
 from dataclasses import dataclass
@@ -10,6 +11,9 @@ from pathlib import Path
 from pytest_finetune_bench import BenchError
 
 MERGED_VARIANTS = ("merged_16bit", "merged_4bit")
+# What makes a folder an experiment, as the pipelines detect their outputs/<name>/ folders.
+EXPERIMENT_PARTS = ("lora", *MERGED_VARIANTS, "gguf")
+_GLOB_CHARS = re.compile(r"[*?\[]")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -96,3 +100,38 @@ def resolve_base(value: str, location: ModelLocation, cwd: Path) -> str:
     if _HUB_ID.match(value):
         return value
     raise BenchError(f"base model {value!r} is neither a model folder nor a Hub id: pass --bench-base PATH_OR_ID")
+
+
+def is_experiment(folder: Path) -> bool:
+    """Whether `folder` is one fine-tune: the pipeline layout (lora/, merged_*/, gguf/) or a plain model folder."""
+    return (folder / "config.json").is_file() or any((folder / part).is_dir() for part in EXPERIMENT_PARTS)
+
+
+def expand_models(specs: tuple[str, ...], cwd: Path) -> tuple[str, ...]:
+    """Every model the --bench-model values name, in order, each once.
+
+    A value is a model (folder or Hub id), a glob over folders (`outputs/*`), or a folder of
+    experiments: a folder that is no model itself but holds some, each of which is benchmarked.
+    """
+    found: dict[str, str] = {}  # resolved location → the spelling shown to the user
+    for spec in specs:
+        for model in _expand_one(spec.strip(), cwd):
+            path = cwd / model
+            found.setdefault(str(path.resolve()) if path.is_dir() else model, model)
+    return tuple(found.values())
+
+
+def _expand_one(spec: str, cwd: Path) -> list[str]:
+    if _GLOB_CHARS.search(spec):
+        matches = sorted(glob.glob(spec, root_dir=cwd)) if not Path(spec).is_absolute() else sorted(glob.glob(spec))
+        models = [m for m in matches if is_experiment(cwd / m)]
+        if not models:
+            raise BenchError(f"--bench-model {spec} matches no model folder (one with lora/, merged_16bit/, "
+                             "merged_4bit/, gguf/ or config.json): check the pattern, and quote it for the shell")
+        return models
+    folder = cwd / spec
+    if folder.is_dir() and not is_experiment(folder) and not any(folder.glob("*.gguf")):
+        children = sorted(child.name for child in folder.iterdir() if child.is_dir() and is_experiment(child))
+        if children:
+            return [str(Path(spec) / name) for name in children]
+    return [spec]

@@ -9,6 +9,7 @@ then the settings and the two sides. Every failure is a one-line BenchError, bef
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from pytest_finetune_bench import BenchError
@@ -17,7 +18,7 @@ from pytest_finetune_bench.backends.openai import served_name
 from pytest_finetune_bench.plan import Plan
 from pytest_finetune_bench.plan.choices import BenchOptions
 from pytest_finetune_bench.plan.metrics import choose_headlines
-from pytest_finetune_bench.plan.models import ModelLocation, detect_base, locate_model, resolve_base
+from pytest_finetune_bench.plan.models import ModelLocation, detect_base, expand_models, locate_model, resolve_base
 from pytest_finetune_bench.plan.settings import (
     EvalSettings,
     Side,
@@ -32,22 +33,67 @@ Say = Callable[[str], None]
 OFFLINE_TASKS_DIR = "offline-tasks"
 
 
-def make_plan(options: BenchOptions, cwd: Path, say: Say, catalog: TaskCatalog | None = None) -> Plan:
-    """Resolve everything that defines the session's two runs; BenchError when something cannot be."""
+def make_plans(options: BenchOptions, cwd: Path, say: Say, catalog: TaskCatalog | None = None) -> tuple[Plan, ...]:
+    """One plan per model named by --bench-model (globs and folders of experiments expanded) and per backend."""
+    if options.only_base and options.without_base:
+        raise BenchError("--bench-only-base evaluates the base model, but --bench-base none names none: drop one")
+    specs = expand_models(options.models or (options.model,), cwd)
+    backends = options.backends or (options.backend,)
+    catalog = catalog or TaskCatalog()
+    plans = []
+    for spec in specs:
+        for backend in backends:
+            label = spec if len(backends) == 1 else f"{spec}@{backend}"
+            output = _output_for(options, spec, backend, cwd, several_models=len(specs) > 1)
+            one = replace(options, model=spec, backend=backend, output=output,
+                          base_backend=options.base_backend or (backends[0] if len(backends) > 1 else None))
+            plans.append(make_plan(one, cwd, say, catalog, label))
+    _check_distinct_outputs(plans)
+    return tuple(plans)
+
+
+def _output_for(options: BenchOptions, spec: str, backend: str, cwd: Path, several_models: bool) -> Path | None:
+    """Each plan's own results folder, so no session's files hide another's."""
+    if options.output is None and len(options.backends) <= 1:
+        return None
+    location = locate_model(spec, cwd)
+    folder = options.output or output_dir_for(location.root, location.name, cwd)
+    if options.output is not None and several_models:
+        folder = folder / location.name.replace("/", "__")
+    return folder / backend if len(options.backends) > 1 else folder
+
+
+def _check_distinct_outputs(plans: list[Plan]) -> None:
+    seen: dict[Path, str] = {}
+    for plan in plans:
+        other = seen.setdefault(plan.output_dir.resolve(), plan.label)
+        if other != plan.label:
+            raise BenchError(f"{other} and {plan.label} would write their results to the same folder "
+                             f"{plan.output_dir}: rename one of the model folders or benchmark them separately")
+
+
+def make_plan(options: BenchOptions, cwd: Path, say: Say, catalog: TaskCatalog | None = None,
+              label: str | None = None) -> Plan:
+    """Resolve everything that defines one model's runs; BenchError when something cannot be."""
     location = locate_model(options.model, cwd)
     base_backend, backend = pick_backends(options, location)
-    base_model, base_source = resolve_base_model(options, location, base_backend, cwd)
-    finetuned_model = finetuned_model_name(options, location, backend)
+    roles = options.roles
+    base = resolve_base_model(options, location, base_backend, cwd) if "base" in roles else None
+    finetuned_model = finetuned_model_name(options, location, backend) if "fine-tuned" in roles else None
     output_dir = options.output or output_dir_for(location.root, location.name, cwd)
     catalog = catalog or TaskCatalog()
-    tasks, skipped = task_plan(options.task_list, catalog, (base_backend, backend))
+    tasks, skipped = task_plan(options.task_list, catalog, _used_backends(roles, base_backend, backend))
     # Before any model runs: a task without a known headline stops here, naming its metrics.
     headlines = choose_headlines(tasks, catalog.index, options.metrics)
     device = resolve_device(options.device)
     include_path, data_files = _offline_data(options, catalog, tasks, output_dir)
-    apply_chat_template = chat_template(options, base_backend, base_model, backend, finetuned_model, say)
-    backend.preflight(finetuned_model, "fine-tuned", location.gguf_files)
-    base_backend.preflight(base_model, "base", ())
+    models = [(base_backend, base[0], "base")] if base else []
+    models += [(backend, finetuned_model, "fine-tuned")] if finetuned_model else []
+    apply_chat_template = chat_template(options, models, say)
+    if finetuned_model is not None:
+        backend.preflight(finetuned_model, "fine-tuned", location.gguf_files)
+    if base is not None:
+        base_backend.preflight(base[0], "base", ())
     settings = EvalSettings(
         tasks=tasks,
         limit=options.effective_limit,
@@ -65,15 +111,21 @@ def make_plan(options: BenchOptions, cwd: Path, say: Say, catalog: TaskCatalog |
     return Plan(
         options=options,
         location=location,
-        base=_side("base", base_model, base_source, base_backend, settings),
-        finetuned=_side("fine-tuned", finetuned_model, "--bench-model", backend, settings),
+        base=_side("base", base[0], base[1], base_backend, settings) if base else None,
+        finetuned=_side("fine-tuned", finetuned_model, "--bench-model", backend, settings)
+        if finetuned_model else None,
         base_backend=base_backend,
         backend=backend,
         settings=settings,
         skipped=skipped,
         output_dir=output_dir,
         headlines=headlines,
+        label=label or location.source,
     )
+
+
+def _used_backends(roles: tuple[str, ...], base_backend: Backend, backend: Backend) -> tuple[Backend, ...]:
+    return tuple(b for role, b in (("base", base_backend), ("fine-tuned", backend)) if role in roles)
 
 
 def _side(role: str, model: str, source: str, backend: Backend, settings: EvalSettings) -> Side:
@@ -161,23 +213,23 @@ def _batch_size(options: BenchOptions, device: str, backends: tuple[Backend, ...
     return resolve_batch_size(options.batch_size, device)
 
 
-def chat_template(
-    options: BenchOptions, base_backend: Backend, base_model: str, backend: Backend, finetuned: str, say: Say
-) -> bool:
-    """On when both tokenizers have a template (or when asked); the same for both models."""
-    server = next((b for b in (base_backend, backend) if b.is_server), None)
+def chat_template(options: BenchOptions, models: list[tuple[Backend, str, str]], say: Say) -> bool:
+    """On when every evaluated tokenizer has a template (or when asked); the same for both models.
+
+    `models` holds (backend, model, role) for each side the session evaluates.
+    """
+    server = next((backend for backend, _, _ in models if backend.is_server), None)
     if options.chat_template != "auto":
         apply = options.chat_template == "on"
         _check_server_template(server, apply)
         return apply
-    base_has = base_backend.has_chat_template(base_model)
-    finetuned_has = backend.has_chat_template(finetuned)
-    if base_has != finetuned_has:
+    has = {role: backend.has_chat_template(model) for backend, model, role in models}
+    if len(set(has.values())) > 1:
         _check_server_template(server, False)
-        only = "base" if base_has else "fine-tuned"
+        only = next(role for role, present in has.items() if present)
         say(f"[bench] only the {only} tokenizer has a chat template: evaluating both without one "
             "(force with --bench-chat-template on)")
-    return base_has and finetuned_has
+    return all(has.values())
 
 
 def _check_server_template(server: Backend | None, apply: bool) -> None:

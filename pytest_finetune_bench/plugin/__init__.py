@@ -4,11 +4,18 @@ This package is the only code that imports pytest: it reads the options, makes t
 through the engine and reports what came back.
 """
 
-from pytest_finetune_bench.plugin.fixtures import base_score, bench_backend, bench_model, bench_result
+from pytest_finetune_bench.plugin.fixtures import (
+    base_score,
+    bench_backend,
+    bench_experiment,
+    bench_model,
+    bench_result,
+)
 from pytest_finetune_bench.plugin.hooks import (
     pytest_addoption,
     pytest_collection_modifyitems,
     pytest_configure,
+    pytest_generate_tests,
     pytest_sessionfinish,
     pytest_terminal_summary,
     pytest_testnodedown,
@@ -17,11 +24,13 @@ from pytest_finetune_bench.plugin.hooks import (
 __all__ = [
     "base_score",
     "bench_backend",
+    "bench_experiment",
     "bench_model",
     "bench_result",
     "pytest_addoption",
     "pytest_collection_modifyitems",
     "pytest_configure",
+    "pytest_generate_tests",
     "pytest_sessionfinish",
     "pytest_terminal_summary",
     "pytest_testnodedown",

@@ -10,17 +10,26 @@ from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.backends import Backend
 from pytest_finetune_bench.compare.bench_result import BenchResult
 from pytest_finetune_bench.plan.models import ModelLocation
-from pytest_finetune_bench.plugin.hooks import bench_session_key
+from pytest_finetune_bench.plugin.hooks import experiments_key
 from pytest_finetune_bench.run.engine import RunRecord
 from pytest_finetune_bench.run.recovery import incomplete_reason
 from pytest_finetune_bench.run.session import BenchSession
 
 
-def _bench(request: pytest.FixtureRequest) -> BenchSession:
-    bench = request.config.stash.get(bench_session_key, None)
-    if bench is None:
+@pytest.fixture(scope="session")
+def bench_experiment(request: pytest.FixtureRequest) -> BenchSession:
+    """The benchmark of one experiment (model); with several, tests using it run once per experiment."""
+    experiments = request.config.stash.get(experiments_key, None)
+    if experiments is None:
         pytest.skip("benchmark fixture: needs --bench-model")
-    return bench
+    label = getattr(request, "param", None)
+    return experiments.sessions[label] if label is not None else experiments.first
+
+
+def _needs(bench: BenchSession, role: str, fixture: str) -> None:
+    if not bench.plan.has(role):
+        pytest.skip(f"{fixture} needs the {role} model, which this session does not evaluate "
+                    "(--bench-base none or --bench-only-base)")
 
 
 def _or_fail(call: Callable[[], object]) -> object:
@@ -31,21 +40,22 @@ def _or_fail(call: Callable[[], object]) -> object:
 
 
 @pytest.fixture(scope="session")
-def bench_model(request: pytest.FixtureRequest) -> ModelLocation:
+def bench_model(bench_experiment: BenchSession) -> ModelLocation:
     """The fine-tuned model under test: where it lives and which export is evaluated."""
-    return _bench(request).plan.location
+    return bench_experiment.plan.location
 
 
 @pytest.fixture(scope="session")
-def bench_backend(request: pytest.FixtureRequest) -> Backend:
+def bench_backend(bench_experiment: BenchSession) -> Backend:
     """The backend that runs the fine-tuned model (auto: hf for a merged model, else ollama for a GGUF)."""
-    return _bench(request).plan.backend
+    return bench_experiment.plan.backend
 
 
 @pytest.fixture(scope="session")
-def base_score(request: pytest.FixtureRequest) -> RunRecord:
+def base_score(bench_experiment: BenchSession) -> RunRecord:
     """The base model's run (computed once per session), under the same settings as the fine-tune."""
-    bench = _bench(request)
+    bench = bench_experiment
+    _needs(bench, "base", "base_score")
 
     def complete_base() -> RunRecord:
         record = bench.run("base")
@@ -63,9 +73,11 @@ def _require_complete(*records: RunRecord) -> None:
 
 
 @pytest.fixture(scope="session")
-def bench_result(request: pytest.FixtureRequest) -> BenchResult:
+def bench_result(bench_experiment: BenchSession) -> BenchResult:
     """The fine-tuned run compared with the base: `delta(task)`, `assert_improves`, `assert_no_regression`."""
-    bench = _bench(request)
+    bench = bench_experiment
+    _needs(bench, "base", "bench_result")
+    _needs(bench, "fine-tuned", "bench_result")
 
     def build() -> BenchResult:
         comparisons = bench.comparison()

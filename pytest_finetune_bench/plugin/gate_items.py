@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,18 @@ class BenchGateItem(pytest.Item):
         self.gate = gate
 
     def runtest(self) -> None:
+        # The outcome goes into the experiment's benchmark.json and the ranking.
+        outcome = "failed"
+        try:
+            self._check()
+            outcome = "passed"
+        except pytest.skip.Exception:
+            outcome = "skipped"
+            raise
+        finally:
+            self.bench.gate_outcomes[f"{self.task}::{self.gate}"] = outcome
+
+    def _check(self) -> None:
         skip_reason = self.bench.plan.skipped.get(self.task)
         if skip_reason is not None:
             pytest.skip(skip_reason)
@@ -82,6 +95,32 @@ def junit_properties(comp: TaskComparison) -> list[tuple[str, object]]:
     return [(name, value) for name, value in values.items() if value is not None]
 
 
+class BenchRunItem(pytest.Item):
+    """`<role>::evaluated`: the one side a session without a comparison evaluates ran to the end."""
+
+    def __init__(self, *, bench: BenchSession, role: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.bench = bench
+        self.role = role
+
+    def runtest(self) -> None:
+        try:
+            record = self.bench.run(self.role)
+        except BenchError as exc:
+            raise GateFailure(str(exc)) from None
+        partial = incomplete_reason((record,))
+        if partial:
+            raise GateFailure(partial)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, GateFailure):
+            return str(excinfo.value)
+        return str(super().repr_failure(excinfo, style))
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, f"{NODE_PREFIX}: {self.role} evaluated"
+
+
 class BenchGates(pytest.Collector):
     """Collector of the gate tests, so pytest counts, selects (-k) and reports them like any test."""
 
@@ -90,8 +129,15 @@ class BenchGates(pytest.Collector):
         self.bench = bench
 
     def collect(self) -> list[pytest.Item]:
-        """One `no_regression` gate per task, plus `improves` for the target tasks."""
+        """One `no_regression` gate per task, plus `improves` for the target tasks; without a comparison,
+        one item that evaluates the side the session has."""
         items: list[pytest.Item] = []
+        if not self.bench.plan.compares:
+            role = self.bench.plan.roles[0]
+            run = BenchRunItem.from_parent(self, name=f"{role}::evaluated", bench=self.bench, role=role)
+            self._add_xdist_group(run)
+            self._add_timeout(run)
+            return [run]
         for task in self.bench.plan.requested_tasks:
             gates = (["improves"] if self.bench.plan.options.min_gain_for(task) is not None else []) + ["no_regression"]
             for gate in gates:
@@ -108,7 +154,7 @@ class BenchGates(pytest.Collector):
         (which many projects use) rejects an unknown one.
         """
         if self.config.pluginmanager.hasplugin("xdist"):
-            item.add_marker(pytest.mark.xdist_group(NODE_PREFIX))
+            item.add_marker(pytest.mark.xdist_group(self.name))
 
     def _add_timeout(self, item: pytest.Item) -> None:
         """pytest-timeout backstop for a gate test, which may start both runs (see watchdog.py).
@@ -121,27 +167,33 @@ class BenchGates(pytest.Collector):
             item.add_marker(pytest.mark.timeout(seconds, method="signal"))
 
 
-def keep_gate_ids_readable(config: pytest.Config) -> None:
-    """Show the gates as `finetune-bench::ifeval::improves` wherever pytest is started.
+def gate_prefix(bench: BenchSession, several: bool) -> str:
+    """The first part of an experiment's gate ids: `finetune-bench`, or its label when there are several."""
+    return bench.plan.label if several else NODE_PREFIX
+
+
+def keep_gate_ids_readable(config: pytest.Config, prefixes: Sequence[str]) -> None:
+    """Show the gates as `finetune-bench::ifeval::improves` (or `outputs/exp-a::…`) wherever pytest is started.
 
     pytest rewrites a node id's first part as a path from the current directory when that is not the
     rootdir; the gates are no file, so `finetune-bench` would become `../../…/finetune-bench`. Their
     ids are left as they are; every other id is rewritten as pytest does.
     """
     rewrite: Any = config.cwd_relative_nodeid
+    ours = frozenset(prefixes)
 
     def cwd_relative_nodeid(nodeid: Any) -> Any:
         # A str up to pytest 8, a NodeId (whose str() is the id) from pytest 9.
-        if str(nodeid).split("::", 1)[0] == NODE_PREFIX:
+        if str(nodeid).split("::", 1)[0] in ours:
             return nodeid
         return rewrite(nodeid)
 
     config.cwd_relative_nodeid = cwd_relative_nodeid  # type: ignore[method-assign]
 
 
-def gate_items(session: pytest.Session, bench: BenchSession) -> list[pytest.Item]:
-    """Collect the gates through pytest's own machinery (reports, counts, hooks)."""
+def gate_items(session: pytest.Session, bench: BenchSession, prefix: str) -> list[pytest.Item]:
+    """Collect one experiment's gates through pytest's own machinery (reports, counts, hooks)."""
     gates = BenchGates.from_parent(
-        session, name=NODE_PREFIX, nodeid=NODE_PREFIX, path=bench.plan.location.root or session.path, bench=bench
+        session, name=prefix, nodeid=prefix, path=bench.plan.location.root or session.path, bench=bench
     )
     return list(session.genitems(gates))

@@ -13,8 +13,8 @@ import pytest
 
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.plan.choices import SUITES
-from pytest_finetune_bench.plan.planner import make_plan
-from pytest_finetune_bench.plugin.gate_items import gate_items, keep_gate_ids_readable
+from pytest_finetune_bench.plan.planner import make_plans
+from pytest_finetune_bench.plugin.gate_items import gate_items, gate_prefix, keep_gate_ids_readable
 from pytest_finetune_bench.plugin.options import (
     OutputChoices,
     output_choices,
@@ -25,24 +25,31 @@ from pytest_finetune_bench.plugin.options import (
 from pytest_finetune_bench.report.card import write_cards
 from pytest_finetune_bench.report.github import append_step_summary, step_summary_file
 from pytest_finetune_bench.report.html import REPORT_NAME, write_report
+from pytest_finetune_bench.report.ranking import ranking_lines
+from pytest_finetune_bench.report.summary import headline_scores
 from pytest_finetune_bench.report.table import (
     comparison_table,
     comparisons_from_summary,
     detail_tables,
     evidence_columns,
+    scores_table,
 )
+from pytest_finetune_bench.run.experiments import Experiments, write_ranking
 from pytest_finetune_bench.run.recovery import incomplete_reason, partial_note
 from pytest_finetune_bench.run.session import BenchSession
 from pytest_finetune_bench.store.files import atomic_write_text, check_writable_dir
 from pytest_finetune_bench.store.summaries import publish_summary
 
-bench_session_key = pytest.StashKey[BenchSession]()
-worker_summaries_key = pytest.StashKey[list[dict[str, Any]]]()
-WORKER_OUTPUT_KEY = "finetune_bench_summary"
-summary_path_key = pytest.StashKey[Path]()
-report_path_key = pytest.StashKey[Path]()
+experiments_key = pytest.StashKey[Experiments]()
+worker_summaries_key = pytest.StashKey[list[dict[str, dict[str, Any]]]]()
+WORKER_OUTPUT_KEY = "finetune_bench_summaries"
+# Per experiment label: the file holding its summary, and its report.html.
+summary_paths_key = pytest.StashKey[dict[str, Path]]()
+report_paths_key = pytest.StashKey[dict[str, Path]]()
+ranking_key = pytest.StashKey[tuple[Path, dict[str, Any]]]()
 output_choices_key = pytest.StashKey[OutputChoices]()
 MARKER_ARGS = ("suite", "tasks")
+EXPERIMENT_FIXTURE = "bench_experiment"
 MARKER_HELP = (
     "bench(suite=None, tasks=None): a benchmark test; it runs when --bench-model is given and the "
     "active benchmark covers the suite's or the listed tasks, and is skipped otherwise."
@@ -65,18 +72,24 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     config.stash[output_choices_key] = output_choices(config)
     say = _terminal_writer(config)
+    cwd = Path(str(config.invocation_params.dir))
     try:
-        plan = make_plan(options, Path(str(config.invocation_params.dir)), say)
-        # Before any benchmarking: a run whose results cannot be saved is wasted.
-        check_writable_dir(plan.output_dir, "--bench-output")
+        plans = make_plans(options, cwd, say)
+        for plan in plans:
+            # Before any benchmarking: a run whose results cannot be saved is wasted.
+            check_writable_dir(plan.output_dir, "--bench-output")
     except BenchError as exc:
         raise pytest.UsageError(str(exc)) from None
     if show_plan_only(config):
-        for line in plan.describe():
-            print(line, flush=True)
+        for index, plan in enumerate(plans):
+            for line in ([""] if index else []) + list(plan.describe()):
+                print(line, flush=True)
         pytest.exit("--bench-plan: the plan above was not run", returncode=0)
-    config.stash[bench_session_key] = BenchSession(plan, say)
-    keep_gate_ids_readable(config)
+    experiments = Experiments(plans, say, cwd)
+    config.stash[experiments_key] = experiments
+    config.stash[summary_paths_key] = {}
+    config.stash[report_paths_key] = {}
+    keep_gate_ids_readable(config, [gate_prefix(bench, experiments.several) for bench in experiments])
 
 
 def _terminal_writer(config: pytest.Config) -> Callable[[str], None]:
@@ -99,16 +112,17 @@ def _terminal_writer(config: pytest.Config) -> Callable[[str], None]:
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     """Check `bench` markers, skip benchmark tests the active run does not cover, and add the gates."""
-    bench = config.stash.get(bench_session_key, None)
+    experiments = config.stash.get(experiments_key, None)
     for item in items:
         marker = item.get_closest_marker("bench")
         if marker is not None:
-            _apply_marker(item, marker, bench)
-    if bench is not None:
-        items.extend(gate_items(session, bench))
+            _apply_marker(item, marker, experiments)
+    if experiments is not None:
+        for bench in experiments:
+            items.extend(gate_items(session, bench, gate_prefix(bench, experiments.several)))
 
 
-def _apply_marker(item: pytest.Item, marker: pytest.Mark, bench: BenchSession | None) -> None:
+def _apply_marker(item: pytest.Item, marker: pytest.Mark, experiments: Experiments | None) -> None:
     unknown = set(marker.kwargs) - set(MARKER_ARGS)
     if unknown or marker.args:
         raise pytest.UsageError(
@@ -120,10 +134,11 @@ def _apply_marker(item: pytest.Item, marker: pytest.Mark, bench: BenchSession | 
         raise pytest.UsageError(f"{item.nodeid}: bench(suite={suite!r}) is not a suite: {', '.join(SUITES)}")
     tasks = marker.kwargs.get("tasks") or []
     needed = set(SUITES[suite].tasks if suite else ()) | set([tasks] if isinstance(tasks, str) else tasks)
-    if bench is None:
+    if experiments is None:
         item.add_marker(pytest.mark.skip(reason="benchmark test: needs --bench-model"))
         return
-    plan = bench.plan
+    # Every experiment runs the same tasks; which of them a backend cannot score may differ.
+    plan = _experiment_of(item, experiments).plan
     missing = needed - set(plan.requested_tasks)
     if missing:
         item.add_marker(pytest.mark.skip(reason=f"benchmark test needs {', '.join(sorted(missing))}, "
@@ -135,29 +150,64 @@ def _apply_marker(item: pytest.Item, marker: pytest.Mark, bench: BenchSession | 
         item.add_marker(pytest.mark.skip(reason=plan.skipped[unscored[0]]))
 
 
+def _experiment_of(item: pytest.Item, experiments: Experiments) -> BenchSession:
+    """The experiment a test is parametrized with (fixture `bench_experiment`), else the first."""
+    callspec = getattr(item, "callspec", None)
+    label = callspec.params.get(EXPERIMENT_FIXTURE) if callspec is not None else None
+    return experiments.sessions.get(str(label), experiments.first)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """With several experiments, a test using the benchmark fixtures runs once per experiment."""
+    experiments = metafunc.config.stash.get(experiments_key, None)
+    if experiments is None or not experiments.several or EXPERIMENT_FIXTURE not in metafunc.fixturenames:
+        return
+    labels = list(experiments.sessions)
+    metafunc.parametrize(EXPERIMENT_FIXTURE, labels, indirect=True, scope="session", ids=labels)
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Write benchmark.json (atomically) for every session that started a benchmark."""
-    bench = session.config.stash.get(bench_session_key, None)
-    if bench is None:
+    """Write each experiment's benchmark.json (atomically), its reports, and with several the ranking."""
+    experiments = session.config.stash.get(experiments_key, None)
+    if experiments is None:
         return
     if hasattr(session.config, "workeroutput"):
-        # An xdist worker hands its summary to the controller, which alone writes files.
-        if bench.active:
-            session.config.workeroutput[WORKER_OUTPUT_KEY] = json.dumps(bench.summary(), default=str)
+        # An xdist worker hands its summaries to the controller, which alone writes files.
+        summaries = {bench.plan.label: bench.summary() for bench in experiments if bench.active}
+        if summaries:
+            session.config.workeroutput[WORKER_OUTPUT_KEY] = json.dumps(summaries, default=str)
         return
+    for bench in experiments:
+        _finish_experiment(session.config, bench)
+    if experiments.several:
+        _write_ranking(session.config, experiments)
+
+
+def _finish_experiment(config: pytest.Config, bench: BenchSession) -> None:
+    label = bench.plan.label
     try:
         if bench.active:
             written = bench.write_summary()
-            if written is not None:
-                session.config.stash[summary_path_key] = written
         else:
-            _write_worker_summary(session.config, bench)
+            written = _write_worker_summary(config, bench)
     except (OSError, BenchError) as exc:
-        _warn(session.config, f"pytest-finetune-bench: could not write benchmark.json: {exc}")
+        _warn(config, f"pytest-finetune-bench: could not write benchmark.json of {label}: {exc}")
         return
-    written = session.config.stash.get(summary_path_key, None)
     if written is not None:
-        _write_outputs(session.config, bench, written)
+        config.stash[summary_paths_key][label] = written
+        _write_outputs(config, bench, written)
+
+
+def _write_ranking(config: pytest.Config, experiments: Experiments) -> None:
+    paths = config.stash[summary_paths_key]
+    summaries = [json.loads(paths[label].read_text(encoding="utf-8")) for label in experiments.sessions
+                 if label in paths]
+    if len(summaries) < 2:
+        return
+    try:
+        config.stash[ranking_key] = write_ranking(experiments.ranking_dir(), summaries)
+    except Exception as exc:  # noqa: BLE001 - every experiment's own benchmark.json is on disk already
+        _warn(config, f"pytest-finetune-bench: could not write the ranking: {exc}")
 
 
 def _warn(config: pytest.Config, message: str) -> None:
@@ -191,7 +241,8 @@ def _write_outputs(config: pytest.Config, bench: BenchSession, written: Path) ->
 
 def _write_report(config: pytest.Config, bench: BenchSession, summary: dict[str, Any]) -> None:
     model_hint = str(bench.plan.location.root or bench.plan.location.source)
-    config.stash[report_path_key] = write_report(bench.plan.output_dir / REPORT_NAME, summary, model_hint)
+    config.stash[report_paths_key][bench.plan.label] = write_report(bench.plan.output_dir / REPORT_NAME, summary,
+                                                                    model_hint)
 
 
 def _write_cards(config: pytest.Config, bench: BenchSession, summary: dict[str, Any]) -> None:
@@ -206,34 +257,49 @@ def _write_cards(config: pytest.Config, bench: BenchSession, summary: dict[str, 
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
-    """Draw the base-vs-fine-tuned table (and the IFEval and GSM8K metric variants) in the summary."""
-    bench = config.stash.get(bench_session_key, None)
-    if bench is None:
+    """Draw each experiment's base-vs-fine-tuned table (and metric variants), then the ranking of several."""
+    experiments = config.stash.get(experiments_key, None)
+    if experiments is None:
         return
-    if not bench.active:
-        summary = _best_worker_summary(config)
-        if summary is not None:
-            comparisons = comparisons_from_summary(summary)
-            name = bench.plan.location.name
-            terminalreporter.write_line(f"======== fine-tune benchmark: {name} (from xdist workers)")
-            terminalreporter.write_line(
-                comparison_table(comparisons, evidence_columns(comparisons, bench.plan.options.confidence or 0.95))
-            )
-        return
-    for line in _summary_lines(bench, config.stash.get(summary_path_key, None)):
-        terminalreporter.write_line(line)
-    report = config.stash.get(report_path_key, None)
-    if report is not None:
-        terminalreporter.write_line(f"report: {report}")
+    for bench in experiments:
+        label = bench.plan.label
+        if bench.active:
+            lines = list(_summary_lines(bench, config.stash[summary_paths_key].get(label)))
+        else:
+            lines = _worker_summary_lines(config, bench)
+        for line in lines:
+            terminalreporter.write_line(line)
+        report = config.stash[report_paths_key].get(label)
+        if report is not None:
+            terminalreporter.write_line(f"report: {report}")
+    ranking = config.stash.get(ranking_key, None)
+    if ranking is not None:
+        path, content = ranking
+        terminalreporter.write_line("=" * 8 + f" ranking of {len(experiments.sessions)} experiments " + "=" * 8)
+        for line in ranking_lines(content):
+            terminalreporter.write_line(line)
+        terminalreporter.write_line(f"ranking: {path}")
+
+
+def _worker_summary_lines(config: pytest.Config, bench: BenchSession) -> list[str]:
+    summary = _best_worker_summary(config, bench.plan.label)
+    if summary is None:
+        return []
+    comparisons = comparisons_from_summary(summary)
+    return [f"======== fine-tune benchmark: {bench.plan.location.name} (from xdist workers)",
+            comparison_table(comparisons, evidence_columns(comparisons, bench.plan.options.confidence or 0.95))]
 
 
 def _summary_lines(bench: BenchSession, summary_path: Path | None = None) -> Iterator[str]:
     plan = bench.plan
-    summary_title = f"fine-tune benchmark: {plan.location.name} vs {plan.base.model}"
-    yield "=" * 8 + f" {summary_title} " + "=" * 8
+    against = f"vs {plan.side('base').model}" if plan.compares else f"({plan.roles[0]} model only, no gates)"
+    yield "=" * 8 + f" fine-tune benchmark: {plan.label} {against} " + "=" * 8
     yield bench.backends_line()
     for task, reason in plan.skipped.items():
         yield f"skipped {task}: {reason}"
+    if not plan.compares:
+        yield from _one_side_lines(bench, summary_path)
+        return
     base, finetuned = bench.completed("base"), bench.completed("fine-tuned")
     if base is None or finetuned is None:
         for role, error in bench.errors().items():
@@ -261,26 +327,37 @@ def _summary_lines(bench: BenchSession, summary_path: Path | None = None) -> Ite
     yield f"results: {summary_path or plan.output_dir / 'benchmark.json'}"
 
 
+def _one_side_lines(bench: BenchSession, summary_path: Path | None) -> Iterator[str]:
+    """The scores of a session that evaluated one side (--bench-base none, --bench-only-base)."""
+    role = bench.plan.roles[0]
+    record = bench.completed(role)
+    if record is None:
+        for failed, error in bench.errors().items():
+            yield f"{failed}: {error}"
+        return
+    yield scores_table(headline_scores(bench.plan, {role: record}), role)
+    yield f"results: {summary_path or bench.plan.output_dir / 'benchmark.json'}"
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: object) -> None:
-    """xdist controller: keep each worker's benchmark summary (plain JSON) for writing and the table."""
+    """xdist controller: keep each worker's benchmark summaries (plain JSON) for writing and the table."""
     raw = getattr(node, "workeroutput", {}).get(WORKER_OUTPUT_KEY)
     if raw:
         node.config.stash.setdefault(worker_summaries_key, []).append(json.loads(raw))
 
 
-def _best_worker_summary(config: pytest.Config) -> dict[str, Any] | None:
-    summaries = config.stash.get(worker_summaries_key, [])
+def _best_worker_summary(config: pytest.Config, label: str) -> dict[str, Any] | None:
+    summaries = [by_label[label] for by_label in config.stash.get(worker_summaries_key, []) if label in by_label]
     complete = [s for s in summaries if s.get("status") == "complete"]
     best = complete or summaries
     return best[0] if best else None
 
 
-def _write_worker_summary(config: pytest.Config, bench: BenchSession) -> None:
-    summary = _best_worker_summary(config)
+def _write_worker_summary(config: pytest.Config, bench: BenchSession) -> Path | None:
+    summary = _best_worker_summary(config, bench.plan.label)
     if summary is None:
-        return
+        return None
     run_dir = (summary.get("fine_tuned_model") or {}).get("benchmark_dir")
     # The same rule as a session's own summary: an incomplete one never replaces the last complete one.
-    config.stash[summary_path_key] = publish_summary(bench.plan.output_dir, Path(run_dir) if run_dir else None,
-                                                     summary)
+    return publish_summary(bench.plan.output_dir, Path(run_dir) if run_dir else None, summary)

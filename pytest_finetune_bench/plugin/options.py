@@ -17,6 +17,7 @@ from pytest_finetune_bench.plan.choices import (
     DTYPES,
     SUITES,
     BenchOptions,
+    parse_backends,
     parse_batch_size,
     parse_bool,
     parse_choice,
@@ -56,10 +57,14 @@ class Option:
 SUITE_HELP = "; ".join(f"{s.name}: {s.description}" for s in SUITES.values())
 
 OPTIONS: tuple[Option, ...] = (
-    Option("model", "fine-tuned model to benchmark: an outputs/<name> folder, a model folder or a Hub id",
-           metavar="PATH"),
+    Option("model", "fine-tuned model to benchmark: an outputs/<name> folder, a model folder or a Hub id; "
+           "repeatable, a glob ('outputs/*') or a folder of experiments benchmarks each one", metavar="PATH",
+           multiple=True),
     Option("base", "base model to compare against (default: read from lora/adapter_config.json, "
-           "then lora/training_metrics.json)", metavar="PATH_OR_ID"),
+           "then lora/training_metrics.json); none: evaluate the fine-tuned model alone, without gates",
+           metavar="PATH_OR_ID"),
+    Option("only-base", "evaluate the base model alone and cache its scores, ahead of a batch of fine-tunes "
+           "(with --bench-base, --bench-model may be left out)", switch=True),
     Option("suite", f"benchmark suite ({SUITE_HELP})", "quick", metavar="NAME"),
     Option("tasks", "comma-separated lm-eval task names to run instead of a suite", metavar="TASKS"),
     Option("limit", "samples per task: a count or a fraction (default: the suite's; 'none' for all)", metavar="N"),
@@ -76,7 +81,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("data-dir", "read task data from local files in each dataset's own schema instead of the "
            "Hugging Face Hub (see docs/offline.md)", metavar="DIR"),
     Option("backend", "how lm-eval reaches the models: auto (hf for a merged model, else ollama for a GGUF "
-           "export), hf, ollama or openai (any OpenAI-compatible server)", "auto", metavar="NAME"),
+           "export), hf, ollama or openai (any OpenAI-compatible server); several, e.g. hf,ollama, benchmark the "
+           "fine-tune through each and report the quantization cost", "auto", metavar="NAME"),
     Option("base-backend", "backend for the base model when it differs from --bench-backend: hf, ollama or openai "
            "(default: the same)", metavar="NAME"),
     Option("base-url", "address of the ollama/openai server, e.g. http://127.0.0.1:8080/v1 (ollama default: "
@@ -205,8 +211,10 @@ def show_plan_only(config: pytest.Config) -> bool:
 def read_options(config: pytest.Config) -> BenchOptions | None:
     """The session's BenchOptions, or None when no --bench-model was given."""
     reader = _Reader(config)
-    model, _ = reader.raw(_by_name("model"))
-    if not model:
+    models = tuple(m for m in reader.raw(_by_name("model"))[0] or () if m and m.strip())
+    only_base = bool(reader.parse(_by_name("only-base"), lambda v: parse_bool(v) if v else False))
+    base_raw, _ = reader.raw(_by_name("base"))
+    if not models and not (only_base and base_raw):
         return None
 
     def get(name: str, parser: Callable[[Any], Any] = lambda v: v) -> Any:
@@ -215,8 +223,12 @@ def read_options(config: pytest.Config) -> BenchOptions | None:
     limit_raw, _ = reader.raw(_by_name("limit"))
     min_gain, min_gain_per_task = get("min-gain", lambda v: parse_task_values(list(v), 2.0))
     max_drop, max_drop_per_task = get("max-drop", lambda v: parse_task_values(list(v), 5.0))
+    backends = get("backend", lambda v: parse_backends(v, backend_names()))
     return BenchOptions(
-        model=model,
+        model=models[0] if models else base_raw,
+        models=models,
+        only_base=only_base,
+        backends=backends,
         base=get("base"),
         suite=get("suite", lambda v: parse_choice(v, tuple(SUITES), "suite")),
         tasks=get("tasks", _csv),
@@ -230,7 +242,7 @@ def read_options(config: pytest.Config) -> BenchOptions | None:
         chat_template=get("chat-template", lambda v: parse_choice(v, ("auto", "on", "off"), "chat template mode")),
         output=get("output", lambda v: Path(v).expanduser() if v else None),
         data_dir=get("data-dir", lambda v: Path(v).expanduser() if v else None),
-        backend=get("backend", lambda v: parse_choice(v, ("auto", *backend_names()), "backend")),
+        backend=backends[0],
         base_backend=get("base-backend", lambda v: parse_choice(v, backend_names(), "backend") if v else None),
         base_url=get("base-url", lambda v: check_base_url(v) if v else None),
         server_model=get("server-model", lambda v: v.strip() or None if v else None),

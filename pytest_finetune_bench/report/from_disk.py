@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_finetune_bench import BenchError
-from pytest_finetune_bench.compare.scores import compare
+from pytest_finetune_bench.compare.scores import TaskComparison, compare
 from pytest_finetune_bench.plan.metrics import MetricChoice, headlines_for_results
 from pytest_finetune_bench.report.facts import confidence_level
 from pytest_finetune_bench.run.engine import RunRecord
@@ -60,20 +60,32 @@ def rebuild_summary(output_dir: Path) -> tuple[dict[str, Any], Sources]:
                          "skipped): run the benchmark to the end first")
     advice = "run the benchmark again"
     recorded = read_json_file(run_dir / SUMMARY, advice)
-    records = {role: _record(recorded, role, advice) for role in _SIDES}
-    # The tasks the session compared (a task the backend could not score has no comparison).
-    tasks = list(recorded.get("comparison") or (recorded.get("reproduce") or {}).get("tasks") or [])
-    # The session's headlines: the metric it compared each task on, its direction from lm-eval's results.
-    choices = {task: _metric_choice(c["metric"]) for task, c in (recorded.get("comparison") or {}).items()}
-    results = (records["fine-tuned"].results, records["base"].results)
-    comparisons = compare(records["base"].results, records["fine-tuned"].results,
-                          headlines_for_results(tasks, {}, results, choices))
-    add_evidence(comparisons, records["base"], records["fine-tuned"], run_dir, confidence_level(recorded))
+    records = {role: record_from_summary(recorded, role, advice) for role in _SIDES}
+    tasks = compared_tasks(recorded)
+    comparisons = paired_comparison(records["base"], records["fine-tuned"], recorded, run_dir)
     summary = copy.deepcopy(recorded)
     summary["comparison"] = {task: c.to_json() for task, c in comparisons.items()}
     for role, key in _SIDES.items():
         summary[key]["results"] = {t: records[role].results.get("results", {}).get(t) for t in tasks}
     return summary, Sources(run_dir, {role: r.results_file for role, r in records.items()})
+
+
+def compared_tasks(recorded: dict[str, Any]) -> list[str]:
+    """The tasks a session compared (a task the backend could not score has no comparison)."""
+    return list(recorded.get("comparison") or (recorded.get("reproduce") or {}).get("tasks") or [])
+
+
+def paired_comparison(first: RunRecord, second: RunRecord, recorded: dict[str, Any],
+                      flips_dir: Path | None) -> dict[str, TaskComparison]:
+    """`second` against `first` on the tasks and headlines `recorded` (a benchmark.json) compared, with evidence.
+
+    The session's headlines: the metric it compared each task on, its direction from lm-eval's results.
+    """
+    choices = {task: _metric_choice(c["metric"]) for task, c in (recorded.get("comparison") or {}).items()}
+    headlines = headlines_for_results(compared_tasks(recorded), {}, (second.results, first.results), choices)
+    comparisons = compare(first.results, second.results, headlines)
+    add_evidence(comparisons, first, second, flips_dir, confidence_level(recorded))
+    return comparisons
 
 
 def _metric_choice(key: str) -> MetricChoice:
@@ -87,7 +99,7 @@ def write_rebuilt_summary(output_dir: Path) -> tuple[Path, Sources]:
     return publish_summary(output_dir, None, summary), sources
 
 
-def _record(summary: dict[str, Any], role: str, advice: str) -> RunRecord:
+def record_from_summary(summary: dict[str, Any], role: str, advice: str) -> RunRecord:
     """One side's run as the session saw it: lm-eval's results file and its samples files."""
     side = summary.get(_SIDES[role])
     if not isinstance(side, dict) or not side.get("results_file"):

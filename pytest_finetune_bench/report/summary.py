@@ -6,9 +6,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from pytest_finetune_bench import __version__
-from pytest_finetune_bench.compare.scores import TaskComparison
+from pytest_finetune_bench.compare.scores import TaskComparison, metric_value, unit_of
 from pytest_finetune_bench.plan import ROLES, Plan
+from pytest_finetune_bench.plan.metrics import headlines_for_results
 from pytest_finetune_bench.plan.settings import SEED_NAMES
+from pytest_finetune_bench.report.facts import training_facts
 from pytest_finetune_bench.run.engine import RunRecord, RunRequest
 from pytest_finetune_bench.run.executor import Executor
 from pytest_finetune_bench.run.recovery import with_batch_size
@@ -18,20 +20,44 @@ _SIDE_KEYS = {"base": "base_model", "fine-tuned": "fine_tuned_model"}
 
 
 def build_summary(
-    plan: Plan, executor: Executor, comparisons: Mapping[str, TaskComparison], errors: Mapping[str, str]
+    plan: Plan, executor: Executor, comparisons: Mapping[str, TaskComparison], errors: Mapping[str, str],
+    gates: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The session's summary; `errors` adds failures after the runs (statistics, flips) to the runs' own."""
+    """The session's summary; `errors` adds failures after the runs (statistics, flips) to the runs' own.
+
+    `gates` holds the outcome of each gate test that ran ({"ifeval::improves": "passed"}).
+    """
     return {
         **_header(plan, executor, errors),
         "model_path": plan.location.hf_path,
         # Which export of outputs/<name>/ was measured (merged_16bit, merged_4bit, gguf, folder, hub).
         "model_variant": plan.location.variant,
-        "base_model_source": plan.base.source,
+        "base_model_source": plan.base.source if plan.base else None,
         **{_SIDE_KEYS[role]: _side_summary(plan, executor.runs.get(role)) for role in ROLES},
         "comparison": {task: c.to_json() for task, c in comparisons.items()},
+        "gates": dict(gates or {}),
+        **headline_scores(plan, executor.runs),
+        "training": dict(training_facts(plan.location.root)) if plan.location.root else {},
         "skipped_tasks": dict(plan.skipped),
-        "backends": {role: plan.side(role).backend for role in ROLES},
+        "backends": {role: plan.side(role).backend for role in plan.roles},
         "reproduce": reproduce(plan, executor),
+    }
+
+
+def headline_scores(plan: Plan, runs: Mapping[str, RunRecord]) -> dict[str, Any]:
+    """Each evaluated side's headline score per task, with the metric and its direction.
+
+    Present with one side too (--bench-base none), so experiments can be ranked by their own scores.
+    """
+    results = [runs[role].results for role in ROLES if role in runs]
+    headlines = headlines_for_results(plan.tasks, plan.headlines, results, plan.options.metrics)
+    scores = {role: {task: metric_value(record.results, task, h.key) for task, h in headlines.items()}
+              for role, record in runs.items()}
+    return {
+        "headlines": {task: {"metric": h.key, "higher_is_better": h.higher_is_better,
+                             "unit": unit_of(h, *(side[task] for side in scores.values()))}
+                      for task, h in headlines.items()},
+        "scores": scores,
     }
 
 
@@ -49,7 +75,10 @@ def _header(plan: Plan, executor: Executor, errors: Mapping[str, str]) -> dict[s
     return {
         "schema_version": SCHEMA_VERSION,
         "model_name": plan.location.name,
-        "base_model_name": plan.base.model,
+        "label": plan.label,
+        "base_model_name": plan.base.model if plan.base else None,
+        # Which sides were evaluated; one alone (--bench-base none, --bench-only-base) has no comparison.
+        "evaluated": list(plan.roles),
         "timestamp": executor.started_at.astimezone().isoformat(timespec="seconds"),
         "status": executor.status(),
         "run_status": executor.statuses(),
@@ -90,8 +119,7 @@ def reproduce(plan: Plan, executor: Executor) -> dict[str, Any]:
     return {
         "lm_eval_version": s.lm_eval_version,
         "plugin_version": __version__,
-        "backend": plan.finetuned.backend if plan.base.backend == plan.finetuned.backend else
-        f"base={plan.base.backend},fine-tuned={plan.finetuned.backend}",
+        "backend": _backends_text(plan),
         "device": s.device,
         "dtype": s.dtype,
         # What finished (smaller after an out-of-memory retry), and what was asked for.
@@ -106,10 +134,17 @@ def reproduce(plan: Plan, executor: Executor) -> dict[str, Any]:
         "tasks": list(s.tasks),
         "data_dir": str(plan.options.data_dir.resolve()) if plan.options.data_dir else None,
         "data_files": list(s.data_files),
-        "model_args": {role: plan.side(role).model_args for role in ROLES},
-        "identity": {role: plan.identity(role) for role in ROLES},
+        "model_args": {role: plan.side(role).model_args for role in plan.roles},
+        "identity": {role: plan.identity(role) for role in plan.roles},
         "commands": {role: _finished_request(executor, role).cli_command() for role in executor.requests},
     }
+
+
+def _backends_text(plan: Plan) -> str:
+    backends = {plan.side(role).backend for role in plan.roles}
+    if len(backends) == 1:
+        return backends.pop()
+    return ",".join(f"{role}={plan.side(role).backend}" for role in plan.roles)
 
 
 def _finished_request(executor: Executor, role: str) -> RunRequest:

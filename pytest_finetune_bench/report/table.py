@@ -154,3 +154,15 @@ def comparisons_from_summary(summary: Mapping[str, Any]) -> dict[str, TaskCompar
             higher_is_better=data.get("higher_is_better", True), unit=data.get("unit", UNIT_POINTS),
         )
     return comparisons
+
+
+def scores_table(scores: Mapping[str, Any], role: str) -> str:
+    """One side's headline scores (from report/summary.py `headline_scores`), for a session without a comparison."""
+    from tabulate import tabulate
+
+    rows = []
+    for task, headline in (scores.get("headlines") or {}).items():
+        value = (scores.get("scores") or {}).get(role, {}).get(task)
+        shown = "n/a" if value is None else f"{value * 100:.2f}%" if headline["unit"] == UNIT_POINTS else f"{value:.4f}"
+        rows.append([DISPLAY_NAMES.get(task, task), headline["metric"], shown])
+    return tabulate(rows, headers=["Benchmark", "Metric", role.capitalize()], tablefmt="github")

@@ -8,6 +8,7 @@ response cache per identity, so a stopped run resumes where it stopped.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from pytest_finetune_bench.plan.settings import digest
 from pytest_finetune_bench.run.engine import RunRecord, RunRequest
 from pytest_finetune_bench.run.progress import ProgressPrinter
 from pytest_finetune_bench.run.recovery import evaluate_with_recovery, interrupted, overall_status
-from pytest_finetune_bench.store.base_cache import BaseCache, describe_age, restore
+from pytest_finetune_bench.store.base_cache import BaseCache, describe_age, place_files, restore
 from pytest_finetune_bench.store.base_cache import default_cache_dir as default_base_cache_dir
 from pytest_finetune_bench.store.files import unique_dir
 from pytest_finetune_bench.store.locks import locked
@@ -25,13 +26,17 @@ from pytest_finetune_bench.store.reference import load_reference, settings_diffe
 
 Say = Callable[[str], None]
 RESPONSES_DIR = ".responses"
+SharedBases = dict[str, tuple[str, RunRecord]]  # base cache key → (label of the plan that ran it, its run)
 
 
 class Executor:
     """The runs of one plan: evaluated on first use, remembered, failures kept with their reasons."""
 
-    def __init__(self, plan: Plan, say: Say, started_at: datetime | None = None) -> None:
+    def __init__(self, plan: Plan, say: Say, started_at: datetime | None = None,
+                 shared_bases: SharedBases | None = None) -> None:
         self.plan = plan
+        # Base runs of this pytest session by cache key: experiments on one base evaluate it once.
+        self.shared_bases = shared_bases if shared_bases is not None else {}
         self.say = say
         self.started_at = started_at or datetime.now()
         self.run_stamp = self.started_at.strftime("%Y-%m-%dT%H-%M-%S")
@@ -79,13 +84,36 @@ class Executor:
         return overall_status(self.statuses())
 
     def _evaluate(self, role: str) -> RunRecord:
-        if role == "base" and self.plan.options.compare_to is not None:
+        if not self.plan.has(role):
+            raise BenchError(f"this session evaluates the {' and '.join(self.plan.roles)} model only "
+                             f"(--bench-base none or --bench-only-base): there is no {role} run")
+        if role == "fine-tuned":
+            return self._run_model(role)
+        if self.plan.options.compare_to is not None:
             return self._reference_run(self.plan.options.compare_to)
-        if role == "base" and self.plan.base.fingerprint is not None:
-            return self._cached_or_run_base()
-        if role == "base":
+        shared = self._shared_base()
+        if shared is not None:
+            return shared
+        if self.plan.side("base").fingerprint is not None:
+            record = self._cached_or_run_base()
+        else:
             self.say("[bench] base: this backend cannot fingerprint the model, so its scores are not cached")
-        return self._run_model(role)
+            record = self._run_model(role)
+        if record.status == "complete":
+            self.shared_bases.setdefault(self.plan.key("base"), (self.plan.label, record))
+        return record
+
+    def _shared_base(self) -> RunRecord | None:
+        """The base run another experiment of this session made under the same identity, copied to ours."""
+        found = self.shared_bases.get(self.plan.key("base"))
+        if found is None:
+            return None
+        label, record = found
+        results_file, samples_files = place_files(record.results_file, record.samples_files,
+                                                  self.request("base").results_dir)
+        self.say(f"[bench] base: scores shared with {label} (same base, same settings)")
+        return replace(record, model=self.plan.side("base").model, results_file=results_file,
+                       samples_files=samples_files, generated=0, extra={**record.extra, "shared_with": label})
 
     def _cached_or_run_base(self) -> RunRecord:
         identity = self.plan.identity("base")
@@ -114,7 +142,7 @@ class Executor:
         if cached is None:
             return None
         record = restore(cached, self.request("base").results_dir)
-        record.model = self.plan.base.model
+        record.model = self.plan.side("base").model
         self.say(f"[bench] base: scores from cache, computed {describe_age(cached.created)} "
                  f"(key {key} in {self.base_cache.root})")
         return record

@@ -17,7 +17,7 @@ from pytest_finetune_bench.plan import Plan
 from pytest_finetune_bench.plan.metrics import headlines_for_results
 from pytest_finetune_bench.report.summary import build_summary, scores_only_summary
 from pytest_finetune_bench.run.engine import RunRecord
-from pytest_finetune_bench.run.executor import Executor
+from pytest_finetune_bench.run.executor import Executor, SharedBases
 from pytest_finetune_bench.store.summaries import publish_summary
 
 Say = Callable[[str], None]
@@ -38,13 +38,14 @@ def add_evidence(comparisons: dict[str, TaskComparison], base: RunRecord, finetu
 class BenchSession:
     """Runs the base and fine-tuned evaluations at most once per session and compares them."""
 
-    def __init__(self, plan: Plan, say: Say) -> None:
+    def __init__(self, plan: Plan, say: Say, shared_bases: SharedBases | None = None) -> None:
         self.plan = plan
         self.say = say
-        self.executor = Executor(plan, say)
+        self.executor = Executor(plan, say, shared_bases=shared_bases)
         self._comparison: dict[str, TaskComparison] | None = None
         self._analyses: dict[str, TaskAnalysis] = {}
         self.analysis_error: str | None = None
+        self.gate_outcomes: dict[str, str] = {}  # "ifeval::improves" → passed | failed | skipped
 
     @property
     def active(self) -> bool:
@@ -60,6 +61,8 @@ class BenchSession:
 
     def comparison(self) -> dict[str, TaskComparison]:
         """Per task: both scores, the delta, its paired statistics and flip counts (computed once)."""
+        if self._comparison is None and not self.plan.compares:
+            self._comparison = {}
         if self._comparison is None:
             base, finetuned = self.run("base"), self.run("fine-tuned")
             # Headlines chosen in the plan; tasks defined in Python are resolved from their results.
@@ -92,10 +95,10 @@ class BenchSession:
 
     def summary(self) -> dict[str, Any]:
         """benchmark.json's content (see report/summary.py)."""
-        both = all(role in self.executor.runs for role in ("base", "fine-tuned"))
+        both = self.plan.compares and all(role in self.executor.runs for role in ("base", "fine-tuned"))
         comparisons = self.comparison() if both else {}
         errors = {"comparison": self.analysis_error} if self.analysis_error else {}
-        return build_summary(self.plan, self.executor, comparisons, errors)
+        return build_summary(self.plan, self.executor, comparisons, errors, self.gate_outcomes)
 
     def write_summary(self) -> Path | None:
         """Write this session's summary (an incomplete one never replaces a complete one; see store/summaries.py).
@@ -114,9 +117,8 @@ class BenchSession:
 
     def backends_line(self) -> str:
         """Which backend produces each side, for the terminal summary."""
-        base, finetuned = self.plan.base, self.plan.finetuned
-        return (f"backends: base {base.model} via {base.backend} ({base.lm_eval_model}), "
-                f"fine-tuned {finetuned.model} via {finetuned.backend} ({finetuned.lm_eval_model})")
+        sides = (self.plan.side(role) for role in self.plan.roles)
+        return "backends: " + ", ".join(f"{s.role} {s.model} via {s.backend} ({s.lm_eval_model})" for s in sides)
 
     def errors(self) -> dict[str, BenchError]:
         return dict(self.executor.errors)

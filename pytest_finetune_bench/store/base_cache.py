@@ -128,6 +128,22 @@ def _read_entry(folder: Path, ident: Mapping[str, Any]) -> CachedBase:
 
 def restore(cached: CachedBase, results_dir: Path) -> RunRecord:
     """A RunRecord from a cache entry, with its files also placed in `results_dir` (never overwriting)."""
+    results_file, samples_files = place_files(cached.results_file, cached.samples_files, results_dir)
+    return RunRecord(
+        role="base",
+        model="",
+        results=json.loads(results_file.read_text()),
+        results_file=results_file,
+        samples_files=samples_files,
+        timestamp=cached.created,
+        generated=0,
+        from_cache=True,
+    )
+
+
+def place_files(results_file: Path, samples_files: dict[str, Path],
+                results_dir: Path) -> tuple[Path, dict[str, Path]]:
+    """Copies of a run's results and samples files in `results_dir` (an existing different file is kept)."""
     results_dir.mkdir(parents=True, exist_ok=True)
 
     def place(file: Path) -> Path:
@@ -136,17 +152,7 @@ def restore(cached: CachedBase, results_dir: Path) -> RunRecord:
             shutil.copy2(file, target)
         return target if file_sha256(target) == file_sha256(file) else file
 
-    results_file = place(cached.results_file)
-    return RunRecord(
-        role="base",
-        model="",
-        results=json.loads(results_file.read_text()),
-        results_file=results_file,
-        samples_files={task: place(p) for task, p in cached.samples_files.items()},
-        timestamp=cached.created,
-        generated=0,
-        from_cache=True,
-    )
+    return place(results_file), {task: place(path) for task, path in samples_files.items()}
 
 
 def describe_age(created: str) -> str:

@@ -21,23 +21,26 @@ SUMMARY = "benchmark.json"
 INCOMPLETE_SUMMARY = "benchmark.incomplete.json"
 
 
-def publish_summary(output_dir: Path, run_dir: Path | None, summary: dict[str, Any]) -> Path:
+def publish_summary(output_dir: Path, run_dir: Path | None, summary: dict[str, Any], name: str = SUMMARY) -> Path:
     """Write `summary` where it belongs; returns the file that holds this session's summary.
 
-    Under a lock, so two sessions on the same model cannot interleave their writes.
+    Under a lock, so two sessions on the same model cannot interleave their writes. `name` is the
+    file's name (benchmark.json; benchmarks-summary.json for a ranking); the incomplete twin adds
+    `.incomplete` before `.json`.
     """
-    latest = output_dir / SUMMARY
+    latest = output_dir / name
     with locked(latest):
         if run_dir is not None:
-            atomic_write_json(run_dir / SUMMARY, summary)
+            atomic_write_json(run_dir / name, summary)
         if summary.get("status") == "complete" or not summary_is_complete(latest):
             _set_aside_if_corrupt(latest)
             atomic_write_json(latest, summary)
             return latest
         if run_dir is not None:
-            return run_dir / SUMMARY
-        atomic_write_json(output_dir / INCOMPLETE_SUMMARY, summary)
-        return output_dir / INCOMPLETE_SUMMARY
+            return run_dir / name
+        incomplete = output_dir / name.replace(".json", ".incomplete.json")
+        atomic_write_json(incomplete, summary)
+        return incomplete
 
 
 def summary_is_complete(path: Path) -> bool:

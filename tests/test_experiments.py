@@ -1,0 +1,345 @@
+"""Several experiments per session: expansion, ids, one base run, per-model files, ranking, history, one side only."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_finetune_bench import BenchError
+from pytest_finetune_bench.cli import main
+from pytest_finetune_bench.plan.models import expand_models
+from pytest_finetune_bench.report.history import history_rows, summary_files
+from pytest_finetune_bench.report.ranking import _pairs_to_compare, _reversed, build_ranking, differing_facts
+from tests.conftest import FAST_ARGS, read_json
+from tests.fake_sessions import bench_args, use_fake_lm
+from tests.llama_server import LlamaServer
+
+LEARNING_RATES = {"exp-a": 1e-4, "exp-b": 2e-4, "exp-c": 2e-4}
+
+
+def make_experiments(root: Path, names: tuple[str, ...] = tuple(LEARNING_RATES)) -> tuple[Path, Path]:
+    """root/outputs/<name>/ for each name, in the pipeline layout, all fine-tunes of one base root/base."""
+    base = root / "base"
+    base.mkdir(parents=True)
+    (base / "config.json").write_text(json.dumps({"name": "base"}))
+    for name in names:
+        model = root / "outputs" / name
+        (model / "merged_16bit").mkdir(parents=True)
+        (model / "merged_16bit" / "config.json").write_text(json.dumps({"name": name}))
+        write_lora_facts(model, base, LEARNING_RATES.get(name, 1e-4))
+    return root / "outputs", base
+
+
+def write_lora_facts(model: Path, base: Path, learning_rate: float) -> None:
+    (model / "lora").mkdir(exist_ok=True)
+    (model / "lora" / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(base), "r": 16}))
+    (model / "lora" / "training_metrics.json").write_text(
+        json.dumps({"learning_rate": learning_rate, "dataset": "alpaca"}))
+
+
+# --------------------------------------------------------------------------- which models
+def test_a_folder_of_experiments_and_a_glob_name_the_same_models(tmp_path: Path) -> None:
+    outputs, _ = make_experiments(tmp_path)
+    (outputs / "notes").mkdir()  # neither an experiment nor a model: ignored
+    expected = ("outputs/exp-a", "outputs/exp-b", "outputs/exp-c")
+    assert expand_models(("outputs",), tmp_path) == expected
+    assert expand_models(("outputs/*",), tmp_path) == expected
+    # Named twice (a path and a glob): benchmarked once.
+    assert expand_models(("outputs/exp-b", "outputs/exp-*"), tmp_path) == ("outputs/exp-b", "outputs/exp-a",
+                                                                           "outputs/exp-c")
+    assert expand_models(("outputs/exp-a",), tmp_path) == ("outputs/exp-a",)
+    assert expand_models(("org/model",), tmp_path) == ("org/model",)  # a Hub id stays as it is
+
+
+def test_a_glob_that_matches_no_model_says_so(tmp_path: Path) -> None:
+    (tmp_path / "outputs" / "empty").mkdir(parents=True)
+    with pytest.raises(BenchError, match=r"--bench-model outputs/\* matches no model folder"):
+        expand_models(("outputs/*",), tmp_path)
+
+
+def test_gate_ids_name_each_experiment(pytester: pytest.Pytester) -> None:
+    make_experiments(pytester.path)
+    pytester.makepyfile(test_user="def test_mine(bench_model):\n    pass\n")
+    result = pytester.runpytest("--bench-model", "outputs/*", "--collect-only", "-q", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str() + result.stderr.str()
+    result.stdout.fnmatch_lines([
+        "test_user.py::test_mine[[]outputs/exp-a[]]",
+        "test_user.py::test_mine[[]outputs/exp-b[]]",
+        "test_user.py::test_mine[[]outputs/exp-c[]]",
+        "outputs/exp-a::ifeval::improves", "outputs/exp-a::ifeval::no_regression",
+        "outputs/exp-b::ifeval::improves", "outputs/exp-b::ifeval::no_regression",
+        "outputs/exp-c::ifeval::improves", "outputs/exp-c::ifeval::no_regression",
+        "*9 tests collected*",
+    ])
+
+
+def test_one_model_keeps_its_ids_and_is_not_parametrized(pytester: pytest.Pytester) -> None:
+    make_experiments(pytester.path, ("exp-a",))
+    pytester.makepyfile(test_user="def test_mine(bench_result):\n    pass\n")
+    result = pytester.runpytest("--bench-model", "outputs", "--collect-only", "-q", "-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(["test_user.py::test_mine", "finetune-bench::ifeval::improves", "*3 tests*"])
+
+
+def test_plan_lists_every_experiment_and_one_side_sessions(pytester: pytest.Pytester) -> None:
+    make_experiments(pytester.path)
+    result = pytester.runpytest("--bench-model", "outputs", "--bench-plan", "--bench-base", "none",
+                                "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.OK
+    out = result.stdout.str()
+    assert out.count("evaluates the fine-tuned model alone: no comparison, no gates") == 3
+    assert "base:" not in out and "gates ifeval" not in out
+    collected = pytester.runpytest("--bench-model", "outputs/exp-a", "--bench-base", "none", "--collect-only", "-q",
+                                   "-p", "no:cacheprovider")
+    collected.stdout.fnmatch_lines(["finetune-bench::fine-tuned::evaluated", "*1 test collected*"])
+
+
+def test_only_base_needs_no_fine_tune(pytester: pytest.Pytester) -> None:
+    make_experiments(pytester.path, ())
+    result = pytester.runpytest("--bench-only-base", "--bench-base", "base", "--bench-plan", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str() + result.stderr.str()
+    result.stdout.fnmatch_lines(["*evaluates the base model alone*", "base: */base via hf*"])
+    assert "fine-tuned:" not in result.stdout.str()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--bench-backend", "auto,hf"), "'auto' is not a backend: choose one of hf,*"),
+    (("--bench-only-base", "--bench-base", "none"), "*--bench-only-base evaluates the base model, but --bench-base "
+                                                    "none names none: drop one"),
+    (("--bench-model", "outputs/nothing-*"), "*--bench-model outputs/nothing-[*] matches no model folder*"),
+])
+def test_bad_multi_model_input_is_one_line(pytester: pytest.Pytester, args: tuple[str, ...], message: str) -> None:
+    make_experiments(pytester.path)
+    model = () if "--bench-model" in args else ("--bench-model", "outputs")
+    result = pytester.runpytest(*model, *args, "--collect-only", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: *{message}"])
+    assert "Traceback" not in result.stderr.str()
+
+
+# --------------------------------------------------------------------------- ranking (units)
+def _experiment(label: str, passed: int, value: float, **training: str) -> dict[str, Any]:
+    return {"label": label, "gates": {"passed": passed}, "training": training,
+            "scores": {"ifeval": {"value": value, "higher_is_better": True}}}
+
+
+def test_pairs_are_all_pairs_for_few_experiments_and_neighbours_for_many() -> None:
+    assert _pairs_to_compare(["a", "b", "c"]) == [("b", "a"), ("c", "a"), ("c", "b")]
+    many = [str(i) for i in range(20)]
+    assert _pairs_to_compare(many) == [(many[i + 1], many[i]) for i in range(19)]
+
+
+def test_a_pair_read_the_other_way_round_flips_its_difference_and_interval() -> None:
+    flipped = _reversed({"first": "a", "second": "b", "delta": 0.1, "ci_low": -0.05, "ci_high": 0.25})
+    assert flipped == {"first": "b", "second": "a", "delta": -0.1, "ci_low": -0.25, "ci_high": 0.05}
+
+
+def test_only_training_facts_that_differ_are_shown() -> None:
+    experiments = [_experiment("a", 1, 0.5, lr="1e-4", dataset="x"), _experiment("b", 1, 0.5, lr="2e-4", dataset="x"),
+                   _experiment("c", 1, 0.5, dataset="x")]
+    assert differing_facts(experiments) == ["lr"]
+
+
+def test_ranking_puts_gates_first_then_scores_in_each_metrics_direction() -> None:
+    def summary(label: str, value: float, gates: dict[str, str], higher: bool = True) -> dict[str, Any]:
+        return {"label": label, "status": "complete", "gates": gates,
+                "headlines": {"t": {"metric": "m,none", "higher_is_better": higher, "unit": "points"}},
+                "scores": {"fine-tuned": {"t": value}}}
+
+    passed, failed = {"t::no_regression": "passed"}, {"t::no_regression": "failed"}
+    ranking = build_ranking([summary("low", 0.2, passed), summary("high", 0.9, failed), summary("mid", 0.5, passed)])
+    assert ranking["ranking"] == ["mid", "low", "high"]
+    lower_is_better = build_ranking([summary("x", 3.0, passed, higher=False), summary("y", 2.0, passed, higher=False)])
+    assert lower_is_better["ranking"] == ["y", "x"]
+    # Without files behind them, the pair has no statistics: it says why instead of inventing them.
+    assert "note" in lower_is_better["best_vs_runner_up"]["t"]
+
+
+# --------------------------------------------------------------------------- sessions (fake model)
+@pytest.mark.slow  # starts lm-eval children (a fake model)
+def test_experiments_share_one_base_run_and_each_get_their_own_files(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outputs, _ = make_experiments(pytester.path)
+    use_fake_lm(monkeypatch)
+    pytester.makepyfile(test_user="""
+        def test_no_loss(bench_result, bench_model):
+            print("USER", bench_model.name, bench_result.delta("ifeval"))
+            bench_result.assert_no_regression("ifeval", max_drop=5)
+    """)
+    args = [a for a in bench_args(outputs, pytester.path / "unused") if not a.startswith("--bench-output")]
+    result = pytester.runpytest_subprocess(*args, "--bench-min-gain=0", "-s")
+    result.assert_outcomes(passed=9)
+    out = result.stdout.str()
+    assert out.count("base: evaluating") == 1, out
+    assert out.count(f"base: scores shared with {outputs}/exp-a (same base, same settings)") == 2
+    for name in LEARNING_RATES:
+        summary = read_json(outputs / name / "benchmarks" / "benchmark.json")
+        assert summary["label"] == f"{outputs}/{name}"
+        assert summary["gates"] == {"ifeval::improves": "passed", "ifeval::no_regression": "passed"}
+        assert summary["training"]["learning rate"] == str(LEARNING_RATES[name])
+        assert f"USER {name} 0.0" in out
+    ranking = read_json(outputs / "benchmarks-summary.json")
+    assert sorted(ranking["ranking"]) == [f"{outputs}/{n}" for n in sorted(LEARNING_RATES)]
+    assert ranking["differing_training_facts"] == ["learning rate"]
+    result.stdout.fnmatch_lines(["*ranking of 3 experiments*", "*Experiment*Gates*learning rate*",
+                                 f"ranking: {outputs / 'benchmarks-summary.json'}"])
+
+
+@pytest.mark.slow  # starts lm-eval children (a fake model)
+def test_base_only_fills_the_cache_that_a_later_session_reuses(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outputs, base = make_experiments(pytester.path, ("exp-a",))
+    use_fake_lm(monkeypatch)
+    model = outputs / "exp-a"
+    first_args = [a if not a.startswith("--bench-model") else f"--bench-base={base}"
+                  for a in bench_args(model, pytester.path / "base-out")]
+    first = pytester.runpytest_subprocess(*first_args, "--bench-only-base")
+    first.assert_outcomes(passed=1)
+    first.stdout.fnmatch_lines(["*(base model only, no gates)*", "*PASSED finetune-bench::base::evaluated*"])
+    only_base = read_json(pytester.path / "base-out" / "benchmark.json")
+    assert only_base["evaluated"] == ["base"] and only_base["comparison"] == {}
+    assert only_base["scores"]["base"]["ifeval"] is not None
+    second = pytester.runpytest_subprocess(*bench_args(model, pytester.path / "out"), "--bench-min-gain=0")
+    second.assert_outcomes(passed=2)
+    assert "base: evaluating" not in second.stdout.str()
+    second.stdout.fnmatch_lines(["*base: scores from cache*"])
+
+
+@pytest.mark.slow  # starts lm-eval children (a fake model)
+def test_fine_tuned_alone_with_base_none(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    outputs, _ = make_experiments(pytester.path, ("exp-a",))
+    use_fake_lm(monkeypatch)
+    pytester.makepyfile(test_user="def test_needs_base(bench_result):\n    pass\n")
+    result = pytester.runpytest_subprocess(*bench_args(outputs / "exp-a", pytester.path / "out"), "--bench-base=none")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*SKIPPED*bench_result needs the base model, which this session does not evaluate*",
+                                 "*(fine-tuned model only, no gates)*", "*Benchmark*Metric*Fine-tuned*"])
+    summary = read_json(pytester.path / "out" / "benchmark.json")
+    assert summary["evaluated"] == ["fine-tuned"] and summary["base_model"] is None
+    assert summary["status"] == "complete" and summary["comparison"] == {}
+    assert not (pytester.path / "out" / "base").exists()
+
+
+# --------------------------------------------------------------------------- the real model
+@pytest.fixture(scope="module")
+def experiments_session(
+    tmp_path_factory: pytest.TempPathFactory, regressed_outputs: Path, unchanged_outputs: Path, base_model: Path,
+    demo_data: Path,
+) -> tuple[Path, str]:
+    """exps/ with two genuinely different fine-tunes of SmolLM2 and a byte-identical copy of one, benchmarked
+    together in one real session (10 IFEval prompts)."""
+    root = tmp_path_factory.mktemp("experiments")
+    exps = root / "exps"
+    for name, source, learning_rate in (("regressed", regressed_outputs, 5e-3), ("unchanged", unchanged_outputs, 0.0),
+                                        ("regressed-copy", regressed_outputs, 5e-3)):
+        # Hard links: the same bytes in a folder of its own, without copying half a gigabyte.
+        shutil.copytree(source / "merged_16bit", exps / name / "merged_16bit", copy_function=os.link)
+        write_lora_facts(exps / name, base_model, learning_rate)
+    return exps, _real_session(root, exps, demo_data)
+
+
+def _real_session(root: Path, models: Path, demo_data: Path) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "--bench-model", str(models), "--bench-data-dir", str(demo_data),
+         "--bench-suite", "test", "--bench-limit", "10", "--bench-min-gain", "0", *FAST_ARGS, "-rA",
+         "--bench-cache-dir", str(root / "cache")],
+        cwd=root, capture_output=True, text=True, timeout=900,
+    )
+    return proc.stdout + proc.stderr
+
+
+def test_real_experiments_are_ranked_from_their_own_files(experiments_session: tuple[Path, str]) -> None:
+    exps, out = experiments_session
+    assert out.count("base: evaluating") == 1, out
+    assert "9 passed" not in out  # the regressed fine-tunes fail their gate: the session is a real check
+    ranking = read_json(exps / "benchmarks-summary.json")
+    assert ranking["ranking"][0] == f"{exps}/unchanged"
+    for experiment in ranking["experiments"]:
+        own = read_json(Path(experiment["benchmark_dir"]).parent.parent / "benchmark.json")
+        comparison = own["comparison"]["ifeval"]
+        assert experiment["scores"]["ifeval"]["value"] == comparison["finetuned_accuracy"]
+        assert experiment["scores"]["ifeval"]["delta"] == comparison["delta"]
+        assert experiment["gates"]["outcomes"] == own["gates"]
+    assert ranking["differing_training_facts"] == ["learning rate"]
+
+
+def test_real_copy_is_not_significantly_different_from_its_original(experiments_session: tuple[Path, str]) -> None:
+    exps, out = experiments_session
+    ranking = read_json(exps / "benchmarks-summary.json")
+    labels = {f"{exps}/regressed", f"{exps}/regressed-copy"}
+    pair = next(p for p in ranking["pairwise"] if {p["first"], p["second"]} == labels)["tasks"]["ifeval"]
+    assert pair["delta"] == 0.0 and pair["documents"] == 10
+    assert pair["significant"] is False and pair["verdict"].startswith("not significantly different")
+    original = next(p for p in ranking["pairwise"] if {p["first"], p["second"]} == {f"{exps}/unchanged",
+                                                                                    f"{exps}/regressed"})
+    assert original["tasks"]["ifeval"]["delta"] != 0.0  # the two genuinely different fine-tunes do differ
+    assert "ranking of 3 experiments" in out
+
+
+def test_real_history_lists_every_session(experiments_session: tuple[Path, str], capsys: pytest.CaptureFixture[str],
+                                         tmp_path: Path, demo_data: Path) -> None:
+    exps, _ = experiments_session
+    # A second session on one experiment (its answers come from the response cache): history shows both.
+    again = _real_session(exps.parent, exps / "regressed", demo_data)
+    assert "fine-tuned: evaluating" in again and "base: scores from cache" in again, again
+    rows = history_rows(summary_files([exps]))
+    sessions = {name: [r for r in rows if r.experiment == f"{exps}/{name}"]
+                for name in ("regressed", "unchanged", "regressed-copy")}
+    assert [len(found) for found in sessions.values()] == [2, 1, 1]
+    assert sessions["regressed"][0].timestamp < sessions["regressed"][1].timestamp
+    assert main(["history", str(exps), "--format", "csv", "--plot", str(tmp_path / "history.png")]) == 0
+    table = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert len(table) == 4
+    for row in table:
+        own = read_json(Path(row["file"]))
+        assert float(row["fine_tuned"]) == own["comparison"]["ifeval"]["finetuned_accuracy"]
+    assert (tmp_path / "history.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# --------------------------------------------------------------------------- merged weights and GGUF together
+@pytest.mark.timeout(900)
+def test_both_backends_measure_the_quantization_cost_on_a_real_server(
+    pytester: pytest.Pytester, llama_server: LlamaServer, base_model: Path, demo_data: Path,
+) -> None:
+    """The fine-tune as merged weights (hf) and as its GGUF served by llama.cpp, in one session, one base run."""
+    model = pytester.path / "outputs" / "smollm2-ft"
+    # The merged export is the HF conversion of the very GGUF the server serves (dequantized): what differs
+    # between the two runs is the quantization and the engine, nothing else.
+    shutil.copytree(base_model, model / "merged_16bit", copy_function=os.link)
+    (model / "gguf").mkdir()
+    (model / "gguf" / llama_server.gguf.name).symlink_to(llama_server.gguf)
+    write_lora_facts(model, base_model, 1e-4)
+    result = pytester.runpytest_subprocess(
+        "--bench-model", "outputs/smollm2-ft", "--bench-backend", "hf,openai", "--bench-base-url", llama_server.url,
+        "--bench-server-model", llama_server.model, "--bench-suite", "test", "--bench-data-dir", str(demo_data),
+        # Only no_regression gates, allowing any drop: the numbers are the point here, not a verdict.
+        "--bench-target-tasks=", "--bench-max-drop", "100", *FAST_ARGS, "-rA",
+        "--bench-cache-dir", str(pytester.path / "cache"), timeout=800,
+    )
+    out = result.stdout.str()
+    result.assert_outcomes(passed=2)
+    assert out.count("base: evaluating") == 1, out
+    merged = read_json(model / "benchmarks" / "hf" / "benchmark.json")
+    served = read_json(model / "benchmarks" / "openai" / "benchmark.json")
+    assert merged["backends"] == {"base": "hf", "fine-tuned": "hf"}
+    assert served["backends"] == {"base": "hf", "fine-tuned": "openai"}
+    assert served["fine_tuned_model"]["lm_eval_model"] == "local-chat-completions"
+    ranking = read_json(pytester.path / "outputs" / "benchmarks-summary.json")
+    [cost] = ranking["quantization_cost"]
+    pair = cost["tasks"]["ifeval"]
+    assert (cost["reference"], cost["export"]) == ("outputs/smollm2-ft@hf", "outputs/smollm2-ft@openai")
+    assert pair["first"] == merged["comparison"]["ifeval"]["finetuned_accuracy"]
+    assert pair["second"] == served["comparison"]["ifeval"]["finetuned_accuracy"]
+    assert pair["documents"] == 5 and pair["p_value"] is not None
+    result.stdout.fnmatch_lines(["*Quantization cost*", "*quantization cost, Instruction-Following (IFEval): "
+                                 "outputs/smollm2-ft@openai vs outputs/smollm2-ft@hf: Δ*"])
