@@ -343,3 +343,30 @@ def test_both_backends_measure_the_quantization_cost_on_a_real_server(
     assert pair["documents"] == 5 and pair["p_value"] is not None
     result.stdout.fnmatch_lines(["*Quantization cost*", "*quantization cost, Instruction-Following (IFEval): "
                                  "outputs/smollm2-ft@openai vs outputs/smollm2-ft@hf: Δ*"])
+
+
+@pytest.mark.slow  # starts lm-eval children (a fake model) in two xdist workers
+def test_experiments_under_xdist_equal_one_process(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`-n 2`: each experiment's gates run on one worker, the controller alone writes; the same files as `-n 0`."""
+    outputs, _ = make_experiments(pytester.path, ("exp-a", "exp-b"))
+    use_fake_lm(monkeypatch)
+    args = [a for a in bench_args(outputs, pytester.path / "unused") if not a.startswith("--bench-output")]
+    results = {}
+    for workers in ("0", "2"):
+        result = pytester.runpytest_subprocess(*args, "-n", workers, "--dist", "loadgroup", "--bench-min-gain=0")
+        result.assert_outcomes(passed=4)
+        results[workers] = {name: read_json(outputs / name / "benchmarks" / "benchmark.json")
+                            for name in ("exp-a", "exp-b")}
+        results[workers]["ranking"] = read_json(outputs / "benchmarks-summary.json")
+        if workers == "2":
+            result.stdout.fnmatch_lines(["*from xdist workers*", "*ranking of 2 experiments*"])
+
+    def comparable(summary: dict[str, Any]) -> dict[str, Any]:
+        return {key: summary.get(key) for key in ("label", "status", "gates", "scores", "headlines", "training")}
+
+    for name in ("exp-a", "exp-b"):
+        assert comparable(results["2"][name]) == comparable(results["0"][name])
+        deltas = {workers: results[workers][name]["comparison"]["ifeval"]["delta"] for workers in ("0", "2")}
+        assert deltas["2"] == deltas["0"]
+    assert results["2"]["ranking"]["ranking"] == results["0"]["ranking"]["ranking"]
+    assert not list(pytester.path.rglob(".benchmark*.tmp"))

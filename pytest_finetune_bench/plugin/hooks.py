@@ -205,7 +205,10 @@ def _write_ranking(config: pytest.Config, experiments: Experiments) -> None:
     if len(summaries) < 2:
         return
     try:
-        config.stash[ranking_key] = write_ranking(experiments.ranking_dir(), summaries)
+        path, _ = config.stash[ranking_key] = write_ranking(experiments.ranking_dir(), summaries)
+        copy = config.stash[output_choices_key].json_copy
+        if copy is not None:
+            atomic_write_text(copy, path.read_text(encoding="utf-8"))
     except Exception as exc:  # noqa: BLE001 - every experiment's own benchmark.json is on disk already
         _warn(config, f"pytest-finetune-bench: could not write the ranking: {exc}")
 
@@ -229,7 +232,8 @@ def _write_outputs(config: pytest.Config, bench: BenchSession, written: Path) ->
     step_summary = step_summary_file()
     if step_summary is not None:
         outputs.append((f"the job summary {step_summary}", lambda: append_step_summary(step_summary, summary)))
-    if choices.json_copy is not None:
+    several = config.stash[experiments_key].several
+    if choices.json_copy is not None and not several:  # with several, it receives the ranking (_write_ranking)
         copy = choices.json_copy
         outputs.append((f"--bench-json {copy}", lambda: atomic_write_text(copy, written.read_text(encoding="utf-8"))))
     for what, write in outputs:
@@ -249,8 +253,9 @@ def _write_cards(config: pytest.Config, bench: BenchSession, summary: dict[str, 
     root = bench.plan.location.root
     if root is None:
         raise BenchError("a Hub model has no local folder to hold README files; --bench-readme needs a local model")
-    if summary.get("status") != "complete":
-        _warn(config, "pytest-finetune-bench: README files not updated: this session did not complete")
+    if summary.get("status") != "complete" or not bench.plan.compares:
+        why = "this session did not complete" if bench.plan.compares else "there is no comparison to show"
+        _warn(config, f"pytest-finetune-bench: README files not updated: {why}")
         return
     for readme in write_cards(root, summary):
         bench.say(f"[bench] results section: {readme}")
