@@ -18,7 +18,7 @@ from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.cli import main
 from pytest_finetune_bench.plan.models import expand_models
 from pytest_finetune_bench.report.history import history_rows, summary_files
-from pytest_finetune_bench.report.ranking import _pairs_to_compare, _reversed, build_ranking, differing_facts
+from pytest_finetune_bench.report.ranking import build_ranking, differing_facts, pairs_to_compare, reversed_pair
 from tests.conftest import FAST_ARGS, read_json
 from tests.fake_sessions import bench_args, use_fake_lm
 from tests.llama_server import LlamaServer
@@ -132,13 +132,13 @@ def _experiment(label: str, passed: int, value: float, **training: str) -> dict[
 
 
 def test_pairs_are_all_pairs_for_few_experiments_and_neighbours_for_many() -> None:
-    assert _pairs_to_compare(["a", "b", "c"]) == [("b", "a"), ("c", "a"), ("c", "b")]
+    assert pairs_to_compare(["a", "b", "c"]) == [("b", "a"), ("c", "a"), ("c", "b")]
     many = [str(i) for i in range(20)]
-    assert _pairs_to_compare(many) == [(many[i + 1], many[i]) for i in range(19)]
+    assert pairs_to_compare(many) == [(many[i + 1], many[i]) for i in range(19)]
 
 
 def test_a_pair_read_the_other_way_round_flips_its_difference_and_interval() -> None:
-    flipped = _reversed({"first": "a", "second": "b", "delta": 0.1, "ci_low": -0.05, "ci_high": 0.25})
+    flipped = reversed_pair({"first": "a", "second": "b", "delta": 0.1, "ci_low": -0.05, "ci_high": 0.25})
     assert flipped == {"first": "b", "second": "a", "delta": -0.1, "ci_low": -0.25, "ci_high": 0.05}
 
 

@@ -33,7 +33,7 @@ def build_ranking(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     tasks = list(dict.fromkeys(task for e in experiments for task in e["scores"]))
     by_label = {e["label"]: summary for e, summary in zip(experiments, summaries, strict=True)}
     pairs = [{"first": a, "second": b, "tasks": pairwise(by_label[a], by_label[b])}
-             for a, b in _pairs_to_compare([e["label"] for e in ranked])]
+             for a, b in pairs_to_compare([e["label"] for e in ranked])]
     return {
         "schema_version": SCHEMA_VERSION,
         "status": "complete" if all(e["status"] == "complete" for e in experiments) else "incomplete",
@@ -108,7 +108,7 @@ def differing_facts(experiments: Sequence[Mapping[str, Any]]) -> list[str]:
     return [label for label in labels if len({str(e["training"].get(label)) for e in experiments}) > 1]
 
 
-def _pairs_to_compare(ranked: list[str]) -> list[tuple[str, str]]:
+def pairs_to_compare(ranked: list[str]) -> list[tuple[str, str]]:
     """Every pair of experiments (lower-ranked first), or neighbours in the ranking when there are many."""
     if len(ranked) <= MAX_ALL_PAIRS:
         return [(ranked[j], ranked[i]) for i in range(len(ranked)) for j in range(i + 1, len(ranked))]
@@ -125,12 +125,13 @@ def _best_vs_runner_up(task: str, experiments: Sequence[dict[str, Any]],
         if {pair["first"], pair["second"]} == {best, runner_up} and task in pair["tasks"]:
             found = dict(pair["tasks"][task])
             if pair["second"] != best:  # stored the other way round: turn it to best minus runner-up
-                found.update(_reversed(found))
+                found.update(reversed_pair(found))
             return {"best": best, "runner_up": runner_up, **found}
     return {"best": best, "runner_up": runner_up, "note": "not compared pairwise (too many experiments)"}
 
 
-def _reversed(pair: Mapping[str, Any]) -> dict[str, Any]:
+def reversed_pair(pair: Mapping[str, Any]) -> dict[str, Any]:
+    """The same comparison read the other way round: first and second swapped, Δ and its interval negated."""
     flip = {"first": pair.get("second"), "second": pair.get("first")}
     for key, other in (("delta", None), ("ci_low", "ci_high"), ("ci_high", "ci_low")):
         value = pair.get(other or key)
