@@ -73,6 +73,12 @@ class BenchOptions:
     refresh_base: bool = False
     compare_to: Path | None = None
     timeout_s: float | None = None  # --bench-timeout: limit of each model run; None: unlimited
+    # Spreading the models over GPUs (plan/parallel.py checks them against the backends).
+    tensor_parallel: int = 1
+    data_parallel: int = 1
+    gpu_memory_utilization: float | None = None
+    max_model_len: int | None = None
+    parallelize: bool = False
 
     @property
     def task_list(self) -> tuple[str, ...]:
@@ -195,4 +201,23 @@ def parse_device(text: str) -> str:
     value = text.strip().lower()
     if not DEVICES_PATTERN.match(value):
         raise BenchError(f"{text!r} is not a device: use auto, cpu, mps, cuda or cuda:N")
+    return value
+
+
+def parse_count(text: str) -> int:
+    """A positive whole number (GPUs, copies, tokens)."""
+    value = str(text).strip()
+    if not value.isdigit() or int(value) < 1:
+        raise BenchError(f"{text!r} is not a positive whole number")
+    return int(value)
+
+
+def parse_fraction(text: str) -> float:
+    """A share of something, above 0 and at most 1: "0.8"."""
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise BenchError(f"{text!r} is not a fraction: use a number above 0 and at most 1, e.g. 0.8") from None
+    if not 0 < value <= 1:
+        raise BenchError(f"{text!r} is not a fraction: use a number above 0 and at most 1, e.g. 0.8")
     return value

@@ -49,9 +49,13 @@ MARKER_HELP = (
 )
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
     """Register the --bench-* options and their bench_* ini twins."""
     register(parser)
+    # Issue 15: xdist workers pinned to their own GPUs (a plugin of its own: its configure runs first).
+    from pytest_finetune_bench.plugin import xdist_gpus
+
+    pluginmanager.register(xdist_gpus, "finetune-bench-xdist-gpus")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -113,10 +114,14 @@ def reproduce(plan: Plan, executor: Executor) -> dict[str, Any]:
 
 
 def _finished_request(executor: Executor, role: str) -> RunRequest:
-    """The request whose run produced `role`'s scores: its batch size may be smaller than the one asked for."""
+    """The request whose run produced `role`'s scores: its batch size (and vLLM's memory share) may be smaller."""
     request = executor.requests[role]
     record = executor.runs.get(role)
-    finished = record.extra.get("batch_size") if record is not None else None
+    extra = record.extra if record is not None else {}
+    if extra.get("gpu_memory_utilization") is not None:
+        settings = dataclasses.replace(request.settings, gpu_memory_utilization=extra["gpu_memory_utilization"])
+        request = dataclasses.replace(request, settings=settings)
+    finished = extra.get("batch_size")
     return with_batch_size(request, str(finished)) if finished else request
 
 

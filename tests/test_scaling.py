@@ -1,0 +1,245 @@
+"""Scaling out (issue 15): the vLLM backend, hf over several GPUs, xdist workers pinned to their GPUs.
+
+The model arguments are checked against lm-eval's own constructors (their signatures, read from the
+installed lm-eval), not against strings written here: a renamed or dropped parameter fails these tests.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_finetune_bench import BenchError
+from pytest_finetune_bench.backends import backend_names, format_model_args, get_backend
+from pytest_finetune_bench.backends import vllm as vllm_backend
+from pytest_finetune_bench.plan.choices import BenchOptions
+from pytest_finetune_bench.plan.gpus import worker_devices, worker_number
+from pytest_finetune_bench.plan.parallel import ENGINE_FLAGS, parallel_settings
+from pytest_finetune_bench.plan.settings import EvalSettings, Side, lm_eval_arguments
+from pytest_finetune_bench.run.engine import RunRequest
+from pytest_finetune_bench.run.recovery import VLLM_MEMORY_FLOOR, failure_message, lower_gpu_memory
+from tests.test_errors import RUN, usage_error
+
+ALL_SET = EvalSettings(tasks=("ifeval",), device="cuda", dtype="bfloat16", tensor_parallel=2, data_parallel=2,
+                       gpu_memory_utilization=0.8, max_model_len=4096, parallelize=True, seeds=(0, 1, 7, 3))
+
+
+def full_model_args(backend: str, settings: EvalSettings = ALL_SET) -> dict[str, Any]:
+    """What lm-eval's constructor of `backend`'s model type receives, parsed by lm-eval's own parser."""
+    from lm_eval.utils import simple_parse_args_string
+
+    chosen = get_backend(backend)
+    side = Side(role="base", model="/models/m", backend=backend, lm_eval_model=chosen.lm_eval_model,
+                model_args=format_model_args(chosen.model_args("/models/m", settings)), fingerprint=None)
+    parsed: dict[str, Any] = simple_parse_args_string(lm_eval_arguments(settings, side)["model_args"])
+    return parsed
+
+
+def vllm_constructor() -> tuple[dict[str, str | None], bool]:
+    """({parameter: annotation} of lm-eval's VLLM.__init__, whether it takes **kwargs), read from its source.
+
+    The module imports vllm at its top, so without vLLM it cannot be imported: its source is parsed instead.
+    """
+    spec = find_spec("lm_eval.models.vllm_causallms")
+    assert spec is not None and spec.origin is not None
+    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "VLLM")
+    init = next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__")
+    params = {a.arg: ast.unparse(a.annotation) if a.annotation else None for a in init.args.args[1:]}
+    return params, init.args.kwarg is not None
+
+
+# Passed through VLLM(**kwargs) into vllm.LLM / EngineArgs, where vLLM defines them.
+VLLM_ENGINE_KWARGS = {"gpu_memory_utilization"}
+ANNOTATION_TYPES = {"int": int, "int | None": int, "float": float, "float | None": float, "str": str,
+                    "str | None": str, "bool": bool}
+
+
+def test_vllm_model_args_are_parameters_of_lm_evals_vllm_constructor() -> None:
+    params, takes_kwargs = vllm_constructor()
+    args = full_model_args("vllm")
+    assert set(args) - set(params) == VLLM_ENGINE_KWARGS and takes_kwargs
+    for name, value in args.items():
+        annotation = params.get(name)
+        if annotation in ANNOTATION_TYPES:
+            assert isinstance(value, ANNOTATION_TYPES[annotation]), (name, value, annotation)
+    assert args["tensor_parallel_size"] == 2 and args["data_parallel_size"] == 2
+    assert args["max_model_len"] == 4096 and args["gpu_memory_utilization"] == 0.8
+    assert args["dtype"] == "bfloat16" and args["seed"] == 7  # the settings' torch seed
+    # The child also gives the constructor lm-eval's batch arguments (run/child.build_lm).
+    assert {"batch_size", "max_batch_size"} <= set(params)
+
+
+def test_hf_parallelize_is_a_parameter_of_lm_evals_hflm_constructor() -> None:
+    from lm_eval.models.huggingface import HFLM
+
+    params = inspect.signature(HFLM.__init__).parameters
+    args = full_model_args("hf")
+    assert set(args) <= set(params)
+    assert args["parallelize"] is True and params["parallelize"].default is False
+    assert "parallelize" not in full_model_args("hf", dataclasses.replace(ALL_SET, parallelize=False))
+
+
+def test_vllm_shares_the_hf_contract_and_the_defaults_reach_vllm() -> None:
+    """The same weights argument, dtype and revision pinning as hf; the engine's defaults are written out."""
+    settings = EvalSettings(tasks=("ifeval",), device="cuda", dtype="float16")
+    hf, vllm = full_model_args("hf", settings), full_model_args("vllm", settings)
+    assert {k: vllm[k] for k in hf} == hf
+    assert vllm == {**hf, "tensor_parallel_size": 1, "data_parallel_size": 1, "seed": 1234}
+    assert "vllm" in backend_names()
+
+
+def test_vllm_backend_is_refused_in_one_line_without_vllm_or_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    if find_spec("vllm") is None:
+        missing = r"needs vLLM, which is not installed: run `pip install 'lm-eval\[vllm\]'`"
+        with pytest.raises(BenchError, match=missing):
+            vllm_backend.require_vllm()
+    monkeypatch.setattr(vllm_backend, "find_spec", lambda name: object())
+    monkeypatch.setattr(vllm_backend, "visible_gpus", lambda: 0)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(BenchError, match=r"needs a CUDA GPU and none is visible \(CUDA_VISIBLE_DEVICES=''\)"):
+        vllm_backend.require_vllm()
+
+
+def test_vllm_backend_without_vllm_stops_the_session_before_any_run(pytester: pytest.Pytester) -> None:
+    if find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed here")
+    pytester.mkdir("model")
+    (pytester.path / "model" / "config.json").write_text("{}")
+    usage_error(pytester.runpytest_subprocess("--bench-model=model", "--bench-base=model", "--bench-backend=vllm",
+                                              *RUN),
+                "the vllm backend needs vLLM, which is not installed: run `pip install 'lm-eval[[]vllm]'` *")
+
+
+def test_gpu_counts_are_checked_against_the_visible_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    vllm_backend.check_gpu_count(2, 1, 4)
+    with pytest.raises(BenchError, match="needs 6 GPUs and 4 are visible"):
+        vllm_backend.check_gpu_count(3, 2, 4)
+    monkeypatch.setattr(vllm_backend, "find_spec", lambda name: object())  # as if Ray were installed
+    vllm_backend.check_gpu_count(2, 2, 4)
+    monkeypatch.setattr(vllm_backend, "find_spec", lambda name: None if name == "ray" else object())
+    with pytest.raises(BenchError, match="through Ray, which is not installed: run `pip install ray`"):
+        vllm_backend.check_gpu_count(1, 2, 4)
+
+
+@pytest.mark.parametrize("flag", list(ENGINE_FLAGS))
+def test_an_engine_flag_without_its_engine_is_refused(flag: str) -> None:
+    field, _, engine = ENGINE_FLAGS[flag]
+    value = {"tensor_parallel": 2, "data_parallel": 2, "gpu_memory_utilization": 0.5, "max_model_len": 512,
+             "parallelize": True}[field]
+    options = BenchOptions(model="m", **{field: value})
+    other = "vllm" if engine == "hf" else "hf"
+    with pytest.raises(BenchError, match=f"^{flag} applies to the {engine} backend only: add --bench-backend "
+                                         f"{engine}, or drop {flag}$"):
+        parallel_settings(options, [get_backend(other)], "cuda")
+
+
+def test_parallelize_needs_a_cuda_device() -> None:
+    with pytest.raises(BenchError, match="--bench-parallelize spreads a model over GPUs and the device is cpu"):
+        parallel_settings(BenchOptions(model="m", parallelize=True), [get_backend("hf")], "cpu")
+    assert parallel_settings(BenchOptions(model="m", parallelize=True), [get_backend("hf")], "cuda")["parallelize"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--bench-tensor-parallel", "0"], "--bench-tensor-parallel: '0' is not a positive whole number"),
+        (["--bench-data-parallel", "two"], "--bench-data-parallel: 'two' is not a positive whole number"),
+        (["--bench-gpu-memory-utilization", "90"], "--bench-gpu-memory-utilization: '90' is not a fraction: *"),
+        (["--bench-max-model-len", "-1"], "--bench-max-model-len: '-1' is not a positive whole number"),
+    ],
+)
+def test_bad_engine_values_name_their_flag(pytester: pytest.Pytester, args: list[str], message: str) -> None:
+    pytester.mkdir("model")
+    (pytester.path / "model" / "config.json").write_text("{}")
+    usage_error(pytester.runpytest("--bench-model", "model", "--bench-base", "model", *args), message)
+
+
+def test_bad_ini_engine_value_names_the_ini_key(pytester: pytest.Pytester) -> None:
+    pytester.mkdir("model")
+    (pytester.path / "model" / "config.json").write_text("{}")
+    pytester.makeini("[pytest]\nbench_model = model\nbench_base = model\nbench_gpu_memory_utilization = 0\n")
+    usage_error(pytester.runpytest(), "ini option bench_gpu_memory_utilization: '0' is not a fraction: *")
+
+
+def vllm_request(settings: EvalSettings, lm_eval_model: str = "vllm") -> RunRequest:
+    side = Side(role="base", model="/m", backend=lm_eval_model, lm_eval_model=lm_eval_model, model_args="pretrained=/m",
+                fingerprint=None)
+    return RunRequest(side, settings, Path("r"), Path("log"))
+
+
+def test_out_of_memory_on_vllm_lowers_the_memory_share_to_a_floor_and_never_the_context() -> None:
+    request = vllm_request(EvalSettings(tasks=("ifeval",), max_model_len=4096))
+    shares = []
+    while (lowered := lower_gpu_memory(request)) is not None:
+        request = lowered
+        shares.append(request.settings.gpu_memory_utilization)
+        assert request.settings.max_model_len == 4096
+    assert shares == [0.8, 0.7, 0.6, 0.5] and shares[-1] == VLLM_MEMORY_FLOOR
+    assert "gpu_memory_utilization=0.5" in request.cli_command()  # the retry's setting reaches lm-eval
+    assert lower_gpu_memory(vllm_request(EvalSettings(tasks=("ifeval",)), "hf")) is None
+
+
+def test_out_of_memory_on_vllm_names_the_vllm_remedies() -> None:
+    from pytest_finetune_bench.run.engine import RunFailed
+
+    message = failure_message(vllm_request(EvalSettings(tasks=("ifeval",), batch_size="1")),
+                              RunFailed("oom", "CUDA out of memory", Path("log")))
+    assert message.startswith("base run ran out of GPU memory even at batch size 1: use a shorter "
+                              "--bench-max-model-len, more GPUs per copy (--bench-tensor-parallel)")
+
+
+@pytest.mark.parametrize(
+    ("devices", "workers", "per_worker", "expected"),
+    [
+        (4, 2, None, [("0", "1"), ("2", "3")]),
+        (4, 4, None, [("0",), ("1",), ("2",), ("3",)]),
+        (8, 2, 2, [("0", "1"), ("2", "3")]),  # two GPUs each; the rest stay free
+        (5, 2, None, [("0", "1"), ("2", "3")]),
+        (2, 4, None, [("0",), ("1",), ("0",), ("1",)]),  # more workers than GPUs: they take turns
+        (4, 3, 2, [("0", "1"), ("2", "3"), ("0", "1")]),
+        (1, 1, None, [("0",)]),
+    ],
+)
+def test_each_worker_gets_its_own_gpus(devices: int, workers: int, per_worker: int | None,
+                                       expected: list[tuple[str, ...]]) -> None:
+    visible = [str(i) for i in range(devices)]
+    assert [worker_devices(w, workers, visible, per_worker) for w in range(workers)] == expected
+
+
+def test_worker_gpus_keep_the_names_cuda_visible_devices_gives_them() -> None:
+    uuids = ["GPU-aa", "GPU-bb", "GPU-cc", "GPU-dd"]
+    assert worker_devices(1, 2, uuids) == ("GPU-cc", "GPU-dd")
+    assert worker_devices(0, 2, []) is None  # CPU: nothing to pin
+    with pytest.raises(BenchError, match="--bench-gpus-per-worker 3: only 2 GPUs are visible"):
+        worker_devices(0, 2, ["0", "1"], 3)
+    with pytest.raises(BenchError, match="--bench-gpus-per-worker 1: no CUDA GPU is visible"):
+        worker_devices(0, 2, [], 1)
+    assert worker_number("gw11") == 11
+
+
+@pytest.mark.slow  # three pytest processes, each loading lm-eval's task index (~25 s on 2 cores)
+def test_xdist_workers_see_only_their_own_gpus(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The controller deals CUDA_VISIBLE_DEVICES out; each worker (and so each lm-eval child) sees its own."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+    pytester.mkdir("model")
+    (pytester.path / "model" / "config.json").write_text("{}")
+    pytester.makepyfile(
+        "import os, pytest\n"
+        "@pytest.mark.parametrize('n', range(8))\n"
+        "def test_devices(n, worker_id):\n"
+        "    print('DEVICES', worker_id, os.environ['CUDA_VISIBLE_DEVICES'])\n"
+    )
+    result = pytester.runpytest_subprocess(
+        "-n", "2", "-rA", "-k", "test_devices", "--bench-model=model", "--bench-base=model",
+        "--bench-gpus-per-worker=2", "-p", "no:cacheprovider",
+    )
+    result.assert_outcomes(passed=8)
+    seen = {tuple(line.split()[1:3]) for line in result.stdout.lines if line.startswith("DEVICES")}
+    assert seen == {("gw0", "0,1"), ("gw1", "2,3")}, result.stdout.str()
