@@ -9,6 +9,8 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import json
+import os
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,8 @@ from pytest_finetune_bench.plan.parallel import ENGINE_FLAGS, parallel_settings
 from pytest_finetune_bench.plan.settings import EvalSettings, Side, lm_eval_arguments
 from pytest_finetune_bench.run.engine import RunRequest
 from pytest_finetune_bench.run.recovery import VLLM_MEMORY_FLOOR, failure_message, lower_gpu_memory
+from tests.conftest import FAST_ARGS
+from tests.fake_sessions import REPO_ROOT
 from tests.test_errors import RUN, usage_error
 
 ALL_SET = EvalSettings(tasks=("ifeval",), device="cuda", dtype="bfloat16", tensor_parallel=2, data_parallel=2,
@@ -243,3 +247,68 @@ def test_xdist_workers_see_only_their_own_gpus(pytester: pytest.Pytester, monkey
     result.assert_outcomes(passed=8)
     seen = {tuple(line.split()[1:3]) for line in result.stdout.lines if line.startswith("DEVICES")}
     assert seen == {("gw0", "0,1"), ("gw1", "2,3")}, result.stdout.str()
+
+
+FAKE_VLLM = Path(__file__).resolve().parent / "fake_vllm"
+
+
+def vllm_engine_calls(record: Path) -> list[dict[str, Any]]:
+    """The arguments of each vllm.LLM(...) the fake engine was made with, oldest first."""
+    return [json.loads(p.read_text())["kwargs"] for p in sorted(record.glob("*.json"))]
+
+
+def test_vllm_session_reaches_the_engine_through_lm_evals_vllm_model_type(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, unchanged_outputs: Path, demo_data: Path
+) -> None:
+    """A real session with `--bench-backend vllm`: lm-eval's own `vllm` model type (its constructor,
+    SmolLM2's tokenizer and chat template, truncation, IFEval scoring) over a stand-in for vLLM's engine
+    (tests/fake_vllm), which runs out of memory above 0.75 of the GPU: the flags reach vllm.LLM, the
+    memory share is lowered before the batch size, and what finished is what the reproduce command says.
+    """
+    record = pytester.path / "engine-calls"
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(FAKE_VLLM), str(REPO_ROOT),
+                                                                    os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("FAKE_VLLM_RECORD", str(record))
+    monkeypatch.setenv("FAKE_VLLM_MAX_MEMORY", "0.75")
+    # The plugin's GPU count (a CPU machine has none); everything else is the real vllm backend.
+    pytester.makeconftest("import pytest_finetune_bench.backends.vllm as v\nv.visible_gpus = lambda: 2\n")
+    out = pytester.path / "out"
+    session = (
+        f"--bench-model={unchanged_outputs}", f"--bench-data-dir={demo_data}", f"--bench-output={out}",
+        f"--bench-cache-dir={pytester.path / 'base-cache'}", "--bench-suite=test", "--bench-limit=5",
+        "--bench-min-gain=0", "--bench-backend=vllm", "--bench-tensor-parallel=2", "--bench-max-model-len=1024",
+        "--bench-device=cpu", *FAST_ARGS,
+    )
+    result = pytester.runpytest_subprocess(*session)
+    result.assert_outcomes(passed=2)
+    for role in ("base", "fine-tuned"):
+        result.stdout.fnmatch_lines([
+            f"[[]bench[]] {role}: out of GPU memory with vLLM: retrying with gpu_memory_utilization 0.8",
+            f"[[]bench[]] {role}: out of GPU memory with vLLM: retrying with gpu_memory_utilization 0.7",
+            # Each response is stored as it comes under its request's key (lm-eval's vllm model keys it
+            # otherwise, see run/child.ProgressTracker.request_args), so it counts for its task.
+            f"[[]bench[]] {role}: ifeval 5/5 samples (100%)*",
+        ])
+    calls = vllm_engine_calls(record)
+    assert [c.get("gpu_memory_utilization") for c in calls] == [None, 0.8, 0.7] * 2
+    assert {(c["tensor_parallel_size"], c["max_model_len"], c["seed"], c["dtype"]) for c in calls} == {
+        (2, 1024, 1234, "float32")}
+    assert [Path(c["model"]).name for c in calls[::3]] == [Path(str(base_model_of(unchanged_outputs))).name,
+                                                          "merged_16bit"]
+    summary = json.loads((out / "benchmark.json").read_text())
+    assert summary["status"] == "complete" and summary["comparison"]["ifeval"]["delta"] == 0.0
+    for side in ("base_model", "fine_tuned_model"):
+        assert summary[side]["lm_eval_model"] == "vllm"
+        assert summary[side]["samples"] == {"ifeval": {"done": 5, "total": 5}}
+    for command in summary["reproduce"]["commands"].values():
+        assert "--model vllm" in command and "tensor_parallel_size=2" in command
+        assert "max_model_len=1024" in command and "gpu_memory_utilization=0.7" in command
+    # The next session answers the fine-tuned model from the response cache: nothing is generated again.
+    monkeypatch.setenv("FAKE_VLLM_MAX_MEMORY", "1")
+    again = pytester.runpytest_subprocess(*session)
+    again.assert_outcomes(passed=2)
+    again.stdout.fnmatch_lines(["[[]bench[]] fine-tuned: done in * (0 responses generated)"])
+
+
+def base_model_of(outputs: Path) -> str:
+    return str(json.loads((outputs / "lora" / "adapter_config.json").read_text())["base_model_name_or_path"])
