@@ -123,10 +123,14 @@ def test_vllm_backend_without_vllm_stops_the_session_before_any_run(pytester: py
 
 def test_gpu_counts_are_checked_against_the_visible_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
     vllm_backend.check_gpu_count(2, 1, 4)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
     with pytest.raises(BenchError, match="needs 6 GPUs and 4 are visible"):
         vllm_backend.check_gpu_count(3, 2, 4)
     monkeypatch.setattr(vllm_backend, "find_spec", lambda name: object())  # as if Ray were installed
     vllm_backend.check_gpu_count(2, 2, 4)
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")  # a cluster: its GPUs are on other machines too
+    vllm_backend.check_gpu_count(16, 1, 8)
+    monkeypatch.delenv("RAY_ADDRESS")
     monkeypatch.setattr(vllm_backend, "find_spec", lambda name: None if name == "ray" else object())
     with pytest.raises(BenchError, match="through Ray, which is not installed: run `pip install ray`"):
         vllm_backend.check_gpu_count(1, 2, 4)

@@ -19,6 +19,7 @@ from pytest_finetune_bench.backends.hf import HFBackend
 
 VLLM_INSTALL = "pip install 'lm-eval[vllm]'"
 RAY_INSTALL = "pip install ray"
+RAY_ADDRESS = "RAY_ADDRESS"  # a Ray cluster vLLM joins (several machines)
 
 
 class VLLMBackend(HFBackend):
@@ -50,11 +51,16 @@ def visible_gpus() -> int:
 
 
 def check_gpu_count(tensor_parallel: int, data_parallel: int, num_gpus: int) -> None:
-    """vLLM needs tensor_parallel × data_parallel GPUs, and Ray for more than one copy."""
+    """vLLM needs tensor_parallel × data_parallel GPUs, and Ray for more than one copy.
+
+    With RAY_ADDRESS set, vLLM runs on that Ray cluster, whose GPUs may be on other machines: this
+    machine's count says nothing then, and vLLM reports a cluster too small for the model itself.
+    """
     wanted = tensor_parallel * data_parallel
-    if wanted > num_gpus:
+    if wanted > num_gpus and not os.environ.get(RAY_ADDRESS):
         raise BenchError(f"--bench-tensor-parallel {tensor_parallel} × --bench-data-parallel {data_parallel} needs "
-                         f"{wanted} GPUs and {num_gpus} are visible: lower them, or set CUDA_VISIBLE_DEVICES")
+                         f"{wanted} GPUs and {num_gpus} are visible: lower them, or set CUDA_VISIBLE_DEVICES "
+                         f"(or {RAY_ADDRESS} for a Ray cluster of several machines)")
     if data_parallel > 1 and find_spec("ray") is None:
         raise BenchError(f"--bench-data-parallel {data_parallel} runs vLLM copies through Ray, which is not "
                          f"installed: run `{RAY_INSTALL}`")
