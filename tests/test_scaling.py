@@ -11,6 +11,7 @@ import dataclasses
 import inspect
 import json
 import os
+import re
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from pytest_finetune_bench.plan.settings import EvalSettings, Side, lm_eval_argu
 from pytest_finetune_bench.run.engine import RunRequest
 from pytest_finetune_bench.run.recovery import VLLM_MEMORY_FLOOR, failure_message, lower_gpu_memory
 from tests.conftest import FAST_ARGS
-from tests.fake_sessions import REPO_ROOT
+from tests.fake_sessions import REPO_ROOT, bench_args, make_fake_model, use_fake_lm
 from tests.test_errors import RUN, usage_error
 
 ALL_SET = EvalSettings(tasks=("ifeval",), device="cuda", dtype="bfloat16", tensor_parallel=2, data_parallel=2,
@@ -316,3 +317,41 @@ def test_vllm_session_reaches_the_engine_through_lm_evals_vllm_model_type(
 
 def base_model_of(outputs: Path) -> str:
     return str(json.loads((outputs / "lora" / "adapter_config.json").read_text())["base_model_name_or_path"])
+
+
+_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}[:-]\d{2}[:-]\d{2}(\.\d+)?([+-]\d{2}:\d{2})?")
+
+
+def comparable(summary: Any, session_root: Path) -> Any:
+    """A benchmark.json with its session folder and its timestamps taken out."""
+    if isinstance(summary, dict):
+        return {k: comparable(v, session_root) for k, v in summary.items()}
+    if isinstance(summary, list):
+        return [comparable(v, session_root) for v in summary]
+    if isinstance(summary, str):
+        return _TIME.sub("TIME", summary.replace(str(session_root), "SESSION"))
+    return summary
+
+
+@pytest.mark.slow  # starts lm-eval children (a fake model) or a server
+def test_two_xdist_workers_give_the_same_benchmark_as_none_and_run_each_model_once(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """-n 2 over two tasks equals -n 0 (timestamps and folders aside), each model run in one child process."""
+    model = make_fake_model(pytester.path)
+    summaries = {}
+    for workers in ("0", "2"):
+        session_root = pytester.path / f"session-n{workers}"
+        pids = session_root / "children"
+        # The fine-tuned model answers in capitals: IFEval verdicts flip both ways (paired statistics, flips).
+        use_fake_lm(monkeypatch, f"pid_dir={pids},shout_for=merged_16bit")
+        result = pytester.runpytest_subprocess(
+            "-n", workers, *bench_args(model, session_root / "out", "--bench-tasks=ifeval,gsm8k",
+                                       "--bench-min-gain=-100", "--bench-max-drop=100"))
+        result.assert_outcomes(passed=3)
+        children = sorted(p.read_text() for p in pids.glob("*.pid"))
+        assert children == sorted([str(model.parent / "model-base"), str(model / "merged_16bit")]), children
+        summary = json.loads((session_root / "out" / "benchmark.json").read_text())
+        summaries[workers] = comparable(summary, session_root)
+    assert summaries["0"]["comparison"]["ifeval"]["flips"]["improved"] > 0
+    assert summaries["2"] == summaries["0"]
