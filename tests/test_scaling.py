@@ -315,6 +315,28 @@ def test_vllm_session_reaches_the_engine_through_lm_evals_vllm_model_type(
     again.stdout.fnmatch_lines(["[[]bench[]] fine-tuned: done in * (0 responses generated)"])
 
 
+@pytest.mark.slow  # starts lm-eval children (a fake model) or a server
+def test_a_vllm_run_that_dies_is_scored_from_the_responses_it_produced(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, unchanged_outputs: Path, demo_data: Path
+) -> None:
+    """The responses lm-eval's vllm model produced before its engine died are found by the partial scoring."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(FAKE_VLLM), str(REPO_ROOT),
+                                                                    os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("FAKE_VLLM_CRASH", "merged_16bit:2")  # the fine-tuned engine, after 2 of 5 batches of 1
+    pytester.makeconftest("import pytest_finetune_bench.backends.vllm as v\nv.visible_gpus = lambda: 1\n")
+    out = pytester.path / "out"
+    result = pytester.runpytest_subprocess(
+        f"--bench-model={unchanged_outputs}", f"--bench-data-dir={demo_data}", f"--bench-output={out}",
+        f"--bench-cache-dir={pytester.path / 'base-cache'}", "--bench-suite=test", "--bench-limit=5",
+        "--bench-min-gain=0", "--bench-backend=vllm", "--bench-device=cpu", "--bench-gen-kwargs=max_gen_toks=32",
+        "--bench-batch-size=1", "-p", "no:cacheprovider",
+    )
+    result.stdout.fnmatch_lines(["[[]bench[]] fine-tuned: fine-tuned run crashed (*): scored 2 of 5 samples "
+                                 "(partial); re-run to resume"])
+    summary = json.loads((out / "benchmark.json").read_text())
+    assert summary["fine_tuned_model"]["samples"] == {"ifeval": {"done": 2, "total": 5}}
+
+
 def base_model_of(outputs: Path) -> str:
     return str(json.loads((outputs / "lora" / "adapter_config.json").read_text())["base_model_name_or_path"])
 
