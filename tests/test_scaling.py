@@ -305,6 +305,7 @@ def test_vllm_session_reaches_the_engine_through_lm_evals_vllm_model_type(
     for side in ("base_model", "fine_tuned_model"):
         assert summary[side]["lm_eval_model"] == "vllm"
         assert summary[side]["samples"] == {"ifeval": {"done": 5, "total": 5}}
+    assert all("tensor_parallel_size=2" in args for args in summary["reproduce"]["model_args"].values())
     for command in summary["reproduce"]["commands"].values():
         assert "--model vllm" in command and "tensor_parallel_size=2" in command
         assert "max_model_len=1024" in command and "gpu_memory_utilization=0.7" in command

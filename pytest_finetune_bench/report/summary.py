@@ -9,7 +9,7 @@ from typing import Any
 from pytest_finetune_bench import __version__
 from pytest_finetune_bench.compare.scores import TaskComparison
 from pytest_finetune_bench.plan import ROLES, Plan
-from pytest_finetune_bench.plan.settings import SEED_NAMES
+from pytest_finetune_bench.plan.settings import SEED_NAMES, lm_eval_arguments
 from pytest_finetune_bench.run.engine import RunRecord, RunRequest
 from pytest_finetune_bench.run.executor import Executor
 from pytest_finetune_bench.run.recovery import with_batch_size
@@ -107,7 +107,8 @@ def reproduce(plan: Plan, executor: Executor) -> dict[str, Any]:
         "tasks": list(s.tasks),
         "data_dir": str(plan.options.data_dir.resolve()) if plan.options.data_dir else None,
         "data_files": list(s.data_files),
-        "model_args": {role: plan.side(role).model_args for role in ROLES},
+        # As lm-eval is given them: the backend's, then the engines' GPU settings (as asked for).
+        "model_args": {role: lm_eval_arguments(s, plan.side(role))["model_args"] for role in ROLES},
         "identity": {role: plan.identity(role) for role in ROLES},
         "commands": {role: _finished_request(executor, role).cli_command() for role in executor.requests},
     }
