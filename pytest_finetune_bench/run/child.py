@@ -65,9 +65,10 @@ class ProgressTracker:
         """The args of the request a response answers, as lm-eval's response cache looks them up.
 
         lm-eval 0.4.13's vllm model hands its cache hook (context, gen_kwargs completed with `until`
-        and `max_gen_toks`) instead of the request's own (context, gen_kwargs): stored under that key,
-        no response would ever be found again (no resume, nothing for partial scoring). The request
-        with the same context, when there is exactly one, is the one answered.
+        and `max_gen_toks`) instead of the request's own (context, gen_kwargs). Only a finished run
+        stores its responses again under the right key, so the responses of a run that stopped part-way
+        would never be found (nothing to score, nothing to resume from). The request with the same
+        context, when there is exactly one, is the one answered.
         """
         from lm_eval.api.model import hash_args
 
