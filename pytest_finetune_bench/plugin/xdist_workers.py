@@ -43,8 +43,8 @@ def pytest_configure_node(node: Any) -> None:
     if options is None:
         return
     node.workerinput[WORKER_LOADGROUP_KEY] = config.option.dist == "loadgroup"
-    if options.device in ("cpu", "mps"):
-        return
+    if options.device in ("cpu", "mps") or options.device.startswith("cuda:"):
+        return  # no GPU, or one the user named by its index, which a pinned worker would number differently
     try:
         devices = worker_devices(worker_number(node.gateway.id), int(node.workerinput["workercount"]),
                                  visible_devices(), gpus_per_worker(config))
