@@ -45,6 +45,11 @@ SETTING_CHANGES: dict[str, Any] = {
     "data_files": ("b" * 64,),
     "lm_eval_version": "0.4.14",
     "include_path": "/elsewhere/offline-tasks",
+    "tensor_parallel": 2,
+    "data_parallel": 2,
+    "gpu_memory_utilization": 0.7,
+    "max_model_len": 2048,
+    "parallelize": True,
 }
 SIDE_CHANGES: dict[str, Any] = {
     "model": "/models/other",
@@ -65,15 +70,27 @@ OUTSIDE_IDENTITY = {"role", "source", "child_imports", "include_path", "model"}
 PINS = {"task_versions", "data_files", "lm_eval_version", "fingerprint", "backend", "dtype"}
 
 
+# The engines' GPU settings reach only the model type they belong to: they are walked on a side of that type.
+VLLM_SIDE = dataclasses.replace(SIDE, backend="vllm", lm_eval_model="vllm")
+ENGINE_SIDES = {"tensor_parallel": VLLM_SIDE, "data_parallel": VLLM_SIDE, "gpu_memory_utilization": VLLM_SIDE,
+                "max_model_len": VLLM_SIDE}
+
+
+def baseline(field: str) -> tuple[EvalSettings, Side]:
+    """The settings and side a field is changed from."""
+    return SETTINGS, ENGINE_SIDES.get(field, SIDE)
+
+
 def test_the_tables_cover_every_field() -> None:
     assert set(SETTING_CHANGES) == {f.name for f in dataclasses.fields(EvalSettings)}
     assert set(SIDE_CHANGES) == {f.name for f in dataclasses.fields(Side)}
 
 
 def changed(field: str) -> tuple[EvalSettings, Side]:
+    settings, side = baseline(field)
     if field in SETTING_CHANGES:
-        return dataclasses.replace(SETTINGS, **{field: SETTING_CHANGES[field]}), SIDE
-    return SETTINGS, dataclasses.replace(SIDE, **{field: SIDE_CHANGES[field]})
+        return dataclasses.replace(settings, **{field: SETTING_CHANGES[field]}), side
+    return settings, dataclasses.replace(side, **{field: SIDE_CHANGES[field]})
 
 
 def responses_dir(settings: EvalSettings, side: Side, tmp_path: Path) -> Path | None:
@@ -91,9 +108,10 @@ SELECTOR = child_partial.CompleteOnly
 @pytest.mark.parametrize("field", ALL_FIELDS)
 def test_a_field_changes_both_cache_keys_exactly_when_it_is_in_the_identity(field: str, tmp_path: Path) -> None:
     settings, side = changed(field)
+    settings0, side0 = baseline(field)
     cache = BaseCache(tmp_path)
-    same_base_key = cache.entry_dir(identity(settings, side)) == cache.entry_dir(identity(SETTINGS, SIDE))
-    same_responses = responses_dir(settings, side, tmp_path) == responses_dir(SETTINGS, SIDE, tmp_path)
+    same_base_key = cache.entry_dir(identity(settings, side)) == cache.entry_dir(identity(settings0, side0))
+    same_responses = responses_dir(settings, side, tmp_path) == responses_dir(settings0, side0, tmp_path)
     if field in OUTSIDE_IDENTITY:
         assert same_base_key and same_responses
     else:
@@ -103,9 +121,10 @@ def test_a_field_changes_both_cache_keys_exactly_when_it_is_in_the_identity(fiel
 @pytest.mark.parametrize("field", ALL_FIELDS)
 def test_an_lm_eval_argument_is_in_the_reproduce_command(field: str) -> None:
     settings, side = changed(field)
-    before = RunRequest(SIDE, SETTINGS, Path("r"), Path("l")).cli_command()
+    settings0, side0 = baseline(field)
+    before = RunRequest(side0, settings0, Path("r"), Path("l")).cli_command()
     after = RunRequest(side, settings, Path("r"), Path("l")).cli_command()
-    given_to_lm_eval = lm_eval_arguments(settings, side) != lm_eval_arguments(SETTINGS, SIDE)
+    given_to_lm_eval = lm_eval_arguments(settings, side) != lm_eval_arguments(settings0, side0)
     assert (before != after) == given_to_lm_eval
     assert given_to_lm_eval == (field not in PINS and field not in {"role", "source", "child_imports", "model"})
 
@@ -115,9 +134,10 @@ def test_an_lm_eval_argument_reaches_lm_eval_in_a_run_and_in_partial_scoring(
     field: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings, side = changed(field)
-    run_before, partial_before = what_lm_eval_receives(SETTINGS, SIDE, monkeypatch)
+    settings0, side0 = baseline(field)
+    run_before, partial_before = what_lm_eval_receives(settings0, side0, monkeypatch)
     run_after, partial_after = what_lm_eval_receives(settings, side, monkeypatch)
-    reaches = lm_eval_arguments(settings, side) != lm_eval_arguments(SETTINGS, SIDE)
+    reaches = lm_eval_arguments(settings, side) != lm_eval_arguments(settings0, side0)
     assert (run_before != run_after) == reaches
     assert (partial_before != partial_after) == reaches
     assert run_before == partial_before  # one source for both paths (partial replaces only the limit)
@@ -177,4 +197,8 @@ def test_compare_to_compares_everything_but_the_model() -> None:
     assert settings_differences(reference, other_model) == []
     other_limit = identity(dataclasses.replace(SETTINGS, limit=10), SIDE)
     assert settings_differences(reference, other_limit) == ["limit: 5 → 10"]
+    # The engines' settings are in model_args, and compared all the same.
+    shorter = settings_differences(identity(SETTINGS, VLLM_SIDE),
+                                   identity(dataclasses.replace(SETTINGS, max_model_len=1024), VLLM_SIDE))
+    assert len(shorter) == 1 and shorter[0].startswith("engine_args: ") and "max_model_len" in shorter[0]
     assert set(settings_part(reference)) == set(reference) - {"model", "model_args", "backend", "model_fingerprint"}

@@ -49,6 +49,12 @@ def _hf(base_url: str | None, num_concurrent: int) -> Backend:
     return HFBackend()
 
 
+def _vllm(base_url: str | None, num_concurrent: int) -> Backend:
+    from pytest_finetune_bench.backends.vllm import VLLMBackend
+
+    return VLLMBackend()
+
+
 def _ollama(base_url: str | None, num_concurrent: int) -> Backend:
     from pytest_finetune_bench.backends.ollama import OllamaBackend
 
@@ -64,7 +70,7 @@ def _openai(base_url: str | None, num_concurrent: int) -> Backend:
 
 
 # name -> factory(base_url, num_concurrent); register_backend adds one (a custom lm-eval model type).
-_FACTORIES: dict[str, BackendFactory] = {"hf": _hf, "ollama": _ollama, "openai": _openai}
+_FACTORIES: dict[str, BackendFactory] = {"hf": _hf, "vllm": _vllm, "ollama": _ollama, "openai": _openai}
 
 
 def register_backend(name: str, factory: BackendFactory) -> None:

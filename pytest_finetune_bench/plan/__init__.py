@@ -87,7 +87,7 @@ class Plan:
         for role in self.roles:
             side = self.side(role)
             yield f"{role}: {side.model} via {side.backend} ({side.lm_eval_model}); named by {side.source}"
-            yield f"  model args: {side.model_args}"
+            yield f"  model args: {lm_eval_arguments(self.settings, side)['model_args']}"
             yield f"  content: {side.fingerprint or 'unknown (nothing is cached for it)'}"
             yield f"  cache key: {self.key(role)[:16]}"
         yield f"tasks: {', '.join(self.tasks)}"

@@ -74,6 +74,12 @@ class BenchOptions:
     refresh_base: bool = False
     compare_to: Path | None = None
     timeout_s: float | None = None  # --bench-timeout: limit of each model run; None: unlimited
+    # Spreading the models over GPUs (plan/parallel.py checks them against the backends).
+    tensor_parallel: int = 1
+    data_parallel: int = 1
+    gpu_memory_utilization: float | None = None
+    max_model_len: int | None = None
+    parallelize: bool = False
     models: tuple[str, ...] = ()  # every --bench-model value: paths, globs, folders of experiments
     backends: tuple[str, ...] = ()  # --bench-backend hf,ollama: the fine-tune through each (several: no auto)
     only_base: bool = False  # --bench-only-base: evaluate (and cache) the base model alone
@@ -222,3 +228,22 @@ def parse_backends(value: str, known: tuple[str, ...]) -> tuple[str, ...]:
     for name in names:
         parse_choice(name, ("auto", *known) if len(names) == 1 else known, "backend")
     return names
+
+
+def parse_count(text: str) -> int:
+    """A positive whole number (GPUs, copies, tokens)."""
+    value = str(text).strip()
+    if not value.isdigit() or int(value) < 1:
+        raise BenchError(f"{text!r} is not a positive whole number")
+    return int(value)
+
+
+def parse_fraction(text: str) -> float:
+    """A share of something, above 0 and at most 1: "0.8"."""
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise BenchError(f"{text!r} is not a fraction: use a number above 0 and at most 1, e.g. 0.8") from None
+    if not 0 < value <= 1:
+        raise BenchError(f"{text!r} is not a fraction: use a number above 0 and at most 1, e.g. 0.8")
+    return value

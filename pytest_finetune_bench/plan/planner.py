@@ -19,6 +19,7 @@ from pytest_finetune_bench.plan import Plan
 from pytest_finetune_bench.plan.choices import BenchOptions
 from pytest_finetune_bench.plan.metrics import choose_headlines
 from pytest_finetune_bench.plan.models import ModelLocation, detect_base, expand_models, locate_model, resolve_base
+from pytest_finetune_bench.plan.parallel import parallel_settings
 from pytest_finetune_bench.plan.settings import (
     EvalSettings,
     Side,
@@ -107,6 +108,7 @@ def make_plan(options: BenchOptions, cwd: Path, say: Say, catalog: TaskCatalog |
         data_files=data_files,
         lm_eval_version=lm_eval_version(),
         include_path=str(include_path) if include_path else None,
+        **parallel_settings(options, (base_backend, backend), device),
     )
     return Plan(
         options=options,

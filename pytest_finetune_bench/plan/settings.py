@@ -42,6 +42,12 @@ class EvalSettings:
     data_files: tuple[str, ...] = ()  # sha256 of each offline data file: moving the folder keeps the identity
     lm_eval_version: str = ""
     include_path: str | None = None  # offline overlay of task configs (where lm-eval finds the tasks)
+    # How the engine spreads a model over GPUs (see engine_model_args): the same for both models.
+    tensor_parallel: int = 1  # vllm: GPUs one model copy is split over
+    data_parallel: int = 1  # vllm: model copies, each on its own GPUs
+    gpu_memory_utilization: float | None = None  # vllm: share of each GPU it may take (None: vLLM's 0.9)
+    max_model_len: int | None = None  # vllm: context length (None: the model's); longer prompts are truncated
+    parallelize: bool = False  # hf: one model copy spread over every visible GPU (device_map="auto")
 
     @property
     def fewshot_as_multiturn(self) -> bool:
@@ -63,11 +69,34 @@ class Side:
     child_imports: tuple[str, ...] = field(default=(), compare=False)  # modules registering lm_eval_model
 
 
+def engine_model_args(settings: EvalSettings, lm_eval_model: str) -> dict[str, str]:
+    """The model arguments that spread `lm_eval_model` over GPUs, by the names its lm-eval constructor takes.
+
+    They live in the shared settings, not in a backend, so that the out-of-memory retries (which lower
+    them) and both sides always agree; tests/test_scaling.py checks the names against lm-eval's constructors.
+    """
+    args: dict[str, str] = {}
+    if lm_eval_model == "vllm":
+        args["tensor_parallel_size"] = str(settings.tensor_parallel)
+        args["data_parallel_size"] = str(settings.data_parallel)
+        if settings.gpu_memory_utilization is not None:
+            args["gpu_memory_utilization"] = f"{settings.gpu_memory_utilization:g}"
+        if settings.max_model_len is not None:
+            args["max_model_len"] = str(settings.max_model_len)
+        # vLLM samples with its own seed: the torch seed of the settings, as lm-eval's default does (1234).
+        args["seed"] = str(settings.seeds[2])
+    elif lm_eval_model == "hf" and settings.parallelize:
+        args["parallelize"] = "True"
+    return args
+
+
 def lm_eval_arguments(settings: EvalSettings, side: Side) -> dict[str, Any]:
     """What lm-eval is given for `side`: the same in a run, in partial scoring and in the reproduce command."""
+    engine = engine_model_args(settings, side.lm_eval_model)
+    model_args = ",".join([side.model_args, *(f"{k}={v}" for k, v in engine.items())]) if engine else side.model_args
     return {
         "model": side.lm_eval_model,
-        "model_args": side.model_args,
+        "model_args": model_args,
         "tasks": list(settings.tasks),
         "limit": settings.limit,
         "num_fewshot": settings.num_fewshot,
@@ -88,6 +117,7 @@ def identity(settings: EvalSettings, side: Side) -> dict[str, Any]:
     """
     arguments = lm_eval_arguments(settings, side)
     arguments.pop("include_path")
+    engine = engine_model_args(settings, side.lm_eval_model)
     return {
         **arguments,
         "backend": side.backend,
@@ -96,6 +126,10 @@ def identity(settings: EvalSettings, side: Side) -> dict[str, Any]:
         "task_versions": dict(settings.task_versions),
         "data_files": list(settings.data_files),
         "lm_eval_version": settings.lm_eval_version,
+        # Also inside model_args, which --bench-compare-to leaves out as the model's: a shorter context
+        # (vLLM's max_model_len) truncates prompts, so runs made with different engine settings differ.
+        # Absent when empty, so that the cache keys of runs without engine settings stay what they were.
+        **({"engine_args": engine} if engine else {}),
     }
 
 

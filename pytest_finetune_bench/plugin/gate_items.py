@@ -133,14 +133,14 @@ class BenchGates(pytest.Collector):
         one item that evaluates the side the session has."""
         if not self.bench.plan.compares:
             role = self.bench.plan.roles[0]
-            return [self._prepared(BenchRunItem.from_parent(self, name=self._name(f"{role}::evaluated"),
+            return [self._prepared(BenchRunItem.from_parent(self, name=f"{role}::evaluated",
                                                             bench=self.bench, role=role))]
         items: list[pytest.Item] = []
         for task in self.bench.plan.requested_tasks:
             gates = (["improves"] if self.bench.plan.options.min_gain_for(task) is not None else []) + ["no_regression"]
             for gate in gates:
                 items.append(self._prepared(BenchGateItem.from_parent(
-                    self, name=self._name(f"{task}::{gate}"), bench=self.bench, task=task, gate=gate)))
+                    self, name=f"{task}::{gate}", bench=self.bench, task=task, gate=gate)))
         return items
 
     def _prepared(self, item: pytest.Item) -> pytest.Item:
@@ -148,31 +148,18 @@ class BenchGates(pytest.Collector):
         self._add_timeout(item)
         return item
 
-    def _name(self, name: str) -> str:
-        """The item's name; under `--dist loadgroup`, with the experiment's group as xdist spells it.
-
-        pytest-xdist tells its scheduler a test's group by appending `@group` to the node id, which
-        no longer takes effect from pytest 9.2 (pytest-xdist issue #1386): the gates of one experiment
-        would run on several workers, each evaluating both models. Carrying the suffix in the name
-        keeps them on one worker whatever the versions.
-        """
-        if getattr(self.config.option, "loadgroup", False):
-            return f"{name}@{self._group}"
-        return name
-
     @property
     def _group(self) -> str:
-        # xdist reads the group after the last "@"; a label such as outputs/x@hf must not split.
+        # xdist reads a group after the last "@" of a node id; a label such as outputs/x@hf must not split.
         return self.name.replace("@", "+")
 
     def _add_xdist_group(self, item: pytest.Item) -> None:
-        """Keep the gates on one worker under `--dist loadgroup`.
+        """Keep an experiment's gates on one worker under `--dist loadgroup` (see plugin/xdist_workers.py).
 
         Only when pytest-xdist is active: it registers the marker, and without it `--strict-markers`
-        (which many projects use) rejects an unknown one. Not when the name carries the group already
-        (see `_name`), where the marker would append it a second time on older pytest releases.
+        (which many projects use) rejects an unknown one.
         """
-        if self.config.pluginmanager.hasplugin("xdist") and not getattr(self.config.option, "loadgroup", False):
+        if self.config.pluginmanager.hasplugin("xdist"):
             item.add_marker(pytest.mark.xdist_group(self._group))
 
     def _add_timeout(self, item: pytest.Item) -> None:

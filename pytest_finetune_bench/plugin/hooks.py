@@ -56,9 +56,13 @@ MARKER_HELP = (
 )
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
     """Register the --bench-* options and their bench_* ini twins."""
     register(parser)
+    # Issue 15: under xdist, the model runs on one worker, each worker on its own GPUs (plugin/xdist_workers.py).
+    from pytest_finetune_bench.plugin import xdist_workers
+
+    pluginmanager.register(xdist_workers, "finetune-bench-xdist-workers")
 
 
 def pytest_configure(config: pytest.Config) -> None:

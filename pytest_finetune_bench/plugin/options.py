@@ -22,8 +22,10 @@ from pytest_finetune_bench.plan.choices import (
     parse_bool,
     parse_choice,
     parse_confidence,
+    parse_count,
     parse_device,
     parse_duration,
+    parse_fraction,
     parse_gen_kwargs,
     parse_limit,
     parse_task_values,
@@ -81,10 +83,22 @@ OPTIONS: tuple[Option, ...] = (
     Option("data-dir", "read task data from local files in each dataset's own schema instead of the "
            "Hugging Face Hub (see docs/offline.md)", metavar="DIR"),
     Option("backend", "how lm-eval reaches the models: auto (hf for a merged model, else ollama for a GGUF "
-           "export), hf, ollama or openai (any OpenAI-compatible server); several, e.g. hf,ollama, benchmark the "
-           "fine-tune through each and report the quantization cost", "auto", metavar="NAME"),
-    Option("base-backend", "backend for the base model when it differs from --bench-backend: hf, ollama or openai "
-           "(default: the same)", metavar="NAME"),
+           "export), hf, vllm, ollama or openai (any OpenAI-compatible server); several, e.g. hf,ollama, benchmark "
+           "the fine-tune through each and report the quantization cost", "auto", metavar="NAME"),
+    Option("base-backend", "backend for the base model when it differs from --bench-backend: hf, vllm, ollama or "
+           "openai (default: the same)", metavar="NAME"),
+    Option("tensor-parallel", "vllm: GPUs each model copy is split over (vLLM tensor_parallel_size)", "1",
+           metavar="N"),
+    Option("data-parallel", "vllm: model copies run side by side, each on its own GPUs, through Ray (vLLM "
+           "data_parallel_size)", "1", metavar="N"),
+    Option("gpu-memory-utilization", "vllm: share of each GPU's memory vLLM may take, above 0 and at most 1 "
+           "(default: vLLM's 0.9; lowered on out-of-memory)", metavar="F"),
+    Option("max-model-len", "vllm: context length in tokens (default: the model's); longer prompts are truncated",
+           metavar="N"),
+    Option("parallelize", "hf: spread one copy of each model over every visible GPU, for a model that does not "
+           "fit on one (lm-eval parallelize=True)", switch=True),
+    Option("gpus-per-worker", "under pytest-xdist (-n N): GPUs given to each worker, which sees only its own "
+           "through CUDA_VISIBLE_DEVICES [default: all GPUs split evenly among the workers]", metavar="K"),
     Option("base-url", "address of the ollama/openai server, e.g. http://127.0.0.1:8080/v1 (ollama default: "
            f"http://localhost:11434); API keys are read from {API_KEY_ENV}, never from here", metavar="URL"),
     Option("server-model", "the fine-tuned model's name on the server (default: its folder name, lower-cased)",
@@ -180,12 +194,6 @@ def _int_or_none(value: str | None) -> int | None:
     return int(value)
 
 
-def _positive_int(value: str) -> int:
-    if not str(value).strip().isdigit() or int(value) < 1:
-        raise BenchError(f"{value!r} is not a positive whole number")
-    return int(value)
-
-
 @dataclass(frozen=True)
 class OutputChoices:
     """Extra outputs of a session; they decide nothing about the runs, so they are not part of the plan."""
@@ -201,6 +209,11 @@ def output_choices(config: pytest.Config) -> OutputChoices:
         readme=bool(reader.parse(_by_name("readme"), lambda v: parse_bool(v) if v else False)),
         json_copy=reader.parse(_by_name("json"), lambda v: Path(v).expanduser() if v else None),
     )
+
+
+def gpus_per_worker(config: pytest.Config) -> int | None:
+    """--bench-gpus-per-worker (or its ini twin); None: split the GPUs evenly among the xdist workers."""
+    return _Reader(config).parse(_by_name("gpus-per-worker"), lambda v: parse_count(v) if v else None)  # type: ignore[no-any-return]
 
 
 def show_plan_only(config: pytest.Config) -> bool:
@@ -246,8 +259,13 @@ def read_options(config: pytest.Config) -> BenchOptions | None:
         base_backend=get("base-backend", lambda v: parse_choice(v, backend_names(), "backend") if v else None),
         base_url=get("base-url", lambda v: check_base_url(v) if v else None),
         server_model=get("server-model", lambda v: v.strip() or None if v else None),
-        num_concurrent=get("num-concurrent", _positive_int),
+        num_concurrent=get("num-concurrent", parse_count),
         timeout_s=get("timeout", lambda v: parse_duration(v) if v else None),
+        tensor_parallel=get("tensor-parallel", parse_count),
+        data_parallel=get("data-parallel", parse_count),
+        gpu_memory_utilization=get("gpu-memory-utilization", lambda v: parse_fraction(v) if v else None),
+        max_model_len=get("max-model-len", lambda v: parse_count(v) if v else None),
+        parallelize=get("parallelize", lambda v: parse_bool(v) if v else False),
         min_gain=min_gain,
         min_gain_per_task=min_gain_per_task,
         max_drop=max_drop,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -9,7 +10,7 @@ from pytest_finetune_bench import __version__
 from pytest_finetune_bench.compare.scores import TaskComparison, metric_value, unit_of
 from pytest_finetune_bench.plan import ROLES, Plan
 from pytest_finetune_bench.plan.metrics import headlines_for_results
-from pytest_finetune_bench.plan.settings import SEED_NAMES
+from pytest_finetune_bench.plan.settings import SEED_NAMES, lm_eval_arguments
 from pytest_finetune_bench.report.facts import training_facts
 from pytest_finetune_bench.run.engine import RunRecord, RunRequest
 from pytest_finetune_bench.run.executor import Executor
@@ -134,7 +135,8 @@ def reproduce(plan: Plan, executor: Executor) -> dict[str, Any]:
         "tasks": list(s.tasks),
         "data_dir": str(plan.options.data_dir.resolve()) if plan.options.data_dir else None,
         "data_files": list(s.data_files),
-        "model_args": {role: plan.side(role).model_args for role in plan.roles},
+        # As lm-eval is given them: the backend's, then the engines' GPU settings (as asked for).
+        "model_args": {role: lm_eval_arguments(s, plan.side(role))["model_args"] for role in plan.roles},
         "identity": {role: plan.identity(role) for role in plan.roles},
         "commands": {role: _finished_request(executor, role).cli_command() for role in executor.requests},
     }
@@ -148,10 +150,14 @@ def _backends_text(plan: Plan) -> str:
 
 
 def _finished_request(executor: Executor, role: str) -> RunRequest:
-    """The request whose run produced `role`'s scores: its batch size may be smaller than the one asked for."""
+    """The request whose run produced `role`'s scores: its batch size (and vLLM's memory share) may be smaller."""
     request = executor.requests[role]
     record = executor.runs.get(role)
-    finished = record.extra.get("batch_size") if record is not None else None
+    extra = record.extra if record is not None else {}
+    if extra.get("gpu_memory_utilization") is not None:
+        settings = dataclasses.replace(request.settings, gpu_memory_utilization=extra["gpu_memory_utilization"])
+        request = dataclasses.replace(request, settings=settings)
+    finished = extra.get("batch_size")
     return with_batch_size(request, str(finished)) if finished else request
 
 

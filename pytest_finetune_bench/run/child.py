@@ -49,6 +49,7 @@ class ProgressTracker:
         self.total: Counter[str] = Counter()
         self.done: Counter[str] = Counter()
         self.generated = 0
+        self.generation_args: dict[str, list[Any]] = {}  # context -> the generate_until requests' args
 
     def expect(self, attr: str, requests: list[Any]) -> None:
         from lm_eval.api.model import hash_args
@@ -56,7 +57,25 @@ class ProgressTracker:
         for req in requests:
             self.task_of[hash_args(attr, req.args)] = req.task_name
             self.total[req.task_name] += 1
+            if attr == "generate_until":
+                self.generation_args.setdefault(req.args[0], []).append(req.args)
         self.events.send("requests", kind=attr, tasks=dict(Counter(r.task_name for r in requests)))
+
+    def request_args(self, attr: str, args: Any) -> Any:
+        """The args of the request a response answers, as lm-eval's response cache looks them up.
+
+        lm-eval 0.4.13's vllm model hands its cache hook (context, gen_kwargs completed with `until`
+        and `max_gen_toks`) instead of the request's own (context, gen_kwargs). Only a finished run
+        stores its responses again under the right key, so the responses of a run that stopped part-way
+        would never be found (nothing to score, nothing to resume from). The request with the same
+        context, when there is exactly one, is the one answered.
+        """
+        from lm_eval.api.model import hash_args
+
+        if attr != "generate_until" or hash_args(attr, args) in self.task_of:
+            return args
+        candidates = self.generation_args.get(args[0], [])
+        return candidates[0] if len(candidates) == 1 else args
 
     def produced(self, attr: str, args: Any) -> None:
         from lm_eval.api.model import hash_args
@@ -79,6 +98,7 @@ class _ChainedHook:
         self.tracker = tracker
 
     def add_partial(self, attr: str, req: Any, res: Any) -> None:
+        req = self.tracker.request_args(attr, req)
         self.inner.add_partial(attr, req, res)
         self.tracker.produced(attr, req)
 

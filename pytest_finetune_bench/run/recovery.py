@@ -1,7 +1,8 @@
 """A model run that survives its failures: time limit, out-of-memory retries, partial scores (no pytest here).
 
 - Time limit: the engine stops the child tree at the deadline (`--bench-timeout`).
-- Out of memory: the run is retried with the batch size halved, down to 1, then refused in one line.
+- Out of memory: the run is retried with the batch size halved, down to 1, then refused in one line;
+  on vLLM the share of GPU memory it reserves is lowered first (gpu_memory_utilization).
 - Timeout or crash: the responses produced so far are in lm-eval's response cache; a score-only
   child (see _partial.py) scores the documents they complete, and the record says `timeout` or
   `crashed` with done/total per task. The next session resumes from the same cache.
@@ -25,6 +26,14 @@ Say = Callable[[str], None]
 OOM_REMEDIES = (
     "use a smaller --bench-batch-size, the merged_4bit export, or the Ollama backend (--bench-backend ollama)"
 )
+VLLM_OOM_REMEDIES = (
+    "use a shorter --bench-max-model-len, more GPUs per copy (--bench-tensor-parallel), or a smaller "
+    "--bench-batch-size"
+)
+# vLLM reserves this share of each GPU when not told otherwise; the retries lower it down to the floor.
+VLLM_DEFAULT_MEMORY = 0.9
+VLLM_MEMORY_STEP = 0.1
+VLLM_MEMORY_FLOOR = 0.5
 # Failures after which the cached responses are worth scoring: the run stopped part-way through.
 _RECOVERABLE = {"timeout": "timeout", "crashed": "crashed", "terminated": "crashed", "error": "crashed"}
 # lm-eval extras that bring a module, for modules whose package name differs or lm-eval's metadata is unreadable.
@@ -64,6 +73,12 @@ def _attempts(
         try:
             record = run_lm_eval(request, on_event, deadline)
         except RunFailed as exc:
+            lowered = lower_gpu_memory(request) if exc.kind == "oom" else None
+            if lowered is not None:
+                say(f"[bench] {request.role}: out of GPU memory with vLLM: retrying with gpu_memory_utilization "
+                    f"{lowered.settings.gpu_memory_utilization:g}")
+                request = lowered
+                continue
             smaller = halve_batch_size(request.settings.batch_size) if exc.kind == "oom" else None
             if smaller is not None:
                 say(f"[bench] {request.role}: out of GPU memory at batch size {request.settings.batch_size}: "
@@ -75,7 +90,27 @@ def _attempts(
                 return _partial_or_raise(request, exc, status, on_event, say, timeout_s)
             raise BenchError(failure_message(request, exc)) from None
         record.extra["batch_size"] = request.settings.batch_size  # after any out-of-memory retries
+        if request.settings.gpu_memory_utilization is not None:
+            record.extra["gpu_memory_utilization"] = request.settings.gpu_memory_utilization
         return record
+
+
+def lower_gpu_memory(request: RunRequest) -> RunRequest | None:
+    """The vLLM run again with a smaller share of GPU memory reserved; None for other engines or at the floor.
+
+    vLLM reserves its share for weights and KV cache up front; what it runs out of is the memory left
+    outside that share (sampling, prompt log-likelihoods, other processes), which a lower share frees.
+    The context length is never lowered: truncating prompts would change the scores, and the two models
+    would no longer be measured alike.
+    """
+    if request.side.lm_eval_model != "vllm":
+        return None
+    current = request.settings.gpu_memory_utilization or VLLM_DEFAULT_MEMORY
+    lower = round(current - VLLM_MEMORY_STEP, 2)
+    if lower < VLLM_MEMORY_FLOOR:
+        return None
+    settings = dataclasses.replace(request.settings, gpu_memory_utilization=lower)
+    return dataclasses.replace(request, settings=settings)
 
 
 def halve_batch_size(batch_size: str) -> str | None:
@@ -152,8 +187,9 @@ def failure_message(request: RunRequest, exc: RunFailed) -> str:
     """One line for a run that failed and left nothing to score: what happened and what to do."""
     role, log = request.role, request.log_path
     if exc.kind == "oom":
+        remedies = VLLM_OOM_REMEDIES if request.side.lm_eval_model == "vllm" else OOM_REMEDIES
         return (f"{role} run ran out of GPU memory even at batch size {request.settings.batch_size}: "
-                f"{OOM_REMEDIES} (log: {log})")
+                f"{remedies} (log: {log})")
     if exc.kind == "data_unreachable":
         return (f"{role} run could not load benchmark data from the Hugging Face Hub ({exc}): on a machine "
                 "without the Hub, pass --bench-data-dir DIR with the datasets as local files (see docs/offline.md)")
