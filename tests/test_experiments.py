@@ -307,6 +307,26 @@ def test_real_history_lists_every_session(experiments_session: tuple[Path, str],
     assert (tmp_path / "history.png").read_bytes()[:4] == b"\x89PNG"
 
 
+
+def test_real_fine_tune_alone_scores_as_in_the_comparison(experiments_session: tuple[Path, str],
+                                                          demo_data: Path) -> None:
+    """--bench-base none on a real model: no base run, and the same score the compared session measured."""
+    exps, _ = experiments_session
+    compared = read_json(exps / "unchanged" / "benchmarks" / "benchmark.json")
+    output = exps.parent / "alone"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "--bench-model", str(exps / "unchanged"), "--bench-base", "none",
+         "--bench-output", str(output), "--bench-data-dir", str(demo_data), "--bench-suite", "test",
+         "--bench-limit", "10", *FAST_ARGS, "-rA"],
+        cwd=exps.parent, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "base: evaluating" not in proc.stdout and "PASSED finetune-bench::fine-tuned::evaluated" in proc.stdout
+    alone = read_json(output / "benchmark.json")
+    assert alone["evaluated"] == ["fine-tuned"] and alone["comparison"] == {}
+    assert alone["scores"]["fine-tuned"]["ifeval"] == compared["comparison"]["ifeval"]["finetuned_accuracy"]
+
+
 # --------------------------------------------------------------------------- merged weights and GGUF together
 @pytest.mark.timeout(900)
 def test_both_backends_measure_the_quantization_cost_on_a_real_server(
