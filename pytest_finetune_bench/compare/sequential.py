@@ -37,14 +37,18 @@ dimension so the simulation runs thousands of sequences at once.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
+from pytest_finetune_bench.compare.scores import TaskComparison
+
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
+EARLY_STOP = "early_stop"  # the run mode, and the key of its record in a comparison's extra
 IMPROVES = "improves"
 NO_REGRESSION = "no_regression"
 PASSED = "passed"
@@ -175,3 +179,28 @@ class GateRule:
 def gain_bounds(low: float, high: float, higher_is_better: bool) -> tuple[float, float]:
     """The gain's interval from Δ's: mirrored when lower is better."""
     return (low, high) if higher_is_better else (-high, -low)
+
+
+def early_stop_line(comp: TaskComparison) -> str | None:
+    """ "decided after N of M documents (error ≤ α)" for a task that stopped early, else None."""
+    record = comp.extra.get(EARLY_STOP)
+    if not record or not record.get("stopped_early"):
+        return None
+    return (f"decided after {record['evaluated']} of {record['documents']} documents "
+            f"(error ≤ {record['error_rate']:g})")
+
+
+def early_stop_lines(comparisons: Mapping[str, TaskComparison]) -> list[str]:
+    """The terminal summary's line per task that stopped early."""
+    lines = ((task, early_stop_line(comp)) for task, comp in comparisons.items())
+    return [f"early stop: {task} {line}" for task, line in lines if line is not None]
+
+
+def sequence_gain_interval(comp: TaskComparison) -> tuple[float, float] | None:
+    """The gain's interval (in the comparison's unit) from the sequence of a task that stopped early, else None."""
+    record = comp.extra.get(EARLY_STOP)
+    if not record or not record.get("stopped_early") or not record.get("chunks"):
+        return None
+    last = record["chunks"][-1]
+    low, high = gain_bounds(last["delta_low"], last["delta_high"], comp.higher_is_better)
+    return low * comp.scale, high * comp.scale

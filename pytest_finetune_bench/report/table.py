@@ -13,6 +13,7 @@ from pytest_finetune_bench.compare.scores import (
     TaskComparison,
     metric_value,
 )
+from pytest_finetune_bench.compare.sequential import early_stop_line
 from pytest_finetune_bench.compare.stats import INTERVAL_BOOTSTRAP, INTERVAL_TANGO
 
 NO_CHANGE = "→ No change"
@@ -73,12 +74,13 @@ def detail_tables(
 ) -> list[str]:
     """Every variant of the headline for the tasks that have them (DETAIL_METRICS: IFEval, GSM8K).
 
-    `base` and `finetuned` are lm-eval's full results dicts. The row that gates is marked.
+    `base` and `finetuned` are lm-eval's full results dicts. The row that gates is marked. A task
+    that stopped early has none: its base was scored on every document, its fine-tune on some.
     """
     return [
         _detail_table(task, comparisons[task].metric, base, finetuned)
         for task in DETAIL_METRICS
-        if task in comparisons
+        if task in comparisons and early_stop_line(comparisons[task]) is None
     ]
 
 
