@@ -196,11 +196,16 @@ def early_stop_lines(comparisons: Mapping[str, TaskComparison]) -> list[str]:
     return [f"early stop: {task} {line}" for task, line in lines if line is not None]
 
 
-def sequence_gain_interval(comp: TaskComparison) -> tuple[float, float] | None:
-    """The gain's interval (in the comparison's unit) from the sequence of a task that stopped early, else None."""
+def sequence_interval(comp: TaskComparison) -> tuple[float, float] | None:
+    """Δ's interval (in the comparison's unit) from the sequence of a task that stopped early, else None."""
     record = comp.extra.get(EARLY_STOP)
     if not record or not record.get("stopped_early") or not record.get("chunks"):
         return None
     last = record["chunks"][-1]
-    low, high = gain_bounds(last["delta_low"], last["delta_high"], comp.higher_is_better)
-    return low * comp.scale, high * comp.scale
+    return last["delta_low"] * comp.scale, last["delta_high"] * comp.scale
+
+
+def sequence_gain_interval(comp: TaskComparison) -> tuple[float, float] | None:
+    """The gain's interval (in the comparison's unit) from the sequence of a task that stopped early, else None."""
+    interval = sequence_interval(comp)
+    return None if interval is None else gain_bounds(*interval, comp.higher_is_better)
