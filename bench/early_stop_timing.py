@@ -1,6 +1,7 @@
 """Time to verdict with --bench-early-stop against the full run, side by side on this machine.
 
-    python bench/early_stop_timing.py [--model outputs/my-model] [--gen-kwargs max_gen_toks=24] [--report FILE]
+    python bench/early_stop_timing.py [--model outputs/my-model] [--gen-kwargs max_gen_toks=24] [--rounds 2]
+                                      [--report FILE]
 
 Both sessions benchmark the same fine-tune on the same IFEval-style prompts (tests/test_early_stop.py's,
 real IFEval instructions scored by lm-eval) with the base's scores from the same base cache (the
@@ -41,8 +42,8 @@ def session(model: Path, data: Path, work: Path, name: str, gen_kwargs: str, ear
                         lambda line: print(f"    {line}", flush=True))
 
 
-def measure(model: Path, data: Path, work: Path, gen_kwargs: str, early: bool) -> list[str]:
-    bench = session(model, data, work, "early" if early else "full", gen_kwargs, early)
+def measure(model: Path, data: Path, work: Path, gen_kwargs: str, early: bool, round_: int) -> list[str]:
+    bench = session(model, data, work, f"{'early' if early else 'full'}-{round_}", gen_kwargs, early)
     bench.run("base")
     start = time.perf_counter()
     finetuned = bench.run("fine-tuned")
@@ -57,7 +58,7 @@ def measure(model: Path, data: Path, work: Path, gen_kwargs: str, early: bool) -
     evaluated = record.get("evaluated", documents)
     verdict = (f"improves {'failed' if improves else 'passed'}, "
                f"no_regression {'failed' if no_regression else 'passed'}")
-    return [("--bench-early-stop" if early else "full run"), f"{evaluated} of {documents}",
+    return [str(round_), ("--bench-early-stop" if early else "full run"), f"{evaluated} of {documents}",
             str(finetuned.generated), f"{seconds:.0f} s", verdict]
 
 
@@ -66,18 +67,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, help="an outputs/<name> folder (default: the tests' regressed SmolLM2)")
     parser.add_argument("--gen-kwargs", default="max_gen_toks=24")
     parser.add_argument("--work", type=Path, help="where to put both sessions (default: a temporary folder)")
+    parser.add_argument("--rounds", type=int, default=2, help="pairs of sessions, the order alternating")
     parser.add_argument("--report", type=Path)
     args = parser.parse_args(argv)
     cache = test_cache_root()
-    model = args.model or perturbed_outputs(cache, "regressed-smollm2", smollm2_base(cache / "models"), scale=2.0)
+    model = args.model or perturbed_outputs(cache, "regressed-smollm2", smollm2_base(cache), scale=2.0)
     work = args.work or Path(tempfile.mkdtemp(prefix="early-stop-bench-"))
     data = work / "data"
     (data / TASK).mkdir(parents=True, exist_ok=True)
     (data / TASK / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in ifeval_style_rows()))
-    rows = [measure(model, data, work, args.gen_kwargs, early) for early in (False, True)]
+    # Alternating which goes first spreads a busy neighbour's effect over both.
+    rows = [measure(model, data, work, args.gen_kwargs, early, round_)
+            for round_ in range(1, args.rounds + 1) for early in ((False, True) if round_ % 2 else (True, False))]
     lines = [f"{model.name}, {len(ifeval_style_rows())} IFEval-style prompts, {args.gen_kwargs}, base from the cache",
-             "", "| run | documents evaluated | responses generated | fine-tuned run | verdict |",
-             "|---|---|---|---|---|", *("| " + " | ".join(row) + " |" for row in rows)]
+             "", "| round | run | documents evaluated | responses generated | fine-tuned run | verdict |",
+             "|---|---|---|---|---|---|", *("| " + " | ".join(row) + " |" for row in rows)]
     print("\n".join(lines))
     if args.report:
         args.report.write_text("\n".join(lines) + "\n")
