@@ -52,6 +52,16 @@ def test_the_order_is_seeded_and_covers_every_document_once() -> None:
     assert TaskMonitor("other", "m,f", True, base, [], 0.05, task_seed(1234, "other")).order != first.order
 
 
+def test_chunks_are_whole_batches() -> None:
+    base = {doc: 1.0 for doc in range(541)}
+    assert _monitor(base).chunk_size == 28  # a twentieth of the task
+    batched = TaskMonitor.from_spec("ifeval", {"metric": "m,f", "higher_is_better": True, "base": base,
+                                               "gates": []}, 0.05, 0, "8")
+    assert batched.chunk_size == 32
+    assert TaskMonitor.from_spec("ifeval", {"metric": "m,f", "higher_is_better": True, "base": base,
+                                            "gates": []}, 0.05, 0, "auto").chunk_size == 28
+
+
 def test_a_clear_regression_settles_both_gates_before_the_end() -> None:
     monitor = _monitor({doc: 1.0 for doc in range(200)})
     while monitor.open:

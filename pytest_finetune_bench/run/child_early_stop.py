@@ -48,7 +48,7 @@ def evaluate_early(spec: dict[str, Any], events: Events) -> tuple[dict[str, Any]
 
 def _monitor(task: str, entry: Mapping[str, Any], plan: Mapping[str, Any], loaded: Mapping[str, Any],
              args: Mapping[str, Any]) -> TaskMonitor:
-    monitor = TaskMonitor.from_spec(task, entry, float(plan["error_rate"]), int(plan["seed"]))
+    monitor = TaskMonitor.from_spec(task, entry, float(plan["error_rate"]), int(plan["seed"]), args["batch_size"])
     if task not in loaded:
         monitor.note = "lm-eval did not load it as a task of its own; it runs in full"
         return monitor

@@ -64,6 +64,7 @@ class TaskMonitor:
     rules: list[GateRule]
     alpha: float
     order_seed: int
+    batch_size: int = 1  # the run's batch size when it is a number: chunks are whole batches
     order: list[int] = field(init=False)
     sequence: FinitePopulationSequence = field(init=False)
     evaluated: list[int] = field(default_factory=list)
@@ -83,7 +84,9 @@ class TaskMonitor:
 
     @property
     def chunk_size(self) -> int:
-        return max(MIN_CHUNK, math.ceil(self.documents / LOOKS))
+        """About a LOOKS-th of the task, in whole batches: a chunk's last, partly filled batch costs a full one."""
+        wanted = max(MIN_CHUNK, math.ceil(self.documents / LOOKS))
+        return math.ceil(wanted / self.batch_size) * self.batch_size
 
     @property
     def settled(self) -> bool:
@@ -141,7 +144,8 @@ class TaskMonitor:
         }
 
     @classmethod
-    def from_spec(cls, task: str, entry: Mapping[str, Any], alpha: float, seed: int) -> TaskMonitor:
+    def from_spec(cls, task: str, entry: Mapping[str, Any], alpha: float, seed: int, batch_size: str) -> TaskMonitor:
+        """The monitor the parent's instructions describe; `batch_size` is lm-eval's (a number, or auto)."""
         return cls(
             task=task,
             metric=entry["metric"],
@@ -150,6 +154,7 @@ class TaskMonitor:
             rules=[GateRule(r["gate"], float(r["threshold"])) for r in entry["gates"]],
             alpha=alpha,
             order_seed=task_seed(seed, task),
+            batch_size=int(batch_size) if str(batch_size).isdigit() and int(batch_size) > 0 else 1,
         )
 
 
