@@ -29,6 +29,15 @@ import warnings
 from pytest_finetune_bench.compare.evidence import TaskAnalysis
 from pytest_finetune_bench.compare.flips import format_flips
 from pytest_finetune_bench.compare.scores import UNIT_POINTS, TaskComparison
+from pytest_finetune_bench.compare.sequential import (
+    FAILED,
+    IMPROVES,
+    NO_REGRESSION,
+    PASSED,
+    GateRule,
+    early_stop_line,
+    sequence_gain_interval,
+)
 from pytest_finetune_bench.compare.stats import PairedStats
 
 _EPS = 1e-9
@@ -45,6 +54,8 @@ def improves_failure(
     gain = comp.gain_shown
     if gain is None:
         return f"{comp.task}: no score to compare ({comp.describe()})"
+    if sequence_gain_interval(comp) is not None:
+        return _decided_early(comp, GateRule(IMPROVES, min_gain), analysis)
     stats = _stats(analysis, confidence)
     wanted = comp.amount_text(min_gain, signed=True)
     if stats is not None and confidence is not None:
@@ -67,6 +78,8 @@ def regression_failure(
     gain = comp.gain_shown
     if gain is None:
         return f"{comp.task}: no score to compare ({comp.describe()})"
+    if sequence_gain_interval(comp) is not None:
+        return _decided_early(comp, GateRule(NO_REGRESSION, max_drop), analysis)
     stats = _stats(analysis, confidence)
     allowed = comp.amount_text(max_drop)
     if stats is not None and confidence is not None:
@@ -81,6 +94,28 @@ def regression_failure(
         return None
     else:
         headline = f"{comp.task} regressed by more than {allowed}: {comp.describe()}{_evidence(stats, comp, analysis)}"
+    flips = format_flips(analysis.regressions) if analysis is not None else ""
+    return f"{headline}\n{flips}" if flips else headline
+
+
+def _decided_early(comp: TaskComparison, rule: GateRule, analysis: TaskAnalysis | None) -> str | None:
+    """A task that stopped early is judged on its confidence sequence, valid at the stop whatever the stopping.
+
+    `improves` passes only on an interval at or above the minimum gain; `no_regression` fails only on
+    one below minus the allowed drop: the rules of the statistical gates, at the sequence's error rate.
+    """
+    interval = sequence_gain_interval(comp)
+    assert interval is not None
+    low, high = interval
+    verdict = rule.verdict(low, high)
+    if (verdict == PASSED) if rule.gate == IMPROVES else (verdict != FAILED):
+        return None
+    unit = "pts" if comp.unit == UNIT_POINTS else comp.metric_name
+    how = f"{early_stop_line(comp)}, gain in [{low:+.2f}, {high:+.2f}] {unit}"
+    if rule.gate == IMPROVES:
+        wanted = comp.amount_text(rule.threshold, signed=True)
+        return f"{comp.task} did not improve by {wanted}: {comp.describe()}; {how}"
+    headline = f"{comp.task} regressed by more than {comp.amount_text(rule.threshold)}: {comp.describe()}; {how}"
     flips = format_flips(analysis.regressions) if analysis is not None else ""
     return f"{headline}\n{flips}" if flips else headline
 

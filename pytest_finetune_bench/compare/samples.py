@@ -114,7 +114,7 @@ def _sample_record(path: Path, lineno: int, record: dict[str, Any], metric: str)
         logged = record.get("metrics")
         have = ", ".join(str(m) for m in logged) if isinstance(logged, list) else "none listed"
         raise BenchError(f"{path} line {lineno} has no {metric!r} value (metrics: {have}): check the metric name")
-    value = _metric_value(record[metric])
+    value = document_value(record[metric])
     if value is None:
         raise CorpusLevelMetric(
             f"{path} line {lineno}: {metric!r} is {str(record[metric])[:60]!r}, not a per-document score "
@@ -129,7 +129,7 @@ def _sample_record(path: Path, lineno: int, record: dict[str, Any], metric: str)
     )
 
 
-def _metric_value(raw: Any) -> float | None:
+def document_value(raw: Any) -> float | None:
     """A per-document score as a float, or None when the logged value is not one.
 
     Lists of bools are IFEval's per-instruction results; a document scores the fraction it

@@ -109,3 +109,6 @@ class Plan:
             gates.append(f"no_regression beyond -{self.options.max_drop_for(task):g}")
             yield f"gates {task}: {', '.join(gates)}" + (
                 f" (at {self.options.confidence:.0%} confidence)" if self.options.confidence else "")
+        if self.options.early_stop:
+            yield (f"early stop: on, error ≤ {self.options.error_rate:g} (tasks with per-document scores in [0, 1], "
+                   "zero-shot)")

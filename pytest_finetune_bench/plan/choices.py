@@ -83,6 +83,8 @@ class BenchOptions:
     models: tuple[str, ...] = ()  # every --bench-model value: paths, globs, folders of experiments
     backends: tuple[str, ...] = ()  # --bench-backend hf,ollama: the fine-tune through each (several: no auto)
     only_base: bool = False  # --bench-only-base: evaluate (and cache) the base model alone
+    early_stop: bool = False  # --bench-early-stop: stop a task's fine-tuned run once its gates are settled
+    error_rate: float = 0.05  # --bench-error-rate: the chance that early stopping settles a gate wrongly
 
     @property
     def without_base(self) -> bool:
@@ -201,6 +203,17 @@ def parse_confidence(text: str) -> float:
     value = value / 100 if value > 1 else value
     if not 0.5 <= value < 1:
         raise BenchError(f"{text!r} is not a confidence level: use a value from 0.5 to 0.999, e.g. 0.95")
+    return value
+
+
+def parse_error_rate(text: str) -> float:
+    """The error rate of early stopping: a probability strictly between 0 and 1, e.g. 0.05."""
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise BenchError(f"{text!r} is not an error rate: use a probability such as 0.05") from None
+    if not 0.0 < value < 1.0:
+        raise BenchError(f"{text!r} is not an error rate: use a probability between 0 and 1 (exclusive), e.g. 0.05")
     return value
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from pytest_finetune_bench import BenchError
+from pytest_finetune_bench.compare.sequential import early_stop_lines
 from pytest_finetune_bench.plan.choices import SUITES
 from pytest_finetune_bench.plan.planner import make_plans
 from pytest_finetune_bench.plugin.gate_items import gate_items, gate_prefix, keep_gate_ids_readable
@@ -329,6 +330,7 @@ def _summary_lines(bench: BenchSession, summary_path: Path | None = None) -> Ite
     partial = incomplete_reason((base, finetuned))
     if partial:
         yield f"PARTIAL SCORES: {partial}"
+    yield from early_stop_lines(comparisons)
     for table in detail_tables(comparisons, base.results, finetuned.results):
         yield ""
         yield table

@@ -25,6 +25,7 @@ from pytest_finetune_bench.plan.choices import (
     parse_count,
     parse_device,
     parse_duration,
+    parse_error_rate,
     parse_fraction,
     parse_gen_kwargs,
     parse_limit,
@@ -118,6 +119,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("confidence", "make the gates statistical at this confidence level, e.g. 0.95: improves needs the "
            "paired confidence interval's lower bound above the min gain, no_regression fails only when its upper "
            "bound is below minus the max drop", metavar="LEVEL"),
+    Option("early-stop", "evaluate the fine-tuned model in a seeded random order, in chunks, and stop a task as "
+           "soon as an anytime-valid confidence sequence settles every gate on it (see docs/thresholds.md)",
+           switch=True),
+    Option("error-rate", "the chance that --bench-early-stop settles a gate wrongly", "0.05", metavar="ALPHA"),
     Option("cache-dir", "where base-model scores are cached across sessions and fine-tunes [default: "
            "~/.cache/pytest-finetune-bench]", metavar="DIR", env="PYTEST_FINETUNE_BENCH_CACHE"),
     Option("refresh-base", "recompute the base model's scores instead of using the cache", switch=True),
@@ -276,4 +281,6 @@ def read_options(config: pytest.Config) -> BenchOptions | None:
         cache_dir=get("cache-dir", lambda v: Path(v).expanduser() if v else None),
         refresh_base=get("refresh-base", lambda v: parse_bool(v) if v else False),
         compare_to=get("compare-to", lambda v: Path(v).expanduser() if v else None),
+        early_stop=get("early-stop", lambda v: parse_bool(v) if v else False),
+        error_rate=get("error-rate", parse_error_rate),
     )

@@ -13,6 +13,7 @@ from pytest_finetune_bench.compare.scores import (
     TaskComparison,
     metric_value,
 )
+from pytest_finetune_bench.compare.sequential import EARLY_STOP, early_stop_line, sequence_interval
 from pytest_finetune_bench.compare.stats import INTERVAL_BOOTSTRAP, INTERVAL_TANGO
 
 NO_CHANGE = "→ No change"
@@ -73,12 +74,13 @@ def detail_tables(
 ) -> list[str]:
     """Every variant of the headline for the tasks that have them (DETAIL_METRICS: IFEval, GSM8K).
 
-    `base` and `finetuned` are lm-eval's full results dicts. The row that gates is marked.
+    `base` and `finetuned` are lm-eval's full results dicts. The row that gates is marked. A task
+    that stopped early has none: its base was scored on every document, its fine-tune on some.
     """
     return [
         _detail_table(task, comparisons[task].metric, base, finetuned)
         for task in DETAIL_METRICS
-        if task in comparisons
+        if task in comparisons and early_stop_line(comparisons[task]) is None
     ]
 
 
@@ -118,6 +120,10 @@ def evidence_columns(comparisons: Mapping[str, TaskComparison], confidence: floa
             interval[task] = _interval_cell(stats, comp)
             methods[task] = _SHORT_METHODS.get(stats.get("interval") or "", stats.get("interval") or "")
             p_values[task] = _p(stats.get("p_value"))
+        sequence = sequence_interval(comp)
+        if sequence is not None:  # stopped early: the fixed-n interval would not hold; the sequence does
+            interval[task] = f"[{sequence[0]:+.1f}, {sequence[1]:+.1f}]"
+            methods[task] = f"sequence ({1 - comp.extra[EARLY_STOP]['error_rate']:.0%})"
         if flipped:
             flips[task] = f"{flipped['regressed']}↓ {flipped['improved']}↑ of {stats.get('n', '?')}"
     return {f"{confidence:.0%} CI (points)": interval, "CI method": methods, "p": p_values, "Flips": flips}
@@ -148,7 +154,7 @@ def comparisons_from_summary(summary: Mapping[str, Any]) -> dict[str, TaskCompar
     """TaskComparison objects back from benchmark.json's `comparison` (for xdist's controller)."""
     comparisons = {}
     for task, data in (summary.get("comparison") or {}).items():
-        extra = {k: data[k] for k in ("stats", "stats_note", "flips") if k in data}
+        extra = {k: data[k] for k in ("stats", "stats_note", "flips", EARLY_STOP) if k in data}
         comparisons[task] = TaskComparison(
             task, data.get("metric", "?"), data.get("base_accuracy"), data.get("finetuned_accuracy"), extra,
             higher_is_better=data.get("higher_is_better", True), unit=data.get("unit", UNIT_POINTS),

@@ -238,10 +238,8 @@ def model_params(model_args: str) -> int | None:
     return weights // (4 if stored == "float32" else 2)
 
 
-def evaluate(spec: dict[str, Any], events: Events) -> tuple[dict[str, Any], int]:
-    """Run lm-eval as the CLI would; returns its results and how many responses the model produced."""
-    import lm_eval
-
+def prepare(spec: dict[str, Any], events: Events) -> tuple[Any, Any, ProgressTracker]:
+    """What a run needs before it evaluates: the task manager with the tasks loaded, and the instrumented model."""
     args = spec["lm_eval"]
     manager = _loading_task_manager(args)
     load_tasks(args, manager, events)
@@ -249,13 +247,25 @@ def evaluate(spec: dict[str, Any], events: Events) -> tuple[dict[str, Any], int]
     lm = build_lm(args)
     tracker = ProgressTracker(events)
     _instrument(lm, tracker)
-    results = lm_eval.simple_evaluate(model=lm, task_manager=manager, **simple_evaluate_arguments(spec))
+    return manager, lm, tracker
+
+
+def as_the_cli_names_it(results: dict[str, Any] | None, args: dict[str, Any]) -> dict[str, Any]:
+    """lm-eval's results, with the model named as the CLI would have (it names an LM object by its class)."""
     if results is None:
         raise RuntimeError("lm-eval returned no results")
-    # lm-eval names an LM object by its class; record what the CLI would have.
     for key in ("model", "model_args", "batch_size", "device"):
         results["config"][key] = args[key]
-    return results, tracker.generated
+    return results
+
+
+def evaluate(spec: dict[str, Any], events: Events) -> tuple[dict[str, Any], int]:
+    """Run lm-eval as the CLI would; returns its results and how many responses the model produced."""
+    import lm_eval
+
+    manager, lm, tracker = prepare(spec, events)
+    results = lm_eval.simple_evaluate(model=lm, task_manager=manager, **simple_evaluate_arguments(spec))
+    return as_the_cli_names_it(results, spec["lm_eval"]), tracker.generated
 
 
 def completed_progress(results: dict[str, Any]) -> dict[str, dict[str, int]]:
@@ -394,11 +404,17 @@ def main(argv: list[str]) -> int:
     os.dup2(2, 1)
     try:
         import_modules(spec["imports"])
+        finished: dict[str, Any] = {}
         if spec["mode"] == "score_partial":
             from pytest_finetune_bench.run.child_partial import score_cached
 
             results, progress = score_cached(spec)
             generated = 0
+        elif spec["mode"] == "early_stop":
+            from pytest_finetune_bench.run.child_early_stop import evaluate_early
+
+            results, generated, finished = evaluate_early(spec, events)
+            progress = completed_progress(results)
         else:
             results, generated = evaluate(spec, events)
             progress = completed_progress(results)
@@ -409,7 +425,7 @@ def main(argv: list[str]) -> int:
         kind, message = classify(exc)
         events.send("failed", kind=kind, message=message, generated=events.generated)
         return 3 if kind == "oom" else 143 if kind == "terminated" else 2
-    events.send("finished", generated=generated, progress=progress)
+    events.send("finished", generated=generated, progress=progress, **finished)
     return 0
 
 

@@ -39,6 +39,7 @@ class RunRequest:
     log_path: Path
     use_cache: Path | None = None
     mode: str = "evaluate"  # or "score_partial": score only what the response cache holds (see child_partial.py)
+    early_stop: dict[str, Any] | None = None  # mode "early_stop": what the child needs to stop early (early_stop.py)
 
     @property
     def role(self) -> str:
@@ -55,6 +56,7 @@ class RunRequest:
             "use_cache": str(self.use_cache) if self.use_cache else None,
             "output_path": str(output_path),
             "mode": self.mode,
+            "early_stop": self.early_stop,
             # The child stops when this process dies: it compares its parent with this pid.
             "parent_pid": os.getpid(),
         }
@@ -153,6 +155,8 @@ def run_lm_eval(request: RunRequest, on_event: EventSink, deadline: float | None
             raise RunFailed(outcome["kind"], outcome["message"], request.log_path, int(outcome.get("generated") or 0))
         record = _collect(request, staging / "out", int(outcome.get("generated", 0)))
         record.progress = dict(outcome.get("progress") or {})
+        if outcome.get("early_stop"):
+            record.extra["early_stop"] = outcome["early_stop"]
         return record
     finally:
         shutil.rmtree(staging, ignore_errors=True)

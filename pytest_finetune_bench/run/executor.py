@@ -15,6 +15,7 @@ from pathlib import Path
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.plan import Plan
 from pytest_finetune_bench.plan.settings import digest
+from pytest_finetune_bench.run.early_stop import with_early_stop
 from pytest_finetune_bench.run.engine import RunRecord, RunRequest
 from pytest_finetune_bench.run.progress import ProgressPrinter
 from pytest_finetune_bench.run.recovery import evaluate_with_recovery, interrupted, overall_status
@@ -159,7 +160,7 @@ class Executor:
         return record
 
     def _run_model(self, role: str) -> RunRecord:
-        request = self.request(role)
+        request = with_early_stop(self.request(role), self.plan, self.runs.get("base"), self.say)
         self.say(f"[bench] {role}: evaluating {request.model} via {request.side.backend} on "
                  f"{', '.join(request.settings.tasks)}")
         return evaluate_with_recovery(request, ProgressPrinter(self.say), self.say, self.plan.options.timeout_s)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from pytest_finetune_bench.run.early_stop import early_stop_progress
 from pytest_finetune_bench.run.engine import Event
 from pytest_finetune_bench.run.watchdog import format_duration
 
@@ -47,6 +48,8 @@ class ProgressPrinter:
             self.say(f"[bench] {role}: {event.get('kind')} requests to run: {tasks}")
         elif kind == "progress":
             self._progress(role, event)
+        elif kind == "early_stop":
+            self.say(early_stop_progress(role, event))
         elif kind == "finished":
             self.say(f"[bench] {role}: done in {self._elapsed()} ({event.get('generated', 0)} responses generated)")
         elif kind == "failed":

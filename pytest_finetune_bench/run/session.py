@@ -16,6 +16,7 @@ from pytest_finetune_bench.compare.scores import TaskComparison, compare
 from pytest_finetune_bench.plan import Plan
 from pytest_finetune_bench.plan.metrics import headlines_for_results
 from pytest_finetune_bench.report.summary import build_summary, scores_only_summary
+from pytest_finetune_bench.run.early_stop import apply_early_stop
 from pytest_finetune_bench.run.engine import RunRecord
 from pytest_finetune_bench.run.executor import Executor, SharedBases
 from pytest_finetune_bench.store.summaries import publish_summary
@@ -70,6 +71,7 @@ class BenchSession:
                 self.plan.tasks, self.plan.headlines, (finetuned.results, base.results), self.plan.options.metrics
             )
             comparisons = compare(base.results, finetuned.results, headlines)
+            apply_early_stop(comparisons, base, finetuned)
             self._analyses = self._analyse(comparisons, base, finetuned)
             self._comparison = comparisons
         return self._comparison

@@ -1,0 +1,92 @@
+"""Time to verdict with --bench-early-stop against the full run, side by side on this machine.
+
+    python bench/early_stop_timing.py [--model outputs/my-model] [--gen-kwargs max_gen_toks=24] [--rounds 2]
+                                      [--report FILE]
+
+Both sessions benchmark the same fine-tune on the same IFEval-style prompts (tests/test_early_stop.py's,
+real IFEval instructions scored by lm-eval) with the base's scores from the same base cache (the
+first session computes them, untimed). Each session gets its own output folder, so neither reuses
+the other's response cache: the full run answers every prompt, the early-stopping one only what
+it evaluates. Without --model it uses the test suite's regressed SmolLM2 (the base with heavy
+weight noise), built into the test cache on first use. A few minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pytest_finetune_bench.compare.gates import improves_failure, regression_failure  # noqa: E402
+from pytest_finetune_bench.compare.sequential import EARLY_STOP  # noqa: E402
+from pytest_finetune_bench.plan.choices import BenchOptions  # noqa: E402
+from pytest_finetune_bench.plan.planner import make_plan  # noqa: E402
+from pytest_finetune_bench.run.session import BenchSession  # noqa: E402
+from tests.models import perturbed_outputs, smollm2_base, test_cache_root  # noqa: E402
+from tests.test_early_stop import ifeval_style_rows  # noqa: E402
+
+TASK = "ifeval"
+
+
+def session(model: Path, data: Path, work: Path, name: str, gen_kwargs: str, early: bool) -> BenchSession:
+    options = BenchOptions(model=str(model), tasks=(TASK,), limit=None, limit_set=True, data_dir=data,
+                           gen_kwargs=gen_kwargs, batch_size="5", output=work / name, cache_dir=work / "cache",
+                           early_stop=early)
+    return BenchSession(make_plan(options, Path.cwd(), lambda line: print(f"    {line}", flush=True)),
+                        lambda line: print(f"    {line}", flush=True))
+
+
+def measure(model: Path, data: Path, work: Path, gen_kwargs: str, early: bool, round_: int) -> list[str]:
+    bench = session(model, data, work, f"{'early' if early else 'full'}-{round_}", gen_kwargs, early)
+    bench.run("base")
+    start = time.perf_counter()
+    finetuned = bench.run("fine-tuned")
+    seconds = time.perf_counter() - start
+    comp = bench.comparison()[TASK]
+    opts = bench.plan.options
+    analysis = bench.analysis(TASK)
+    improves = improves_failure(comp, opts.min_gain_for(TASK) or 0.0, analysis, opts.confidence)
+    no_regression = regression_failure(comp, opts.max_drop_for(TASK), analysis, opts.confidence)
+    record = comp.extra.get(EARLY_STOP) or {}
+    documents = record.get("documents") or finetuned.results["n-samples"][TASK]["effective"]
+    evaluated = record.get("evaluated", documents)
+    verdict = (f"improves {'failed' if improves else 'passed'}, "
+               f"no_regression {'failed' if no_regression else 'passed'}")
+    return [str(round_), ("--bench-early-stop" if early else "full run"), f"{evaluated} of {documents}",
+            str(finetuned.generated), f"{seconds:.0f} s", verdict]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, help="an outputs/<name> folder (default: the tests' regressed SmolLM2)")
+    parser.add_argument("--gen-kwargs", default="max_gen_toks=24")
+    parser.add_argument("--work", type=Path, help="where to put both sessions (default: a temporary folder)")
+    parser.add_argument("--rounds", type=int, default=2, help="pairs of sessions, the order alternating")
+    parser.add_argument("--report", type=Path)
+    args = parser.parse_args(argv)
+    cache = test_cache_root()
+    model = args.model or perturbed_outputs(cache, "regressed-smollm2", smollm2_base(cache), scale=2.0)
+    work = args.work or Path(tempfile.mkdtemp(prefix="early-stop-bench-"))
+    data = work / "data"
+    (data / TASK).mkdir(parents=True, exist_ok=True)
+    (data / TASK / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in ifeval_style_rows()))
+    # Alternating which goes first spreads a busy neighbour's effect over both.
+    rows = [measure(model, data, work, args.gen_kwargs, early, round_)
+            for round_ in range(1, args.rounds + 1) for early in ((False, True) if round_ % 2 else (True, False))]
+    lines = [f"{model.name}, {len(ifeval_style_rows())} IFEval-style prompts, {args.gen_kwargs}, base from the cache",
+             "", "| round | run | documents evaluated | responses generated | fine-tuned run | verdict |",
+             "|---|---|---|---|---|---|", *("| " + " | ".join(row) + " |" for row in rows)]
+    print("\n".join(lines))
+    if args.report:
+        args.report.write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

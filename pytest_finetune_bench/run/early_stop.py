@@ -1,0 +1,256 @@
+"""Early stopping (`--bench-early-stop`): evaluate the fine-tuned model only until every gate is settled.
+
+Once the base's per-document scores of a task are known (from its run or the base cache), the
+fine-tuned model answers the task's documents in a seeded random order, in chunks, in one child
+process (run/child_early_stop.py). After each chunk the paired differences update an anytime-valid
+confidence sequence for the task's Δ over all its documents (compare/sequential.py); the task stops
+as soon as it settles every gate on it. Its scores are then both models' on the evaluated documents,
+and its gates are decided on the sequence's bounds, which hold with probability ≥ 1 − α however
+the stopping went. A task that stays undecided runs to its last document and is compared exactly as
+without early stopping.
+
+Only tasks whose headline is a mean of per-document scores in [0, 1] (accuracies, IFEval's
+fractions) can stop early, and only zero-shot ones (lm-eval draws few-shot examples in document
+order, so another order would change the prompts); the others run in full. Every chunk's answers
+go to lm-eval's response cache, so a later session, early-stopping or not, generates none of them again.
+
+This module is the parent's side (which tasks, the child's instructions, the comparison after) and
+the per-task bookkeeping both sides share; no pytest, no lm-eval.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pytest_finetune_bench.compare.evidence import leaf_tasks, task_samples
+from pytest_finetune_bench.compare.samples import CorpusLevelMetric
+from pytest_finetune_bench.compare.scores import TaskComparison
+from pytest_finetune_bench.compare.sequential import (
+    EARLY_STOP,
+    IMPROVES,
+    NO_REGRESSION,
+    FinitePopulationSequence,
+    GateRule,
+    gain_bounds,
+)
+from pytest_finetune_bench.plan import Plan
+from pytest_finetune_bench.plan.metrics import headlines_for_results
+from pytest_finetune_bench.run.engine import RunRecord, RunRequest
+
+Say = Callable[[str], None]
+# Looks per task: enough to stop well before the end, few enough that lm-eval's per-call work
+# (building requests, scoring) stays small next to generation.
+LOOKS = 20
+MIN_CHUNK = 4
+# Points to fractions for a metric shown in points (every metric early stopping accepts is).
+_POINTS = 100.0
+
+
+@dataclass
+class TaskMonitor:
+    """One task's early stop: its documents in their order, the sequence so far and what it settled."""
+
+    task: str
+    metric: str  # lm-eval's "metric,filter" key
+    higher_is_better: bool
+    base: dict[int, float]  # doc id → the base's score
+    rules: list[GateRule]
+    alpha: float
+    order_seed: int
+    batch_size: int = 1  # the run's batch size when it is a number: chunks are whole batches
+    order: list[int] = field(init=False)
+    sequence: FinitePopulationSequence = field(init=False)
+    evaluated: list[int] = field(default_factory=list)
+    chunks: list[dict[str, Any]] = field(default_factory=list)
+    verdicts: dict[str, str] = field(default_factory=dict)
+    note: str | None = None  # why the task stopped monitoring and runs in full
+
+    def __post_init__(self) -> None:
+        ids = sorted(self.base)
+        rng = np.random.default_rng(self.order_seed)
+        self.order = [ids[i] for i in rng.permutation(len(ids))]
+        self.sequence = FinitePopulationSequence(len(ids), self.alpha)
+
+    @property
+    def documents(self) -> int:
+        return len(self.order)
+
+    @property
+    def chunk_size(self) -> int:
+        """About a LOOKS-th of the task, in whole batches: a chunk's last, partly filled batch costs a full one."""
+        wanted = max(MIN_CHUNK, math.ceil(self.documents / LOOKS))
+        return math.ceil(wanted / self.batch_size) * self.batch_size
+
+    @property
+    def settled(self) -> bool:
+        return len(self.verdicts) == len(self.rules)
+
+    @property
+    def open(self) -> bool:
+        """Still to be looked at: neither settled, nor abandoned, nor out of documents."""
+        return not self.settled and self.note is None and len(self.evaluated) < self.documents
+
+    @property
+    def stopped_early(self) -> bool:
+        return self.settled and self.note is None and len(self.evaluated) < self.documents
+
+    def next_chunk(self) -> list[int]:
+        """The next documents to evaluate, sorted (lm-eval's `samples=` needs ascending ids)."""
+        start = len(self.evaluated)
+        return sorted(self.order[start:start + self.chunk_size])
+
+    def add(self, chunk: list[int], scores: Mapping[int, float]) -> None:
+        """The fine-tuned scores of `chunk`: update the sequence, settle what it settles."""
+        missing = [doc for doc in chunk if doc not in scores]
+        outside = [doc for doc in chunk if doc in scores and not 0.0 <= scores[doc] <= 1.0]
+        if missing or outside:
+            doc = (missing or outside)[0]
+            self.note = (f"document {doc} has {'no score' if missing else f'score {scores[doc]}'} for {self.metric} "
+                         "in the fine-tuned run, so its Δ is not in [-1, 1]; the task runs in full")
+            return
+        in_order = self.order[len(self.evaluated):len(self.evaluated) + len(chunk)]
+        self.sequence.update([scores[doc] - self.base[doc] for doc in in_order])
+        self.evaluated.extend(in_order)
+        low, high = (float(b[0]) for b in self.sequence.bounds)
+        gain_low, gain_high = gain_bounds(low, high, self.higher_is_better)
+        for rule in self.rules:
+            verdict = rule.verdict(gain_low, gain_high)
+            if verdict is not None:
+                self.verdicts.setdefault(rule.gate, verdict)
+        self.chunks.append({"documents": len(self.evaluated), "delta_low": low, "delta_high": high})
+
+    def to_json(self) -> dict[str, Any]:
+        """What benchmark.json records: the order seed, the documents, the bounds per chunk, the verdicts."""
+        return {
+            "task": self.task,
+            "metric": self.metric,
+            "error_rate": self.alpha,
+            "order_seed": self.order_seed,
+            "documents": self.documents,
+            "evaluated": len(self.evaluated),
+            "evaluated_ids": sorted(self.evaluated),
+            "stopped_early": self.stopped_early,
+            "verdicts": dict(self.verdicts),
+            "gates": {rule.gate: rule.threshold for rule in self.rules},
+            "chunks": list(self.chunks),
+            "note": self.note,
+        }
+
+    @classmethod
+    def from_spec(cls, task: str, entry: Mapping[str, Any], alpha: float, seed: int, batch_size: str) -> TaskMonitor:
+        """The monitor the parent's instructions describe; `batch_size` is lm-eval's (a number, or auto)."""
+        return cls(
+            task=task,
+            metric=entry["metric"],
+            higher_is_better=bool(entry["higher_is_better"]),
+            base={int(doc): float(value) for doc, value in entry["base"].items()},
+            rules=[GateRule(r["gate"], float(r["threshold"])) for r in entry["gates"]],
+            alpha=alpha,
+            order_seed=task_seed(seed, task),
+            batch_size=int(batch_size) if str(batch_size).isdigit() and int(batch_size) > 0 else 1,
+        )
+
+
+def task_seed(seed: int, task: str) -> int:
+    """A task's order, from the session's seed: the same in every session, so a resumed one repeats it."""
+    return (seed * 1_000_003 + zlib.crc32(task.encode())) % 2**32
+
+
+# ---------------------------------------------------------------------------------------------
+# The parent's side
+# ---------------------------------------------------------------------------------------------
+
+
+def with_early_stop(request: RunRequest, plan: Plan, base: RunRecord | None, say: Say) -> RunRequest:
+    """`request`, made an early-stopping run when --bench-early-stop is on and some task can stop early."""
+    if not plan.options.early_stop or request.role != "fine-tuned":
+        return request
+    if not plan.compares:
+        say("[bench] early stop: off, because it decides gates against the base, and this session evaluates "
+            "the fine-tuned model alone; every document is evaluated")
+        return request
+    if request.use_cache is None:
+        say("[bench] early stop: off, because this backend cannot fingerprint the model, so it has no response "
+            "cache to assemble the chunks from; every document is evaluated")
+        return request
+    if base is None or base.partial:
+        say("[bench] early stop: off, because the base scores are incomplete; every document is evaluated")
+        return request
+    tasks: dict[str, Any] = {}
+    for task in plan.tasks:
+        entry, why = _task_entry(plan, base, task)
+        if entry is None:
+            say(f"[bench] early stop: {task} runs in full: {why}")
+        else:
+            tasks[task] = entry
+    if not tasks:
+        return request
+    spec = {"error_rate": plan.options.error_rate, "seed": plan.settings.seeds[0], "tasks": tasks}
+    say(f"[bench] early stop: {', '.join(tasks)} evaluated in a seeded random order until every gate is settled "
+        f"(error ≤ {plan.options.error_rate:g})")
+    return dataclasses.replace(request, mode=EARLY_STOP, early_stop=spec)
+
+
+def _task_entry(plan: Plan, base: RunRecord, task: str) -> tuple[dict[str, Any] | None, str]:
+    """The child's instructions for `task`, or None and why it cannot stop early."""
+    headline = headlines_for_results(plan.tasks, plan.headlines, (base.results,), plan.options.metrics).get(task)
+    if headline is None:
+        return None, "the base run reported no result for it"
+    if leaf_tasks(base.results, task) != [task]:
+        return None, "it is a group of tasks"
+    if not headline.per_document:
+        return None, f"{headline.key} is computed over the whole corpus, not averaged per document"
+    try:
+        samples = task_samples(base, task, headline.key)
+    except CorpusLevelMetric as exc:
+        return None, str(exc)
+    if not samples:
+        return None, "the base run has no per-document scores for it"
+    if any(not 0.0 <= s.value <= 1.0 for s in samples.values()):
+        return None, f"{headline.key} has per-document scores outside [0, 1]"
+    rules = [GateRule(NO_REGRESSION, plan.options.max_drop_for(task) / _POINTS)]
+    min_gain = plan.options.min_gain_for(task)
+    if min_gain is not None:
+        rules.insert(0, GateRule(IMPROVES, min_gain / _POINTS))
+    return {
+        "metric": headline.key,
+        "higher_is_better": headline.higher_is_better,
+        "base": {str(doc): s.value for doc, s in samples.items()},
+        "gates": [dataclasses.asdict(rule) for rule in rules],
+    }, ""
+
+
+def apply_early_stop(comparisons: Mapping[str, TaskComparison], base: RunRecord, finetuned: RunRecord) -> None:
+    """Record each task's early stop in its comparison; a task that stopped early compares the evaluated documents.
+
+    lm-eval scored the fine-tuned model on those documents only, so the base's score is taken on the
+    same ones (the mean of its per-document scores, which is what lm-eval reports for these metrics).
+    """
+    records = (finetuned.extra.get(EARLY_STOP) or {}).get("tasks") or {}
+    for task, record in records.items():
+        comp = comparisons.get(task)
+        if comp is None:
+            continue
+        comp.extra[EARLY_STOP] = record
+        if record["stopped_early"]:
+            scores = task_samples(base, task, record["metric"])
+            record["base_all_documents"] = comp.base_accuracy
+            comp.base_accuracy = float(np.mean([scores[doc].value for doc in record["evaluated_ids"]]))
+
+
+def early_stop_progress(role: str, event: Mapping[str, Any]) -> str:
+    """The terminal line after a chunk: documents so far, Δ's bounds, what is settled."""
+    task = event.get("task")
+    if event.get("note"):
+        return f"[bench] {role}: {task}: {event['note']}"
+    settled = ", ".join(f"{gate} {verdict}" for gate, verdict in (event.get("verdicts") or {}).items())
+    return (f"[bench] {role}: {task}: {event.get('documents')}/{event.get('total')} documents, "
+            f"Δ in [{100 * float(event['delta_low']):+.1f}, {100 * float(event['delta_high']):+.1f}] points"
+            f"{'; ' + settled if settled else ''}")

@@ -1,0 +1,234 @@
+"""--bench-early-stop: the per-task bookkeeping, the options, and real sessions on SmolLM2.
+
+The real sessions use IFEval-style prompts written for this test (real IFEval instructions, scored
+by lm-eval): titles in double angular brackets and keywords to include, which the base model often
+follows and a fine-tune that lost its language (the base with heavy weight noise) cannot. They run
+in one output folder, so the second session of the regressed model resumes from the first one's
+response cache.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_finetune_bench.compare.gates import improves_failure, regression_failure
+from pytest_finetune_bench.compare.scores import TaskComparison
+from pytest_finetune_bench.compare.sequential import (
+    FAILED,
+    IMPROVES,
+    NO_REGRESSION,
+    PASSED,
+    GateRule,
+    early_stop_lines,
+)
+from pytest_finetune_bench.plan.choices import parse_error_rate
+from pytest_finetune_bench.report.table import evidence_columns
+from pytest_finetune_bench.run.child_early_stop import chunk_scores
+from pytest_finetune_bench.run.early_stop import MIN_CHUNK, TaskMonitor, task_seed
+from tests.bench_sessions import run_bench
+from tests.conftest import read_json
+
+# ---------------------------------------------------------------------------------------------
+# Bookkeeping and options (fast)
+# ---------------------------------------------------------------------------------------------
+
+
+def _monitor(base: dict[int, float], rules: list[GateRule] | None = None) -> TaskMonitor:
+    rules = rules or [GateRule(IMPROVES, 0.02), GateRule(NO_REGRESSION, 0.05)]
+    return TaskMonitor("ifeval", "prompt_level_strict_acc,none", True, base, rules, 0.05, task_seed(1234, "ifeval"))
+
+
+def test_the_order_is_seeded_and_covers_every_document_once() -> None:
+    base = {doc: 1.0 for doc in range(30)}
+    first, again = _monitor(base), _monitor(base)
+    assert first.order == again.order != sorted(base)
+    assert sorted(first.order) == sorted(base)
+    chunk = first.next_chunk()
+    assert chunk == sorted(chunk) and len(chunk) == MIN_CHUNK  # lm-eval's samples= needs ascending ids
+    assert TaskMonitor("other", "m,f", True, base, [], 0.05, task_seed(1234, "other")).order != first.order
+
+
+def test_chunks_are_whole_batches() -> None:
+    base = {doc: 1.0 for doc in range(541)}
+    assert _monitor(base).chunk_size == 28  # a twentieth of the task
+    batched = TaskMonitor.from_spec("ifeval", {"metric": "m,f", "higher_is_better": True, "base": base,
+                                               "gates": []}, 0.05, 0, "8")
+    assert batched.chunk_size == 32
+    assert TaskMonitor.from_spec("ifeval", {"metric": "m,f", "higher_is_better": True, "base": base,
+                                            "gates": []}, 0.05, 0, "auto").chunk_size == 28
+
+
+def test_a_clear_regression_settles_both_gates_before_the_end() -> None:
+    monitor = _monitor({doc: 1.0 for doc in range(200)})
+    while monitor.open:
+        chunk = monitor.next_chunk()
+        monitor.add(chunk, {doc: 0.0 for doc in chunk})  # every document lost
+    assert monitor.stopped_early and monitor.verdicts == {IMPROVES: FAILED, NO_REGRESSION: FAILED}
+    record = monitor.to_json()
+    assert record["evaluated"] == len(record["evaluated_ids"]) < 100
+    assert record["chunks"][-1]["delta_high"] < -0.05
+    assert [c["documents"] for c in record["chunks"]] == sorted({c["documents"] for c in record["chunks"]})
+
+
+def test_a_score_outside_zero_one_hands_the_task_to_the_full_run() -> None:
+    monitor = _monitor({doc: 0.5 for doc in range(20)})
+    chunk = monitor.next_chunk()
+    monitor.add(chunk, {doc: 3.0 for doc in chunk})
+    assert not monitor.open and not monitor.stopped_early
+    assert monitor.note is not None and "runs in full" in monitor.note
+
+
+def test_chunk_scores_read_the_headline_filter_of_logged_samples() -> None:
+    samples = [
+        {"doc_id": 3, "filter": "none", "prompt_level_strict_acc": True, "inst_level_strict_acc": [True, False]},
+        {"doc_id": 5, "filter": "none", "prompt_level_strict_acc": False, "inst_level_strict_acc": [False]},
+        {"doc_id": 5, "filter": "other", "prompt_level_strict_acc": True},
+    ]
+    assert chunk_scores(samples, "prompt_level_strict_acc,none") == {3: 1.0, 5: 0.0}
+    assert chunk_scores(samples, "inst_level_strict_acc,none") == {3: 0.5, 5: 0.0}
+
+
+def _stopped(low: float, high: float, higher_is_better: bool = True) -> TaskComparison:
+    """A comparison whose task stopped early after 40 of 541 documents with Δ in [low, high]."""
+    record = {"stopped_early": True, "evaluated": 40, "documents": 541, "error_rate": 0.05,
+              "chunks": [{"documents": 40, "delta_low": low, "delta_high": high}], "verdicts": {}}
+    return TaskComparison("ifeval", "prompt_level_strict_acc,none", 0.5, 0.2, extra={"early_stop": record},
+                          higher_is_better=higher_is_better)
+
+
+def test_gates_of_a_task_that_stopped_early_are_decided_on_the_sequence() -> None:
+    regressed = _stopped(-0.45, -0.12)
+    failure = regression_failure(regressed, 5.0)
+    assert failure is not None and "decided after 40 of 541 documents (error ≤ 0.05)" in failure
+    assert "gain in [-45.00, -12.00] pts" in failure
+    assert improves_failure(regressed, 2.0) is not None
+    # The point estimate (-30 points) is ignored: the sequence reaches above the allowed drop, so no failure.
+    assert regression_failure(_stopped(-0.45, -0.04), 5.0) is None
+    assert improves_failure(_stopped(0.03, 0.4), 2.0) is None
+    # Lower is better: the gain is Δ mirrored.
+    assert regression_failure(_stopped(0.12, 0.45, higher_is_better=False), 5.0) is not None
+    columns = evidence_columns({"ifeval": regressed}, 0.95)
+    assert columns["95% CI (points)"]["ifeval"] == "[-45.0, -12.0]"
+    assert columns["CI method"]["ifeval"] == "sequence (95%)"
+    assert early_stop_lines({"ifeval": regressed}) == [
+        "early stop: ifeval decided after 40 of 541 documents (error ≤ 0.05)"]
+
+
+@pytest.mark.parametrize("text", ["0", "1", "1.5", "-0.1", "five percent"])
+def test_error_rate_must_be_a_probability(text: str) -> None:
+    with pytest.raises(Exception, match="error rate"):
+        parse_error_rate(text)
+    assert parse_error_rate(" 0.01 ") == 0.01
+
+
+def _model(pytester: pytest.Pytester) -> None:
+    pytester.mkdir("model")
+    (pytester.path / "model" / "config.json").write_text("{}")
+
+
+@pytest.mark.parametrize(("args", "ini", "source"), [
+    (["--bench-error-rate", "1.5"], "", "--bench-error-rate"),
+    ([], "bench_error_rate = 0\n", "ini option bench_error_rate"),
+])
+def test_a_bad_error_rate_names_its_source(pytester: pytest.Pytester, args: list[str], ini: str, source: str) -> None:
+    _model(pytester)
+    pytester.makeini(f"[pytest]\n{ini}")
+    result = pytester.runpytest("--bench-model", "model", "--bench-base", "model", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {source}: * is not an error rate*"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Real sessions (slow)
+# ---------------------------------------------------------------------------------------------
+
+TOPICS = ("the ocean", "autumn", "a mountain", "the moon", "a city at night", "a garden", "winter", "a river",
+          "the desert", "a storm", "friendship", "a forest")
+KEYWORDS = ("cat", "music", "bread", "train", "rain", "book", "sun", "coffee", "school", "tree", "bird", "sea")
+DOCUMENTS = len(TOPICS) + len(KEYWORDS)
+GEN = ("--bench-gen-kwargs", "max_gen_toks=24", "--bench-limit", "none")
+
+
+def ifeval_style_rows() -> list[dict[str, Any]]:
+    """Prompts with one real IFEval instruction each (also bench/early_stop_timing.py's)."""
+    titles = [{"prompt": f"Write a short poem about {topic}. Your answer must contain a title, wrapped in double "
+                         "angular brackets, such as <<poem of joy>>.",
+               "instruction_id_list": ["detectable_format:title"], "kwargs": [{}]} for topic in TOPICS]
+    keywords = [{"prompt": f"Write two sentences about a {word}. Include the keyword {word} in the response.",
+                 "instruction_id_list": ["keywords:existence"], "kwargs": [{"keywords": [word]}]} for word in KEYWORDS]
+    return [{"key": 5000 + i, **row} for i, row in enumerate(titles + keywords)]
+
+
+@pytest.fixture(scope="module")
+def early_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = tmp_path_factory.mktemp("early-data")
+    (data / "ifeval").mkdir()
+    (data / "ifeval" / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in ifeval_style_rows()))
+    return data
+
+
+@pytest.fixture(scope="module")
+def sessions(tmp_path_factory: pytest.TempPathFactory, regressed_outputs: Path, unchanged_outputs: Path,
+             early_data: Path) -> dict[str, Any]:
+    """Three sessions in one folder: the regressed fine-tune early-stopped, then in full; the unchanged one."""
+    cwd = tmp_path_factory.mktemp("early")
+    out: dict[str, Any] = {}
+    for name, model, extra in (("early", regressed_outputs, ("--bench-early-stop",)),
+                               ("resumed", regressed_outputs, ()),
+                               ("unchanged", unchanged_outputs, ("--bench-early-stop",))):
+        session = run_bench(cwd, model, early_data, *GEN, *extra)
+        out[name] = {"stdout": session.proc.stdout, "ret": session.proc.returncode, "summary": session.summary}
+    return out
+
+
+def _outcome(stdout: str, gate: str) -> str:
+    (outcome,) = [words[0] for words in map(str.split, stdout.splitlines())
+                  if words[:1] in (["PASSED"], ["FAILED"]) and words[1].endswith(f"finetune-bench::ifeval::{gate}")]
+    return outcome
+
+
+def test_a_regressed_fine_tune_stops_early_with_a_failed_gate(sessions: dict[str, Any]) -> None:
+    early = sessions["early"]
+    summary, out = early["summary"], early["stdout"]
+    assert summary["status"] == "complete", out
+    record = summary["comparison"]["ifeval"]["early_stop"]
+    assert record["stopped_early"] and record["documents"] == DOCUMENTS, record
+    evaluated = record["evaluated"]
+    assert evaluated < DOCUMENTS
+    assert record["verdicts"][NO_REGRESSION] == FAILED
+    assert _outcome(out, "no_regression") == "FAILED" and early["ret"] == 1
+    # Counted: the base answered every prompt, the fine-tune only the ones the early stop evaluated.
+    assert summary["base_model"]["generated"] == DOCUMENTS
+    assert summary["fine_tuned_model"]["generated"] == evaluated
+    assert summary["fine_tuned_model"]["results"]["ifeval"]["sample_len"] == evaluated
+    assert f"ifeval decided after {evaluated} of {DOCUMENTS} documents (error ≤ 0.05)" in out
+    # benchmark.json records how: the order's seed, the documents, the bounds after every chunk.
+    assert isinstance(record["order_seed"], int) and len(record["evaluated_ids"]) == evaluated
+    assert record["chunks"][-1]["documents"] == evaluated and record["chunks"][-1]["delta_high"] < -0.05
+
+
+def test_a_resumed_full_run_generates_only_the_documents_not_evaluated(sessions: dict[str, Any]) -> None:
+    evaluated = sessions["early"]["summary"]["comparison"]["ifeval"]["early_stop"]["evaluated"]
+    resumed = sessions["resumed"]["summary"]
+    assert resumed["status"] == "complete", sessions["resumed"]["stdout"]
+    assert resumed["fine_tuned_model"]["generated"] == DOCUMENTS - evaluated
+    assert resumed["fine_tuned_model"]["results"]["ifeval"]["sample_len"] == DOCUMENTS
+    assert "early_stop" not in resumed["comparison"]["ifeval"]
+    # The full run agrees with the early verdict.
+    assert _outcome(sessions["resumed"]["stdout"], "no_regression") == "FAILED"
+
+
+def test_an_unchanged_model_is_not_declared_different(sessions: dict[str, Any]) -> None:
+    unchanged = sessions["unchanged"]
+    comp = unchanged["summary"]["comparison"]["ifeval"]
+    assert comp["delta"] == 0.0, unchanged["stdout"]
+    assert _outcome(unchanged["stdout"], "no_regression") == PASSED.upper()
+    record = comp["early_stop"]
+    assert record["verdicts"].get(NO_REGRESSION, PASSED) == PASSED
+    if not record["stopped_early"]:  # undecided to the end: the full run, compared exactly as without early stop
+        assert unchanged["summary"]["fine_tuned_model"]["results"]["ifeval"]["sample_len"] == DOCUMENTS
+        assert read_json(Path(unchanged["summary"]["fine_tuned_model"]["results_file"]))["config"]["limit"] is None
