@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_finetune_bench.compare.scores import TaskComparison, display_name
+from pytest_finetune_bench.compare.sequential import EARLY_STOP
 from pytest_finetune_bench.report.table import (
     comparisons_from_summary,
     detail_rows,
@@ -57,8 +58,11 @@ def ifeval_rows(summary: Mapping[str, Any]) -> list[list[str]]:
     """IFEval's four metrics (strict/loose, prompt/instruction level); [] when IFEval was not run."""
     base = (summary.get("base_model") or {}).get("results") or {}
     finetuned = (summary.get("fine_tuned_model") or {}).get("results") or {}
-    headline = ((summary.get("comparison") or {}).get("ifeval") or {}).get("metric", "")
-    if not base.get("ifeval") or not finetuned.get("ifeval"):
+    comparison = (summary.get("comparison") or {}).get("ifeval") or {}
+    headline = comparison.get("metric", "")
+    # A task that stopped early has no like-for-like detail: its base ran every document, its fine-tune some.
+    stopped_early = bool((comparison.get(EARLY_STOP) or {}).get("stopped_early"))
+    if not base.get("ifeval") or not finetuned.get("ifeval") or stopped_early:
         return []
     return detail_rows("ifeval", headline, {"results": base}, {"results": finetuned})
 

@@ -82,7 +82,7 @@ class Executor:
 
     def status(self) -> str:
         """complete, timeout, crashed (a side failed, or was scored on part of its samples) or incomplete."""
-        return overall_status(self.statuses())
+        return overall_status(self.statuses(), self.plan.roles)
 
     def _evaluate(self, role: str) -> RunRecord:
         if not self.plan.has(role):

@@ -253,13 +253,14 @@ def incomplete_reason(records: Iterable[RunRecord | None]) -> str | None:
     return "; ".join(reasons) or None
 
 
-def overall_status(statuses: dict[str, str]) -> str:
-    """benchmark.json's status from each side's: crashed, else timeout, else complete once both are."""
+def overall_status(statuses: dict[str, str], roles: Iterable[str] = ("base", "fine-tuned")) -> str:
+    """benchmark.json's status from each side's: crashed, else timeout, else complete once every side in
+    `roles` (both, or the one a --bench-base none / --bench-only-base session evaluates) is."""
     values = set(statuses.values())
     for worst in ("crashed", "timeout"):
         if worst in values:
             return worst
-    return "complete" if len(statuses) == 2 and values == {"complete"} else "incomplete"
+    return "complete" if all(statuses.get(role) == "complete" for role in roles) else "incomplete"
 
 
 def partial_note(records: Mapping[str, RunRecord | None], tasks: Iterable[str]) -> dict[str, str]:
