@@ -22,7 +22,21 @@ class GateFailure(Exception):
     """A threshold was missed; its message is the whole report."""
 
 
-class BenchGateItem(pytest.Item):
+class _BenchItem(pytest.Item):
+    """A test item of the plugin's: a GateFailure is reported as its message alone."""
+
+    what = ""  # how reportinfo names the item
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, GateFailure):
+            return str(excinfo.value)
+        return str(super().repr_failure(excinfo, style))
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, f"{NODE_PREFIX}: {self.what}"
+
+
+class BenchGateItem(_BenchItem):
     """`improves` (gain ≥ min gain) or `no_regression` (gain ≥ −max drop) for one task; gain > 0 is better."""
 
     def __init__(self, *, bench: BenchSession, task: str, gate: str, **kwargs: Any) -> None:
@@ -30,6 +44,7 @@ class BenchGateItem(pytest.Item):
         self.bench = bench
         self.task = task
         self.gate = gate
+        self.what = f"{task} {gate}"
 
     def runtest(self) -> None:
         # The outcome goes into the experiment's benchmark.json and the ranking.
@@ -69,14 +84,6 @@ class BenchGateItem(pytest.Item):
         if failure:
             raise GateFailure(failure)
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
-        if isinstance(excinfo.value, GateFailure):
-            return str(excinfo.value)
-        return str(super().repr_failure(excinfo, style))
-
-    def reportinfo(self) -> tuple[Path, int | None, str]:
-        return self.path, None, f"{NODE_PREFIX}: {self.task} {self.gate}"
-
 
 def junit_properties(comp: TaskComparison) -> list[tuple[str, object]]:
     """The numbers behind a gate, for `--junitxml` (as fractions, like benchmark.json); absent ones left out."""
@@ -95,13 +102,14 @@ def junit_properties(comp: TaskComparison) -> list[tuple[str, object]]:
     return [(name, value) for name, value in values.items() if value is not None]
 
 
-class BenchRunItem(pytest.Item):
+class BenchRunItem(_BenchItem):
     """`<role>::evaluated`: the one side a session without a comparison evaluates ran to the end."""
 
     def __init__(self, *, bench: BenchSession, role: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.bench = bench
         self.role = role
+        self.what = f"{role} evaluated"
 
     def runtest(self) -> None:
         try:
@@ -111,14 +119,6 @@ class BenchRunItem(pytest.Item):
         partial = incomplete_reason((record,))
         if partial:
             raise GateFailure(partial)
-
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
-        if isinstance(excinfo.value, GateFailure):
-            return str(excinfo.value)
-        return str(super().repr_failure(excinfo, style))
-
-    def reportinfo(self) -> tuple[Path, int | None, str]:
-        return self.path, None, f"{NODE_PREFIX}: {self.role} evaluated"
 
 
 class BenchGates(pytest.Collector):
