@@ -60,15 +60,16 @@ def test_missing_model_folder(pytester: pytest.Pytester) -> None:
                 "--bench-model outputs/nothing-here does not exist: pass an outputs/<name> folder, *")
 
 
-def test_model_without_merged_export_names_the_build_step(pytester: pytest.Pytester) -> None:
+def test_model_without_merged_export_or_adapter_weights_names_what_is_looked_for(pytester: pytest.Pytester) -> None:
     base = pytester.mkdir("base")
     (base / "config.json").write_text("{}")
     model = pytester.path / "outputs" / "m"
     (model / "lora").mkdir(parents=True)
     (model / "lora" / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(base)}))
     usage_error(pytester.runpytest_subprocess(f"--bench-model={model}", *RUN),
-                f"No merged model found in {model}: build the merged model first (looked for "
-                "merged_16bit/config.json, merged_4bit/config.json), or use --bench-backend ollama for its GGUF")
+                f"No merged model or LoRA adapter found in {model} (looked for merged_16bit/config.json, "
+                "merged_4bit/config.json, and lora/adapter_config.json with lora/adapter_model.safetensors or "
+                "lora/adapter_model.bin): save the fine-tune there, or use --bench-backend ollama for its GGUF")
 
 
 def test_base_model_that_does_not_exist(pytester: pytest.Pytester) -> None:

@@ -50,6 +50,7 @@ SETTING_CHANGES: dict[str, Any] = {
     "gpu_memory_utilization": 0.7,
     "max_model_len": 2048,
     "parallelize": True,
+    "trust_remote_code": True,
 }
 SIDE_CHANGES: dict[str, Any] = {
     "model": "/models/other",

@@ -26,7 +26,7 @@ from pytest_finetune_bench.plan.choices import BenchOptions
 from pytest_finetune_bench.plan.models import locate_model
 from pytest_finetune_bench.plan.planner import (
     chat_template,
-    finetuned_model_name,
+    finetuned_model,
     make_plan,
     pick_backends,
     resolve_base_model,
@@ -253,7 +253,7 @@ def test_auto_backend_picks_hf_for_merged_and_ollama_for_gguf(tmp_path: Path) ->
     location = locate_model(options.model, tmp_path)
     base_backend, backend = pick_backends(options, location)
     assert (backend.name, base_backend.name) == ("ollama", "ollama")
-    assert finetuned_model_name(options, location, backend) == "gguf-only"
+    assert finetuned_model(options, location, backend, None, tmp_path).loaded == "gguf-only"
     assert resolve_base_model(options, location, base_backend, tmp_path) == ("llama3.2:1b", "--bench-base")
     merged = tmp_path / "outputs" / "merged" / "merged_16bit"
     merged.mkdir(parents=True)
@@ -264,8 +264,8 @@ def test_auto_backend_picks_hf_for_merged_and_ollama_for_gguf(tmp_path: Path) ->
     empty.mkdir(parents=True)
     options = BenchOptions(model=str(empty), base=str(merged))
     location = locate_model(options.model, tmp_path)
-    with pytest.raises(BenchError, match="No merged model found"):
-        finetuned_model_name(options, location, pick_backends(options, location)[1])
+    with pytest.raises(BenchError, match="No merged model or LoRA adapter found"):
+        finetuned_model(options, location, pick_backends(options, location)[1], None, tmp_path)
 
 
 def test_server_base_needs_a_served_name(tmp_path: Path) -> None:

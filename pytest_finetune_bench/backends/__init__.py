@@ -23,6 +23,13 @@ class Backend(Protocol):
         """lm-eval `--model_args` for `model` (no secrets: they are written to benchmark.json)."""
         ...
 
+    def adapter_args(self, adapter: Path) -> dict[str, str]:
+        """Model arguments that apply the LoRA adapter in folder `adapter` on top of the loaded model.
+
+        BenchError with the reason for a backend that cannot (a server serves whole models by name).
+        """
+        ...
+
     def has_chat_template(self, model: str) -> bool:
         """Whether lm-eval can apply a chat template for `model`."""
         ...

@@ -29,6 +29,15 @@ class HFBackend:
             args["revision"] = revision
         return args
 
+    def adapter_args(self, adapter: Path) -> dict[str, str]:
+        """lm-eval's hf applies a PEFT adapter with `peft=`; an adapter that ships a tokenizer brings it along."""
+        args = {"peft": str(adapter)}
+        if adapter_has_tokenizer(adapter):
+            # The pipeline saves the fine-tune's tokenizer (its chat template, added tokens) with the adapter,
+            # and the merged export carries the same one: evaluating with the base's would measure another model.
+            args["tokenizer"] = str(adapter)
+        return args
+
     def revision(self, model: str) -> str | None:
         """The commit a Hub id stands for, resolved once per session; None for a local folder or when unknown."""
         if model not in self._revisions:
@@ -61,6 +70,60 @@ class HFBackend:
         revision = self.revision(model)
         # A Hub id whose commit is unknown could be any upload of it: nothing is cached for it.
         return None if revision is None else model_fingerprint(model, revision)
+
+
+def adapter_has_tokenizer(adapter: Path) -> bool:
+    """Whether a LoRA adapter folder holds a tokenizer of its own (the pipelines save one beside the adapter)."""
+    return (adapter / "tokenizer_config.json").is_file()
+
+
+def check_custom_code(models: Sequence[tuple[str, str]], trusted: bool) -> None:
+    """One-line BenchError, before anything loads, for a (model, role) whose code would run untrusted.
+
+    transformers runs a model folder's own Python (config.json `auto_map`) only with trust_remote_code;
+    without it the load fails minutes later with a long traceback. A model type transformers knows is
+    loaded with its own classes and needs nothing.
+    """
+    if trusted:
+        return
+    for model, role in models:
+        code = custom_code_source(model)
+        if code is not None:
+            raise BenchError(
+                f"the {role} model {model} runs its own Python code ({code}), which is loaded only with "
+                "--bench-trust-remote-code (ini: bench_trust_remote_code = true): pass it if you trust that code"
+            )
+
+
+def custom_code_source(model: str) -> str | None:
+    """Where a model's custom code comes from (its auto_map), or None when transformers' own classes load it."""
+    config = _local_config(model)
+    auto_map = config.get("auto_map")
+    if not isinstance(auto_map, dict) or not auto_map:
+        return None
+    from transformers import CONFIG_MAPPING
+
+    if config.get("model_type") in CONFIG_MAPPING:
+        return None
+    references = sorted({str(v[0] if isinstance(v, list) and v else v) for v in auto_map.values()})
+    # "org/repo--module.Class" is code from another Hub repository; "module.Class" is a file of the model's own.
+    repos = sorted({ref.split("--", 1)[0] for ref in references if "--" in ref})
+    return f"from {', '.join(repos)}" if repos else f"{', '.join(references)} in {model}"
+
+
+def _local_config(model: str) -> dict[str, object]:
+    """config.json of a model folder, or of a Hub id's local snapshot; {} when there is none to read."""
+    path: Path | None = Path(model) / "config.json"
+    if not Path(model).is_dir():
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(model, "config.json")
+        path = Path(cached) if isinstance(cached, str) else None
+    try:
+        data = json.loads(path.read_text()) if path is not None else {}
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def hub_commit(model_id: str) -> str | None:

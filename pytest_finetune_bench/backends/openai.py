@@ -114,6 +114,10 @@ class OpenAIBackend:
             "tokenized_requests": "False",
         }
 
+    def adapter_args(self, adapter: Path) -> dict[str, str]:
+        raise BenchError(f"the {self.name} backend serves whole models by name and cannot apply the LoRA adapter "
+                         f"{adapter}: use --bench-backend hf (or vllm), or serve the merged model")
+
     def has_chat_template(self, model: str) -> bool:
         # The server renders every chat request with the model's own template.
         return True

@@ -9,13 +9,15 @@ vLLM returns prompt log-likelihoods, so every task type is scored.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from importlib.util import find_spec
 from pathlib import Path
 
 from pytest_finetune_bench import BenchError
-from pytest_finetune_bench.backends.hf import HFBackend
+from pytest_finetune_bench.backends.hf import HFBackend, adapter_has_tokenizer
+from pytest_finetune_bench.plan.models import ADAPTER_CONFIG
 
 VLLM_INSTALL = "pip install 'lm-eval[vllm]'"
 RAY_INSTALL = "pip install ray"
@@ -29,6 +31,37 @@ class VLLMBackend(HFBackend):
     def preflight(self, model: str, role: str, gguf_files: Sequence[Path] = ()) -> None:
         require_vllm()
         super().preflight(model, role, gguf_files)
+
+    def adapter_args(self, adapter: Path) -> dict[str, str]:
+        """lm-eval's vllm serves a LoRA adapter beside the base weights (`lora_local_path`)."""
+        args = {"lora_local_path": str(adapter), "max_lora_rank": str(lora_rank_slot(adapter_rank(adapter)))}
+        if adapter_has_tokenizer(adapter):
+            args["tokenizer"] = str(adapter)
+        return args
+
+
+# The ranks vLLM reserves LoRA slots for (its max_lora_rank must be one of them and at least the adapter's r).
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def adapter_rank(adapter: Path) -> int:
+    """The adapter's rank `r` from adapter_config.json (PEFT's default, 8, when it is not written)."""
+    try:
+        rank = json.loads((adapter / ADAPTER_CONFIG).read_text()).get("r", 8)
+    except (OSError, ValueError, AttributeError):
+        raise BenchError(f"{adapter / ADAPTER_CONFIG} is not valid JSON: save the adapter again") from None
+    if not isinstance(rank, int) or rank < 1:
+        raise BenchError(f"{adapter / ADAPTER_CONFIG} gives the rank r={rank!r}, not a positive whole number")
+    return rank
+
+
+def lora_rank_slot(rank: int) -> int:
+    """The smallest rank vLLM supports that holds an adapter of rank `rank`."""
+    for slot in VLLM_LORA_RANKS:
+        if slot >= rank:
+            return slot
+    raise BenchError(f"a LoRA adapter of rank {rank} is above vLLM's largest ({VLLM_LORA_RANKS[-1]}): "
+                     "use --bench-backend hf")
 
 
 def require_vllm() -> None:

@@ -52,6 +52,13 @@ class Plan:
         """Whether both sides run, so there is a comparison to gate."""
         return self.base is not None and self.finetuned is not None
 
+    @property
+    def variant(self) -> str:
+        """Which export of the fine-tune is evaluated: a server evaluates what it serves (the GGUF export)."""
+        if self.backend.is_server:
+            return "gguf" if self.location.gguf_files else "served"
+        return self.location.variant
+
     def has(self, role: str) -> bool:
         return (self.base if role == "base" else self.finetuned) is not None
 
@@ -80,7 +87,7 @@ class Plan:
 
     def describe(self) -> Iterator[str]:
         """The plan as lines for the terminal (`--bench-plan`)."""
-        yield f"model under test: {self.label or self.location.source} ({self.location.variant})"
+        yield f"model under test: {self.label or self.location.source} ({self.variant})"
         yield f"results: {self.output_dir}"
         if not self.compares:
             yield f"evaluates the {self.roles[0]} model alone: no comparison, no gates"

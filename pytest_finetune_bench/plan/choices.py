@@ -85,6 +85,8 @@ class BenchOptions:
     only_base: bool = False  # --bench-only-base: evaluate (and cache) the base model alone
     early_stop: bool = False  # --bench-early-stop: stop a task's fine-tuned run once its gates are settled
     error_rate: float = 0.05  # --bench-error-rate: the chance that early stopping settles a gate wrongly
+    variant: str | None = None  # --bench-variant: which export of outputs/<name>/ to evaluate (None: the default)
+    trust_remote_code: bool = False  # --bench-trust-remote-code: run a model folder's own code (both sides)
 
     @property
     def without_base(self) -> bool:

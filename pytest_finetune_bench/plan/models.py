@@ -5,7 +5,7 @@ from __future__ import annotations
 import glob
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pytest_finetune_bench import BenchError
@@ -13,6 +13,10 @@ from pytest_finetune_bench import BenchError
 MERGED_VARIANTS = ("merged_16bit", "merged_4bit")
 # What makes a folder an experiment, as the pipelines detect their outputs/<name>/ folders.
 EXPERIMENT_PARTS = ("lora", *MERGED_VARIANTS, "gguf")
+# What --bench-variant may pick; without it, a merged export wins, then the adapter, then the GGUF.
+VARIANTS = ("lora", *MERGED_VARIANTS, "gguf")
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -25,8 +29,9 @@ class ModelLocation:
     name: str
     root: Path | None  # the outputs/<name> folder (or a plain model folder); None for a Hub id
     hf_path: str | None  # what transformers loads: a merged folder, a plain folder or a Hub id
-    variant: str  # merged_16bit | merged_4bit | folder | hub | none
+    variant: str  # what is evaluated: merged_16bit | merged_4bit | lora | gguf | folder | hub | none
     gguf_files: tuple[Path, ...] = ()
+    adapter: Path | None = None  # the LoRA adapter evaluated on its base (variant lora)
 
     @property
     def is_hub(self) -> bool:
@@ -35,28 +40,38 @@ class ModelLocation:
     def require_hf(self) -> str:
         if self.hf_path is None:
             looked = ", ".join(f"{v}/config.json" for v in MERGED_VARIANTS)
+            weights = " or ".join(f"lora/{name}" for name in ADAPTER_WEIGHTS)
             raise BenchError(
-                f"No merged model found in {self.root}: build the merged model first "
-                f"(looked for {looked}), or use --bench-backend ollama for its GGUF"
+                f"No merged model or LoRA adapter found in {self.root} (looked for {looked}, and "
+                f"lora/{ADAPTER_CONFIG} with {weights}): save the fine-tune there, "
+                "or use --bench-backend ollama for its GGUF"
             )
         return self.hf_path
 
 
-def locate_model(spec: str, cwd: Path) -> ModelLocation:
-    """Resolve --bench-model: an outputs/<name> folder, a plain HF model folder, or a Hub id."""
+def locate_model(spec: str, cwd: Path, variant: str | None = None) -> ModelLocation:
+    """Resolve --bench-model: an outputs/<name> folder, a plain HF model folder, a LoRA adapter folder, or a Hub id.
+
+    `variant` (--bench-variant) picks one export of an outputs/<name> folder; None picks the default.
+    """
     path = (cwd / spec).expanduser() if not Path(spec).is_absolute() else Path(spec)
     if path.is_dir():
-        return _locate_folder(spec, path.resolve())
+        location = _locate_folder(spec, path.resolve())
+        return location if variant is None else _pick_variant(location, variant)
     if path.exists():
         raise BenchError(f"--bench-model {spec} is a file: point it at the model folder (outputs/<name>)")
     # outputs/my-modle is a typo when outputs/ is here, not a Hub id.
     local_parent = (cwd / spec.split("/", 1)[0]).is_dir()
     if _HUB_ID.match(spec) and not spec.startswith((".", "~")) and not local_parent:
+        if variant is not None:
+            raise BenchError(f"--bench-variant {variant} picks an export of an outputs/<name> folder, and "
+                             f"{spec} is a Hub id: drop --bench-variant, or download the model's folder")
         return ModelLocation(source=spec, name=spec, root=None, hf_path=spec, variant="hub")
     raise BenchError(f"--bench-model {spec} does not exist: pass an outputs/<name> folder, a model folder or a Hub id")
 
 
 def _locate_folder(spec: str, root: Path) -> ModelLocation:
+    """The default export of a folder: a plain model, a merged export, an adapter, then (served) a GGUF."""
     gguf = tuple(sorted((root / "gguf").glob("*.gguf"))) if (root / "gguf").is_dir() else ()
     gguf = gguf or tuple(sorted(root.glob("*.gguf")))
     if (root / "config.json").is_file():
@@ -64,7 +79,51 @@ def _locate_folder(spec: str, root: Path) -> ModelLocation:
     for variant in MERGED_VARIANTS:
         if (root / variant / "config.json").is_file():
             return ModelLocation(spec, root.name, root, str(root / variant), variant, gguf)
-    return ModelLocation(spec, root.name, root, None, "none", gguf)
+    adapter = find_adapter(root)
+    if adapter is not None:
+        # A folder that is the adapter itself (outputs/x/lora) is named after its experiment.
+        name = root.parent.name if adapter == root and root.name == "lora" else root.name
+        return ModelLocation(spec, name, root, None, "lora", gguf, adapter)
+    return ModelLocation(spec, root.name, root, None, "gguf" if gguf else "none", gguf)
+
+
+def find_adapter(root: Path) -> Path | None:
+    """The LoRA adapter of an experiment: `lora/` (or the folder itself) with its config and its weights."""
+    for folder in (root / "lora", root):
+        if (folder / ADAPTER_CONFIG).is_file() and any((folder / name).is_file() for name in ADAPTER_WEIGHTS):
+            return folder
+    return None
+
+
+def _pick_variant(location: ModelLocation, variant: str) -> ModelLocation:
+    """The export --bench-variant names; a one-line error listing what the folder holds when it is missing."""
+    root = location.root
+    assert root is not None
+    if variant == "lora":
+        adapter = find_adapter(root)
+        found = adapter is not None
+        picked = replace(location, hf_path=None, variant="lora", adapter=adapter)
+    elif variant == "gguf":
+        found = bool(location.gguf_files)
+        picked = replace(location, hf_path=None, variant="gguf", adapter=None)
+    else:
+        found = (root / variant / "config.json").is_file()
+        picked = replace(location, hf_path=str(root / variant), variant=variant, adapter=None)
+    if not found:
+        held = ", ".join(available_variants(root)) or "none of them"
+        raise BenchError(f"--bench-variant {variant}: {root} has no {variant} export (it holds: {held}); "
+                         "pick one it has, or drop --bench-variant for the default")
+    return picked
+
+
+def available_variants(root: Path) -> tuple[str, ...]:
+    """The exports of an outputs/<name> folder that --bench-variant can pick, in VARIANTS order."""
+    present = {
+        "lora": find_adapter(root) is not None,
+        "gguf": any((root / "gguf").glob("*.gguf")) or any(root.glob("*.gguf")),
+        **{v: (root / v / "config.json").is_file() for v in MERGED_VARIANTS},
+    }
+    return tuple(v for v in VARIANTS if present[v])
 
 
 def detect_base(location: ModelLocation) -> tuple[str, str] | None:

@@ -9,11 +9,12 @@ then the settings and the two sides. Every failure is a one-line BenchError, bef
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.backends import Backend, format_model_args, get_backend
+from pytest_finetune_bench.backends.hf import adapter_has_tokenizer, check_custom_code
 from pytest_finetune_bench.backends.openai import served_name
 from pytest_finetune_bench.plan import Plan
 from pytest_finetune_bench.plan.choices import BenchOptions
@@ -29,6 +30,7 @@ from pytest_finetune_bench.plan.settings import (
     resolve_dtype,
 )
 from pytest_finetune_bench.plan.tasks import TaskCatalog, lm_eval_version
+from pytest_finetune_bench.store.fingerprint import adapter_fingerprint
 
 Say = Callable[[str], None]
 OFFLINE_TASKS_DIR = "offline-tasks"
@@ -76,11 +78,12 @@ def _check_distinct_outputs(plans: list[Plan]) -> None:
 def make_plan(options: BenchOptions, cwd: Path, say: Say, catalog: TaskCatalog | None = None,
               label: str | None = None) -> Plan:
     """Resolve everything that defines one model's runs; BenchError when something cannot be."""
-    location = locate_model(options.model, cwd)
+    location = locate_model(options.model, cwd, options.variant)
     base_backend, backend = pick_backends(options, location)
     roles = options.roles
     base = resolve_base_model(options, location, base_backend, cwd) if "base" in roles else None
-    finetuned_model = finetuned_model_name(options, location, backend) if "fine-tuned" in roles else None
+    finetuned = finetuned_model(options, location, backend, base if base_backend is backend else None, cwd) \
+        if "fine-tuned" in roles else None
     output_dir = options.output or output_dir_for(location.root, location.name, cwd)
     catalog = catalog or TaskCatalog()
     tasks, skipped = task_plan(options.task_list, catalog, _used_backends(roles, base_backend, backend))
@@ -89,12 +92,13 @@ def make_plan(options: BenchOptions, cwd: Path, say: Say, catalog: TaskCatalog |
     device = resolve_device(options.device)
     include_path, data_files = _offline_data(options, catalog, tasks, output_dir)
     models = [(base_backend, base[0], "base")] if base else []
-    models += [(backend, finetuned_model, "fine-tuned")] if finetuned_model else []
+    models += [(backend, finetuned.tokenizer_source, "fine-tuned")] if finetuned else []
     apply_chat_template = chat_template(options, models, say)
-    if finetuned_model is not None:
-        backend.preflight(finetuned_model, "fine-tuned", location.gguf_files)
-    if base is not None:
-        base_backend.preflight(base[0], "base", ())
+    loaded = [(backend, finetuned.loaded, "fine-tuned")] if finetuned else []
+    loaded += [(base_backend, base[0], "base")] if base else []
+    for side_backend, model, role in loaded:
+        side_backend.preflight(model, role, location.gguf_files if role == "fine-tuned" else ())
+    check_custom_code([(model, role) for b, model, role in loaded if not b.is_server], options.trust_remote_code)
     settings = EvalSettings(
         tasks=tasks,
         limit=options.effective_limit,
@@ -108,14 +112,14 @@ def make_plan(options: BenchOptions, cwd: Path, say: Say, catalog: TaskCatalog |
         data_files=data_files,
         lm_eval_version=lm_eval_version(),
         include_path=str(include_path) if include_path else None,
+        trust_remote_code=options.trust_remote_code,
         **parallel_settings(options, (base_backend, backend), device),
     )
     return Plan(
         options=options,
         location=location,
-        base=_side("base", base[0], base[1], base_backend, settings) if base else None,
-        finetuned=_side("fine-tuned", finetuned_model, "--bench-model", backend, settings)
-        if finetuned_model else None,
+        base=_side("base", SideModel(base[0]), base[1], base_backend, settings) if base else None,
+        finetuned=_side("fine-tuned", finetuned, "--bench-model", backend, settings) if finetuned else None,
         base_backend=base_backend,
         backend=backend,
         settings=settings,
@@ -126,26 +130,51 @@ def make_plan(options: BenchOptions, cwd: Path, say: Say, catalog: TaskCatalog |
     )
 
 
+@dataclass(frozen=True)
+class SideModel:
+    """What a backend loads for one side: a model, or a base model with a LoRA adapter on top."""
+
+    loaded: str  # the model folder, Hub id or served name the backend loads
+    adapter: Path | None = None
+
+    @property
+    def shown(self) -> str:
+        """The model as the user knows it: the adapter when there is one."""
+        return str(self.adapter) if self.adapter is not None else self.loaded
+
+    @property
+    def tokenizer_source(self) -> str:
+        """Where the tokenizer (and so the chat template) comes from: an adapter may ship its own."""
+        if self.adapter is not None and adapter_has_tokenizer(self.adapter):
+            return str(self.adapter)
+        return self.loaded
+
+
 def _used_backends(roles: tuple[str, ...], base_backend: Backend, backend: Backend) -> tuple[Backend, ...]:
     return tuple(b for role, b in (("base", base_backend), ("fine-tuned", backend)) if role in roles)
 
 
-def _side(role: str, model: str, source: str, backend: Backend, settings: EvalSettings) -> Side:
+def _side(role: str, model: SideModel, source: str, backend: Backend, settings: EvalSettings) -> Side:
+    args = backend.model_args(model.loaded, settings)
+    fingerprint = backend.fingerprint(model.loaded)
+    if model.adapter is not None:
+        args |= backend.adapter_args(model.adapter)
+        fingerprint = adapter_fingerprint(fingerprint, model.adapter)
     return Side(
         role=role,
-        model=model,
+        model=model.shown,
         backend=backend.name,
         lm_eval_model=backend.lm_eval_model,
-        model_args=format_model_args(backend.model_args(model, settings)),
-        fingerprint=backend.fingerprint(model),
+        model_args=format_model_args(args),
+        fingerprint=fingerprint,
         source=source,
         child_imports=backend.child_imports,
     )
 
 
 def pick_backends(options: BenchOptions, location: ModelLocation) -> tuple[Backend, Backend]:
-    """(base backend, fine-tuned backend); auto is hf for a merged model, ollama for a GGUF-only export."""
-    auto = "ollama" if location.hf_path is None and location.gguf_files else "hf"
+    """(base backend, fine-tuned backend); auto is hf for a merged model or an adapter, ollama for a GGUF export."""
+    auto = "ollama" if location.variant == "gguf" else "hf"
     name = auto if options.backend == "auto" else options.backend
     backend = get_backend(name, options.base_url, options.num_concurrent)
     base_name = options.base_backend or name
@@ -153,10 +182,22 @@ def pick_backends(options: BenchOptions, location: ModelLocation) -> tuple[Backe
     return base_backend, backend
 
 
-def finetuned_model_name(options: BenchOptions, location: ModelLocation, backend: Backend) -> str:
+def finetuned_model(options: BenchOptions, location: ModelLocation, backend: Backend,
+                    base: tuple[str, str] | None, cwd: Path) -> SideModel:
+    """What the backend loads for the fine-tuned side; `base` is the resolved base when the same backend runs it."""
     if backend.is_server:
-        return options.server_model or served_name(location.name)
-    return location.require_hf()
+        if location.variant == "lora" and (options.variant == "lora" or not location.gguf_files):
+            raise BenchError(f"the {backend.name} backend serves whole models by name and cannot apply the LoRA "
+                             f"adapter {location.adapter}: use --bench-backend hf (or vllm), or merge the adapter "
+                             "and serve the merged model or its GGUF")
+        return SideModel(options.server_model or served_name(location.name))
+    if location.adapter is None:
+        return SideModel(location.require_hf())
+    # The adapter is applied to the base the session compares against: adapter_config.json's, or --bench-base.
+    if base is None:
+        explicit = None if options.without_base else options.base
+        base = resolve_base_model(replace(options, base=explicit), location, backend, cwd)
+    return SideModel(base[0], location.adapter)
 
 
 def resolve_base_model(options: BenchOptions, location: ModelLocation, backend: Backend, cwd: Path) -> tuple[str, str]:

@@ -48,6 +48,7 @@ class EvalSettings:
     gpu_memory_utilization: float | None = None  # vllm: share of each GPU it may take (None: vLLM's 0.9)
     max_model_len: int | None = None  # vllm: context length (None: the model's); longer prompts are truncated
     parallelize: bool = False  # hf: one model copy spread over every visible GPU (device_map="auto")
+    trust_remote_code: bool = False  # hf, vllm: let a model folder's own Python code run (config.json auto_map)
 
     @property
     def fewshot_as_multiturn(self) -> bool:
@@ -70,12 +71,14 @@ class Side:
 
 
 def engine_model_args(settings: EvalSettings, lm_eval_model: str) -> dict[str, str]:
-    """The model arguments that spread `lm_eval_model` over GPUs, by the names its lm-eval constructor takes.
+    """The shared model arguments (GPU spread, trust in the model's code), by the names lm-eval's constructors take.
 
     They live in the shared settings, not in a backend, so that the out-of-memory retries (which lower
     them) and both sides always agree; tests/test_scaling.py checks the names against lm-eval's constructors.
     """
     args: dict[str, str] = {}
+    if settings.trust_remote_code and lm_eval_model in ("hf", "vllm"):
+        args["trust_remote_code"] = "True"
     if lm_eval_model == "vllm":
         args["tensor_parallel_size"] = str(settings.tensor_parallel)
         args["data_parallel_size"] = str(settings.data_parallel)

@@ -32,6 +32,7 @@ from pytest_finetune_bench.plan.choices import (
     parse_task_values,
 )
 from pytest_finetune_bench.plan.metrics import parse_metric_choices
+from pytest_finetune_bench.plan.models import VARIANTS
 
 GROUP = "finetune-bench"
 
@@ -66,6 +67,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("base", "base model to compare against (default: read from lora/adapter_config.json, "
            "then lora/training_metrics.json); none: evaluate the fine-tuned model alone, without gates",
            metavar="PATH_OR_ID"),
+    Option("variant", "which export of an outputs/<name> folder to evaluate: lora (the adapter on its base, through "
+           "PEFT), merged_16bit, merged_4bit or gguf [default: a merged export, else the adapter, else the GGUF]",
+           metavar="NAME"),
+    Option("trust-remote-code", "let model folders that ship their own Python code (config.json auto_map) run it, "
+           "on both sides (transformers' trust_remote_code); off, such a model stops the session before it loads",
+           switch=True),
     Option("only-base", "evaluate the base model alone and cache its scores, ahead of a batch of fine-tunes "
            "(with --bench-base, --bench-model may be left out)", switch=True),
     Option("suite", f"benchmark suite ({SUITE_HELP})", "quick", metavar="NAME"),
@@ -283,4 +290,6 @@ def read_options(config: pytest.Config) -> BenchOptions | None:
         compare_to=get("compare-to", lambda v: Path(v).expanduser() if v else None),
         early_stop=get("early-stop", lambda v: parse_bool(v) if v else False),
         error_rate=get("error-rate", parse_error_rate),
+        variant=get("variant", lambda v: parse_choice(v, VARIANTS, "variant") if v else None),
+        trust_remote_code=get("trust-remote-code", lambda v: parse_bool(v) if v else False),
     )

@@ -55,6 +55,8 @@ def _experiment(summary: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "label": summary.get("label") or summary.get("model_name"),
         "model": (summary.get("fine_tuned_model") or {}).get("model"),
+        # Which export was measured (lora, merged_16bit, gguf, …): an adapter and its merge are different models.
+        "variant": summary.get("model_variant"),
         "benchmark_dir": _benchmark_dir(summary),
         "status": summary.get("status"),
         "backend": (summary.get("backends") or {}).get("fine-tuned"),
@@ -186,9 +188,9 @@ def ranking_lines(ranking: Mapping[str, Any]) -> list[str]:
     tasks = list(dict.fromkeys(task for e in experiments for task in e["scores"]))
     facts = ranking.get("differing_training_facts") or []
     costs = {cost["export"]: cost for cost in ranking.get("quantization_cost") or []}
-    headers = ["#", "Experiment", *(display_name(t) for t in tasks), "Gates", *facts]
+    headers = ["#", "Experiment", "Export", *(display_name(t) for t in tasks), "Gates", *facts]
     headers += ["Quantization cost"] if costs else []
-    rows = [[place, e["label"], *(_score_cell(e["scores"].get(t)) for t in tasks),
+    rows = [[place, e["label"], e.get("variant") or "", *(_score_cell(e["scores"].get(t)) for t in tasks),
              f"{e['gates']['passed']}/{e['gates']['total']}", *(e["training"].get(f, "") for f in facts),
              *([_cost_cell(costs.get(e["label"]))] if costs else [])]
             for place, e in enumerate(experiments, start=1)]

@@ -30,9 +30,9 @@ def build_summary(
     """
     return {
         **_header(plan, executor, errors),
-        "model_path": plan.location.hf_path,
-        # Which export of outputs/<name>/ was measured (merged_16bit, merged_4bit, gguf, folder, hub).
-        "model_variant": plan.location.variant,
+        "model_path": str(plan.location.adapter) if plan.variant == "lora" else plan.location.hf_path,
+        # Which export of outputs/<name>/ was measured (merged_16bit, merged_4bit, lora, gguf, folder, hub, served).
+        "model_variant": plan.variant,
         "base_model_source": plan.base.source if plan.base else None,
         **{_SIDE_KEYS[role]: _side_summary(plan, executor.runs.get(role)) for role in ROLES},
         "comparison": {task: c.to_json() for task, c in comparisons.items()},

@@ -39,6 +39,14 @@ def model_fingerprint(model: str, revision: str | None = None, index_dir: Path |
     return digest.hexdigest()
 
 
+def adapter_fingerprint(base: str | None, adapter: Path) -> str | None:
+    """The content of a LoRA adapter applied on a base: both count, so the caches never mix an adapter
+    with its merge (another fingerprint) or with another base. None when the base's content is unknown."""
+    if base is None:
+        return None
+    return hashlib.sha256(f"adapter:{model_fingerprint(str(adapter))}|base:{base}".encode()).hexdigest()
+
+
 def _ignored(path: Path, folder: Path) -> bool:
     parts = path.relative_to(folder).parts
     return path.name in MODEL_CARD_FILES or any(p.startswith(".") or p in ("benchmarks", "__pycache__") for p in parts)

@@ -1,0 +1,7 @@
+"""A model type transformers does not know: its config class ships in the model folder (auto_map)."""
+
+from transformers import LlamaConfig
+
+
+class BenchTinyConfig(LlamaConfig):
+    model_type = "bench-tiny"

@@ -1,0 +1,9 @@
+"""The model class of `bench-tiny`: Llama's, under a name only this folder's code defines."""
+
+from transformers import LlamaForCausalLM
+
+from .configuration_bench_tiny import BenchTinyConfig
+
+
+class BenchTinyForCausalLM(LlamaForCausalLM):
+    config_class = BenchTinyConfig
