@@ -26,18 +26,14 @@ def index_include_paths(paths: Sequence[Path]) -> dict[str, Any]:
             raise BenchError(f"--bench-include-path {path} is not a folder")
     from lm_eval.tasks import TaskManager
 
-    index = dict(TaskManager(include_path=[str(p) for p in paths], include_defaults=False).task_index)
     for path in paths:
-        if not any(_is_under(entry.yaml_path, path) for entry in index.values()):
+        # Each folder on its own: one whose tasks a later folder overrides still defines them.
+        if not TaskManager(include_path=str(path), include_defaults=False).task_index:
             raise BenchError(
                 f"--bench-include-path {path} defines no lm-eval task: no YAML file in it has a `task:` or "
                 f"`group:` lm-eval can read (`lm_eval validate --include_path {path} --tasks NAME` says why)"
             )
-    return index
-
-
-def _is_under(yaml_path: Path | None, folder: Path) -> bool:
-    return yaml_path is not None and Path(yaml_path).resolve().is_relative_to(folder.resolve())
+    return dict(TaskManager(include_path=[str(p) for p in paths], include_defaults=False).task_index)
 
 
 def content_version(entry: Any, cwd: Path) -> str:
