@@ -60,7 +60,7 @@ def write_task(
     metrics: Sequence[Mapping[str, Any]] = MENTIONS_METRICS,
     questions: Sequence[tuple[str, str]] = QUESTIONS,
 ) -> Path:
-    """ROOT/tasks/{name}.yaml, ROOT/tasks/utils.py and ROOT/data/{name}.jsonl (read relative to ROOT); returns ROOT/tasks."""
+    """ROOT/tasks/{name}.yaml, ROOT/tasks/utils.py and ROOT/data/{name}.jsonl (read from ROOT); returns ROOT/tasks."""
     tasks, data = root / "tasks", root / "data"
     tasks.mkdir(parents=True, exist_ok=True)
     data.mkdir(parents=True, exist_ok=True)

@@ -42,7 +42,7 @@ def test_a_task_of_ones_own_is_known_with_its_metric_and_direction(tmp_path: Pat
     assert (headlines["my_task"].key, headlines["my_task"].higher_is_better) == ("mentions_answer,none", True)
     assert (headlines["quiet_task"].key, headlines["quiet_task"].higher_is_better) == ("shouting,none", False)
     assert catalog.output_types(["my_task"]) == {"my_task": frozenset({"generate_until"})}
-    with pytest.raises(BenchError, match="unknown lm-eval task 'my_tsak'; did you mean my_task.*--bench-include-path"):
+    with pytest.raises(BenchError, match=r"unknown lm-eval task 'my_tsak'; did you mean my_task.*include-path"):
         catalog.validate(["my_tsak"])
 
 
@@ -89,14 +89,14 @@ def test_moving_the_task_folder_keeps_its_version(tmp_path: Path) -> None:
 
 
 def test_bad_include_paths_and_missing_data_are_one_line_errors(tmp_path: Path) -> None:
-    with pytest.raises(BenchError, match="--bench-include-path .*nowhere is not a folder"):
+    with pytest.raises(BenchError, match=r"--bench-include-path .*nowhere is not a folder"):
         catalog_for(tmp_path, "nowhere").validate(["my_task"])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(BenchError, match="--bench-include-path .*empty defines no lm-eval task"):
+    with pytest.raises(BenchError, match=r"--bench-include-path .*empty defines no lm-eval task"):
         catalog_for(tmp_path, "empty").validate(["my_task"])
     write_task(tmp_path)
     (tmp_path / "data" / "my_task.jsonl").unlink()
-    with pytest.raises(BenchError, match="task 'my_task' reads data/my_task.jsonl, which does not exist"):
+    with pytest.raises(BenchError, match=r"task 'my_task' reads data/my_task.jsonl, which does not exist"):
         catalog_for(tmp_path).versions(["my_task"])
 
 
