@@ -20,6 +20,7 @@ import pytest
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.plan.choices import parse_suites
 from pytest_finetune_bench.plan.metrics import choose_headlines
+from pytest_finetune_bench.plan.offline import reads_local_data
 from pytest_finetune_bench.plan.tasks import TaskCatalog
 from tests.conftest import read_json
 from tests.custom_task_files import QUESTIONS, SHOUTING, SHOUTING_METRICS, write_task
@@ -42,6 +43,10 @@ def test_a_task_of_ones_own_is_known_with_its_metric_and_direction(tmp_path: Pat
     assert (headlines["my_task"].key, headlines["my_task"].higher_is_better) == ("mentions_answer,none", True)
     assert (headlines["quiet_task"].key, headlines["quiet_task"].higher_is_better) == ("shouting,none", False)
     assert catalog.output_types(["my_task"]) == {"my_task": frozenset({"generate_until"})}
+    chosen = choose_headlines(["my_task"], catalog.index, {"my_task": ("mentions_answer", None)})["my_task"]
+    assert chosen.source == "--bench-metric"
+    with pytest.raises(BenchError, match="is not one of its metrics"):
+        choose_headlines(["my_task"], catalog.index, {"my_task": ("acc", None)})
     with pytest.raises(BenchError, match=r"unknown lm-eval task 'my_tsak'; did you mean my_task.*include-path"):
         catalog.validate(["my_tsak"])
 
@@ -109,6 +114,15 @@ def test_with_offline_data_too_only_hub_tasks_are_redirected(tmp_path: Path, dem
     ifeval = json.loads((folder / "ifeval.yaml").read_text())
     assert ifeval["dataset_kwargs"]["data_files"]["train"].startswith(str(demo_data))  # the Hub's: redirected
     assert len(hashes) == 1
+
+
+@pytest.mark.parametrize(
+    ("data_files", "local"),
+    [({"test": "data/my_task.jsonl"}, True), ("data/*.jsonl", True), ({"test": ["a.jsonl", "b.jsonl"]}, True),
+     ({"test": "https://example.org/questions.json"}, False), (None, False)],
+)
+def test_only_local_data_files_keep_a_task_off_the_offline_data(data_files: object, local: bool) -> None:
+    assert reads_local_data({"dataset_path": "json", "dataset_kwargs": {"data_files": data_files}}) is local
 
 
 def test_the_task_folder_runs_the_task_as_its_own_folder_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -232,12 +246,27 @@ def test_scores_of_a_task_of_ones_own_equal_lm_eval_include_path(
     assert "finetune-bench::my_task::no_regression" in proc.stdout, proc.stdout + proc.stderr
     assert (proc.returncode == 1) == (comparison["gain"] < -0.05), proc.stdout  # no_regression: at most 5 points
     assert summary["reproduce"]["identity"]["base"]["task_versions"]["my_task"].startswith("sha256:")
-    for role, side in (("base", "base_model"), ("fine-tuned", "fine_tuned_model")):
+    sides = {"base": "base_model", "fine-tuned": "fine_tuned_model"}
+    runs = {}
+    for role in sides:  # both at once: each spends most of its time indexing lm-eval's built-in tasks
         argv = shlex.split(summary["reproduce"]["commands"][role].replace(" OUT", f" {tmp_path / role}"))
         # The user's own folder instead of the plugin's: what the user would type.
         position = argv.index("--include_path")
         assert argv[position + 1] == str(output / "tasks")
         argv[position + 1] = str(tasks.relative_to(tmp_path))
-        subprocess.run([sys.executable, *argv[1:]], cwd=tmp_path, check=True, capture_output=True, timeout=600)
+        runs[role] = subprocess.Popen([sys.executable, *argv[1:]], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE, text=True)
+    for role, side in sides.items():
+        _, log = runs[role].communicate(timeout=600)
+        assert runs[role].returncode == 0, log[-2000:]
         cli = read_json(next((tmp_path / role).rglob("results_*.json")))["results"]["my_task"]
         assert summary[side]["results"]["my_task"]["mentions_answer,none"] == cli["mentions_answer,none"], role
+        # Reply by reply, too: the same prompts, the same generations, the same per-document scores.
+        ours = replies(next(Path(summary[side]["results_file"]).parent.glob("samples_my_task_*.jsonl")))
+        assert ours == replies(next((tmp_path / role).rglob("samples_my_task_*.jsonl"))), role
+
+
+def replies(samples_file: Path) -> list[tuple[int, str, float]]:
+    """(doc id, reply, score) of each document in an lm-eval samples file."""
+    rows = [json.loads(line) for line in samples_file.read_text().splitlines() if line.strip()]
+    return sorted((row["doc_id"], row["filtered_resps"][0], row["mentions_answer"]) for row in rows)

@@ -230,8 +230,14 @@ def write_overlay(
 
 
 def reads_local_data(config: Mapping[str, Any]) -> bool:
-    """Whether a task reads files of its own (`dataset_kwargs: data_files`) rather than a Hub dataset."""
+    """Whether a task reads local files of its own (`dataset_kwargs: data_files`) rather than a download.
+
+    Data files given as URLs (some of lm-eval's own tasks) are a download: --bench-data-dir redirects them.
+    """
     kwargs = config.get("dataset_kwargs") or {}
-    return isinstance(kwargs, Mapping) and bool(kwargs.get("data_files"))
+    files = kwargs.get("data_files") if isinstance(kwargs, Mapping) else None
+    names = files.values() if isinstance(files, Mapping) else [files]
+    paths = [str(p) for name in names for p in (name if isinstance(name, list) else [name]) if p]
+    return bool(paths) and not any("://" in path for path in paths)
 
 
