@@ -116,6 +116,24 @@ def test_with_offline_data_too_only_hub_tasks_are_redirected(tmp_path: Path, dem
     assert len(hashes) == 1
 
 
+def test_a_group_of_ones_own_may_hold_built_in_tasks(
+    tmp_path: Path, demo_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lm_eval.tasks import TaskManager
+
+    tasks = write_task(tmp_path)
+    (tasks / "domain.yaml").write_text("group: domain\ntask:\n  - my_task\n  - ifeval\n")
+    catalog = catalog_for(tmp_path)
+    versions = catalog.versions(["domain"])
+    assert versions["domain"].startswith("sha256:") and versions["my_task"].startswith("sha256:")
+    assert versions["ifeval"] == 4.0  # lm-eval's own task keeps lm-eval's version
+    folder = tmp_path / "folder"
+    catalog.prepare_offline(["domain"], demo_data, folder, None)
+    monkeypatch.chdir(tmp_path)
+    loaded = TaskManager(include_path=str(folder), include_defaults=False).load(["domain"])
+    assert loaded.get("group_map") == {"domain": ["my_task", "ifeval"]}
+
+
 @pytest.mark.parametrize(
     ("data_files", "local"),
     [({"test": "data/my_task.jsonl"}, True), ("data/*.jsonl", True), ({"test": ["a.jsonl", "b.jsonl"]}, True),
