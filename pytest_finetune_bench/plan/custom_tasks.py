@@ -113,8 +113,11 @@ def data_files(task: str, cfg: Mapping[str, Any], cwd: Path) -> list[Path]:
                              f"{cwd}, the directory pytest runs in, as lm-eval reads them from its own)")
         files += [p for p in matches if p.is_file()]
     dataset = str(cfg.get("dataset_path") or "")
-    if dataset.startswith((".", "/", "~")):
-        folder = Path(dataset).expanduser()
-        folder = folder if folder.is_absolute() else cwd / folder
-        files += sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else [folder] * folder.is_file()
+    if dataset.startswith((".", "/", "~")):  # a local dataset folder rather than a Hub name or a builder
+        local = Path(dataset).expanduser()
+        local = local if local.is_absolute() else cwd / local
+        if local.is_dir():
+            files += sorted(p for p in local.rglob("*") if p.is_file())
+        elif local.is_file():
+            files.append(local)
     return files
