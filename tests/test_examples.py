@@ -119,7 +119,8 @@ def test_example_ini_keys_exist(pytester: pytest.Pytester, name: str) -> None:
                         "finetune-bench::gsm8k::improves", "finetune-bench::gsm8k::no_regression",
                         "finetune-bench::hellaswag::no_regression", "*7 tests collected*"]),
         ("custom_tasks", ["finetune-bench::arc_easy::improves", "finetune-bench::arc_easy::no_regression",
-                          "*2 tests collected*"]),
+                          "finetune-bench::port_numbers::improves", "finetune-bench::port_numbers::no_regression",
+                          "*4 tests collected*"]),
         ("domain_test", ["test_domain.py::test_no_json_prompt_lost", "*test_sixteen_bit_merge_is_evaluated",
                          "finetune-bench::ifeval::improves", "finetune-bench::ifeval::no_regression",
                          "*7 tests collected*"]),
@@ -258,21 +259,29 @@ def test_acceptance_per_task_thresholds_and_compare_to(
     assert experiment_2["base_model"]["results_file"] == experiment_1["fine_tuned_model"]["results_file"]
 
 
-def test_custom_task_reads_local_data(
+def test_custom_tasks_read_local_data_and_tasks_of_their_own(
     pytester: pytest.Pytester, unchanged_outputs: Path, shared_output: Path
 ) -> None:
-    """arc_easy on the example's own questions: the offline overlay, both runs and the gates, for real."""
+    """The example's suite, for real: arc_easy on its own questions (the offline overlay) and its own
+    port_numbers task (--bench-include-path: YAML, helper and data), both runs and the gates."""
     project = copy_example(pytester, "custom_tasks")
     questions = (project / "data" / "arc_easy" / "test.jsonl").read_text().splitlines()
-    # pytest.ini names the tasks and the data folder; relative paths are taken from where pytest starts.
+    ports = (project / "tasks" / "port_numbers.jsonl").read_text().splitlines()
+    # pytest.ini names the suite, the data and task folders; relative paths are taken from where pytest starts.
     result = pytester.runpytest_subprocess(*bench_args(unchanged_outputs, None, shared_output), timeout=RUN_TIMEOUT_S)
-    result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["configfile: pytest.ini", "arc_easy: acc_norm *→ No change*"])
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["configfile: pytest.ini", "arc_easy: acc_norm *→ No change*",
+                                 "port_numbers: port_named *→ No change*"], consecutive=False)
     summary = read_json(shared_output / "benchmark.json")
     comparison = summary["comparison"]["arc_easy"]
     assert comparison["metric"] == "acc_norm,none" and comparison["stats"]["n"] == len(questions)
-    assert summary["reproduce"]["limit"] is None  # --bench-tasks: no suite limit
+    own = summary["comparison"]["port_numbers"]
+    assert own["metric"] == "port_named,none" and own["higher_is_better"] is True and own["stats"]["n"] == len(ports)
+    assert summary["reproduce"]["limit"] is None  # a suite of one's own: no sample limit
     overlay = json.loads((shared_output / "offline-tasks" / "arc_easy.yaml").read_text())
     expected = (project / "data" / "arc_easy" / "test.jsonl").resolve()
     assert overlay["dataset_kwargs"]["data_files"] == {"test": str(expected)}
     assert os.path.basename(overlay["include"]) == "arc_easy.yaml"
+    # The task of its own reads its own files: the folder lm-eval is given only points at it.
+    stub = json.loads((shared_output / "offline-tasks" / "port_numbers.yaml").read_text())
+    assert stub == {"include": str((project / "tasks" / "port_numbers.yaml").resolve())}

@@ -87,6 +87,8 @@ class BenchOptions:
     error_rate: float = 0.05  # --bench-error-rate: the chance that early stopping settles a gate wrongly
     variant: str | None = None  # --bench-variant: which export of outputs/<name>/ to evaluate (None: the default)
     trust_remote_code: bool = False  # --bench-trust-remote-code: run a model folder's own code (both sides)
+    include_paths: tuple[Path, ...] = ()  # --bench-include-path: folders of the user's own lm-eval tasks
+    user_suites: dict[str, Suite] = field(default_factory=dict)  # bench_suites: the user's own named suites
 
     @property
     def without_base(self) -> bool:
@@ -101,12 +103,17 @@ class BenchOptions:
         return ("fine-tuned",) if self.without_base else ("base", "fine-tuned")
 
     @property
+    def suites(self) -> dict[str, Suite]:
+        """The built-in suites and the user's own."""
+        return {**SUITES, **self.user_suites}
+
+    @property
     def task_list(self) -> tuple[str, ...]:
-        return self.tasks or SUITES[self.suite].tasks
+        return self.tasks or self.suites[self.suite].tasks
 
     @property
     def effective_limit(self) -> float | None:
-        return self.limit if self.limit_set else SUITES[self.suite].limit if not self.tasks else None
+        return self.limit if self.limit_set else self.suites[self.suite].limit if not self.tasks else None
 
     def min_gain_for(self, task: str) -> float | None:
         """Points a target task must gain; None for tasks that only must not regress."""
@@ -116,6 +123,31 @@ class BenchOptions:
 
     def max_drop_for(self, task: str) -> float:
         return self.max_drop_per_task.get(task, self.max_drop)
+
+
+_SUITE_NAME = re.compile(r"([A-Za-z0-9_][\w.-]*)\s*:")
+
+
+def parse_suites(text: str) -> dict[str, Suite]:
+    """User suites from "domain: ifeval, my_task  other: gsm8k" (one `NAME: TASKS` per ini line).
+
+    A task list is separated by commas or spaces; a suite runs all of its tasks (no sample limit).
+    """
+    parts = _SUITE_NAME.split(text)
+    if parts[0].strip():
+        raise BenchError(f"{text.strip()!r} is not a suite: write NAME: TASK, TASK (e.g. domain: ifeval, my_task)")
+    suites: dict[str, Suite] = {}
+    for given, tasks_text in zip(parts[1::2], parts[2::2], strict=True):
+        name = given.lower()  # --bench-suite is matched without regard to case
+        tasks = tuple(dict.fromkeys(t for t in re.split(r"[\s,]+", tasks_text) if t))
+        if name in SUITES:
+            raise BenchError(f"suite {name!r} is built in ({SUITES[name].description}): give yours another name")
+        if name in suites:
+            raise BenchError(f"suite {name!r} is defined twice: keep one")
+        if not tasks:
+            raise BenchError(f"suite {name!r} names no task: write {name}: TASK, TASK")
+        suites[name] = Suite(name, tasks, None, f"your suite: {', '.join(tasks)}")
+    return suites
 
 
 def parse_points(text: str) -> float:

@@ -254,11 +254,21 @@ def _task_candidates(cfg: Mapping[str, Any]) -> list[_Candidate] | None:
         metrics = [{"metric": name} for name in defaults]
     filters = [str(f.get("name")) for f in cfg.get("filter_list") or []] or [NO_FILTER]
     return [
-        _Candidate(str(m["metric"]), f, _bool_or_none(m.get("higher_is_better")), _str_or_none(m.get("aggregation")))
+        _Candidate(_metric_name(m["metric"]), f, _bool_or_none(m.get("higher_is_better")),
+                   _str_or_none(m.get("aggregation")))
         for m in metrics
         if isinstance(m, Mapping) and "metric" in m
         for f in filters
     ]
+
+
+def _metric_name(metric: Any) -> str:
+    """The name lm-eval reports a metric under: a `!function utils.f` metric is reported as `f`.
+
+    lm-eval's index keeps such a reference as the text `/folder/utils.f` (a metric name has no slash).
+    """
+    name = str(metric)
+    return name.rpartition(".")[2] if "/" in name else name
 
 
 def _group_candidates(cfg: Mapping[str, Any]) -> list[_Candidate]:
@@ -280,16 +290,20 @@ def _registered_direction(metric: str) -> bool | None:
 
 
 def _is_mean(candidate: _Candidate) -> bool:
-    """Whether the score averages per-document values (an unknown custom aggregation counts as one).
+    """Whether the score averages per-document values (an unknown aggregation name counts as one).
 
-    A custom aggregation function is taken at its word: its per-document values decide when the
-    samples are read (evidence.py), where a value that is not a number stops the statistics.
+    An aggregation name lm-eval does not register is taken at its word: its per-document values
+    decide when the samples are read (evidence.py), where a value that is not a number stops the
+    statistics. A task's own aggregation function (`aggregation: !function utils.f`, kept by the
+    index as `/folder/utils.f`) may compute anything from them, so it is gated on its point estimate.
     """
     import lm_eval.api.metrics  # noqa: F401 - registers lm-eval's aggregations
     from lm_eval.api.registry import aggregation_registry, metric_agg_registry
 
     means = [aggregation_registry.get(name) for name in MEAN_AGGREGATIONS]
     if candidate.aggregation is not None:
+        if "/" in candidate.aggregation:
+            return False
         return candidate.aggregation in MEAN_AGGREGATIONS or candidate.aggregation not in aggregation_registry
     if candidate.metric not in metric_agg_registry:
         return True

@@ -193,23 +193,33 @@ def overlay_config(leaf: LeafTask, files: Mapping[str, Path]) -> dict[str, Any]:
 
 
 def write_overlay(
-    task_names: Iterable[str], data_dir: Path, dest: Path, index: Mapping[str, Any], num_fewshot: int | None
+    task_names: Iterable[str], data_dir: Path | None, dest: Path, index: Mapping[str, Any], num_fewshot: int | None
 ) -> dict[str, str]:
-    """Write overlay task configs for every task and group of `task_names` into `dest`.
+    """Write a task config for every task and group of `task_names` into `dest`.
 
-    The overlay is complete on its own (lm-eval can load it without indexing its 10,000 built-in
-    configs) and also overrides the built-ins when given to `lm_eval --include_path`.
-    Returns {path of each data file: sha256}, which identifies the data for caches and reports.
+    Each config `include:`s the task's own YAML (lm-eval's, or one from --bench-include-path); with
+    `data_dir`, a task that reads the Hub is redirected to its local files, while a task that already
+    reads local files (`dataset_kwargs: data_files`) is left as it is. The folder is complete on its
+    own (lm-eval can load it without indexing its 10,000 built-in configs) and also overrides the
+    built-ins when given to `lm_eval --include_path`, so one folder serves the run and the CLI.
+    Returns {path of each data file read from `data_dir`: sha256}, which identifies the data.
     """
-    if not data_dir.is_dir():
+    if data_dir is not None and not data_dir.is_dir():
         raise BenchError(f"--bench-data-dir {data_dir} is not a folder")
     dest.mkdir(parents=True, exist_ok=True)
     hashes: dict[str, str] = {}
-    for item in expand_tasks(task_names, index):
+    for item in expand_tasks(task_names, index, redirectable=data_dir is not None):
         if isinstance(item, GroupRef):
             config: dict[str, Any] = {"include": str(item.yaml_path.resolve())}
-        elif isinstance(item, OpaqueTask):  # expand_tasks refused these already; kept for the type checker
-            raise BenchError(f"task {item.name!r} cannot be redirected by --bench-data-dir")
+        elif isinstance(item, OpaqueTask):
+            if data_dir is not None:  # expand_tasks refused these already; kept for the type checker
+                raise BenchError(f"task {item.name!r} cannot be redirected by --bench-data-dir")
+            entry = index.get(item.name)
+            if entry is None or entry.yaml_path is None:
+                continue  # tasks inline in a group come with the group's config
+            config = {"include": str(Path(entry.yaml_path).resolve())}
+        elif data_dir is None or reads_local_data(item.config):
+            config = {"include": str(item.yaml_path.resolve())}
         else:
             files = find_split_files(item, data_dir, num_fewshot)
             config = overlay_config(item, files)
@@ -217,5 +227,17 @@ def write_overlay(
         # JSON is valid YAML, and needs no YAML writer. Atomic: another session may be reading the overlay.
         atomic_write_text(dest / f"{item.name}.yaml", json.dumps(config, indent=2) + "\n")
     return hashes
+
+
+def reads_local_data(config: Mapping[str, Any]) -> bool:
+    """Whether a task reads local files of its own (`dataset_kwargs: data_files`) rather than a download.
+
+    Data files given as URLs (some of lm-eval's own tasks) are a download: --bench-data-dir redirects them.
+    """
+    kwargs = config.get("dataset_kwargs") or {}
+    files = kwargs.get("data_files") if isinstance(kwargs, Mapping) else None
+    names = files.values() if isinstance(files, Mapping) else [files]
+    paths = [str(p) for name in names for p in (name if isinstance(name, list) else [name]) if p]
+    return bool(paths) and not any("://" in path for path in paths)
 
 

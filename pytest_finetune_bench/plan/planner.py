@@ -34,6 +34,7 @@ from pytest_finetune_bench.store.fingerprint import adapter_fingerprint
 
 Say = Callable[[str], None]
 OFFLINE_TASKS_DIR = "offline-tasks"
+TASKS_DIR = "tasks"  # the task folder lm-eval is given for --bench-include-path without --bench-data-dir
 
 
 def make_plans(options: BenchOptions, cwd: Path, say: Say, catalog: TaskCatalog | None = None) -> tuple[Plan, ...]:
@@ -42,7 +43,7 @@ def make_plans(options: BenchOptions, cwd: Path, say: Say, catalog: TaskCatalog 
         raise BenchError("--bench-only-base evaluates the base model, but --bench-base none names none: drop one")
     specs = expand_models(options.models or (options.model,), cwd)
     backends = options.backends or (options.backend,)
-    catalog = catalog or TaskCatalog()
+    catalog = catalog or TaskCatalog(options.include_paths, cwd)
     plans = []
     for spec in specs:
         for backend in backends:
@@ -85,12 +86,12 @@ def make_plan(options: BenchOptions, cwd: Path, say: Say, catalog: TaskCatalog |
     finetuned = finetuned_model(options, location, backend, base if base_backend is backend else None, cwd) \
         if "fine-tuned" in roles else None
     output_dir = options.output or output_dir_for(location.root, location.name, cwd)
-    catalog = catalog or TaskCatalog()
+    catalog = catalog or TaskCatalog(options.include_paths, cwd)
     tasks, skipped = task_plan(options.task_list, catalog, _used_backends(roles, base_backend, backend))
     # Before any model runs: a task without a known headline stops here, naming its metrics.
     headlines = choose_headlines(tasks, catalog.index, options.metrics)
     device = resolve_device(options.device)
-    include_path, data_files = _offline_data(options, catalog, tasks, output_dir)
+    include_path, data_files = _task_folder(options, catalog, tasks, output_dir)
     models = [(base_backend, base[0], "base")] if base else []
     models += [(backend, finetuned.tokenizer_source, "fine-tuned")] if finetuned else []
     apply_chat_template = chat_template(options, models, say)
@@ -238,13 +239,17 @@ def task_plan(
     return tasks, skipped
 
 
-def _offline_data(
+def _task_folder(
     options: BenchOptions, catalog: TaskCatalog, tasks: tuple[str, ...], output_dir: Path
 ) -> tuple[Path | None, tuple[str, ...]]:
-    """The overlay that points lm-eval's tasks at local files, and those files' hashes."""
-    if options.data_dir is None:
+    """The one folder lm-eval is given as its include path, and the hashes of the offline data files.
+
+    It holds a config for every task of the run, pointing at local files with --bench-data-dir and at
+    the user's own tasks with --bench-include-path: one folder, because lm-eval's CLI takes one.
+    """
+    if options.data_dir is None and not options.include_paths:
         return None, ()
-    include_path = output_dir / OFFLINE_TASKS_DIR
+    include_path = output_dir / (OFFLINE_TASKS_DIR if options.data_dir is not None else TASKS_DIR)
     hashes = catalog.prepare_offline(tasks, options.data_dir, include_path, options.num_fewshot)
     return include_path, tuple(sorted(hashes.values()))
 

@@ -41,7 +41,7 @@ class EvalSettings:
     task_versions: tuple[tuple[str, str], ...] = ()
     data_files: tuple[str, ...] = ()  # sha256 of each offline data file: moving the folder keeps the identity
     lm_eval_version: str = ""
-    include_path: str | None = None  # offline overlay of task configs (where lm-eval finds the tasks)
+    include_path: str | None = None  # the task folder lm-eval is given: offline overlay and/or the user's own tasks
     # How the engine spreads a model over GPUs (see engine_model_args): the same for both models.
     tensor_parallel: int = 1  # vllm: GPUs one model copy is split over
     data_parallel: int = 1  # vllm: model copies, each on its own GPUs
@@ -116,7 +116,8 @@ def lm_eval_arguments(settings: EvalSettings, side: Side) -> dict[str, Any]:
 def identity(settings: EvalSettings, side: Side) -> dict[str, Any]:
     """Everything a score of `side` depends on: lm-eval's arguments plus the pins of its inputs.
 
-    The include path is left out: the overlay is derived from the tasks and the data files, which are in.
+    The include path is left out: its folder is derived from the tasks, their versions (the content of
+    the user's own tasks) and the data files, which are in.
     """
     arguments = lm_eval_arguments(settings, side)
     arguments.pop("include_path")

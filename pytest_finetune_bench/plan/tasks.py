@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_finetune_bench import BenchError
+from pytest_finetune_bench.plan.custom_tasks import content_version, index_include_paths
 from pytest_finetune_bench.plan.offline import LeafTask, OpaqueTask, expand_tasks, write_overlay
 from pytest_finetune_bench.plan.task_types import output_types as leaf_output_types
 from pytest_finetune_bench.store.files import atomic_write_bytes, bench_cache_dir, file_sha256
@@ -70,15 +71,30 @@ def _installed_release(version: str) -> str | None:
 
 
 class TaskCatalog:
-    """lm-eval's task index, loaded once per session on first use (see load_task_index)."""
+    """lm-eval's task index, loaded once per session on first use (see load_task_index).
 
-    def __init__(self) -> None:
+    With `include_paths` (--bench-include-path), the tasks defined there are indexed as lm-eval's
+    TaskManager indexes them and laid over the built-in ones, later paths overriding earlier, as
+    `lm_eval --include_path` does. Their relative data files are read from `cwd`.
+    """
+
+    def __init__(self, include_paths: Sequence[Path] = (), cwd: Path | None = None) -> None:
         self._index: dict[str, Any] | None = None
+        self._custom: dict[str, Any] | None = None
+        self.cwd = cwd or Path.cwd()
+        self.include_paths = tuple((self.cwd / p.expanduser()).resolve() for p in include_paths)
+
+    @property
+    def custom(self) -> dict[str, Any]:
+        """The index of the user's own tasks (empty without include paths)."""
+        if self._custom is None:
+            self._custom = index_include_paths(self.include_paths) if self.include_paths else {}
+        return self._custom
 
     @property
     def index(self) -> dict[str, Any]:
         if self._index is None:
-            self._index = load_task_index()
+            self._index = {**load_task_index(), **self.custom}
         return self._index
 
     def validate(self, names: Sequence[str]) -> None:
@@ -87,17 +103,23 @@ class TaskCatalog:
             if name not in self.index:
                 close = difflib.get_close_matches(name, list(self.index), n=3, cutoff=0.6)
                 hint = f"; did you mean {', '.join(close)}?" if close else "; run `lm_eval ls tasks` to list them"
+                if self.include_paths:
+                    hint += (" (tasks of your own: a YAML file under --bench-include-path with `task: NAME`; "
+                             "lm-eval skips files it cannot read, `lm_eval validate` says why)")
                 raise BenchError(f"unknown lm-eval task {name!r}{hint}")
 
     def versions(self, names: Sequence[str]) -> dict[str, Any]:
         """Version of every leaf task behind `names` (a changed task must not reuse old scores).
 
         A task defined in Python or inline in a group has no version in the index: the sha256 of the
-        files that define it stands in.
+        files that define it stands in. A task or group of the user's own is versioned by the content
+        of its definition, helper and data files (custom_tasks.content_version).
         """
         versions: dict[str, Any] = {}
         for item in expand_tasks(names, self.index, redirectable=False):
-            if isinstance(item, LeafTask):
+            if item.name in self.custom and self.custom[item.name].yaml_path is not None:
+                versions[item.name] = content_version(self.custom[item.name], self.cwd)
+            elif isinstance(item, LeafTask):
                 versions[item.name] = (item.config.get("metadata") or {}).get("version")
             elif isinstance(item, OpaqueTask):
                 versions[item.name] = {path.name: file_sha256(path) for path in item.files}
@@ -108,7 +130,10 @@ class TaskCatalog:
         return {name: leaf_output_types(name, self.index) for name in names}
 
     def prepare_offline(
-        self, names: Sequence[str], data_dir: Path, dest: Path, num_fewshot: int | None
+        self, names: Sequence[str], data_dir: Path | None, dest: Path, num_fewshot: int | None
     ) -> dict[str, str]:
-        """Write the overlay that makes `names` read `data_dir`; returns the data files' hashes."""
+        """Write the task folder lm-eval is given for `names` (read from `data_dir` when given).
+
+        Returns the hashes of the data files read from `data_dir` (see offline.write_overlay).
+        """
         return write_overlay(names, data_dir, dest, self.index, num_fewshot)

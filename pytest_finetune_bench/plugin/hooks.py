@@ -13,11 +13,11 @@ import pytest
 
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.compare.sequential import early_stop_lines
-from pytest_finetune_bench.plan.choices import SUITES
 from pytest_finetune_bench.plan.planner import make_plans
 from pytest_finetune_bench.plugin.gate_items import gate_items, gate_prefix, keep_gate_ids_readable
 from pytest_finetune_bench.plugin.options import (
     OutputChoices,
+    all_suites,
     output_choices,
     read_options,
     register,
@@ -135,10 +135,11 @@ def _apply_marker(item: pytest.Item, marker: pytest.Mark, experiments: Experimen
             f"got {', '.join(sorted(unknown)) or repr(marker.args)}"
         )
     suite = marker.kwargs.get("suite")
-    if suite is not None and suite not in SUITES:
-        raise pytest.UsageError(f"{item.nodeid}: bench(suite={suite!r}) is not a suite: {', '.join(SUITES)}")
+    suites = all_suites(item.config)
+    if suite is not None and suite not in suites:
+        raise pytest.UsageError(f"{item.nodeid}: bench(suite={suite!r}) is not a suite: {', '.join(suites)}")
     tasks = marker.kwargs.get("tasks") or []
-    needed = set(SUITES[suite].tasks if suite else ()) | set([tasks] if isinstance(tasks, str) else tasks)
+    needed = set(suites[suite].tasks if suite else ()) | set([tasks] if isinstance(tasks, str) else tasks)
     if experiments is None:
         item.add_marker(pytest.mark.skip(reason="benchmark test: needs --bench-model"))
         return

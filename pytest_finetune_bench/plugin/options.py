@@ -17,6 +17,7 @@ from pytest_finetune_bench.plan.choices import (
     DTYPES,
     SUITES,
     BenchOptions,
+    Suite,
     parse_backends,
     parse_batch_size,
     parse_bool,
@@ -29,6 +30,7 @@ from pytest_finetune_bench.plan.choices import (
     parse_fraction,
     parse_gen_kwargs,
     parse_limit,
+    parse_suites,
     parse_task_values,
 )
 from pytest_finetune_bench.plan.metrics import parse_metric_choices
@@ -76,6 +78,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("only-base", "evaluate the base model alone and cache its scores, ahead of a batch of fine-tunes "
            "(with --bench-base, --bench-model may be left out)", switch=True),
     Option("suite", f"benchmark suite ({SUITE_HELP})", "quick", metavar="NAME"),
+    Option("suites", "your own suites, as NAME: TASK, TASK (repeatable; in the ini file one per line), e.g. "
+           "domain: ifeval, my_task; select one with --bench-suite NAME", metavar="NAME:TASKS", multiple=True),
     Option("tasks", "comma-separated lm-eval task names to run instead of a suite", metavar="TASKS"),
     Option("limit", "samples per task: a count or a fraction (default: the suite's; 'none' for all)", metavar="N"),
     Option("num-fewshot", "few-shot examples per prompt (default: each task's own)", metavar="N"),
@@ -90,6 +94,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("output", "where results go (default: <model>/benchmarks)", metavar="DIR"),
     Option("data-dir", "read task data from local files in each dataset's own schema instead of the "
            "Hugging Face Hub (see docs/offline.md)", metavar="DIR"),
+    Option("include-path", "a folder of your own lm-eval tasks (YAML, groups, !function helpers, local data), "
+           "usable by name as with lm_eval --include_path (repeatable; later folders override earlier)",
+           metavar="DIR", multiple=True),
     Option("backend", "how lm-eval reaches the models: auto (hf for a merged model, else ollama for a GGUF "
            "export), hf, vllm, ollama or openai (any OpenAI-compatible server); several, e.g. hf,ollama, benchmark "
            "the fine-tune through each and report the quantization cost", "auto", metavar="NAME"),
@@ -233,6 +240,17 @@ def show_plan_only(config: pytest.Config) -> bool:
     return bool(_Reader(config).parse(_by_name("plan"), lambda v: parse_bool(v) if v else False))
 
 
+def user_suites(config: pytest.Config) -> dict[str, Suite]:
+    """The user's own suites (--bench-suites, ini bench_suites)."""
+    return _Reader(config).parse(  # type: ignore[no-any-return]
+        _by_name("suites"), lambda v: parse_suites(" ".join(entry for entry in v if entry) + " "))
+
+
+def all_suites(config: pytest.Config) -> dict[str, Suite]:
+    """The built-in suites and the user's own, for `--bench-suite` and `@pytest.mark.bench(suite=...)`."""
+    return {**SUITES, **user_suites(config)}
+
+
 def read_options(config: pytest.Config) -> BenchOptions | None:
     """The session's BenchOptions, or None when no --bench-model was given."""
     reader = _Reader(config)
@@ -249,13 +267,15 @@ def read_options(config: pytest.Config) -> BenchOptions | None:
     min_gain, min_gain_per_task = get("min-gain", lambda v: parse_task_values(list(v), 2.0))
     max_drop, max_drop_per_task = get("max-drop", lambda v: parse_task_values(list(v), 5.0))
     backends = get("backend", lambda v: parse_backends(v, backend_names()))
+    own_suites = user_suites(config)
     return BenchOptions(
         model=models[0] if models else base_raw,
         models=models,
         only_base=only_base,
         backends=backends,
         base=get("base"),
-        suite=get("suite", lambda v: parse_choice(v, tuple(SUITES), "suite")),
+        suite=get("suite", lambda v: parse_choice(v, (*SUITES, *own_suites), "suite")),
+        user_suites=own_suites,
         tasks=get("tasks", _csv),
         limit=get("limit", lambda v: parse_limit(v) if v is not None else None),
         limit_set=limit_raw is not None,
@@ -267,6 +287,7 @@ def read_options(config: pytest.Config) -> BenchOptions | None:
         chat_template=get("chat-template", lambda v: parse_choice(v, ("auto", "on", "off"), "chat template mode")),
         output=get("output", lambda v: Path(v).expanduser() if v else None),
         data_dir=get("data-dir", lambda v: Path(v).expanduser() if v else None),
+        include_paths=get("include-path", lambda v: tuple(Path(p).expanduser() for p in v if p)),
         backend=backends[0],
         base_backend=get("base-backend", lambda v: parse_choice(v, backend_names(), "backend") if v else None),
         base_url=get("base-url", lambda v: check_base_url(v) if v else None),
