@@ -113,7 +113,7 @@ class _Statement:
 def edit_toml(text: str, keys: dict[str, Value], path: Path,
               table: tuple[str, ...] = INI_OPTIONS) -> tuple[str, Changes]:
     """`text` with `keys` set in `table`: replaced where they are, added after its last key otherwise."""
-    before = tomllib.loads(text) if text else {}
+    before = _parse_toml(text, path)
     newline = "\r\n" if "\r\n" in text else "\n"
     lines = text.splitlines(keepends=True)
     if lines and not lines[-1].endswith(("\n", "\r")):
@@ -218,10 +218,15 @@ def _pyproject_table(path: Path) -> tuple[str, ...]:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    return _parse_toml(path.read_text(encoding="utf-8"), path)
+
+
+def _parse_toml(text: str, path: Path) -> dict[str, Any]:
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        parsed: dict[str, Any] = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise BenchError(f"{path} is not valid TOML ({exc}): fix it first") from None
+    return parsed
 
 
 def _toml_value(value: Value) -> str:
