@@ -267,9 +267,9 @@ def test_terminal_session_then_the_printed_command(tmp_path: Path, base_model: P
     real_experiment(tmp_path / "outputs", "exp-a", base_model)
     fake_experiment(tmp_path / "outputs", "adapter-only", merged=False)
     (tmp_path / "pyproject.toml").write_text(PYPROJECT)
-    child = pexpect.spawn(str(SCRIPT), ["init"], cwd=str(tmp_path), encoding="utf-8", timeout=180,
+    child = pexpect.spawn(str(SCRIPT), ["init"], cwd=str(tmp_path), encoding="utf-8", timeout=90,
                           env={**os.environ, "COLUMNS": "200"}, dimensions=(50, 200))
-    child.expect(r"Benchmark which\? .* \[1\]: ")
+    child.expect(r"Benchmark which\? .* \[2\]: ")  # adapter-only (1) cannot be benchmarked yet
     child.sendline("adapter-only")
     child.expect("adapter-only has no merged model or GGUF export yet")
     child.expect(r"Benchmark which\?")
@@ -319,10 +319,11 @@ def test_yes_then_the_printed_command_benchmarks_and_passes(tmp_path: Path, base
     proc = run_init(tmp_path, "--yes", "--suite", "test", "--min-gain", "0")
     assert proc.returncode == 0, proc.stderr
     command = printed_command(proc.stdout)
-    # Small and offline: 2 prompts, short answers, the bundled data; the settings otherwise as written.
-    session = run_as_written(command, tmp_path, f"--bench-data-dir={demo_data}", "--bench-limit=2",
-                             "--bench-gen-kwargs=max_gen_toks=16", "--bench-batch-size=2", "-p", "no:cacheprovider")
+    # Small and offline: 1 prompt, short answers, the bundled data; the settings otherwise as written.
+    session = run_as_written(command, tmp_path, f"--bench-data-dir={demo_data}", "--bench-limit=1",
+                             "--bench-gen-kwargs=max_gen_toks=8", "--bench-batch-size=1", "-p", "no:cacheprovider")
     assert session.returncode == 0, session.stdout[-3000:] + session.stderr[-2000:]
     assert re.search(r"\b2 passed\b", session.stdout)
     summary = json.loads((tmp_path / "outputs" / "exp-a" / "benchmarks" / "benchmark.json").read_text())
-    assert summary["base_model"]["results"]["ifeval"] and summary["fine_tuned"]["results"]["ifeval"]
+    assert summary["status"] == "complete" and set(summary["gates"]) == {"ifeval::improves", "ifeval::no_regression"}
+    assert summary["base_model"]["results"]["ifeval"] and summary["fine_tuned_model"]["results"]["ifeval"]
