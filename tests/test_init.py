@@ -259,6 +259,42 @@ def test_the_workflow_runs_the_printed_command(tmp_path: Path) -> None:
     assert again.returncode == 2 and "bench.yml already exists and is left alone" in again.stderr
 
 
+def test_a_file_pytest_would_not_find_is_named_in_the_command(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    fake_experiment(project / "outputs", "exp")
+    (project / "pytest.ini").write_text("[pytest]\naddopts = -q\n")
+    proc = run_init(project, "--yes", "--config", "bench/pytest.ini")
+    assert proc.returncode == 0, proc.stderr
+    assert printed_command(proc.stdout) == ["pytest", "-c", "bench/pytest.ini", "outputs"]
+    assert "bench_suite = quick" in (project / "bench" / "pytest.ini").read_text()
+    assert (project / "pytest.ini").read_text() == "[pytest]\naddopts = -q\n"
+    fake_experiment(tmp_path / "elsewhere", "exp")  # outside the project: pytest would look for its ini there
+    proc = run_init(project, "--yes", "--outputs", str(tmp_path / "elsewhere"))
+    assert proc.returncode == 0, proc.stderr
+    assert printed_command(proc.stdout) == ["pytest", "-c", "pytest.ini", str(tmp_path / "elsewhere")]
+    assert f"bench_model = {tmp_path / 'elsewhere' / 'exp'}" in (project / "pytest.ini").read_text()
+
+
+def test_terminal_answer_no_writes_nothing(tmp_path: Path) -> None:
+    """Through a pseudo-terminal: flags answer their questions, Enter takes a default, `no` writes nothing."""
+    fake_experiment(tmp_path / "outputs", "exp")
+    child = pexpect.spawn(str(SCRIPT), ["init", "--suite", "core", "--backend", "hf"], cwd=str(tmp_path),
+                          encoding="utf-8", timeout=60)
+    child.expect(r"Benchmark which\? .* \[all\]: ")
+    child.sendline("")
+    child.expect(r"Tasks that must improve \[ifeval\]: ")  # suite and backend came from the flags
+    assert "Suite [" not in child.before and "Backend [" not in child.before
+    for _ in range(4):  # the gains, the drops and the workflow: their defaults
+        child.sendline("")
+    child.expect(r"bench_suite = core\r\n  bench_backend = hf\r\n")
+    child.expect(r"Write them to pytest.ini\? \[yes\]: ")
+    child.sendline("no")
+    child.expect("Nothing written.")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 1 and not (tmp_path / "pytest.ini").exists()
+
+
 # --- real sessions ----------------------------------------------------------------------------------
 
 

@@ -131,7 +131,7 @@ def run_init(args: argparse.Namespace, cwd: Path) -> int:
     keys = bench_keys(answers)
     print(f"\nFor {target.where}:")
     for key, value in keys.items():
-        print(f"  {key} = {shlex.join(value) if isinstance(value, tuple) else value}")
+        print(f"  {key} = {_shown(value)}")
     if not asker.answer("--yes", None, f"Write them to {target.path.name}?", "yes", parse_bool):
         print("Nothing written.")
         return 1
@@ -264,10 +264,14 @@ def _workflow_wanted(text: str, cwd: Path) -> bool:
 
 def _write(target: ConfigTarget, keys: dict[str, Value]) -> None:
     changes = write_config(target, keys)
-    print(f"wrote {target.where}: " + ", ".join(
-        [*(f"{key} (was {old})" for key, old in changes.replaced.items()), *changes.added]))
+    written = [f"{key} (was {old})" if old != _shown(keys[key]) else key for key, old in changes.replaced.items()]
+    print(f"wrote {target.where}: " + ", ".join([*written, *changes.added]))
     for key, value in changes.kept.items():
         print(f"  kept {key} = {value} (not asked here; it still applies)")
+
+
+def _shown(value: Value) -> str:
+    return " ".join(value) if isinstance(value, tuple) else value
 
 
 def next_command(target: ConfigTarget, outputs: str, cwd: Path) -> list[str]:
