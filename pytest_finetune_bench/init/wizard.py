@@ -38,6 +38,7 @@ from pytest_finetune_bench.plan.choices import (
 )
 
 T = TypeVar("T")
+LOCAL_BACKENDS = ("hf", "vllm")  # they load the merged model's folder
 SERVER_DEFAULT_URLS = {"ollama": "http://localhost:11434", "openai": None}
 NO_TERMINAL = ("no terminal to ask on: pass --yes to take every default "
                "(and --suite, --backend, ... for other answers; see --help)")
@@ -122,7 +123,7 @@ def run_init(args: argparse.Namespace, cwd: Path) -> int:
     base = _ask_base(asker, args, chosen)
     machine = this_machine([e.hf_path for e in chosen if e.hf_path])
     suite = _ask_suite(asker, args, machine, runs=len(chosen) + (base != NO_BASE))
-    backend, base_url = _ask_backend(asker, args)
+    backend, base_url = _ask_backend(asker, args, chosen)
     targets, min_gain, max_drop = _ask_thresholds(asker, args, suite)
     answers = Answers(tuple(e.spec for e in chosen), suite, backend, targets, min_gain, max_drop, base, base_url)
     target = target_for(args.config) if args.config else locate_config(cwd)
@@ -132,7 +133,7 @@ def run_init(args: argparse.Namespace, cwd: Path) -> int:
     print(f"\nFor {target.where}:")
     for key, value in keys.items():
         print(f"  {key} = {_shown(value)}")
-    if not asker.answer("--yes", None, f"Write them to {target.path.name}?", "yes", parse_bool):
+    if not asker.answer("--yes", None, f"Write them to {target.path.name}?", "yes", yes_no):
         print("Nothing written.")
         return 1
     _write(target, keys)
@@ -184,11 +185,14 @@ def _ask_base(asker: Asker, args: argparse.Namespace, chosen: list[Experiment]) 
     unnamed = [e.name for e in chosen if e.base is None]
     if not unnamed and args.base is None:
         return None
+    named = {e.base[0] for e in chosen if e.base is not None}
     if unnamed:
         print(f"No base model is named in lora/adapter_config.json or lora/training_metrics.json of "
-              f"{', '.join(unnamed)}.")
+              f"{', '.join(unnamed)}." + (" The one you give is used for every experiment chosen." if named else ""))
+    # The other experiments' base is the likely one; bench_base replaces theirs too, so only when they agree.
+    default = named.pop() if len(named) == 1 else None
     return asker.answer("--base", args.base, f"Base model to compare against (a folder or Hub id; {NO_BASE}: "
-                        "evaluate the fine-tune alone, without gates)", None, _base_value)
+                        "evaluate the fine-tune alone, without gates)", default, _base_value)
 
 
 def _base_value(text: str) -> str:
@@ -210,10 +214,11 @@ def _ask_suite(asker: Asker, args: argparse.Namespace, machine: Machine, runs: i
                         lambda text: parse_choice(text, tuple(SUITES), "suite"))
 
 
-def _ask_backend(asker: Asker, args: argparse.Namespace) -> tuple[str, str | None]:
+def _ask_backend(asker: Asker, args: argparse.Namespace, chosen: list[Experiment]) -> tuple[str, str | None]:
     known = backend_names()
     print("\nBackends: auto (hf for a merged model, ollama for a GGUF export), " + ", ".join(known) + ".")
-    names = asker.answer("--backend", args.backend, "Backend", "auto", lambda text: parse_backends(text, known))
+    names = asker.answer("--backend", args.backend, "Backend", "auto",
+                         lambda text: _backends(text, known, chosen))
     servers = [name for name in names if name in SERVER_DEFAULT_URLS]
     if not servers and args.base_url is None:
         return ",".join(names), None
@@ -221,6 +226,16 @@ def _ask_backend(asker: Asker, args: argparse.Namespace) -> tuple[str, str | Non
     url = asker.answer("--base-url", args.base_url, f"Address of the {servers[0] if servers else 'model'} server",
                        default, lambda text: check_base_url(text.strip()))
     return ",".join(names), url
+
+
+def _backends(text: str, known: tuple[str, ...], chosen: list[Experiment]) -> tuple[str, ...]:
+    names = parse_backends(text, known)
+    gguf_only = [e.name for e in chosen if e.hf_path is None]
+    local = [name for name in names if name in LOCAL_BACKENDS]
+    if local and gguf_only:
+        raise BenchError(f"{local[0]} loads a merged model, and {', '.join(gguf_only)} has only a GGUF export: "
+                         "choose auto or ollama")
+    return names
 
 
 def _ask_thresholds(asker: Asker, args: argparse.Namespace,
@@ -255,8 +270,14 @@ def _thresholds(text: str, tasks: tuple[str, ...]) -> tuple[str, ...]:
     return entries
 
 
+def yes_no(text: str) -> bool:
+    """y/n as well as the plugin's true/false words."""
+    short = {"y": True, "n": False}.get(text.strip().lower())
+    return parse_bool(text) if short is None else short
+
+
 def _workflow_wanted(text: str, cwd: Path) -> bool:
-    wanted = parse_bool(text)
+    wanted = yes_no(text)
     if wanted and (cwd / WORKFLOW).exists():
         raise BenchError(f"{WORKFLOW} already exists and is left alone: move it away first, or answer no")
     return wanted
