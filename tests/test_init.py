@@ -232,13 +232,18 @@ def test_yes_without_a_terminal_writes_the_config_and_prints_the_command(tmp_pat
     ("ok", ["--yes", "--target-tasks", "mmlu"], "--target-tasks 'mmlu': choose among this suite's tasks"),
     ("nobase", ["--yes"], "Base model to compare against .*: there is no default, pass --base"),
     ("ok", ["--yes", "--experiments", "7"], "--experiments '7': '7' is none of the experiments"),
+    ("gguf", ["--yes", "--backend", "hf"], "--backend 'hf': hf loads a merged model, and exp has only a GGUF export"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, layout: str, args: list[str], message: str) -> None:
     outputs = tmp_path / "outputs"
     if layout != "none":
         outputs.mkdir()
-    if layout in ("ok", "adapter", "nobase"):
-        fake_experiment(outputs, "exp", merged=layout != "adapter", base=None if layout == "nobase" else "org/b")
+    if layout in ("ok", "adapter", "nobase", "gguf"):
+        root = fake_experiment(outputs, "exp", merged=layout in ("ok", "nobase"),
+                               base=None if layout == "nobase" else "org/b")
+        if layout == "gguf":
+            (root / "gguf").mkdir()
+            (root / "gguf" / "model.Q4_K_M.gguf").write_bytes(b"GGUF")
     proc = run_init(tmp_path, *args)
     assert proc.returncode == 2, proc.stdout
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
