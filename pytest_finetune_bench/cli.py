@@ -2,7 +2,7 @@
 
 `demo` fine-tunes SmolLM2-135M-Instruct for a few minutes on CPU, writes it as `outputs/demo-smollm2`
 (the layout an Unsloth run leaves) and benchmarks it against its base with the plugin, all offline.
-`summary` rebuilds benchmark.json from the run files on disk.
+`summary` rebuilds benchmark.json from the run files on disk. `init` is the guided set-up (init/).
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = _Parser(
         prog=prog,
-        description="Helpers for pytest-finetune-bench: the offline demo, and results rebuilt from disk.",
+        description=("Helpers for pytest-finetune-bench: the guided set-up, the offline demo, and results rebuilt "
+                     "from disk."),
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = commands.add_parser(
@@ -100,6 +101,18 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
             "and both answers), filterable by task and direction."
         ),
     ))
+    _add_init_arguments(commands.add_parser(
+        "init",
+        help="guided set-up: find the experiments under outputs/, ask the settings, write them to the pytest config",
+        description=(
+            "Find the fine-tunes under OUTPUTS (outputs/<name>/ with lora/, merged_16bit/, merged_4bit/, gguf/), "
+            "ask which to benchmark, the suite (with its time on this machine), the backend and the gates' "
+            "thresholds, write them as bench_* keys into the project's pytest configuration (pytest.ini, "
+            "pyproject.toml [tool.pytest.ini_options] or tox.ini [pytest], keeping everything else) and, if asked, "
+            "a GitHub Actions workflow; then print the command to run. Each question has a flag; --yes takes the "
+            "defaults of the others, without a terminal."
+        ),
+    ))
     history = commands.add_parser(
         "history",
         help="every benchmarked session over time and across experiments, as a table, CSV or JSON",
@@ -116,6 +129,36 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     history.add_argument("--plot", type=Path, default=None, metavar="FILE",
                          help="also draw Δ per experiment and task over time, with intervals (PNG, SVG or PDF)")
     return parser
+
+
+def _add_init_arguments(command: argparse.ArgumentParser) -> None:
+    """init's flags: one per question, and --yes for the defaults of the rest."""
+    command.add_argument("-y", "--yes", action="store_true",
+                         help="take the default of every question not answered by a flag; needs no terminal")
+    command.add_argument("--outputs", type=Path, default=Path("outputs"), metavar="DIR",
+                         help="where the experiments are (default: ./outputs)")
+    command.add_argument("--experiments", metavar="LIST",
+                         help="which to benchmark: numbers or names, comma-separated, or all [default: every one "
+                              "with a merged model or GGUF export]")
+    command.add_argument("--base", metavar="PATH_OR_ID",
+                         help="base model to compare against, or none [default: the one lora/ names; asked when "
+                              "it names none]")
+    command.add_argument("--suite", metavar="NAME",
+                         help="test, quick, core or full [default: quick, or test where quick would take over an "
+                              "hour on this machine]")
+    command.add_argument("--backend", metavar="NAME", help="auto, hf, vllm, ollama or openai [default: auto]")
+    command.add_argument("--base-url", metavar="URL", help="address of the ollama/openai server")
+    command.add_argument("--target-tasks", metavar="TASKS",
+                         help="comma-separated tasks that must improve [default: ifeval]")
+    command.add_argument("--min-gain", metavar="POINTS",
+                         help="points the target tasks must gain: N or TASK=N, space-separated [default: 2]")
+    command.add_argument("--max-drop", metavar="POINTS",
+                         help="points any task may lose: N or TASK=N, space-separated [default: 5]")
+    command.add_argument("--ci", action=argparse.BooleanOptionalAction, default=None,
+                         help="also write .github/workflows/bench.yml [default: no]")
+    command.add_argument("--config", type=Path, metavar="FILE",
+                         help="the file to write [default: the one pytest reads here: pytest.ini, pyproject.toml "
+                              "or tox.ini; a new pytest.ini when there is none]")
 
 
 def _add_model_arguments(command: argparse.ArgumentParser) -> None:
@@ -270,6 +313,10 @@ def show_history(paths: Sequence[Path], fmt: str, plot: Path | None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "history":
         return show_history(args.paths, args.format, args.plot)
+    if args.command == "init":
+        from pytest_finetune_bench.init.wizard import run_init
+
+        return run_init(args, Path.cwd())
     if args.command == "data-dir":
         print(data_dir())
         return 0

@@ -226,7 +226,11 @@ def model_params(model_args: str) -> int | None:
     """
     from lm_eval.utils import simple_parse_args_string
 
-    folder = Path(str(simple_parse_args_string(model_args).get("pretrained", "")))
+    return folder_params(Path(str(simple_parse_args_string(model_args).get("pretrained", ""))))
+
+
+def folder_params(folder: Path) -> int | None:
+    """Parameter count of the model in `folder`, from the size of its weight files; None without any."""
     weights = sum(f.stat().st_size for f in [*folder.glob("*.safetensors"), *folder.glob("*.bin")])
     if not weights:
         return None
