@@ -8,10 +8,12 @@ uninterrupted sessions are two started at once on one cache, which is the concur
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -32,6 +34,7 @@ IFEVAL_METRICS = ("prompt_level_strict_acc,none", "inst_level_strict_acc,none",
 KILL_SEED = 22
 KILLS = 3
 CHILD_MODULE = "pytest_finetune_bench.run.child"
+SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 @dataclass
@@ -93,7 +96,8 @@ def _wait_for_no_children(root: Path, timeout_s: float = 60.0) -> None:
 
 
 def _torn_files(root: Path, *, scratch_too: bool) -> list[str]:
-    """JSON and JSON-lines files under `root` that do not parse, and temporary files of unfinished writes.
+    """JSON and JSON-lines files under `root` that do not parse, SQLite files that fail their integrity
+    check, and temporary files of unfinished writes.
 
     `scratch_too=False` leaves out hidden folders (a run's staging, a cache entry being built): a
     killed session leaves them behind, and nothing reads them.
@@ -111,9 +115,18 @@ def _torn_files(root: Path, *, scratch_too: bool) -> list[str]:
                 json.loads(path.read_text())
             elif path.suffix == ".jsonl":
                 [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        except ValueError as exc:
+            elif path.read_bytes()[:16] == SQLITE_HEADER:  # lm-eval's response cache
+                _check_sqlite(path)
+        except (ValueError, sqlite3.DatabaseError) as exc:
             torn.append(f"{path} ({exc})")
     return torn
+
+
+def _check_sqlite(path: Path) -> None:
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        (verdict,) = db.execute("PRAGMA integrity_check").fetchone()
+    if verdict != "ok":
+        raise sqlite3.DatabaseError(verdict)
 
 
 def _held_locks(*roots: Path) -> list[Path]:
