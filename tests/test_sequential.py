@@ -73,6 +73,23 @@ def test_width_reaches_zero_at_the_whole_population_and_equals_its_mean() -> Non
     assert low == pytest.approx(values.mean(axis=1)) and high == pytest.approx(values.mean(axis=1))
 
 
+def test_after_a_miss_the_interval_falls_back_to_the_logical_bounds_and_still_closes() -> None:
+    """4 improved, 0 regressed of 200, a look every 10: seed 10 has an order whose surviving grid ends
+    up outside the means the population can still have (a miss); the interval must still be exact at the end."""
+    values = orders(Scenario("", GateRule(IMPROVES, 0), 200, 4, 0), 50, seed=10)
+    truth = values.mean(axis=1)
+    sequence = FinitePopulationSequence(200, ALPHA, batch=50)
+    for end in range(10, 201, 10):
+        sequence.update(values[:, sequence.seen:end])
+        low, high = sequence.bounds
+        assert np.all(low <= high)
+        # Never narrower than what the documents seen so far allow (the logical bounds).
+        seen = values[:, :end].sum(axis=1)
+        assert np.all(low >= (seen - (200 - end)) / 200 - 1e-12) and np.all(high <= (seen + 200 - end) / 200 + 1e-12)
+    assert high - low == pytest.approx(np.zeros(50), abs=1e-12)
+    assert low == pytest.approx(truth) and high == pytest.approx(truth)
+
+
 def test_narrower_than_hoeffding_even_at_a_fixed_n() -> None:
     """Fixed-n Hoeffding for Δ in [-1, 1] is the classic bound; the sequence beats it while valid at every n."""
     n, seen = 541, 200

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import socket
+import socketserver
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -19,9 +21,15 @@ from typing import Any
 import pytest
 
 from pytest_finetune_bench import BenchError
-from pytest_finetune_bench.backends import Backend, get_backend
+from pytest_finetune_bench.backends import Backend, get_backend, openai
 from pytest_finetune_bench.backends.ollama import OllamaBackend
-from pytest_finetune_bench.backends.openai import OpenAIBackend, api_root, check_base_url, served_name
+from pytest_finetune_bench.backends.openai import (
+    OpenAIBackend,
+    api_root,
+    check_base_url,
+    cleartext_key_warning,
+    served_name,
+)
 from pytest_finetune_bench.plan.choices import BenchOptions
 from pytest_finetune_bench.plan.models import locate_model
 from pytest_finetune_bench.plan.planner import (
@@ -108,6 +116,49 @@ class OllamaStub:
                 pass
 
         return Handler
+
+
+
+class SlowServer:
+    """A misbehaving HTTP server on 127.0.0.1: to each request it sends `head` at once, then `tail` in
+    pieces of `piece` bytes `pace_s` apart. Bounded: it sends no more than that and stops when closed."""
+
+    def __init__(self, head: bytes, tail: bytes, piece: int = 1, pace_s: float = 0.0) -> None:
+        self.sent = 0  # bytes of `tail` sent, over all requests
+        self._stop = threading.Event()
+        server = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                    pass  # the request's headers
+                try:
+                    self.wfile.write(head)
+                    for start in range(0, len(tail), piece):
+                        if server._stop.wait(pace_s):
+                            return
+                        self.wfile.write(tail[start:start + piece])
+                        server.sent += len(tail[start:start + piece])
+                except OSError:
+                    return  # the client hung up
+
+        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._server.block_on_close = False
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> SlowServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._server.shutdown()
+        self._server.server_close()
 
 
 def closed_port_url() -> str:
@@ -244,6 +295,72 @@ def test_openai_preflight_messages_and_key(monkeypatch: pytest.MonkeyPatch) -> N
             backend.preflight("served-a", "fine-tuned")
     assert stub.seen[0] == ("/v1/models", f"Bearer {SECRET}")
     assert backend.fingerprint("served-a") is None  # no content identity: no response cache
+
+
+HEADERS = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("head", "tail"),
+    [(HEADERS, b'{"data": [' + b" " * 200 + b"]}"),  # the body a byte at a time
+     (b"HTTP/1.1 200 OK\r\n", b"X-Padding: " + b"a" * 200 + b"\r\n\r\n{}")],  # even the headers
+    ids=["body", "headers"],
+)
+def test_preflight_gives_up_on_a_trickling_server_at_its_deadline(
+        monkeypatch: pytest.MonkeyPatch, head: bytes, tail: bytes) -> None:
+    """A byte every 0.1 s keeps every read under the per-read timeout; the pre-flight still stops at 1.5 s."""
+    monkeypatch.setattr(openai, "PREFLIGHT_TIMEOUT_S", 1.5)
+    with SlowServer(head, tail, pace_s=0.1) as server:
+        started = time.monotonic()
+        with pytest.raises(BenchError) as info:
+            OpenAIBackend(server.url).preflight("smol", "fine-tuned")
+        elapsed = time.monotonic() - started
+    assert str(info.value) == (f"{server.url}/v1/models did not answer within 1.5 s: check that the server is "
+                               "healthy and that --bench-base-url points at its API")
+    assert 1.4 < elapsed < 3.0
+    assert server.sent < len(tail)
+
+
+def test_preflight_reads_no_more_than_its_byte_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(openai, "PREFLIGHT_MAX_BYTES", 2**20)
+    endless = b"[" + b"0," * 32 * 2**20  # 64 MiB of a JSON list that never closes
+    with SlowServer(HEADERS, endless, piece=2**16) as server:
+        with pytest.raises(BenchError) as info:
+            OllamaBackend(server.url).preflight("smol", "fine-tuned")
+        time.sleep(0.5)  # the server notices the client has gone
+    assert str(info.value) == (f"{server.url}/api/tags answered more than 1 MiB, which is no models list: "
+                               "check --bench-base-url and --bench-backend")
+    assert server.sent < len(endless) // 4
+
+
+@pytest.mark.parametrize(
+    ("url", "warned"),
+    [("http://10.1.2.3:8080/v1", True), ("http://api.example.com/v1", True), ("https://api.example.com/v1", False),
+     ("http://127.0.0.1:8080/v1", False), ("http://localhost:11434", False), ("http://[::1]:8000", False),
+     (None, False)],
+)
+def test_a_key_over_plain_http_to_another_machine_is_warned_about(
+        monkeypatch: pytest.MonkeyPatch, url: str | None, warned: bool) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    warning = cleartext_key_warning(url)
+    assert (warning is not None) == warned
+    if warning:
+        assert "\n" not in warning and SECRET not in warning and "https://" in warning
+    monkeypatch.delenv("OPENAI_API_KEY")
+    assert cleartext_key_warning(url) is None  # no key, nothing to leak
+
+
+def test_the_plain_http_warning_reaches_the_terminal(pytester: pytest.Pytester,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    # No model matches, so the session stops before any request: the warning comes first.
+    result = pytester.runpytest_subprocess("--bench-model=nothing-*", "--bench-backend=openai",
+                                           "--bench-base-url=http://10.1.2.3:8080/v1", "--bench-base=base")
+    lines = result.stderr.lines
+    assert lines[0] == ("[bench] WARNING: OPENAI_API_KEY is sent unencrypted to 10.1.2.3 over plain http: "
+                        "use an https:// address for a server on another machine")
+    assert lines[1].startswith("ERROR: --bench-model nothing-* matches no model folder")
+    assert SECRET not in result.stdout.str() + result.stderr.str()
 
 
 # --------------------------------------------------------------------------- session wiring

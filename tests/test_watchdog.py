@@ -262,6 +262,10 @@ def _first_pid(folder: Path, timeout_s: float) -> int:
     raise AssertionError(f"no benchmark child started within {timeout_s}s")
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow  # starts lm-eval children (a fake model) or a server
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL], ids=lambda s: s.name)
 def test_no_child_outlives_its_pytest(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
@@ -270,8 +274,11 @@ def test_no_child_outlives_its_pytest(pytester: pytest.Pytester, monkeypatch: py
     model = make_fake_model(pytester.path)
     pids = pytester.path / "pids"
     use_fake_lm(monkeypatch, f"hang_after=1,pid_dir={pids}")
+    # A job started in the background inherits SIGINT ignored, and Python then installs no handler for it:
+    # the inner pytest gets SIGINT's default disposition, as from an interactive shell, however this one started.
     pytest_proc = subprocess.Popen([sys.executable, "-m", "pytest", *bench_args(model, pytester.path / "out")],
-                                   cwd=pytester.path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                   cwd=pytester.path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   preexec_fn=_default_sigint)
     try:
         child = _first_pid(pids, timeout_s=180)
         time.sleep(2.0)  # the child is hanging in its run now

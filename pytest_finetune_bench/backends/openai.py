@@ -8,8 +8,13 @@ request time and appears in no model argument, file or command this plugin write
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
+import queue
 import re
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +26,9 @@ from pytest_finetune_bench.plan.task_types import LOGLIKELIHOOD_TYPES
 
 API_KEY_ENV = "OPENAI_API_KEY"  # the variable lm-eval's local-chat-completions reads its bearer token from
 MAX_RETRIES = 5  # lm-eval retries a failed request with exponential backoff (1 s, 2 s, 4 s, 8 s)
-PREFLIGHT_TIMEOUT_S = 10.0
+PREFLIGHT_TIMEOUT_S = 10.0  # for the whole pre-flight request, not per read: a trickling server cannot stretch it
+PREFLIGHT_MAX_BYTES = 16 * 1024 * 1024  # far above any models list; a server streaming more is not one
+_CHUNK_BYTES = 64 * 1024
 _SERVED_NAME_JUNK = re.compile(r"[^a-z0-9._:/-]+")
 
 
@@ -58,21 +65,90 @@ def auth_headers() -> dict[str, str]:
 
 
 def fetch_json(url: str, unreachable: str) -> Any:
-    """GET `url` as JSON; `unreachable` is the one-line BenchError when nothing answers."""
+    """GET `url` as JSON within PREFLIGHT_TIMEOUT_S and PREFLIGHT_MAX_BYTES; `unreachable` is the one-line
+    BenchError when nothing answers."""
+    status, body = _bounded_get(url, unreachable)
+    if status in (401, 403):
+        raise BenchError(f"{url} refused the request (HTTP {status}): set {API_KEY_ENV} to a valid key")
+    if not 200 <= status < 400:
+        raise BenchError(f"{url} answered HTTP {status}: check --bench-base-url and --bench-backend")
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise BenchError(f"{url} did not answer JSON: check --bench-base-url and --bench-backend") from None
+
+
+def _bounded_get(url: str, unreachable: str) -> tuple[int, bytes]:
+    """(status, body) of GET `url`, or a one-line BenchError once the deadline passes.
+
+    requests' timeout bounds each read, not the whole answer, so a server sending a byte now and then
+    holds it indefinitely (also while it sends the headers). The request runs in a daemon thread and
+    the caller stops waiting at the deadline; a thread left behind ends at the byte cap, at its first
+    chunk read after the deadline, or with the process.
+    """
+    deadline = time.monotonic() + PREFLIGHT_TIMEOUT_S
+    outcome: queue.Queue[tuple[int, bytes] | Exception] = queue.Queue(maxsize=1)
+
+    def attempt() -> None:
+        try:
+            outcome.put(_get_capped(url, unreachable, deadline))
+        except Exception as exc:  # noqa: BLE001 - handed to the caller, which raises it
+            outcome.put(exc)
+
+    threading.Thread(target=attempt, name="bench-preflight", daemon=True).start()
+    try:
+        answer = outcome.get(timeout=PREFLIGHT_TIMEOUT_S)
+    except queue.Empty:
+        answer = _too_slow(url)
+    if isinstance(answer, Exception):
+        raise answer
+    return answer
+
+
+def _get_capped(url: str, unreachable: str, deadline: float) -> tuple[int, bytes]:
     import requests
 
     try:
-        response = requests.get(url, headers=auth_headers(), timeout=PREFLIGHT_TIMEOUT_S)
-    except (requests.ConnectionError, requests.Timeout):
+        with requests.get(url, headers=auth_headers(), timeout=PREFLIGHT_TIMEOUT_S, stream=True) as response:
+            body = bytearray()
+            for chunk in response.iter_content(chunk_size=_CHUNK_BYTES):
+                body += chunk
+                if len(body) > PREFLIGHT_MAX_BYTES:
+                    raise BenchError(f"{url} answered more than {PREFLIGHT_MAX_BYTES // 2**20} MiB, which is no "
+                                     "models list: check --bench-base-url and --bench-backend")
+                if time.monotonic() > deadline:
+                    raise _too_slow(url)
+            return response.status_code, bytes(body)
+    except requests.ConnectionError:
+        # A refused or unreachable address; ConnectTimeout is one too.
         raise BenchError(unreachable) from None
-    if response.status_code in (401, 403):
-        raise BenchError(f"{url} refused the request (HTTP {response.status_code}): set {API_KEY_ENV} to a valid key")
-    if not response.ok:
-        raise BenchError(f"{url} answered HTTP {response.status_code}: check --bench-base-url and --bench-backend")
+    except requests.RequestException:
+        raise _too_slow(url) from None
+
+
+def _too_slow(url: str) -> BenchError:
+    return BenchError(f"{url} did not answer within {PREFLIGHT_TIMEOUT_S:g} s: check that the server is healthy "
+                      "and that --bench-base-url points at its API")
+
+
+def cleartext_key_warning(url: str | None) -> str | None:
+    """A warning when the API key would cross the network unencrypted: plain http to a host not on this machine."""
+    if not url or not os.environ.get(API_KEY_ENV):
+        return None
+    parts = urlsplit(url)
+    if parts.scheme != "http" or _is_loopback(parts.hostname or ""):
+        return None
+    return (f"[bench] WARNING: {API_KEY_ENV} is sent unencrypted to {parts.hostname} over plain http: "
+            "use an https:// address for a server on another machine")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
     try:
-        return response.json()
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
-        raise BenchError(f"{url} did not answer JSON: check --bench-base-url and --bench-backend") from None
+        return False
 
 
 def loglikelihood_skips(output_types: Mapping[str, frozenset[str]], server: str) -> dict[str, str]:

@@ -137,10 +137,11 @@ class FinitePopulationSequence:
         # What the population's mean can still be: seen values plus unseen ones anywhere in [0, 1].
         floor = self._sum / self.population
         ceiling = (self._sum + self.population - self.seen) / self.population
-        low = np.where(any_alive, np.maximum(low, floor), floor)
-        high = np.where(any_alive, np.minimum(high, ceiling), ceiling)
-        # A rejected grid can only come from a miss; fall back to the logical bounds rather than an empty set.
-        low, high = np.minimum(low, high), np.maximum(low, high)
+        low, high = np.maximum(low, floor), np.minimum(high, ceiling)
+        # No survivor, or none the population can still reach, can only come from a miss: fall back to the
+        # logical bounds rather than an empty set, so the width is still 0 once every document is in.
+        missed = ~any_alive | (low > high)
+        low, high = np.where(missed, floor, low), np.where(missed, ceiling, high)
         return 2.0 * low - 1.0, 2.0 * high - 1.0
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.backends import Backend, format_model_args, get_backend
 from pytest_finetune_bench.backends.hf import adapter_has_tokenizer, check_custom_code
-from pytest_finetune_bench.backends.openai import served_name
+from pytest_finetune_bench.backends.openai import cleartext_key_warning, served_name
 from pytest_finetune_bench.plan import Plan
 from pytest_finetune_bench.plan.choices import BenchOptions
 from pytest_finetune_bench.plan.metrics import choose_headlines
@@ -41,6 +41,10 @@ def make_plans(options: BenchOptions, cwd: Path, say: Say, catalog: TaskCatalog 
     """One plan per model named by --bench-model (globs and folders of experiments expanded) and per backend."""
     if options.only_base and options.without_base:
         raise BenchError("--bench-only-base evaluates the base model, but --bench-base none names none: drop one")
+    warning = cleartext_key_warning(options.base_url)
+    if warning:
+        # Before the pre-flight, which sends the key too.
+        say(warning)
     specs = expand_models(options.models or (options.model,), cwd)
     backends = options.backends or (options.backend,)
     catalog = catalog or TaskCatalog(options.include_paths, cwd)
