@@ -212,7 +212,7 @@ def test_yes_without_a_terminal_writes_the_config_and_prints_the_command(tmp_pat
     (tmp_path / "pytest.ini").write_text("[pytest]\n# mine\naddopts = -q\n")
     proc = run_init(tmp_path, "--yes", "--max-drop", "5 gsm8k=3", "--suite", "core")
     assert proc.returncode == 0, proc.stderr
-    assert "adapter-only: lora/: no merged model or GGUF yet" in proc.stdout
+    assert "adapter-only: lora/: no merged model, adapter weights or GGUF yet" in proc.stdout
     assert printed_command(proc.stdout) == ["pytest", "outputs"]
     text = (tmp_path / "pytest.ini").read_text()
     assert text.startswith("[pytest]\n# mine\naddopts = -q\n")
@@ -369,3 +369,14 @@ def test_yes_then_the_printed_command_benchmarks_and_passes(tmp_path: Path, base
     summary = json.loads((tmp_path / "outputs" / "exp-a" / "benchmarks" / "benchmark.json").read_text())
     assert summary["status"] == "complete" and set(summary["gates"]) == {"ifeval::improves", "ifeval::no_regression"}
     assert summary["base_model"]["results"]["ifeval"] and summary["fine_tuned_model"]["results"]["ifeval"]
+
+
+def test_an_adapter_alone_can_be_picked(tmp_path: Path) -> None:
+    outputs = tmp_path / "outputs"
+    fake_experiment(outputs, "merged")
+    adapter = fake_experiment(outputs, "adapter", merged=False)
+    (adapter / "lora" / "adapter_model.safetensors").write_bytes(b"weights")
+    proc = run_init(tmp_path, "--yes")
+    assert proc.returncode == 0, proc.stderr
+    assert "adapter: lora/ (the adapter is evaluated on its base)" in proc.stdout
+    assert ini_sections((tmp_path / "pytest.ini").read_text())["pytest"]["bench_model"] == "outputs/adapter outputs/merged"

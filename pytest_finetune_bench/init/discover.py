@@ -20,6 +20,7 @@ class Experiment:
     spec: str  # how the configuration names it: relative to the project folder where it lies inside it
     parts: tuple[str, ...]  # the pipeline folders present (lora, merged_16bit, ...)
     hf_path: str | None  # the merged (or plain) model transformers loads; None when there is none
+    variant: str  # the export the plugin evaluates by default: merged_16bit, merged_4bit, lora, gguf, folder or none
     gguf_count: int
     base: tuple[str, str] | None  # (base model, where it was read); None when nothing names it
 
@@ -29,8 +30,13 @@ class Experiment:
 
     @property
     def benchmarkable(self) -> bool:
-        """Whether the plugin can evaluate it now: a merged model, or a GGUF export for a server."""
-        return self.hf_path is not None or self.gguf_count > 0
+        """Whether the plugin can evaluate it now: a merged model, a LoRA adapter, or a GGUF export for a server."""
+        return self.variant != "none"
+
+    @property
+    def gguf_only(self) -> bool:
+        """Whether only a server can evaluate it (nothing transformers loads)."""
+        return self.variant == "gguf"
 
     def describe(self) -> str:
         """One line: what it holds and its base model."""
@@ -38,7 +44,9 @@ class Experiment:
         if self.gguf_count:
             held += f" ({self.gguf_count} GGUF file{'s' if self.gguf_count > 1 else ''})"
         if not self.benchmarkable:
-            return f"{held}: no merged model or GGUF yet (build merged_16bit/ first)"
+            return f"{held}: no merged model, adapter weights or GGUF yet (save the fine-tune first)"
+        if self.variant == "lora":
+            held += " (the adapter is evaluated on its base)"
         base = f"base {self.base[0]} (from {self.base[1]})" if self.base else "base: not named in lora/"
         return f"{held}; {base}"
 
@@ -62,6 +70,7 @@ def _experiment(folder: Path, cwd: Path) -> Experiment:
         spec=spec,
         parts=tuple(part for part in EXPERIMENT_PARTS if (folder / part).is_dir()),
         hf_path=location.hf_path,
+        variant=location.variant,
         gguf_count=len(location.gguf_files),
         base=detect_base(location),
     )

@@ -230,7 +230,7 @@ def _ask_backend(asker: Asker, args: argparse.Namespace, chosen: list[Experiment
 
 def _backends(text: str, known: tuple[str, ...], chosen: list[Experiment]) -> tuple[str, ...]:
     names = parse_backends(text, known)
-    gguf_only = [e.name for e in chosen if e.hf_path is None]
+    gguf_only = [e.name for e in chosen if e.gguf_only]
     local = [name for name in names if name in LOCAL_BACKENDS]
     if local and gguf_only:
         raise BenchError(f"{local[0]} loads a merged model, and {', '.join(gguf_only)} has only a GGUF export: "
