@@ -1,0 +1,109 @@
+"""Nothing in a cache or a shipped folder runs code or is trusted without being the user's own (issue 22)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import lm_eval.tasks
+import pytest
+
+from pytest_finetune_bench.plan import tasks
+from pytest_finetune_bench.plan.tasks import INDEX_CACHE_DIR, load_task_index
+
+POSIX_OWNERS = pytest.mark.skipif(not hasattr(os, "getuid"), reason="no POSIX file owners")
+AS_ROOT = pytest.mark.skipif(getattr(os, "getuid", lambda: -1)() != 0, reason="giving a file away needs root")
+OTHER_UID = 65534  # nobody
+
+
+class Planted:
+    """A pickle that, when loaded, leaves a marker file: proof that the loader ran code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+class CountingTaskManager:
+    """lm-eval's TaskManager over one real task folder (indexing all of lm-eval takes 10 s or more)."""
+
+    builds = 0
+
+    @property
+    def task_index(self) -> dict[str, Any]:
+        from lm_eval.tasks._index import TaskIndex
+
+        CountingTaskManager.builds += 1
+        index: dict[str, Any] = TaskIndex.build([Path(lm_eval.tasks.__file__).parent / "arc"])
+        return index
+
+
+@pytest.fixture
+def small_index(monkeypatch: pytest.MonkeyPatch) -> type[CountingTaskManager]:
+    CountingTaskManager.builds = 0
+    monkeypatch.setattr(lm_eval.tasks, "TaskManager", CountingTaskManager)
+    monkeypatch.setattr(tasks, "_installed_release", lambda version: f"{version}@test")
+    return CountingTaskManager
+
+
+def index_file(cache: Path, suffix: str = "json") -> Path:
+    name = hashlib.sha256(f"{tasks.lm_eval_version()}@test".encode()).hexdigest()
+    return cache / INDEX_CACHE_DIR / f"{name}.{suffix}"
+
+
+def test_the_task_index_is_cached_as_data_and_reads_back_equal(tmp_path: Path, small_index: Any) -> None:
+    first = load_task_index(tmp_path)
+    second = load_task_index(tmp_path)
+    assert small_index.builds == 1 and first == second and "arc_easy" in second
+    stored = json.loads(index_file(tmp_path).read_text(encoding="utf-8"))
+    assert stored["entries"]["arc_easy"]["kind"] == "TASK"
+    assert not list((tmp_path / INDEX_CACHE_DIR).glob("*.pickle"))
+
+
+@pytest.mark.parametrize("suffix", ["pickle", "json"])
+def test_a_planted_pickle_never_runs(tmp_path: Path, small_index: Any, suffix: str) -> None:
+    marker = tmp_path / "ran"
+    planted = index_file(tmp_path, suffix)
+    planted.parent.mkdir(parents=True, mode=0o700)
+    planted.write_bytes(pickle.dumps(Planted(marker)))
+    index = load_task_index(tmp_path)
+    assert not marker.exists()
+    assert "arc_easy" in index and small_index.builds == 1
+
+
+def test_an_entry_pointing_outside_lm_eval_is_rebuilt(tmp_path: Path, small_index: Any) -> None:
+    load_task_index(tmp_path)
+    path = index_file(tmp_path)
+    stored = json.loads(path.read_text(encoding="utf-8"))
+    root = Path(lm_eval.tasks.__file__).parent
+    for planted in ("/tmp/evil/task.yaml", f"{root}/../../evil/task.yaml"):
+        stored["entries"]["arc_easy"]["yaml_path"] = planted
+        path.write_text(json.dumps(stored), encoding="utf-8")
+        assert load_task_index(tmp_path)["arc_easy"].yaml_path.parent.name == "arc"
+    assert small_index.builds == 3
+
+
+@POSIX_OWNERS
+def test_an_index_others_can_write_is_thrown_away(tmp_path: Path, small_index: Any) -> None:
+    load_task_index(tmp_path)
+    folder = tmp_path / INDEX_CACHE_DIR
+    stored = json.loads(index_file(tmp_path).read_text(encoding="utf-8"))
+    stored["entries"]["arc_easy"]["cfg"]["dataset_path"] = "planted"
+    index_file(tmp_path).write_text(json.dumps(stored), encoding="utf-8")
+    folder.chmod(0o777)
+    assert load_task_index(tmp_path)["arc_easy"].cfg["dataset_path"] != "planted"
+    assert small_index.builds == 2 and folder.stat().st_mode & 0o777 == 0o700
+
+
+@AS_ROOT
+def test_an_index_of_another_user_is_not_read(tmp_path: Path, small_index: Any) -> None:
+    load_task_index(tmp_path)
+    os.chown(index_file(tmp_path), OTHER_UID, OTHER_UID)
+    load_task_index(tmp_path)
+    assert small_index.builds == 2
