@@ -117,6 +117,11 @@ class Executor:
                        samples_files=samples_files, generated=0, extra={**record.extra, "shared_with": label})
 
     def _cached_or_run_base(self) -> RunRecord:
+        refused = self.base_cache.claim()
+        if refused is not None:
+            self.say(f"[bench] base: not using the base-score cache ({refused}): set --bench-cache-dir "
+                     "to a folder of your own")
+            return self._run_model("base")
         identity = self.plan.identity("base")
         # One session computes a given base; another one on the same base waits, then reuses it.
         with locked(self.base_cache.entry_dir(identity), on_wait=self._say_waiting):
