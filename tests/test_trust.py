@@ -12,8 +12,11 @@ from typing import Any
 import lm_eval.tasks
 import pytest
 
-from pytest_finetune_bench.plan import tasks
+from pytest_finetune_bench.plan import Plan, tasks
+from pytest_finetune_bench.plan.choices import BenchOptions
+from pytest_finetune_bench.plan.settings import EvalSettings, Side
 from pytest_finetune_bench.plan.tasks import INDEX_CACHE_DIR, load_task_index
+from pytest_finetune_bench.run.executor import Executor
 
 POSIX_OWNERS = pytest.mark.skipif(not hasattr(os, "getuid"), reason="no POSIX file owners")
 AS_ROOT = pytest.mark.skipif(getattr(os, "getuid", lambda: -1)() != 0, reason="giving a file away needs root")
@@ -107,3 +110,56 @@ def test_an_index_of_another_user_is_not_read(tmp_path: Path, small_index: Any) 
     os.chown(index_file(tmp_path), OTHER_UID, OTHER_UID)
     load_task_index(tmp_path)
     assert small_index.builds == 2
+
+
+def executor_for(model_dir: Path, cache: Path, said: list[str]) -> Executor:
+    """An executor of a plan for a model folder, with the per-user cache in `cache` (no model is run)."""
+    settings = EvalSettings(tasks=("ifeval",), limit=5, gen_kwargs="max_gen_toks=32", batch_size="4",
+                            apply_chat_template=True, lm_eval_version="0.4.13")
+    side = Side(role="fine-tuned", model=str(model_dir), backend="hf", lm_eval_model="hf",
+                model_args=f"pretrained={model_dir}", fingerprint="f" * 64)
+    plan = Plan(options=BenchOptions(model=str(model_dir), cache_dir=cache), location=None,  # type: ignore[arg-type]
+                base=side, finetuned=side, base_backend=None, backend=None,  # type: ignore[arg-type]
+                settings=settings, skipped={}, output_dir=model_dir / "benchmarks", headlines={})
+    return Executor(plan, said.append)
+
+
+def test_the_response_cache_lives_in_the_user_cache_not_the_model_folder(tmp_path: Path) -> None:
+    model = tmp_path / "shipped-model"
+    shipped = model / "benchmarks" / ".responses"
+    shipped.mkdir(parents=True)
+    use_cache = executor_for(model, tmp_path / "cache", []).request("base").use_cache
+    assert use_cache is not None and use_cache.parent == tmp_path / "cache" / "responses"
+    assert not use_cache.is_relative_to(model)
+    if hasattr(os, "getuid"):
+        assert use_cache.parent.stat().st_mode & 0o777 == 0o700
+
+
+@POSIX_OWNERS
+def test_a_response_cache_others_could_write_is_emptied_before_use(tmp_path: Path) -> None:
+    said: list[str] = []
+    use_cache = executor_for(tmp_path / "model", tmp_path / "cache", said).request("base").use_cache
+    assert use_cache is not None
+    planted = use_cache.with_name(f"{use_cache.name}_rank0.db")
+    planted.write_bytes(b"planted")
+    use_cache.parent.chmod(0o777)
+    again = executor_for(tmp_path / "model", tmp_path / "cache", said).request("base").use_cache
+    assert again == use_cache and not planted.exists() and use_cache.parent.stat().st_mode & 0o777 == 0o700
+
+
+@AS_ROOT
+def test_response_files_of_another_user_are_never_handed_to_lm_eval(tmp_path: Path) -> None:
+    said: list[str] = []
+    use_cache = executor_for(tmp_path / "model", tmp_path / "cache", said).request("base").use_cache
+    assert use_cache is not None
+    planted = [use_cache.with_name(f"{use_cache.name}_rank{n}") for n in ("0.db", "0.db-journal")]
+    mine = use_cache.with_name(f"{use_cache.name}_rank1.db")
+    for file in [*planted, mine]:
+        file.write_bytes(b"x")
+    for file in planted:
+        os.chown(file, OTHER_UID, OTHER_UID)
+    executor_for(tmp_path / "model", tmp_path / "cache", said).request("base")
+    assert not any(file.exists() for file in planted) and mine.exists()
+    os.chown(use_cache.parent, OTHER_UID, OTHER_UID)
+    assert executor_for(tmp_path / "model", tmp_path / "cache", said).request("base").use_cache is None
+    assert "belongs to user id 65534" in said[-1] and "--bench-cache-dir" in said[-1]
