@@ -3,7 +3,8 @@
 The model is reached by its served name. The server renders the chat template, so lm-eval sends
 messages, not a prompt string, and no log-likelihoods come back: tasks scored from them are
 skipped with a reason instead of being run. The API key is read by lm-eval from OPENAI_API_KEY at
-request time and appears in no model argument, file or command this plugin writes.
+request time and appears in no model argument, file or command this plugin writes; it is stripped of
+surrounding spaces and line breaks, checked before any request, and no error message carries it.
 """
 
 from __future__ import annotations
@@ -51,20 +52,55 @@ def served_name(folder_name: str) -> str:
     return _SERVED_NAME_JUNK.sub("-", folder_name.lower()).strip("-.") or "model"
 
 
+def api_key() -> str | None:
+    """The API key, stripped of surrounding whitespace; None when unset or blank.
+
+    BenchError (which never shows the key) when it holds a character an HTTP header cannot carry:
+    requests would otherwise raise an error that quotes the whole header, key included.
+    """
+    key = os.environ.get(API_KEY_ENV, "").strip()
+    if not key:
+        return None
+    if not all("!" <= char <= "~" for char in key):
+        raise BenchError(
+            f"{API_KEY_ENV} holds a space, line break, control or non-ASCII character inside the key, which an "
+            "HTTP header cannot carry: set it again to the key alone"
+        )
+    return key
+
+
+def child_api_key(environ: Mapping[str, str]) -> dict[str, str]:
+    """The key variable for lm-eval's process, stripped as api_key() does; {} when it is unset."""
+    return {API_KEY_ENV: environ[API_KEY_ENV].strip()} if API_KEY_ENV in environ else {}
+
+
+def without_key(text: str) -> str:
+    """`text` with the API key, if it appears, replaced: for messages built from other programs' errors."""
+    key = os.environ.get(API_KEY_ENV, "").strip()
+    return text.replace(key, "<" + API_KEY_ENV + ">") if len(key) >= 4 else text
+
+
 def auth_headers() -> dict[str, str]:
     """The bearer token lm-eval will send, for the pre-flight requests (never stored)."""
-    key = os.environ.get(API_KEY_ENV)
+    key = api_key()
     return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 def fetch_json(url: str, unreachable: str) -> Any:
-    """GET `url` as JSON; `unreachable` is the one-line BenchError when nothing answers."""
+    """GET `url` as JSON; `unreachable` is the one-line BenchError when nothing answers.
+
+    No message quotes the request's errors: they can hold its headers, and so the key.
+    """
     import requests
 
+    headers = auth_headers()
     try:
-        response = requests.get(url, headers=auth_headers(), timeout=PREFLIGHT_TIMEOUT_S)
+        response = requests.get(url, headers=headers, timeout=PREFLIGHT_TIMEOUT_S)
     except (requests.ConnectionError, requests.Timeout):
         raise BenchError(unreachable) from None
+    except requests.RequestException as exc:
+        raise BenchError(f"the request to {url} failed ({type(exc).__name__}): check --bench-base-url and "
+                         f"{API_KEY_ENV}") from None
     if response.status_code in (401, 403):
         raise BenchError(f"{url} refused the request (HTTP {response.status_code}): set {API_KEY_ENV} to a valid key")
     if not response.ok:
