@@ -21,6 +21,7 @@ from pytest_finetune_bench.demo.build import DEFAULT_STEPS
 from pytest_finetune_bench.report.history import FORMATS as HISTORY_FORMATS
 from pytest_finetune_bench.report.history import history_rows, plot_history, render, summary_files
 from pytest_finetune_bench.run.watchdog import format_duration
+from pytest_finetune_bench.text import printable
 
 PROG = "python -m pytest_finetune_bench"
 SCRIPT = "pytest-finetune-bench"  # the console script: the same commands
@@ -261,7 +262,7 @@ def write_html_report(model: Path, output: Path | None) -> int:
 def show_history(paths: Sequence[Path], fmt: str, plot: Path | None) -> int:
     """Print the history of the sessions under `paths`; with `plot`, draw it too."""
     rows = history_rows(summary_files(paths))
-    print(render(rows, fmt).rstrip("\n"))
+    print(render(rows, fmt).rstrip("\n"))  # render escapes the names it shows
     if plot is not None:
         print(f"wrote {plot_history(rows, plot)}", file=sys.stderr)
     return 0
@@ -297,7 +298,7 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     try:
         return _dispatch(args)
     except BenchError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {printable(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

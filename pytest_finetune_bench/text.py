@@ -1,7 +1,7 @@
 """Untrusted text (model output, names and errors read from files) made safe for where it is shown.
 
 One place for it: the terminal and CI logs (`printable`), HTML (`html_text`) and Markdown tables
-(`markdown_cell`). Control and format characters are shown as escapes, so generated
+(`markdown_inline`). Control and format characters are shown as escapes, so generated
 text cannot move the cursor, recolour or clear a terminal, hide text (bidirectional overrides,
 zero-width characters) or break a line where the reader expects one.
 """
@@ -30,8 +30,9 @@ def _escape(char: str) -> str:
     return shown if shown != char else f"\\u{ord(char):04x}"
 
 
-def markdown_cell(value: object) -> str:
-    """`value` as the text of one Markdown table cell: one line, no raw HTML, no column breaks."""
+def markdown_inline(value: object) -> str:
+    """`value` as one line of Markdown (a table cell, a name in a sentence): no line breaks, no raw HTML,
+    no column breaks."""
     text = printable(str(value).replace("\r\n", "\n").replace("\n", " "))
     return html.escape(text, quote=False).replace("|", "\\|")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -166,7 +167,7 @@ class OpenAIBackend:
         answer = fetch_json(
             models_url,
             f"no OpenAI-compatible server at {self.api_root}: start it (e.g. `python -m llama_cpp.server "
-            f"--model MODEL.gguf --model_alias {model}`) or fix --bench-base-url",
+            f"--model MODEL.gguf --model_alias {shlex.quote(model)}`) or fix --bench-base-url",
         )
         served = [str(m.get("id")) for m in answer.get("data", []) if isinstance(m, dict)]
         if model not in served:
@@ -176,7 +177,8 @@ class OpenAIBackend:
         flag = "--bench-base" if role == "base" else "--bench-server-model"
         listed = ", ".join(served) or "none"
         example = (
-            f" (e.g. `python -m llama_cpp.server --model {gguf_files[0]} --model_alias {model}`)" if gguf_files else ""
+            f" (e.g. `python -m llama_cpp.server --model {shlex.quote(str(gguf_files[0]))} "
+            f"--model_alias {shlex.quote(model)}`)" if gguf_files else ""
         )
         where = f"{role} model {model!r} is not served at {self.api_root} (it serves: {listed})"
         return f"{where}: serve it under that name{example} or pass {flag} NAME"

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pytest_finetune_bench.compare.samples import SampleRecord
 from pytest_finetune_bench.store.files import atomic_write_text
+from pytest_finetune_bench.text import printable
 
 Direction = Literal["regressed", "improved"]
 
@@ -157,8 +158,9 @@ def _pass_fail(value: float) -> str:
 
 
 def _shorten(text: str) -> str:
-    """One line of at most ~200 characters; newlines shown as \\n so the block keeps its shape."""
-    one_line = text.replace("\r\n", "\n").replace("\n", "\\n")
+    """One line of at most ~200 characters; newlines (and every other control or format character) shown as
+    escapes, so the block keeps its shape and model output cannot drive the terminal."""
+    one_line = printable(text.replace("\r\n", "\n"))
     if len(one_line) <= _MAX_SHOWN_CHARS:
         return one_line
     return one_line[: _MAX_SHOWN_CHARS - 1].rstrip() + "…"

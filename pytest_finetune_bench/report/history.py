@@ -19,6 +19,7 @@ from pytest_finetune_bench.compare.scores import UNIT_POINTS, display_name
 from pytest_finetune_bench.plan.models import is_experiment
 from pytest_finetune_bench.store.files import atomic_write_bytes
 from pytest_finetune_bench.store.summaries import SUMMARY
+from pytest_finetune_bench.text import markdown_inline, printable
 
 FORMATS = ("table", "markdown", "csv", "json")
 
@@ -129,8 +130,9 @@ def render(rows: Sequence[HistoryRow], fmt: str) -> str:
     from tabulate import tabulate
 
     headers = ["When", "Experiment", "Benchmark", "Base", "Fine-tuned", "Δ", "CI", "Status"]
-    table = [[r.timestamp[:19], r.experiment, display_name(r.task), _value(r, r.base), _value(r, r.fine_tuned),
-              _change(r), _interval(r), r.status] for r in rows]
+    cell = markdown_inline if fmt == "markdown" else printable
+    table = [[cell(c) for c in (r.timestamp[:19], r.experiment, display_name(r.task), _value(r, r.base),
+                                _value(r, r.fine_tuned), _change(r), _interval(r), r.status)] for r in rows]
     return tabulate(table, headers=headers, tablefmt="github" if fmt == "markdown" else "simple",
                     disable_numparse=True)
 
@@ -193,11 +195,13 @@ def plot_history(rows: Sequence[HistoryRow], target: Path) -> Path:
                           label=experiment)
         axes.axhline(0.0, color="#8c8c8c", linewidth=0.8)
         unit = "points" if compared[0].unit == UNIT_POINTS else compared[0].metric
-        axes.set_title(display_name(task))
+        # Names are text, never mathtext: a `$` in an experiment or task name must not be parsed.
+        axes.set_title(display_name(task), parse_math=False)
         axes.set_ylabel(f"Δ ({unit})")
-        axes.set_xticks(range(len(sessions)), sessions, rotation=20, fontsize="small")
+        axes.set_xticks(range(len(sessions)), sessions, rotation=20, fontsize="small", parse_math=False)
         axes.set_xlim(-0.5, len(sessions) - 0.5)
-        axes.legend(fontsize="small")
+        for text in axes.legend(fontsize="small").get_texts():
+            text.set_parse_math(False)
     figure.tight_layout()
     image = io.BytesIO()
     figure.savefig(image, format=target.suffix.lstrip(".") or "png")

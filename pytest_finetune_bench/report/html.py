@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -52,16 +53,21 @@ def write_report(path: Path, summary: Mapping[str, Any], model_hint: str = "MODE
         why = f"{type(exc).__name__}: {exc}"
         atomic_write_text(path, failure_page(why, model_hint))
         raise BenchError(f"could not make {path} ({printable(why)}): it now says so; "
-                         f"rebuild it with `python -m pytest_finetune_bench report {model_hint}`") from None
+                         f"rebuild it with `{rebuild_command(model_hint)}`") from None
     atomic_write_text(path, page)
     return path
+
+
+def rebuild_command(model_hint: str) -> str:
+    """The command that writes the page again from the files on disk."""
+    return f"python -m pytest_finetune_bench report {shlex.quote(model_hint)}"
 
 
 def failure_page(why: str, model_hint: str) -> str:
     """The page written instead of the report when it could not be made."""
     body = (f"<h1>No report</h1><p class=\"status failed\">This session's report could not be made: "
             f"{html_text(why)}.</p><p>Its results are in benchmark.json beside this page; rebuild the page with</p>"
-            f"<pre class=commands>python -m pytest_finetune_bench report {html_text(model_hint)}</pre>")
+            f"<pre class=commands>{html_text(rebuild_command(model_hint))}</pre>")
     return _page("No report", body)
 
 
@@ -218,7 +224,7 @@ def _json_object(line: str) -> dict[str, Any]:
 def _settings(summary: Mapping[str, Any], model_hint: str) -> list[str]:
     facts = "".join(f"<dt>{html_text(name)}</dt><dd>{html_text(value)}</dd>" for name, value in settings_facts(summary))
     commands = [f"# {role}\n{command}" for role, command in reproduce_commands(summary).items()]
-    commands.append(f"# this page again, from the files on disk\npython -m pytest_finetune_bench report {model_hint}")
+    commands.append(f"# this page again, from the files on disk\n{rebuild_command(model_hint)}")
     return ["<h2>Settings</h2>", f"<dl>{facts}</dl>", "<h2>Reproduce</h2>",
             f"<pre class=commands>{html_text(chr(10).join(commands))}</pre>"]
 
