@@ -60,12 +60,24 @@ def index_file(cache: Path, suffix: str = "json") -> Path:
     return cache / INDEX_CACHE_DIR / f"{name}.{suffix}"
 
 
+def stored_entries(path: Path) -> dict[str, Any]:
+    """The entries of a cached task index (after its header line)."""
+    entries: dict[str, Any] = json.loads(path.read_bytes().partition(b"\n")[2])
+    return entries
+
+
+def store_entries(path: Path, entries: dict[str, Any]) -> None:
+    """Write `entries` as a cached index with a matching checksum: only the other checks can refuse it."""
+    body = json.dumps(entries).encode()
+    header = json.dumps({"format": tasks.INDEX_FORMAT, "sha256": hashlib.sha256(body).hexdigest()}).encode()
+    path.write_bytes(header + b"\n" + body)
+
+
 def test_the_task_index_is_cached_as_data_and_reads_back_equal(tmp_path: Path, small_index: Any) -> None:
     first = load_task_index(tmp_path)
     second = load_task_index(tmp_path)
     assert small_index.builds == 1 and first == second and "arc_easy" in second
-    stored = json.loads(index_file(tmp_path).read_text(encoding="utf-8"))
-    assert stored["entries"]["arc_easy"]["kind"] == "TASK"
+    assert stored_entries(index_file(tmp_path))["arc_easy"]["kind"] == "TASK"
     assert not list((tmp_path / INDEX_CACHE_DIR).glob("*.pickle"))
 
 
@@ -83,12 +95,23 @@ def test_a_planted_pickle_never_runs(tmp_path: Path, small_index: Any, suffix: s
 def test_an_entry_pointing_outside_lm_eval_is_rebuilt(tmp_path: Path, small_index: Any) -> None:
     load_task_index(tmp_path)
     path = index_file(tmp_path)
-    stored = json.loads(path.read_text(encoding="utf-8"))
+    stored = stored_entries(path)
     root = Path(lm_eval.tasks.__file__).parent
     for planted in ("/tmp/evil/task.yaml", f"{root}/../../evil/task.yaml"):
-        stored["entries"]["arc_easy"]["yaml_path"] = planted
-        path.write_text(json.dumps(stored), encoding="utf-8")
+        stored["arc_easy"]["yaml_path"] = planted
+        store_entries(path, stored)
         assert load_task_index(tmp_path)["arc_easy"].yaml_path.parent.name == "arc"
+    assert small_index.builds == 3
+
+
+def test_an_index_edited_or_cut_short_is_rebuilt(tmp_path: Path, small_index: Any) -> None:
+    load_task_index(tmp_path)
+    path = index_file(tmp_path)
+    header, _, body = path.read_bytes().partition(b"\n")
+    path.write_bytes(header + b"\n" + body.replace(b'"arc_easy"', b'"arc_eas"', 1))
+    assert "arc_easy" in load_task_index(tmp_path)
+    path.write_bytes(path.read_bytes()[:-100])
+    assert "arc_easy" in load_task_index(tmp_path)
     assert small_index.builds == 3
 
 
@@ -96,9 +119,9 @@ def test_an_entry_pointing_outside_lm_eval_is_rebuilt(tmp_path: Path, small_inde
 def test_an_index_others_can_write_is_thrown_away(tmp_path: Path, small_index: Any) -> None:
     load_task_index(tmp_path)
     folder = tmp_path / INDEX_CACHE_DIR
-    stored = json.loads(index_file(tmp_path).read_text(encoding="utf-8"))
-    stored["entries"]["arc_easy"]["cfg"]["dataset_path"] = "planted"
-    index_file(tmp_path).write_text(json.dumps(stored), encoding="utf-8")
+    stored = stored_entries(index_file(tmp_path))
+    stored["arc_easy"]["cfg"]["dataset_path"] = "planted"
+    store_entries(index_file(tmp_path), stored)
     folder.chmod(0o777)
     assert load_task_index(tmp_path)["arc_easy"].cfg["dataset_path"] != "planted"
     assert small_index.builds == 2 and folder.stat().st_mode & 0o777 == 0o700

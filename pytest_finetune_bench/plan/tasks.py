@@ -14,7 +14,7 @@ from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.plan.offline import LeafTask, OpaqueTask, expand_tasks, write_overlay
 from pytest_finetune_bench.plan.task_types import output_types as leaf_output_types
 from pytest_finetune_bench.store.files import (
-    atomic_write_json,
+    atomic_write_bytes,
     bench_cache_dir,
     claim_cache_dir,
     distrust,
@@ -23,7 +23,9 @@ from pytest_finetune_bench.store.files import (
 
 LM_EVAL_INSTALL = "pip install 'lm-eval[api,ifeval]==0.4.13'"  # the release this plugin is built and tested on
 INDEX_CACHE_DIR = "task-index"
-INDEX_FORMAT = 1  # layout of the cached index (JSON); another layout is rebuilt
+# Layout of the cached index: a JSON header line {"format", "sha256"}, then the entries as JSON, whose
+# bytes the sha256 covers (an entry edited or lost is caught without parsing 25 MB twice).
+INDEX_FORMAT = 2
 
 
 def lm_eval_version() -> str:
@@ -59,10 +61,10 @@ def load_task_index(cache_dir: Path | None = None) -> dict[str, Any]:
     if index is not None:
         return index
     index = dict(TaskManager().task_index)
-    stored = _index_to_data(index)
+    stored = _index_to_bytes(index)
     if usable and stored is not None:
         try:
-            atomic_write_json(cached, stored, private=True)
+            atomic_write_bytes(cached, stored, private=True)
         except OSError:  # a cache that cannot be written only costs the next session the indexing
             pass
     return index
@@ -75,19 +77,21 @@ def _tasks_root() -> Path:
     return Path(lm_eval.tasks.__file__).parent
 
 
-def _index_to_data(index: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The index as JSON data; None when some entry would not read back equal (it is then not cached)."""
+def _index_to_bytes(index: Mapping[str, Any]) -> bytes | None:
+    """The index as the cache file's bytes; None when some entry would not read back equal (then not cached)."""
     entries = {
         name: {"kind": entry.kind.name, "yaml_path": None if entry.yaml_path is None else str(entry.yaml_path),
                "cfg": entry.cfg, "tags": sorted(entry.tags)}
         for name, entry in index.items()
     }
-    data = {"format": INDEX_FORMAT, "entries": entries}
     try:
-        text = json.dumps(data, allow_nan=False)
+        body = json.dumps(entries, allow_nan=False, ensure_ascii=False).encode("utf-8")
     except (TypeError, ValueError):
         return None
-    return data if json.loads(text) == data else None
+    if json.loads(body) != entries:
+        return None
+    header = json.dumps({"format": INDEX_FORMAT, "sha256": hashlib.sha256(body).hexdigest()})
+    return header.encode("ascii") + b"\n" + body
 
 
 def _read_index(path: Path) -> dict[str, Any] | None:
@@ -95,8 +99,11 @@ def _read_index(path: Path) -> dict[str, Any] | None:
     if not path.is_file() or distrust(path) is not None:
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return _entries_from_data(data, _tasks_root())
+        header, _, body = path.read_bytes().partition(b"\n")
+        expected = json.loads(header)
+        if expected != {"format": INDEX_FORMAT, "sha256": hashlib.sha256(body).hexdigest()}:
+            return None
+        return _entries_from_data(json.loads(body), _tasks_root())
     except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
         return None  # UnicodeDecodeError and JSONDecodeError are ValueErrors
 
@@ -105,11 +112,11 @@ def _entries_from_data(data: Any, root: Path) -> dict[str, Any]:
     """lm-eval Entry objects from the stored data; ValueError (or TypeError) on anything out of shape."""
     from lm_eval.tasks._index import Entry, Kind
 
-    if not isinstance(data, dict) or data.get("format") != INDEX_FORMAT or not isinstance(data.get("entries"), dict):
-        raise ValueError("not a task index of this format")
+    if not isinstance(data, dict):
+        raise ValueError("not a task index")
     prefix = f"{root}{os.sep}"
     index: dict[str, Any] = {}
-    for name, item in data["entries"].items():
+    for name, item in data.items():
         if not isinstance(item, dict) or set(item) != {"kind", "yaml_path", "cfg", "tags"}:
             raise ValueError(f"entry {name!r} is malformed")
         yaml_path = item["yaml_path"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.compare.scores import UNIT_POINTS, display_name
 from pytest_finetune_bench.plan.models import is_experiment
-from pytest_finetune_bench.store.files import atomic_write_bytes
+from pytest_finetune_bench.store.files import MALFORMED, atomic_write_bytes, json_object
 from pytest_finetune_bench.store.summaries import SUMMARY
 from pytest_finetune_bench.text import markdown_inline, printable
 
@@ -78,43 +79,56 @@ def _in_benchmarks(folder: Path) -> Iterator[Path]:
         yield folder / SUMMARY
 
 
-def history_rows(files: Iterable[Path]) -> list[HistoryRow]:
-    """One row per session and task, oldest first; the latest summary and its run folder's copy count once."""
+def history_rows(files: Iterable[Path], notes: list[str] | None = None) -> list[HistoryRow]:
+    """One row per session and task, oldest first; the latest summary and its run folder's copy count once.
+
+    A summary that cannot be read, or is not shaped as this version writes them, is skipped with a
+    line in `notes`.
+    """
     rows: dict[tuple[str, str, str], HistoryRow] = {}
     for file in files:
         try:
-            summary = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue  # a summary being written or set aside: the run folder holds its copy
-        for row in _rows(summary, file):
+            found = list(_rows(json_object(json.loads(file.read_text(encoding="utf-8"))), file))
+        except (OSError, *MALFORMED) as exc:
+            if notes is not None:
+                notes.append(f"skipped {file}: {type(exc).__name__}")
+            continue
+        for row in found:
             rows.setdefault((row.timestamp, row.experiment, row.task), row)
     return sorted(rows.values(), key=lambda r: (r.timestamp, r.experiment, r.task))
 
 
 def _rows(summary: dict[str, Any], file: Path) -> Iterator[HistoryRow]:
-    headlines = summary.get("headlines") or {}
-    comparison = summary.get("comparison") or {}
-    scores = summary.get("scores") or {}
+    headlines = json_object(summary.get("headlines"))
+    comparison = json_object(summary.get("comparison"))
+    scores = json_object(summary.get("scores"))
     tasks = list(dict.fromkeys([*comparison, *headlines]))
     for task in tasks:
-        compared = comparison.get(task) or {}
-        headline = headlines.get(task) or {}
-        stats = compared.get("stats") or {}
+        compared = json_object(comparison.get(task))
+        headline = json_object(headlines.get(task))
+        stats = json_object(compared.get("stats"))
         yield HistoryRow(
             timestamp=str(summary.get("timestamp", "")),
             experiment=str(summary.get("label") or summary.get("model_name") or file.parent),
             task=task,
             metric=str(compared.get("metric") or headline.get("metric") or ""),
             unit=str(compared.get("unit") or headline.get("unit") or UNIT_POINTS),
-            base=compared.get("base_accuracy", (scores.get("base") or {}).get(task)),
-            fine_tuned=compared.get("finetuned_accuracy", (scores.get("fine-tuned") or {}).get(task)),
-            delta=compared.get("delta"),
-            ci_low=stats.get("ci_low"),
-            ci_high=stats.get("ci_high"),
+            base=_number(compared.get("base_accuracy", json_object(scores.get("base")).get(task))),
+            fine_tuned=_number(compared.get("finetuned_accuracy", json_object(scores.get("fine-tuned")).get(task))),
+            delta=_number(compared.get("delta")),
+            ci_low=_number(stats.get("ci_low")),
+            ci_high=_number(stats.get("ci_high")),
             status=str(summary.get("status", "")),
-            backend=str((summary.get("backends") or {}).get("fine-tuned") or ""),
+            backend=str(json_object(summary.get("backends")).get("fine-tuned") or ""),
             file=str(file),
         )
+
+
+def _number(value: Any) -> float | None:
+    """A finite number read from a summary; None for anything else."""
+    if type(value) not in (int, float) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 def render(rows: Sequence[HistoryRow], fmt: str) -> str:

@@ -33,7 +33,7 @@ from pytest_finetune_bench.report.facts import (
     result_rows,
     settings_facts,
 )
-from pytest_finetune_bench.store.files import atomic_write_text
+from pytest_finetune_bench.store.files import atomic_write_text, json_object
 from pytest_finetune_bench.text import html_text, printable
 
 REPORT_NAME = "report.html"
@@ -90,7 +90,7 @@ def _page(title: str, body: str) -> str:
 
 def _status(summary: Mapping[str, Any]) -> str:
     status = str(summary.get("status", "?"))
-    errors = "".join(f"<li>{html_text(k)}: {html_text(v)}</li>" for k, v in _mapping(summary.get("errors")).items())
+    errors = "".join(f"<li>{html_text(k)}: {html_text(v)}</li>" for k, v in json_object(summary.get("errors")).items())
     line = (f'<p class="status {html_text(status)}">Session {html_text(status)}, {html_text(measured_on(summary))}. '
             f"{html_text(produced_by(summary).replace('`', ''))}</p>")
     return line + (f"<ul class=errors>{errors}</ul>" if errors else "")
@@ -114,7 +114,7 @@ def _flips_browser(summary: Mapping[str, Any]) -> list[str]:
     if not summary.get("comparison"):
         return []
     flips, notes = flipped_documents(summary)
-    tasks = sorted({task for task, _, _, _ in flips} | set(_mapping(summary.get("comparison"))))
+    tasks = sorted({task for task, _, _, _ in flips} | set(json_object(summary.get("comparison"))))
     task_options = "".join(f'<option value="{html_text(t)}">{html_text(display_name(t))}</option>' for t in tasks)
     direction_options = "".join(f'<option value="{d}">{label}</option>' for d, label in DIRECTIONS.items())
     rows = "\n".join(_flip_row(task, flip, base_failed, ft_failed) for task, flip, base_failed, ft_failed in flips)
@@ -162,8 +162,8 @@ def flipped_documents(summary: Mapping[str, Any]) -> tuple[list[FlipRow], list[s
     """
     rows: list[FlipRow] = []
     notes: list[str] = []
-    for task, comparison in _mapping(summary.get("comparison")).items():
-        flips_file = _mapping(_mapping(comparison).get("flips")).get("file")
+    for task, comparison in json_object(summary.get("comparison")).items():
+        flips_file = json_object(json_object(comparison).get("flips")).get("file")
         if not isinstance(flips_file, str) or not Path(flips_file).is_file():
             continue
         try:
@@ -179,17 +179,12 @@ def flipped_documents(summary: Mapping[str, Any]) -> tuple[list[FlipRow], list[s
     return rows, notes
 
 
-def _mapping(value: Any) -> Mapping[str, Any]:
-    """`value` when it is a JSON object, else an empty one: a summary's parts are checked before use."""
-    return value if isinstance(value, dict) else {}
-
-
 def _lookup(failed: dict[int, list[str]] | None, doc_id: int) -> list[str] | None:
     return None if failed is None else failed.get(doc_id)
 
 
 def _samples_file(summary: Mapping[str, Any], side: str, task: str) -> Path | None:
-    path = _mapping(_mapping(summary.get(side)).get("samples_files")).get(task)
+    path = json_object(json_object(summary.get(side)).get("samples_files")).get(task)
     return Path(path) if isinstance(path, str) and path else None
 
 
@@ -205,7 +200,7 @@ def failed_instructions(samples_file: Path | None) -> dict[int, list[str]] | Non
         return None
     for line in text.split("\n"):
         record = _json_object(line)
-        ids = _mapping(record.get("doc")).get("instruction_id_list")
+        ids = json_object(record.get("doc")).get("instruction_id_list")
         results = record.get(IFEVAL_FAILED_METRIC)
         if isinstance(ids, list) and isinstance(results, list) and type(record.get("doc_id")) is int:
             failed[record["doc_id"]] = [str(i) for i, ok in zip(ids, results, strict=False) if not ok]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +146,30 @@ def read_json_file(path: Path, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BenchError(f"{path} does not hold a JSON object: {what}")
     return data
+
+
+# What reading a file of the wrong shape raises: its values used as if they had the types we wrote.
+MALFORMED = (TypeError, AttributeError, KeyError, ValueError, IndexError, ArithmeticError, RecursionError)
+
+
+@contextlib.contextmanager
+def reading(path: Path, what: str) -> Iterator[None]:
+    """Within the block, a file whose content has the wrong shape is a one-line BenchError naming it.
+
+    `what` finishes the advice, as for read_json_file.
+    """
+    try:
+        yield
+    except BenchError:
+        raise
+    except MALFORMED as exc:
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        raise BenchError(f"{path} does not hold what this version wrote there ({detail}): {what}") from None
+
+
+def json_object(value: Any) -> dict[str, Any]:
+    """`value` when it is a JSON object, else an empty one: parts of a file read back are checked before use."""
+    return value if isinstance(value, dict) else {}
 
 
 def check_writable_dir(path: Path, flag: str) -> None:
