@@ -21,8 +21,12 @@ from pytest_finetune_bench.demo.build import DEFAULT_STEPS
 from pytest_finetune_bench.report.history import FORMATS as HISTORY_FORMATS
 from pytest_finetune_bench.report.history import history_rows, plot_history, render, summary_files
 from pytest_finetune_bench.run.watchdog import format_duration
+from pytest_finetune_bench.store.files import reading
+from pytest_finetune_bench.store.summaries import SUMMARY
+from pytest_finetune_bench.text import printable
 
 PROG = "python -m pytest_finetune_bench"
+REBUILD_ADVICE = "rebuild it with the `summary` command, or run the benchmark again"
 SCRIPT = "pytest-finetune-bench"  # the console script: the same commands
 DEMO_GEN_KWARGS = "max_gen_toks=256"  # IFEval's default 1280 tokens is minutes per prompt on a CPU
 # All 24 bundled IFEval prompts, not the test suite's 5: with 5, one prompt is 20 points, and the first five
@@ -274,7 +278,9 @@ def rebuild_summary(model: Path, output: Path | None) -> int:
     """`summary`: write benchmark.json again from disk and say what it was built from."""
     from pytest_finetune_bench.report.from_disk import benchmarks_dir, write_rebuilt_summary
 
-    written, sources = write_rebuilt_summary(benchmarks_dir(model, output))
+    folder = benchmarks_dir(model, output)
+    with reading(folder / SUMMARY, "run the benchmark again"):
+        written, sources = write_rebuilt_summary(folder)
     for line in sources.describe():
         print(line)
     print(f"wrote {written}")
@@ -286,7 +292,10 @@ def write_readmes(model: Path, output: Path | None) -> int:
     from pytest_finetune_bench.report.card import write_cards
     from pytest_finetune_bench.report.from_disk import benchmarks_dir, latest_summary
 
-    for readme in write_cards(model, latest_summary(benchmarks_dir(model, output))):
+    folder = benchmarks_dir(model, output)
+    with reading(folder / SUMMARY, REBUILD_ADVICE):
+        written = write_cards(model, latest_summary(folder))
+    for readme in written:
         print(f"wrote {readme}")
     return 0
 
@@ -297,14 +306,19 @@ def write_html_report(model: Path, output: Path | None) -> int:
     from pytest_finetune_bench.report.html import REPORT_NAME, write_report
 
     folder = benchmarks_dir(model, output)
-    print(f"wrote {write_report(folder / REPORT_NAME, latest_summary(folder), str(model))}")
+    with reading(folder / SUMMARY, REBUILD_ADVICE):
+        written = write_report(folder / REPORT_NAME, latest_summary(folder), str(model))
+    print(f"wrote {written}")
     return 0
 
 
 def show_history(paths: Sequence[Path], fmt: str, plot: Path | None) -> int:
     """Print the history of the sessions under `paths`; with `plot`, draw it too."""
-    rows = history_rows(summary_files(paths))
-    print(render(rows, fmt).rstrip("\n"))
+    notes: list[str] = []
+    rows = history_rows(summary_files(paths), notes)
+    for note in notes:
+        print(printable(note), file=sys.stderr)
+    print(render(rows, fmt).rstrip("\n"))  # render escapes the names it shows
     if plot is not None:
         print(f"wrote {plot_history(rows, plot)}", file=sys.stderr)
     return 0
@@ -344,7 +358,7 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     try:
         return _dispatch(args)
     except BenchError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {printable(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pytest_finetune_bench.plan.settings import EvalSettings, Side, identity
 from pytest_finetune_bench.run.engine import RunRecord
 from pytest_finetune_bench.store.base_cache import BaseCache, restore
+from pytest_finetune_bench.store.files import file_sha256
 
 SETTINGS = EvalSettings(tasks=("ifeval",), limit=5, gen_kwargs="max_gen_toks=32", batch_size="4",
                         apply_chat_template=True, task_versions=(("ifeval", "4.0"),), data_files=("a" * 64,),
@@ -73,3 +76,57 @@ def test_storing_again_replaces_the_entry(tmp_path: Path) -> None:
     cached, _ = cache.load(KEY)
     assert cached is not None
     assert json.loads(cached.results_file.read_text()) == newer.results
+
+
+def stored_entry(tmp_path: Path) -> tuple[BaseCache, Path, dict[str, Any]]:
+    cache = BaseCache(tmp_path / "cache")
+    folder = cache.store(KEY, fake_run(tmp_path / "run"))
+    return cache, folder, json.loads((folder / "entry.json").read_text())
+
+
+@pytest.mark.parametrize("field, value", [
+    ("results_file", "ABSOLUTE"), ("results_file", "../../../run/results_2026-01-01T00-00-00.json"),
+    ("results_file", "."), ("results_file", ["a"]), ("sha256", []), ("sha256", {"x": 1}),
+    ("samples_files", {"ifeval": "/etc/passwd"}), ("samples_files", "x"), ("created", 3), ("generated", "7"),
+])
+def test_an_entry_out_of_shape_is_discarded_never_followed(tmp_path: Path, field: str, value: Any) -> None:
+    cache, folder, entry = stored_entry(tmp_path)
+    if value == "ABSOLUTE":
+        value = str(next((tmp_path / "run").glob("results_*.json")))
+    entry[field] = value
+    if field == "results_file" and isinstance(value, str) and (folder / value).is_file():
+        # A right checksum does not make a file outside the entry acceptable.
+        entry["sha256"][value] = file_sha256(folder / value)
+    (folder / "entry.json").write_text(json.dumps(entry))
+    cached, reason = cache.load(KEY)
+    assert cached is None and reason and not folder.exists()
+
+
+def test_a_linked_file_is_not_followed(tmp_path: Path) -> None:
+    cache, folder, _ = stored_entry(tmp_path)
+    results = next(folder.glob("results_*.json"))
+    outside = tmp_path / "outside.json"
+    outside.write_bytes(results.read_bytes())
+    results.unlink()
+    results.symlink_to(outside)
+    cached, reason = cache.load(KEY)
+    assert cached is None and reason and "not a plain file" in reason
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="no POSIX file owners")
+def test_an_entry_others_could_write_is_discarded(tmp_path: Path) -> None:
+    cache, folder, _ = stored_entry(tmp_path)
+    assert all(p.stat().st_mode & 0o077 == 0 for p in folder.iterdir())
+    folder.chmod(0o777)
+    cached, reason = cache.load(KEY)
+    assert cached is None and reason and "other users" in reason
+
+
+@pytest.mark.skipif(getattr(os, "getuid", lambda: -1)() != 0, reason="giving a file away needs root")
+def test_a_cache_folder_of_another_user_is_refused(tmp_path: Path) -> None:
+    cache, folder, _ = stored_entry(tmp_path)
+    os.chown(cache.root, 65534, 65534)
+    assert "belongs to user id 65534" in (cache.claim() or "")
+    os.chown(cache.root, os.getuid(), os.getgid())
+    cache.root.chmod(0o775)
+    assert cache.claim() is None and not folder.exists() and cache.root.stat().st_mode & 0o777 == 0o700

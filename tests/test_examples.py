@@ -45,7 +45,7 @@ def stand_in_model(pytester: pytest.Pytester) -> tuple[str, ...]:
 
 @pytest.fixture(scope="session")
 def shared_output(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The --bench-output of every example run: its .responses/ cache makes repeated runs of one model cheap."""
+    """The --bench-output of every example run (their response caches are shared through the cache folder)."""
     return tmp_path_factory.mktemp("examples-out")
 
 

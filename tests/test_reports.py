@@ -8,6 +8,7 @@ run such a session themselves (lm-eval children) and read what it wrote.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ from typing import Any
 import pytest
 
 from pytest_finetune_bench import cli
+from pytest_finetune_bench.compare.flips import read_flips, write_flips
 from pytest_finetune_bench.report.card import END, START, write_cards
 from pytest_finetune_bench.report.chart import CHART_NAME, chart_figure, chart_png
 from pytest_finetune_bench.report.facts import comparisons
@@ -28,6 +30,7 @@ from pytest_finetune_bench.report.from_disk import rebuild_summary
 from pytest_finetune_bench.report.github import STEP_SUMMARY_ENV, append_step_summary
 from pytest_finetune_bench.report.html import REPORT_NAME, write_report
 from pytest_finetune_bench.store.fingerprint import model_fingerprint
+from pytest_finetune_bench.text import printable
 from tests.fake_backend import FAKE_ENV
 from tests.fake_sessions import REPO_ROOT, bench_args, make_fake_model, read_summary
 from tests.test_recovery import session_with_a_broken
@@ -211,6 +214,54 @@ def test_the_report_is_self_contained(tmp_path: Path) -> None:
     assert "python -m pytest_finetune_bench report MODEL" in text
 
 
+def golden_flips(model: Path) -> Path:
+    return model / "benchmarks" / "fine-tuned" / GOLDEN_RUN / "flips_ifeval.jsonl"
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85", "\r", "\x1c", "\x0b", "\x0c"])
+def test_model_output_with_unicode_line_separators_is_shown_whole(tmp_path: Path, separator: str) -> None:
+    model = golden_model(tmp_path)
+    flips, _ = read_flips(golden_flips(model))
+    flips[0] = dataclasses.replace(flips[0], finetuned_response=f"first{separator}second")
+    write_flips(golden_flips(model), flips)
+    done = run_cli("report", str(model))
+    assert done.returncode == 0, done.stderr
+    page = (model / "benchmarks" / REPORT_NAME).read_bytes().decode("utf-8")
+    assert page.count('<tr class="flip"') == 2 and "unreadable" not in page
+    assert f"first{printable(separator)}second" in page
+
+
+def test_unreadable_flip_lines_are_skipped_with_a_note(tmp_path: Path) -> None:
+    model = golden_model(tmp_path)
+    flips_file = golden_flips(model)
+    lines = flips_file.read_text(encoding="utf-8").split("\n")
+    bad = ['{"doc_id": "1", "direction": "regressed"}', "[1, 2]", "\xff\xfe not json", lines[1][:40]]
+    flips_file.write_text("\n".join([lines[0], *bad]), encoding="utf-8")  # the last line cut short
+    done = run_cli("report", str(model))
+    assert done.returncode == 0, done.stderr
+    page = (model / "benchmarks" / REPORT_NAME).read_text(encoding="utf-8")
+    assert page.count('<tr class="flip"') == 1
+    assert f"{flips_file}: 4 unreadable lines skipped." in page
+
+
+def test_a_report_that_cannot_be_made_replaces_the_old_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    model = golden_model(tmp_path)
+    page = model / "benchmarks" / REPORT_NAME
+    page.write_text("<p>the previous session's results</p>")
+
+    def broken(*args: object) -> bytes:
+        raise RuntimeError("chart failed\nsecond line \x1b[2J")
+
+    monkeypatch.setattr("pytest_finetune_bench.report.html.chart_png", broken)
+    assert cli.main(["report", str(model)]) == 2
+    error = capsys.readouterr().err
+    assert len(error.splitlines()) == 1 and "\x1b" not in error
+    assert f"could not make {page} (RuntimeError: chart failed\\nsecond line \\x1b[2J)" in error
+    text = page.read_text(encoding="utf-8")
+    assert "previous session" not in text and "could not be made: RuntimeError: chart failed" in text
+
+
 def _browser() -> str:
     found = next((path for name in BROWSERS if (path := shutil.which(name))), None)
     if found is None:
@@ -389,5 +440,6 @@ def test_a_report_failure_never_costs_benchmark_json(pytester: pytest.Pytester,
                                             "RuntimeError('forced report failure')")
     result.assert_outcomes(passed=2)
     assert summary["status"] == "complete"
-    result.stdout.fnmatch_lines(["*could not write */report.html: forced report failure"])
-    assert not (pytester.path / "out" / REPORT_NAME).exists()
+    result.stdout.fnmatch_lines(["*could not write */report.html: could not make */report.html "
+                                 "(RuntimeError: forced report failure): it now says so*"])
+    assert "forced report failure" in (pytester.path / "out" / REPORT_NAME).read_text(encoding="utf-8")

@@ -7,6 +7,7 @@ gives each model's digest, which keys lm-eval's response cache by content instea
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -53,11 +54,11 @@ class OllamaBackend(OpenAIBackend):
         where = f"{role} model {model!r} is not in Ollama at {self.root}"
         if role == "base":
             listed = ", ".join(served) or "none"
-            return f"{where}: run `ollama pull {model}`, or pass --bench-base NAME (installed: {listed})"
+            return f"{where}: run `ollama pull {shlex.quote(model)}`, or pass --bench-base NAME (installed: {listed})"
         if not gguf_files:
             return (
                 f"{where} and no GGUF export was found (outputs/<name>/gguf/*.gguf): export one, then "
-                f"`ollama create {model} -f Modelfile`, or pass --bench-server-model NAME"
+                f"`ollama create {shlex.quote(model)} -f Modelfile`, or pass --bench-server-model NAME"
             )
         return f"{where}: import the GGUF export with `{create_command(model, gguf_files[0])}`"
 
@@ -70,5 +71,6 @@ def create_command(model: str, gguf: Path) -> str:
             # A relative FROM keeps the folder movable; Ollama reads the chat template from the GGUF.
             modelfile.write_text(f"FROM ./{gguf.name}\n")
         except OSError:
-            return f"echo 'FROM {gguf.resolve()}' > Modelfile && ollama create {model} -f Modelfile"
-    return f"ollama create {model} -f {modelfile.resolve()}"
+            line = shlex.quote(f"FROM {gguf.resolve()}")
+            return f"echo {line} > Modelfile && ollama create {shlex.quote(model)} -f Modelfile"
+    return f"ollama create {shlex.quote(model)} -f {shlex.quote(str(modelfile.resolve()))}"

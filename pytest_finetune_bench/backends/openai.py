@@ -3,7 +3,8 @@
 The model is reached by its served name. The server renders the chat template, so lm-eval sends
 messages, not a prompt string, and no log-likelihoods come back: tasks scored from them are
 skipped with a reason instead of being run. The API key is read by lm-eval from OPENAI_API_KEY at
-request time and appears in no model argument, file or command this plugin writes.
+request time and appears in no model argument, file or command this plugin writes; it is stripped of
+surrounding spaces and line breaks, checked before any request, and no error message carries it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import os
 import queue
 import re
+import shlex
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -58,15 +60,46 @@ def served_name(folder_name: str) -> str:
     return _SERVED_NAME_JUNK.sub("-", folder_name.lower()).strip("-.") or "model"
 
 
+def api_key() -> str | None:
+    """The API key, stripped of surrounding whitespace; None when unset or blank.
+
+    BenchError (which never shows the key) when it holds a character an HTTP header cannot carry:
+    requests would otherwise raise an error that quotes the whole header, key included.
+    """
+    key = os.environ.get(API_KEY_ENV, "").strip()
+    if not key:
+        return None
+    if not all("!" <= char <= "~" for char in key):
+        raise BenchError(
+            f"{API_KEY_ENV} holds a space, line break, control or non-ASCII character inside the key, which an "
+            "HTTP header cannot carry: set it again to the key alone"
+        )
+    return key
+
+
+def child_api_key(environ: Mapping[str, str]) -> dict[str, str]:
+    """The key variable for lm-eval's process, stripped as api_key() does; {} when it is unset."""
+    return {API_KEY_ENV: environ[API_KEY_ENV].strip()} if API_KEY_ENV in environ else {}
+
+
+def without_key(text: str) -> str:
+    """`text` with the API key, if it appears, replaced: for messages built from other programs' errors."""
+    key = os.environ.get(API_KEY_ENV, "").strip()
+    return text.replace(key, "<" + API_KEY_ENV + ">") if len(key) >= 4 else text
+
+
 def auth_headers() -> dict[str, str]:
     """The bearer token lm-eval will send, for the pre-flight requests (never stored)."""
-    key = os.environ.get(API_KEY_ENV)
+    key = api_key()
     return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 def fetch_json(url: str, unreachable: str) -> Any:
     """GET `url` as JSON within PREFLIGHT_TIMEOUT_S and PREFLIGHT_MAX_BYTES; `unreachable` is the one-line
-    BenchError when nothing answers."""
+    BenchError when nothing answers.
+
+    No message quotes the request's errors: they can hold its headers, and so the key.
+    """
     status, body = _bounded_get(url, unreachable)
     if status in (401, 403):
         raise BenchError(f"{url} refused the request (HTTP {status}): set {API_KEY_ENV} to a valid key")
@@ -86,12 +119,13 @@ def _bounded_get(url: str, unreachable: str) -> tuple[int, bytes]:
     the caller stops waiting at the deadline; a thread left behind ends at the byte cap, at its first
     chunk read after the deadline, or with the process.
     """
+    headers = auth_headers()  # a malformed key stops here, in this thread, before any request
     deadline = time.monotonic() + PREFLIGHT_TIMEOUT_S
     outcome: queue.Queue[tuple[int, bytes] | Exception] = queue.Queue(maxsize=1)
 
     def attempt() -> None:
         try:
-            outcome.put(_get_capped(url, unreachable, deadline))
+            outcome.put(_get_capped(url, headers, unreachable, deadline))
         except Exception as exc:  # noqa: BLE001 - handed to the caller, which raises it
             outcome.put(exc)
 
@@ -105,11 +139,11 @@ def _bounded_get(url: str, unreachable: str) -> tuple[int, bytes]:
     return answer
 
 
-def _get_capped(url: str, unreachable: str, deadline: float) -> tuple[int, bytes]:
+def _get_capped(url: str, headers: dict[str, str], unreachable: str, deadline: float) -> tuple[int, bytes]:
     import requests
 
     try:
-        with requests.get(url, headers=auth_headers(), timeout=PREFLIGHT_TIMEOUT_S, stream=True) as response:
+        with requests.get(url, headers=headers, timeout=PREFLIGHT_TIMEOUT_S, stream=True) as response:
             body = bytearray()
             for chunk in response.iter_content(chunk_size=_CHUNK_BYTES):
                 body += chunk
@@ -122,8 +156,11 @@ def _get_capped(url: str, unreachable: str, deadline: float) -> tuple[int, bytes
     except requests.ConnectionError:
         # A refused or unreachable address; ConnectTimeout is one too.
         raise BenchError(unreachable) from None
-    except requests.RequestException:
+    except requests.Timeout:
         raise _too_slow(url) from None
+    except requests.RequestException as exc:
+        raise BenchError(f"the request to {url} failed ({type(exc).__name__}): check --bench-base-url and "
+                         f"{API_KEY_ENV}") from None
 
 
 def _too_slow(url: str) -> BenchError:
@@ -210,7 +247,7 @@ class OpenAIBackend:
         answer = fetch_json(
             models_url,
             f"no OpenAI-compatible server at {self.api_root}: start it (e.g. `python -m llama_cpp.server "
-            f"--model MODEL.gguf --model_alias {model}`) or fix --bench-base-url",
+            f"--model MODEL.gguf --model_alias {shlex.quote(model)}`) or fix --bench-base-url",
         )
         served = [str(m.get("id")) for m in answer.get("data", []) if isinstance(m, dict)]
         if model not in served:
@@ -220,7 +257,8 @@ class OpenAIBackend:
         flag = "--bench-base" if role == "base" else "--bench-server-model"
         listed = ", ".join(served) or "none"
         example = (
-            f" (e.g. `python -m llama_cpp.server --model {gguf_files[0]} --model_alias {model}`)" if gguf_files else ""
+            f" (e.g. `python -m llama_cpp.server --model {shlex.quote(str(gguf_files[0]))} "
+            f"--model_alias {shlex.quote(model)}`)" if gguf_files else ""
         )
         where = f"{role} model {model!r} is not served at {self.api_root} (it serves: {listed})"
         return f"{where}: serve it under that name{example} or pass {flag} NAME"

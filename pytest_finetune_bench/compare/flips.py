@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pytest_finetune_bench.compare.samples import SampleRecord
 from pytest_finetune_bench.store.files import atomic_write_text
+from pytest_finetune_bench.text import printable
 
 Direction = Literal["regressed", "improved"]
 
@@ -38,6 +39,25 @@ class Flip:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any) -> Flip:
+        """A flip read back from a flips file; ValueError for anything but what to_json writes."""
+        if not isinstance(data, dict) or set(data) - _FIELDS or _REQUIRED - set(data):
+            raise ValueError("not a flip record")
+        if type(data["doc_id"]) is not int or data["direction"] not in ("regressed", "improved"):
+            raise ValueError("bad doc_id or direction")
+        if not all(isinstance(data.get(key, ""), str) for key in _TEXTS):
+            raise ValueError("a prompt, answer or target that is not text")
+        if not all(type(data[key]) in (int, float) for key in _VALUES):
+            raise ValueError("a score that is not a number")
+        return cls(**data)
+
+
+_TEXTS = ("prompt", "base_response", "finetuned_response", "target")
+_VALUES = ("base_value", "finetuned_value")
+_FIELDS = {"doc_id", "direction", *_TEXTS, *_VALUES}
+_REQUIRED = _FIELDS - {"target"}
 
 
 def find_flips(
@@ -75,6 +95,24 @@ def write_flips(path: Path, flips: list[Flip]) -> None:
     """Write one JSON object per line (an empty file for no flips), all at once or not at all."""
     text = "".join(json.dumps(flip.to_json(), ensure_ascii=False) + "\n" for flip in flips)
     atomic_write_text(path, text)
+
+
+def read_flips(path: Path) -> tuple[list[Flip], int]:
+    """The flips `write_flips` wrote to `path`, and how many lines were unreadable and skipped.
+
+    Lines are split on "\\n" alone: records hold model output as written (ensure_ascii=False), where
+    U+2028, U+0085 or a lone carriage return are text, not line breaks. OSError when it cannot be read.
+    """
+    flips: list[Flip] = []
+    skipped = 0
+    for line in path.read_bytes().decode("utf-8", errors="replace").split("\n"):
+        if not line.strip():
+            continue
+        try:
+            flips.append(Flip.from_json(json.loads(line)))
+        except (ValueError, RecursionError):
+            skipped += 1
+    return flips, skipped
 
 
 def format_flips(flips: list[Flip], limit: int = 3) -> str:
@@ -120,8 +158,9 @@ def _pass_fail(value: float) -> str:
 
 
 def _shorten(text: str) -> str:
-    """One line of at most ~200 characters; newlines shown as \\n so the block keeps its shape."""
-    one_line = text.replace("\r\n", "\n").replace("\n", "\\n")
+    """One line of at most ~200 characters; newlines (and every other control or format character) shown as
+    escapes, so the block keeps its shape and model output cannot drive the terminal."""
+    one_line = printable(text.replace("\r\n", "\n"))
     if len(one_line) <= _MAX_SHOWN_CHARS:
         return one_line
     return one_line[: _MAX_SHOWN_CHARS - 1].rstrip() + "…"

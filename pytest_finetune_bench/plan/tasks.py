@@ -5,8 +5,8 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import pickle
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +14,19 @@ from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.plan.custom_tasks import content_version, index_include_paths
 from pytest_finetune_bench.plan.offline import LeafTask, OpaqueTask, expand_tasks, write_overlay
 from pytest_finetune_bench.plan.task_types import output_types as leaf_output_types
-from pytest_finetune_bench.store.files import atomic_write_bytes, bench_cache_dir, file_sha256
+from pytest_finetune_bench.store.files import (
+    atomic_write_bytes,
+    bench_cache_dir,
+    claim_cache_dir,
+    distrust,
+    file_sha256,
+)
 
 LM_EVAL_INSTALL = "pip install 'lm-eval[api,ifeval]==0.4.13'"  # the release this plugin is built and tested on
 INDEX_CACHE_DIR = "task-index"
+# Layout of the cached index: a JSON header line {"format", "sha256"}, then the entries as JSON, whose
+# bytes the sha256 covers (an entry edited or lost is caught without parsing 25 MB twice).
+INDEX_FORMAT = 2
 
 
 def lm_eval_version() -> str:
@@ -34,6 +43,8 @@ def load_task_index(cache_dir: Path | None = None) -> dict[str, Any]:
 
     An installed release never changes its task files, so its index is cached under its version and
     location; an editable install (a git checkout being worked on) is indexed afresh every time.
+    The cache holds data only (JSON, never pickle), in a folder only the current user can write to;
+    anything unreadable, malformed or pointing outside lm-eval's task folder is rebuilt.
     """
     version = lm_eval_version()
     from lm_eval.tasks import TaskManager
@@ -41,18 +52,86 @@ def load_task_index(cache_dir: Path | None = None) -> dict[str, Any]:
     release = _installed_release(version)
     if release is None:
         return dict(TaskManager().task_index)
-    name = hashlib.sha256(release.encode()).hexdigest()
-    cached = (cache_dir or bench_cache_dir()) / INDEX_CACHE_DIR / f"{name}.pickle"
+    folder = (cache_dir or bench_cache_dir()) / INDEX_CACHE_DIR
+    cached = folder / f"{hashlib.sha256(release.encode()).hexdigest()}.json"
     try:
-        index: dict[str, Any] = pickle.loads(cached.read_bytes())
+        usable = claim_cache_dir(folder) is None
+    except OSError:
+        usable = False
+    index = _read_index(cached) if usable else None
+    if index is not None:
         return index
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
-        pass
     index = dict(TaskManager().task_index)
+    stored = _index_to_bytes(index)
+    if usable and stored is not None:
+        try:
+            atomic_write_bytes(cached, stored, private=True)
+        except OSError:  # a cache that cannot be written only costs the next session the indexing
+            pass
+    return index
+
+
+def _tasks_root() -> Path:
+    """lm-eval's own task folder: every cached index entry must point inside it."""
+    import lm_eval.tasks
+
+    return Path(lm_eval.tasks.__file__).parent
+
+
+def _index_to_bytes(index: Mapping[str, Any]) -> bytes | None:
+    """The index as the cache file's bytes; None when some entry would not read back equal (then not cached)."""
+    entries = {
+        name: {"kind": entry.kind.name, "yaml_path": None if entry.yaml_path is None else str(entry.yaml_path),
+               "cfg": entry.cfg, "tags": sorted(entry.tags)}
+        for name, entry in index.items()
+    }
     try:
-        atomic_write_bytes(cached, pickle.dumps(index))
-    except OSError:  # a cache that cannot be written only costs the next session the indexing
-        pass
+        body = json.dumps(entries, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except (TypeError, ValueError):
+        return None
+    if json.loads(body) != entries:
+        return None
+    header = json.dumps({"format": INDEX_FORMAT, "sha256": hashlib.sha256(body).hexdigest()})
+    return header.encode("ascii") + b"\n" + body
+
+
+def _read_index(path: Path) -> dict[str, Any] | None:
+    """The cached index as lm-eval's entries; None when the file is missing, not ours, or malformed."""
+    if not path.is_file() or distrust(path) is not None:
+        return None
+    try:
+        header, _, body = path.read_bytes().partition(b"\n")
+        expected = json.loads(header)
+        if expected != {"format": INDEX_FORMAT, "sha256": hashlib.sha256(body).hexdigest()}:
+            return None
+        return _entries_from_data(json.loads(body), _tasks_root())
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        return None  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+
+
+def _entries_from_data(data: Any, root: Path) -> dict[str, Any]:
+    """lm-eval Entry objects from the stored data; ValueError (or TypeError) on anything out of shape."""
+    from lm_eval.tasks._index import Entry, Kind
+
+    if not isinstance(data, dict):
+        raise ValueError("not a task index")
+    prefix = f"{root}{os.sep}"
+    index: dict[str, Any] = {}
+    for name, item in data.items():
+        if not isinstance(item, dict) or set(item) != {"kind", "yaml_path", "cfg", "tags"}:
+            raise ValueError(f"entry {name!r} is malformed")
+        yaml_path = item["yaml_path"]
+        if yaml_path is not None:
+            # A plain prefix test (with no way back up) is exact and keeps reading 15,000 entries fast.
+            if not yaml_path.startswith(prefix) or f"{os.sep}.." in yaml_path:
+                raise ValueError(f"entry {name!r} points outside lm-eval's tasks")
+            yaml_path = Path(yaml_path)
+        cfg, tags = item["cfg"], item["tags"]
+        if cfg is not None and not isinstance(cfg, dict):
+            raise ValueError(f"entry {name!r} has a malformed config")
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise ValueError(f"entry {name!r} has malformed tags")
+        index[name] = Entry(name=name, kind=Kind[item["kind"]], yaml_path=yaml_path, cfg=cfg, tags=set(tags))
     return index
 
 

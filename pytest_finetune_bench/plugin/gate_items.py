@@ -14,6 +14,7 @@ from pytest_finetune_bench.compare.scores import TaskComparison
 from pytest_finetune_bench.run.recovery import incomplete_reason
 from pytest_finetune_bench.run.session import BenchSession
 from pytest_finetune_bench.run.watchdog import gate_item_timeout
+from pytest_finetune_bench.text import printable
 
 NODE_PREFIX = "finetune-bench"
 
@@ -29,7 +30,8 @@ class _BenchItem(pytest.Item):
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         if isinstance(excinfo.value, GateFailure):
-            return str(excinfo.value)
+            # It quotes model output: no escape sequence or carriage return may reach the terminal or CI log.
+            return printable(str(excinfo.value), keep="\n")
         return str(super().repr_failure(excinfo, style))
 
     def reportinfo(self) -> tuple[Path, int | None, str]:

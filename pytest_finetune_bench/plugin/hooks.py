@@ -40,6 +40,7 @@ from pytest_finetune_bench.run.recovery import incomplete_reason, partial_note
 from pytest_finetune_bench.run.session import BenchSession
 from pytest_finetune_bench.store.files import atomic_write_text, check_writable_dir
 from pytest_finetune_bench.store.summaries import publish_summary
+from pytest_finetune_bench.text import printable
 
 experiments_key = pytest.StashKey[Experiments]()
 worker_summaries_key = pytest.StashKey[list[dict[str, dict[str, Any]]]]()
@@ -104,12 +105,12 @@ def _terminal_writer(config: pytest.Config) -> Callable[[str], None]:
         reporter = config.pluginmanager.get_plugin("terminalreporter")
         capman = config.pluginmanager.get_plugin("capturemanager")
         if reporter is None:
-            print(line, file=sys.stderr, flush=True)
+            print(printable(line, keep="\n"), file=sys.stderr, flush=True)
             return
         guard = capman.global_and_fixture_disabled() if capman else contextlib.nullcontext()
         with guard:
             reporter.ensure_newline()
-            reporter.write_line(line)
+            reporter.write_line(printable(line, keep="\n"))
 
     return say
 
@@ -222,9 +223,9 @@ def _write_ranking(config: pytest.Config, experiments: Experiments) -> None:
 def _warn(config: pytest.Config, message: str) -> None:
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
-        reporter.write_line(message, red=True)
+        reporter.write_line(printable(message, keep="\n"), red=True)
     else:
-        print(message, file=sys.stderr)
+        print(printable(message, keep="\n"), file=sys.stderr)
 
 
 def _write_outputs(config: pytest.Config, bench: BenchSession, written: Path) -> None:
@@ -279,7 +280,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         else:
             lines = _worker_summary_lines(config, bench)
         for line in lines:
-            terminalreporter.write_line(line)
+            terminalreporter.write_line(printable(line, keep="\n"))
         report = config.stash[report_paths_key].get(label)
         if report is not None:
             terminalreporter.write_line(f"report: {report}")
@@ -288,7 +289,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         path, content = ranking
         terminalreporter.write_line("=" * 8 + f" ranking of {len(experiments.sessions)} experiments " + "=" * 8)
         for line in ranking_lines(content):
-            terminalreporter.write_line(line)
+            terminalreporter.write_line(printable(line, keep="\n"))
         terminalreporter.write_line(f"ranking: {path}")
 
 

@@ -28,6 +28,7 @@ from pytest_finetune_bench.report.facts import (
     training_facts,
 )
 from pytest_finetune_bench.store.files import atomic_write_bytes, atomic_write_text
+from pytest_finetune_bench.text import markdown_inline
 
 START = "<!-- pytest-finetune-bench: benchmark results start (generated; edits between the markers are replaced) -->"
 END = "<!-- pytest-finetune-bench: benchmark results end -->"
@@ -81,8 +82,9 @@ def card_section(summary: Mapping[str, Any], training: list[tuple[str, str]]) ->
     level = confidence_level(summary)
     parts = [
         "## Benchmark Results",
-        f"**{summary.get('model_name', '?')}** against its base **{summary.get('base_model_name', '?')}**, "
-        f"measured {measured_on(summary)} with lm-evaluation-harness.",
+        f"**{markdown_inline(summary.get('model_name', '?'))}** against its base "
+        f"**{markdown_inline(summary.get('base_model_name', '?'))}**, measured {markdown_inline(measured_on(summary))} "
+        "with lm-evaluation-harness.",
         markdown_table(result_headers(summary), result_rows(summary)),
         "↗ better, ↘ worse, → unchanged. The change is in percentage points with the relative change in "
         f"brackets; the interval is the paired {level:.0%} confidence interval of the change, p the paired "
@@ -95,11 +97,13 @@ def card_section(summary: Mapping[str, Any], training: list[tuple[str, str]]) ->
         f"![Base vs fine-tuned per task]({CHART_NAME})",
         f"Bars: each model's score. Line on the fine-tuned bar: the base score plus the {level:.0%} interval "
         "of the change.",
-        f"**Measured on:** {produced_by(summary)}.",
-        "**Settings:** " + "; ".join(f"{name}: {value}" for name, value in settings_facts(summary)) + ".",
+        f"**Measured on:** {markdown_inline(produced_by(summary))}.",
+        "**Settings:** " + markdown_inline("; ".join(f"{name}: {value}" for name, value in settings_facts(summary)))
+        + ".",
     ]
     if training:
-        parts.append("**Training:** " + "; ".join(f"{name}: {value}" for name, value in training) + ".")
+        facts = "; ".join(f"{name}: {value}" for name, value in training)
+        parts.append(f"**Training:** {markdown_inline(facts)}.")
     return "\n\n".join(parts) + "\n"
 
 

@@ -39,12 +39,13 @@ def chart_figure(comparisons: Mapping[str, TaskComparison], title: str = "") -> 
             centre = _percent(comp.finetuned_accuracy)
             axes.errorbar(position + _BAR_WIDTH / 2, centre, yerr=[[centre - interval[0]], [interval[1] - centre]],
                           fmt="none", ecolor="black", capsize=4, label="_interval")
-    axes.set_xticks(positions, [display_name(c.task) for c in tasks], fontsize=8)
+    # Names are text, never mathtext: a `$` in a task or model name must not be parsed (or crash the chart).
+    axes.set_xticks(positions, [display_name(c.task) for c in tasks], fontsize=8, parse_math=False)
     axes.set_ylabel("score (%)")
     axes.set_ylim(0, 100)
     axes.legend(loc="upper right", fontsize=8)
     if title:
-        axes.set_title(title, fontsize=10)
+        axes.set_title(title, fontsize=10, parse_math=False)
     figure.tight_layout()
     return figure
 

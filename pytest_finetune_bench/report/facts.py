@@ -19,6 +19,7 @@ from pytest_finetune_bench.report.table import (
     evidence_columns,
     improvement_cell,
 )
+from pytest_finetune_bench.text import markdown_inline
 
 DEFAULT_CONFIDENCE = 0.95
 RESULT_HEADERS = ("Benchmark", "Base", "Fine-tuned", "Change (relative)", "CI (points)", "p", "Flips")
@@ -153,8 +154,8 @@ def _read_object(path: Path) -> dict[str, Any]:
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A GitHub-flavoured Markdown table; `|` in a cell is escaped so it cannot split the row."""
+    """A GitHub-flavoured Markdown table; no cell can split its row, break the table or carry HTML."""
     def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+        return "| " + " | ".join(markdown_inline(c) for c in cells) + " |"
 
     return "\n".join([line(headers), line(["---"] * len(headers)), *(line(r) for r in rows)])

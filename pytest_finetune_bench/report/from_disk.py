@@ -60,7 +60,7 @@ def rebuild_summary(output_dir: Path) -> tuple[dict[str, Any], Sources]:
                          "skipped): run the benchmark to the end first")
     advice = "run the benchmark again"
     recorded = read_json_file(run_dir / SUMMARY, advice)
-    records = {role: record_from_summary(recorded, role, advice) for role in _SIDES}
+    records = {role: record_from_summary(recorded, role, advice, run_dir / SUMMARY) for role in _SIDES}
     tasks = compared_tasks(recorded)
     comparisons = paired_comparison(records["base"], records["fine-tuned"], recorded, run_dir)
     summary = copy.deepcopy(recorded)
@@ -99,11 +99,15 @@ def write_rebuilt_summary(output_dir: Path) -> tuple[Path, Sources]:
     return publish_summary(output_dir, None, summary), sources
 
 
-def record_from_summary(summary: dict[str, Any], role: str, advice: str) -> RunRecord:
-    """One side's run as the session saw it: lm-eval's results file and its samples files."""
+def record_from_summary(summary: dict[str, Any], role: str, advice: str, source: Path | None = None) -> RunRecord:
+    """One side's run as the session saw it: lm-eval's results file and its samples files.
+
+    `source` is the file `summary` was read from, for the errors to name.
+    """
     side = summary.get(_SIDES[role])
     if not isinstance(side, dict) or not side.get("results_file"):
-        raise BenchError(f"the run's benchmark.json names no {role} results file: {advice}")
+        where = source if source is not None else "the run's benchmark.json"
+        raise BenchError(f"{where} names no {role} results file: {advice}")
     results_file = Path(side["results_file"])
     samples = {task: Path(p) for task, p in (side.get("samples_files") or {}).items()}
     missing = [p for p in (results_file, *samples.values()) if not p.is_file()]

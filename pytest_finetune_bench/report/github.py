@@ -16,6 +16,7 @@ from pytest_finetune_bench.report.facts import (
     result_headers,
     result_rows,
 )
+from pytest_finetune_bench.text import markdown_inline
 
 STEP_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
 
@@ -23,9 +24,11 @@ STEP_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
 def step_summary_markdown(summary: Mapping[str, Any]) -> str:
     """The session as Markdown: status, the table (change, interval, p, flips), IFEval's detail, skips, errors."""
     lines = [
-        f"### Fine-tune benchmark: {summary.get('model_name')} vs {summary.get('base_model_name')}",
+        f"### Fine-tune benchmark: {markdown_inline(summary.get('model_name'))} vs "
+        f"{markdown_inline(summary.get('base_model_name'))}",
         "",
-        f"Status: **{summary.get('status')}**, {measured_on(summary)}; {produced_by(summary)}",
+        f"Status: **{markdown_inline(summary.get('status'))}**, {markdown_inline(measured_on(summary))}; "
+        f"{markdown_inline(produced_by(summary))}",
         "",
     ]
     if summary.get("comparison"):
@@ -33,9 +36,15 @@ def step_summary_markdown(summary: Mapping[str, Any]) -> str:
     ifeval = ifeval_rows(summary)
     if ifeval:
         lines += [markdown_table(IFEVAL_HEADERS, ifeval), ""]
-    lines += [f"Skipped {task}: {reason}" for task, reason in (summary.get("skipped_tasks") or {}).items()]
-    lines += [f"{role}: {error}" for role, error in (summary.get("errors") or {}).items()]
+    lines += [f"Skipped {markdown_inline(task)}: {markdown_inline(reason)}"
+              for task, reason in _items(summary, "skipped_tasks")]
+    lines += [f"{markdown_inline(role)}: {markdown_inline(error)}" for role, error in _items(summary, "errors")]
     return "\n".join(lines).rstrip("\n") + "\n\n"
+
+
+def _items(summary: Mapping[str, Any], key: str) -> list[tuple[Any, Any]]:
+    value = summary.get(key)
+    return list(value.items()) if isinstance(value, dict) else []
 
 
 def step_summary_file() -> Path | None:

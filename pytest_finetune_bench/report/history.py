@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,8 +18,9 @@ from typing import Any
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.compare.scores import UNIT_POINTS, display_name
 from pytest_finetune_bench.plan.models import is_experiment
-from pytest_finetune_bench.store.files import atomic_write_bytes
+from pytest_finetune_bench.store.files import MALFORMED, atomic_write_bytes, json_object
 from pytest_finetune_bench.store.summaries import SUMMARY
+from pytest_finetune_bench.text import markdown_inline, printable
 
 FORMATS = ("table", "markdown", "csv", "json")
 
@@ -77,43 +79,56 @@ def _in_benchmarks(folder: Path) -> Iterator[Path]:
         yield folder / SUMMARY
 
 
-def history_rows(files: Iterable[Path]) -> list[HistoryRow]:
-    """One row per session and task, oldest first; the latest summary and its run folder's copy count once."""
+def history_rows(files: Iterable[Path], notes: list[str] | None = None) -> list[HistoryRow]:
+    """One row per session and task, oldest first; the latest summary and its run folder's copy count once.
+
+    A summary that cannot be read, or is not shaped as this version writes them, is skipped with a
+    line in `notes`.
+    """
     rows: dict[tuple[str, str, str], HistoryRow] = {}
     for file in files:
         try:
-            summary = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue  # a summary being written or set aside: the run folder holds its copy
-        for row in _rows(summary, file):
+            found = list(_rows(json_object(json.loads(file.read_text(encoding="utf-8"))), file))
+        except (OSError, *MALFORMED) as exc:
+            if notes is not None:
+                notes.append(f"skipped {file}: {type(exc).__name__}")
+            continue
+        for row in found:
             rows.setdefault((row.timestamp, row.experiment, row.task), row)
     return sorted(rows.values(), key=lambda r: (r.timestamp, r.experiment, r.task))
 
 
 def _rows(summary: dict[str, Any], file: Path) -> Iterator[HistoryRow]:
-    headlines = summary.get("headlines") or {}
-    comparison = summary.get("comparison") or {}
-    scores = summary.get("scores") or {}
+    headlines = json_object(summary.get("headlines"))
+    comparison = json_object(summary.get("comparison"))
+    scores = json_object(summary.get("scores"))
     tasks = list(dict.fromkeys([*comparison, *headlines]))
     for task in tasks:
-        compared = comparison.get(task) or {}
-        headline = headlines.get(task) or {}
-        stats = compared.get("stats") or {}
+        compared = json_object(comparison.get(task))
+        headline = json_object(headlines.get(task))
+        stats = json_object(compared.get("stats"))
         yield HistoryRow(
             timestamp=str(summary.get("timestamp", "")),
             experiment=str(summary.get("label") or summary.get("model_name") or file.parent),
             task=task,
             metric=str(compared.get("metric") or headline.get("metric") or ""),
             unit=str(compared.get("unit") or headline.get("unit") or UNIT_POINTS),
-            base=compared.get("base_accuracy", (scores.get("base") or {}).get(task)),
-            fine_tuned=compared.get("finetuned_accuracy", (scores.get("fine-tuned") or {}).get(task)),
-            delta=compared.get("delta"),
-            ci_low=stats.get("ci_low"),
-            ci_high=stats.get("ci_high"),
+            base=_number(compared.get("base_accuracy", json_object(scores.get("base")).get(task))),
+            fine_tuned=_number(compared.get("finetuned_accuracy", json_object(scores.get("fine-tuned")).get(task))),
+            delta=_number(compared.get("delta")),
+            ci_low=_number(stats.get("ci_low")),
+            ci_high=_number(stats.get("ci_high")),
             status=str(summary.get("status", "")),
-            backend=str((summary.get("backends") or {}).get("fine-tuned") or ""),
+            backend=str(json_object(summary.get("backends")).get("fine-tuned") or ""),
             file=str(file),
         )
+
+
+def _number(value: Any) -> float | None:
+    """A finite number read from a summary; None for anything else."""
+    if type(value) not in (int, float) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 def render(rows: Sequence[HistoryRow], fmt: str) -> str:
@@ -129,8 +144,9 @@ def render(rows: Sequence[HistoryRow], fmt: str) -> str:
     from tabulate import tabulate
 
     headers = ["When", "Experiment", "Benchmark", "Base", "Fine-tuned", "Δ", "CI", "Status"]
-    table = [[r.timestamp[:19], r.experiment, display_name(r.task), _value(r, r.base), _value(r, r.fine_tuned),
-              _change(r), _interval(r), r.status] for r in rows]
+    cell = markdown_inline if fmt == "markdown" else printable
+    table = [[cell(c) for c in (r.timestamp[:19], r.experiment, display_name(r.task), _value(r, r.base),
+                                _value(r, r.fine_tuned), _change(r), _interval(r), r.status)] for r in rows]
     return tabulate(table, headers=headers, tablefmt="github" if fmt == "markdown" else "simple",
                     disable_numparse=True)
 
@@ -193,11 +209,13 @@ def plot_history(rows: Sequence[HistoryRow], target: Path) -> Path:
                           label=experiment)
         axes.axhline(0.0, color="#8c8c8c", linewidth=0.8)
         unit = "points" if compared[0].unit == UNIT_POINTS else compared[0].metric
-        axes.set_title(display_name(task))
+        # Names are text, never mathtext: a `$` in an experiment or task name must not be parsed.
+        axes.set_title(display_name(task), parse_math=False)
         axes.set_ylabel(f"Δ ({unit})")
-        axes.set_xticks(range(len(sessions)), sessions, rotation=20, fontsize="small")
+        axes.set_xticks(range(len(sessions)), sessions, rotation=20, fontsize="small", parse_math=False)
         axes.set_xlim(-0.5, len(sessions) - 0.5)
-        axes.legend(fontsize="small")
+        for text in axes.legend(fontsize="small").get_texts():
+            text.set_parse_math(False)
     figure.tight_layout()
     image = io.BytesIO()
     figure.savefig(image, format=target.suffix.lstrip(".") or "png")

@@ -11,13 +11,15 @@ same rows.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
-from html import escape
+import shlex
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_finetune_bench.compare.flips import Flip
+from pytest_finetune_bench import BenchError
+from pytest_finetune_bench.compare.flips import Flip, read_flips
 from pytest_finetune_bench.compare.scores import display_name
 from pytest_finetune_bench.report.chart import chart_png
 from pytest_finetune_bench.report.facts import (
@@ -31,7 +33,8 @@ from pytest_finetune_bench.report.facts import (
     result_rows,
     settings_facts,
 )
-from pytest_finetune_bench.store.files import atomic_write_text
+from pytest_finetune_bench.store.files import atomic_write_text, json_object
+from pytest_finetune_bench.text import html_text, printable
 
 REPORT_NAME = "report.html"
 DIRECTIONS = {"regressed": "pass→fail", "improved": "fail→pass"}
@@ -39,29 +42,57 @@ IFEVAL_FAILED_METRIC = "inst_level_strict_acc"  # per instruction, in the order 
 
 
 def write_report(path: Path, summary: Mapping[str, Any], model_hint: str = "MODEL") -> Path:
-    """Write the report of `summary` to `path` (atomically); `model_hint` goes into the rebuild command."""
-    atomic_write_text(path, report_html(summary, model_hint))
+    """Write the report of `summary` to `path` (atomically); `model_hint` goes into the rebuild command.
+
+    When the page cannot be made, a page saying why replaces the previous one (never left stale, it
+    would show another session's results), and BenchError says so in one line.
+    """
+    try:
+        page = report_html(summary, model_hint)
+    except Exception as exc:  # noqa: BLE001 - whatever failed, the old page must not stay as if it were this one
+        why = f"{type(exc).__name__}: {exc}"
+        atomic_write_text(path, failure_page(why, model_hint))
+        raise BenchError(f"could not make {path} ({printable(why)}): it now says so; "
+                         f"rebuild it with `{rebuild_command(model_hint)}`") from None
+    atomic_write_text(path, page)
     return path
+
+
+def rebuild_command(model_hint: str) -> str:
+    """The command that writes the page again from the files on disk."""
+    return f"python -m pytest_finetune_bench report {shlex.quote(model_hint)}"
+
+
+def failure_page(why: str, model_hint: str) -> str:
+    """The page written instead of the report when it could not be made."""
+    body = (f"<h1>No report</h1><p class=\"status failed\">This session's report could not be made: "
+            f"{html_text(why)}.</p><p>Its results are in benchmark.json beside this page; rebuild the page with</p>"
+            f"<pre class=commands>{html_text(rebuild_command(model_hint))}</pre>")
+    return _page("No report", body)
 
 
 def report_html(summary: Mapping[str, Any], model_hint: str = "MODEL") -> str:
     """The whole page for `summary` (a benchmark.json), flips and failed instructions read from its files."""
     title = f"{summary.get('model_name', '?')} vs {summary.get('base_model_name', '?')}"
     body = [
-        f"<h1>{escape(title)}</h1>",
+        f"<h1>{html_text(title)}</h1>",
         _status(summary),
         *_results(summary),
         *_flips_browser(summary),
         *_settings(summary, model_hint),
     ]
-    return _PAGE.format(title=escape(title), style=_STYLE, body="\n".join(body), script=_SCRIPT)
+    return _page(title, "\n".join(body))
+
+
+def _page(title: str, body: str) -> str:
+    return _PAGE.format(title=html_text(title), style=_STYLE, body=body, script=_SCRIPT, csp=CONTENT_SECURITY_POLICY)
 
 
 def _status(summary: Mapping[str, Any]) -> str:
     status = str(summary.get("status", "?"))
-    errors = "".join(f"<li>{escape(str(k))}: {escape(str(v))}</li>" for k, v in (summary.get("errors") or {}).items())
-    line = (f'<p class="status {escape(status)}">Session {escape(status)}, {escape(measured_on(summary))}. '
-            f"{escape(produced_by(summary).replace('`', ''))}</p>")
+    errors = "".join(f"<li>{html_text(k)}: {html_text(v)}</li>" for k, v in json_object(summary.get("errors")).items())
+    line = (f'<p class="status {html_text(status)}">Session {html_text(status)}, {html_text(measured_on(summary))}. '
+            f"{html_text(produced_by(summary).replace('`', ''))}</p>")
     return line + (f"<ul class=errors>{errors}</ul>" if errors else "")
 
 
@@ -82,13 +113,14 @@ def _results(summary: Mapping[str, Any]) -> list[str]:
 def _flips_browser(summary: Mapping[str, Any]) -> list[str]:
     if not summary.get("comparison"):
         return []
-    flips = list(flipped_documents(summary))
-    tasks = sorted({task for task, _, _, _ in flips} | set(summary.get("comparison") or {}))
-    task_options = "".join(f'<option value="{escape(t)}">{escape(display_name(t))}</option>' for t in tasks)
+    flips, notes = flipped_documents(summary)
+    tasks = sorted({task for task, _, _, _ in flips} | set(json_object(summary.get("comparison"))))
+    task_options = "".join(f'<option value="{html_text(t)}">{html_text(display_name(t))}</option>' for t in tasks)
     direction_options = "".join(f'<option value="{d}">{label}</option>' for d, label in DIRECTIONS.items())
     rows = "\n".join(_flip_row(task, flip, base_failed, ft_failed) for task, flip, base_failed, ft_failed in flips)
     return [
         "<h2>Flipped documents</h2>",
+        *(f"<p class=note>{html_text(note)}</p>" for note in notes),
         '<div class=filters><label>Task <select id="task-filter"><option value="">all tasks</option>'
         f'{task_options}</select></label> <label>Direction <select id="direction-filter">'
         f'<option value="">both</option>{direction_options}</select></label> '
@@ -101,37 +133,50 @@ def _flips_browser(summary: Mapping[str, Any]) -> list[str]:
 
 
 def _flip_row(task: str, flip: Flip, base_failed: Sequence[str] | None, ft_failed: Sequence[str] | None) -> str:
+    direction = html_text(flip.direction)
     return (
-        f'<tr class="flip" data-task="{escape(task)}" data-direction="{flip.direction}">'
-        f"<td>{escape(display_name(task))}</td><td>{flip.doc_id}</td>"
-        f'<td class="{flip.direction}">{DIRECTIONS[flip.direction]}</td>'
-        f"<td><pre>{escape(flip.prompt)}</pre></td>"
-        f"<td><pre>{escape(flip.base_response)}</pre>{_failed(base_failed)}</td>"
-        f"<td><pre>{escape(flip.finetuned_response)}</pre>{_failed(ft_failed)}</td></tr>"
+        f'<tr class="flip" data-task="{html_text(task)}" data-direction="{direction}">'
+        f"<td>{html_text(display_name(task))}</td><td>{html_text(str(flip.doc_id))}</td>"
+        f'<td class="{direction}">{html_text(DIRECTIONS.get(flip.direction, flip.direction))}</td>'
+        f"<td><pre>{html_text(flip.prompt)}</pre></td>"
+        f"<td><pre>{html_text(flip.base_response)}</pre>{_failed(base_failed)}</td>"
+        f"<td><pre>{html_text(flip.finetuned_response)}</pre>{_failed(ft_failed)}</td></tr>"
     )
 
 
 def _failed(instructions: Sequence[str] | None) -> str:
     if instructions is None:
         return ""
-    listed = ", ".join(escape(i) for i in instructions) or "none"
+    listed = ", ".join(html_text(i) for i in instructions) or "none"
     return f'<div class="failed">failed instructions: {listed}</div>'
 
 
-def flipped_documents(summary: Mapping[str, Any]
-                      ) -> Iterable[tuple[str, Flip, list[str] | None, list[str] | None]]:
-    """(task, flip, instructions the base failed, instructions the fine-tuned model failed) per flipped document.
+FlipRow = tuple[str, Flip, "list[str] | None", "list[str] | None"]
+
+
+def flipped_documents(summary: Mapping[str, Any]) -> tuple[list[FlipRow], list[str]]:
+    """(task, flip, instructions the base failed, instructions the fine-tuned model failed) per flipped document,
+    and a note for each flips file that could not be read in full.
 
     The instruction lists are None for tasks without per-instruction results (all but IFEval).
     """
-    for task, comparison in (summary.get("comparison") or {}).items():
-        flips_file = (comparison.get("flips") or {}).get("file")
-        if not flips_file or not Path(flips_file).is_file():
+    rows: list[FlipRow] = []
+    notes: list[str] = []
+    for task, comparison in json_object(summary.get("comparison")).items():
+        flips_file = json_object(json_object(comparison).get("flips")).get("file")
+        if not isinstance(flips_file, str) or not Path(flips_file).is_file():
             continue
+        try:
+            flips, skipped = read_flips(Path(flips_file))
+        except OSError as exc:
+            notes.append(f"{flips_file} could not be read ({exc.strerror or exc}): its flips are not shown.")
+            continue
+        if skipped:
+            notes.append(f"{flips_file}: {skipped} unreadable line{'s' if skipped != 1 else ''} skipped.")
         base = failed_instructions(_samples_file(summary, "base_model", task))
         finetuned = failed_instructions(_samples_file(summary, "fine_tuned_model", task))
-        for flip in read_flips(Path(flips_file)):
-            yield task, flip, _lookup(base, flip.doc_id), _lookup(finetuned, flip.doc_id)
+        rows.extend((task, flip, _lookup(base, flip.doc_id), _lookup(finetuned, flip.doc_id)) for flip in flips)
+    return rows, notes
 
 
 def _lookup(failed: dict[int, list[str]] | None, doc_id: int) -> list[str] | None:
@@ -139,26 +184,25 @@ def _lookup(failed: dict[int, list[str]] | None, doc_id: int) -> list[str] | Non
 
 
 def _samples_file(summary: Mapping[str, Any], side: str, task: str) -> Path | None:
-    path = ((summary.get(side) or {}).get("samples_files") or {}).get(task)
-    return Path(path) if path else None
-
-
-def read_flips(path: Path) -> list[Flip]:
-    """The flips a session wrote to flips_<task>.jsonl (compare/flips.py `write_flips`)."""
-    return [Flip(**json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    path = json_object(json_object(summary.get(side)).get("samples_files")).get(task)
+    return Path(path) if isinstance(path, str) and path else None
 
 
 def failed_instructions(samples_file: Path | None) -> dict[int, list[str]] | None:
     """{doc_id: ids of the instructions the answer failed}, from an lm-eval samples file with IFEval's
-    per-instruction results; None when the file has none (another task, or no file)."""
+    per-instruction results; None when the file has none (another task, no file, or an unreadable one)."""
     if samples_file is None or not samples_file.is_file():
         return None
     failed: dict[int, list[str]] = {}
-    for line in samples_file.read_text(encoding="utf-8").split("\n"):
+    try:
+        text = samples_file.read_bytes().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    for line in text.split("\n"):
         record = _json_object(line)
-        ids = (record.get("doc") or {}).get("instruction_id_list")
+        ids = json_object(record.get("doc")).get("instruction_id_list")
         results = record.get(IFEVAL_FAILED_METRIC)
-        if isinstance(ids, list) and isinstance(results, list) and isinstance(record.get("doc_id"), int):
+        if isinstance(ids, list) and isinstance(results, list) and type(record.get("doc_id")) is int:
             failed[record["doc_id"]] = [str(i) for i, ok in zip(ids, results, strict=False) if not ok]
     return failed or None
 
@@ -167,27 +211,29 @@ def _json_object(line: str) -> dict[str, Any]:
     """A samples line as a dict; {} for a blank or broken one (the report shows what it can)."""
     try:
         record = json.loads(line) if line.strip() else {}
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     return record if isinstance(record, dict) else {}
 
 
 def _settings(summary: Mapping[str, Any], model_hint: str) -> list[str]:
-    facts = "".join(f"<dt>{escape(name)}</dt><dd>{escape(value)}</dd>" for name, value in settings_facts(summary))
+    facts = "".join(f"<dt>{html_text(name)}</dt><dd>{html_text(value)}</dd>" for name, value in settings_facts(summary))
     commands = [f"# {role}\n{command}" for role, command in reproduce_commands(summary).items()]
-    commands.append(f"# this page again, from the files on disk\npython -m pytest_finetune_bench report {model_hint}")
+    commands.append(f"# this page again, from the files on disk\n{rebuild_command(model_hint)}")
     return ["<h2>Settings</h2>", f"<dl>{facts}</dl>", "<h2>Reproduce</h2>",
-            f"<pre class=commands>{escape(chr(10).join(commands))}</pre>"]
+            f"<pre class=commands>{html_text(chr(10).join(commands))}</pre>"]
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], table_id: str) -> str:
-    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    head = "".join(f"<th>{html_text(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html_text(c)}</td>" for c in row) + "</tr>" for row in rows)
     return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 _PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{csp}">
+<title>{title}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>{style}</style></head>
 <body>
@@ -251,3 +297,11 @@ _SCRIPT = """
   fromFragment();
 })();
 """
+
+# Nothing but the page's own script, styles and inline chart may load or run: text that escaped its
+# escaping still could not run script, load anything or send anything anywhere.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+    f"script-src 'sha256-{base64.b64encode(hashlib.sha256(_SCRIPT.encode()).digest()).decode()}'; "
+    "base-uri 'none'; form-action 'none'"
+)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_finetune_bench import BenchError
+from pytest_finetune_bench.backends.openai import child_api_key, without_key
 from pytest_finetune_bench.plan.settings import EvalSettings, Side, lm_eval_arguments
 from pytest_finetune_bench.store.files import read_json_file
 
@@ -132,6 +133,7 @@ class RunFailed(BenchError):
 def child_environment() -> dict[str, str]:
     """Settings that keep lm-eval's worker pools from deadlocking, and no more threads than cores."""
     env = dict(os.environ)
+    env.update(child_api_key(os.environ))  # a stray newline in the key would make lm-eval's requests fail
     env["TOKENIZERS_PARALLELISM"] = "false"
     threads = str(max(1, min(os.cpu_count() or 1, 16)))
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -152,7 +154,8 @@ def run_lm_eval(request: RunRequest, on_event: EventSink, deadline: float | None
         spec_file.write_text(json.dumps(request.child_spec(staging / "out")))
         outcome = _supervise(request, spec_file, on_event, deadline)
         if outcome["event"] == "failed":
-            raise RunFailed(outcome["kind"], outcome["message"], request.log_path, int(outcome.get("generated") or 0))
+            raise RunFailed(outcome["kind"], without_key(str(outcome["message"])), request.log_path,
+                            int(outcome.get("generated") or 0))
         record = _collect(request, staging / "out", int(outcome.get("generated", 0)))
         record.progress = dict(outcome.get("progress") or {})
         if outcome.get("early_stop"):

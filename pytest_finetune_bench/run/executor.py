@@ -2,7 +2,9 @@
 
 The base side comes from the base-score cache when an entry with the same identity exists, from an
 earlier session's fine-tuned run with `--bench-compare-to`, else from a run. Runs share lm-eval's
-response cache per identity, so a stopped run resumes where it stopped.
+response cache per identity, so a stopped run resumes where it stopped. That cache holds pickles, so
+it lives in the per-user cache folder, never in the model's folder (a `benchmarks/` folder shipped
+with someone else's model is never loaded), and only files the user owns are kept in it.
 """
 
 from __future__ import annotations
@@ -21,12 +23,12 @@ from pytest_finetune_bench.run.progress import ProgressPrinter
 from pytest_finetune_bench.run.recovery import evaluate_with_recovery, interrupted, overall_status
 from pytest_finetune_bench.store.base_cache import BaseCache, describe_age, place_files, restore
 from pytest_finetune_bench.store.base_cache import default_cache_dir as default_base_cache_dir
-from pytest_finetune_bench.store.files import unique_dir
+from pytest_finetune_bench.store.files import bench_cache_dir, claim_cache_dir, distrust, unique_dir
 from pytest_finetune_bench.store.locks import locked
 from pytest_finetune_bench.store.reference import load_reference, settings_differences
 
 Say = Callable[[str], None]
-RESPONSES_DIR = ".responses"
+RESPONSES_DIR = "responses"  # in the cache folder (--bench-cache-dir)
 SharedBases = dict[str, tuple[str, RunRecord]]  # base cache key → (label of the plan that ran it, its run)
 
 
@@ -117,6 +119,11 @@ class Executor:
                        samples_files=samples_files, generated=0, extra={**record.extra, "shared_with": label})
 
     def _cached_or_run_base(self) -> RunRecord:
+        refused = self.base_cache.claim()
+        if refused is not None:
+            self.say(f"[bench] base: not using the base-score cache ({refused}): set --bench-cache-dir "
+                     "to a folder of your own")
+            return self._run_model("base")
         identity = self.plan.identity("base")
         # One session computes a given base; another one on the same base waits, then reuses it.
         with locked(self.base_cache.entry_dir(identity), on_wait=self._say_waiting):
@@ -184,7 +191,7 @@ class Executor:
             settings=self.plan.settings,
             results_dir=run_dir / "lm-eval",
             log_path=log,
-            use_cache=self._responses_cache(role),
+            use_cache=self._claim_responses(role, self._responses_cache(role)),
         )
 
     def _responses_cache(self, role: str) -> Path | None:
@@ -195,4 +202,26 @@ class Executor:
         """
         if self.plan.side(role).fingerprint is None:
             return None
-        return self.plan.output_dir / RESPONSES_DIR / digest(self.plan.identity(role))[:24]
+        root = self.plan.options.cache_dir or bench_cache_dir()
+        return root / RESPONSES_DIR / digest(self.plan.identity(role))[:24]
+
+    def _claim_responses(self, role: str, cache: Path | None) -> Path | None:
+        """`cache` once it is safe to hand to lm-eval, which unpickles what it holds; None to run without it.
+
+        Its folder must be the user's alone (files.claim_cache_dir), and any of lm-eval's files for it
+        (`<name>_rank<N>.db` and SQLite's journals) that the user does not own is deleted first.
+        """
+        if cache is None:
+            return None
+        try:
+            refused = claim_cache_dir(cache.parent)
+        except OSError as exc:
+            refused = f"cannot be made ({exc.strerror or exc})"
+        if refused is not None:
+            self.say(f"[bench] {role}: not using lm-eval's response cache ({cache.parent} {refused}), so a "
+                     "stopped run cannot resume: set --bench-cache-dir to a folder of your own")
+            return None
+        for file in cache.parent.glob(f"{cache.name}_rank*"):
+            if distrust(file) is not None:
+                file.unlink(missing_ok=True)
+        return cache

@@ -3,12 +3,15 @@
 An entry is reused only when everything that changes a score is equal: the run's identity
 (plan/settings.py). Entries are
 written to a temporary folder and renamed into place, carry the sha256 of each file, and are
-checked on every read; a corrupt or partial entry is recomputed, never used.
+checked on every read; a corrupt or partial entry is recomputed, never used. entry.json is checked
+like any input: a value of the wrong type, or a file name that leads outside its entry, discards the
+entry; so does an entry or file the current user does not own or others could write to.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -20,7 +23,7 @@ from typing import Any
 
 from pytest_finetune_bench.plan.settings import digest
 from pytest_finetune_bench.run.engine import RunRecord
-from pytest_finetune_bench.store.files import bench_cache_dir, file_sha256
+from pytest_finetune_bench.store.files import bench_cache_dir, claim_cache_dir, distrust, file_sha256
 
 KEY_VERSION = 2  # entries of an older key layout are never read
 
@@ -55,6 +58,14 @@ class BaseCache:
     def entry_dir(self, ident: Mapping[str, Any]) -> Path:
         return self.root / entry_key(ident)
 
+    def claim(self) -> str | None:
+        """Why the cache folder cannot be used (it is another user's), else None (see files.claim_cache_dir)."""
+        try:
+            why = claim_cache_dir(self.root)
+        except OSError as exc:
+            why = f"cannot be made ({exc.strerror or exc})"
+        return None if why is None else f"{self.root} {why}"
+
     def load(self, ident: Mapping[str, Any]) -> tuple[CachedBase | None, str | None]:
         """(entry, None) on a hit; (None, why) when the entry is corrupt; (None, None) when absent."""
         folder = self.entry_dir(ident)
@@ -62,7 +73,7 @@ class BaseCache:
             return None, None
         try:
             return _read_entry(folder, ident), None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
             self._discard(folder)
             return None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
@@ -74,6 +85,7 @@ class BaseCache:
         files = [record.results_file, *record.samples_files.values()]
         for file in files:
             shutil.copy2(file, staging / file.name)
+            os.chmod(staging / file.name, 0o600)
         entry = {
             "identity": dict(ident),
             "created": record.timestamp,
@@ -83,6 +95,7 @@ class BaseCache:
             "generated": record.generated,
         }
         (staging / "entry.json").write_text(json.dumps(entry, indent=2, default=str))
+        os.chmod(staging / "entry.json", 0o600)
         if folder.exists():  # a recomputed base (--bench-refresh-base) replaces the old entry
             self._discard(folder)
         try:
@@ -106,24 +119,60 @@ def _normalise(value: Any) -> Any:
 
 
 def _read_entry(folder: Path, ident: Mapping[str, Any]) -> CachedBase:
-    entry = json.loads((folder / "entry.json").read_text())
+    why = distrust(folder)
+    if why is not None:
+        raise ValueError(f"the entry {why}")
+    entry = json.loads(_member(folder, "entry.json").read_text(encoding="utf-8"))
+    if not isinstance(entry, dict):
+        raise ValueError("entry.json does not hold an object")
     if _normalise(entry["identity"]) != _normalise(dict(ident)):
         raise ValueError("entry.json holds another identity")
-    for name, expected in entry["sha256"].items():
-        if file_sha256(folder / name) != expected:
+    checksums = _str_map(entry["sha256"], "sha256")
+    results_name = entry["results_file"]
+    samples_names = _str_map(entry["samples_files"], "samples_files")
+    created, generated = entry["created"], entry.get("generated", 0)
+    if not isinstance(created, str) or type(generated) is not int:
+        raise ValueError("entry.json has a created or generated value of the wrong type")
+    for name in [results_name, *samples_names.values()]:
+        if name not in checksums:
+            raise ValueError(f"entry.json has no checksum for {name!r}")
+    for name, expected in checksums.items():
+        if file_sha256(_member(folder, name)) != expected:
             raise ValueError(f"{name} does not match its checksum")
-    results_file = folder / entry["results_file"]
-    results = json.loads(results_file.read_text())
-    missing = [t for t in ident["tasks"] if t not in results.get("results", {})]
+    results_file = folder / results_name
+    results = json.loads(results_file.read_text(encoding="utf-8"))
+    scores = results.get("results") if isinstance(results, dict) else None
+    if not isinstance(scores, dict):
+        raise ValueError(f"{results_name} holds no results")
+    missing = [t for t in ident["tasks"] if t not in scores]
     if missing:
         raise ValueError(f"no results for {', '.join(missing)}")
     return CachedBase(
         folder=folder,
-        created=entry["created"],
+        created=created,
         results_file=results_file,
-        samples_files={task: folder / name for task, name in entry["samples_files"].items()},
-        generated=int(entry.get("generated", 0)),
+        samples_files={task: folder / name for task, name in samples_names.items()},
+        generated=generated,
     )
+
+
+def _str_map(value: Any, field: str) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise ValueError(f"entry.json's {field} is not a map of names to strings")
+    return value
+
+
+def _member(folder: Path, name: str) -> Path:
+    """The plain file `name` of the entry `folder`; ValueError for a path, a link, or a file not ours."""
+    if not name or name in (".", "..") or any(sep in name for sep in ("/", "\\", os.sep, "\0")):
+        raise ValueError(f"entry.json names {name!r}, which is not a file name")
+    path = folder / name
+    if path.is_symlink() or not path.is_file():
+        raise ValueError(f"{name} is not a plain file of the entry")
+    why = distrust(path)
+    if why is not None:
+        raise ValueError(f"{name} {why}")
+    return path
 
 
 def restore(cached: CachedBase, results_dir: Path) -> RunRecord:

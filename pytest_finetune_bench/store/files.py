@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
+import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +34,58 @@ def bench_cache_dir() -> Path:
     return Path(base) / "pytest-finetune-bench"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: readers see the old or the new file."""
+def distrust(path: Path) -> str | None:
+    """Why the cache folder or file `path` must not be read, or None when it can be.
+
+    Only what the current user owns, and nobody else may write to, is trusted; a symbolic link is
+    judged by what it points to. Without POSIX owners (Windows) everything passes.
+    """
+    getuid = getattr(os, "getuid", None)
+    if getuid is None:
+        return None
+    try:
+        info = path.stat()
+    except OSError as exc:
+        return f"cannot be checked ({exc.strerror or exc})"
+    if info.st_uid != getuid():
+        return f"belongs to user id {info.st_uid}, not to you"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return "can be written by other users"
+    return None
+
+
+def claim_cache_dir(path: Path) -> str | None:
+    """Make `path` a cache folder only the current user can write to; why it cannot be used, else None.
+
+    A missing folder is made private (0700). A folder of ours that others could write to may hold
+    anything they planted: it is emptied and made private (its caches are rebuilt). Another user's
+    folder is refused.
+    """
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    why = distrust(path)
+    if why is None or getattr(os, "getuid", None) is None:
+        return None
+    if path.stat().st_uid != os.getuid():
+        return why
+    for child in path.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+    os.chmod(path, 0o700)
+    return None
+
+
+def atomic_write_bytes(path: Path, data: bytes, private: bool = False) -> None:
+    """Write to a temporary file beside `path`, then rename: readers see the old or the new file.
+
+    `private` files (caches) are readable and writable by their owner only.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         # mkstemp makes the file private (0600); a README or report.html should stay as readable as before.
-        os.chmod(tmp, _mode_for(path))
+        os.chmod(tmp, 0o600 if private else _mode_for(path))
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -62,8 +111,10 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+def atomic_write_json(path: Path, data: Any, private: bool = False) -> None:
+    """atomic_write_bytes for JSON (UTF-8, indented)."""
+    text = json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
+    atomic_write_bytes(path, text.encode("utf-8"), private)
 
 
 def unique_dir(parent: Path, name: str) -> Path:
@@ -95,6 +146,30 @@ def read_json_file(path: Path, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BenchError(f"{path} does not hold a JSON object: {what}")
     return data
+
+
+# What reading a file of the wrong shape raises: its values used as if they had the types we wrote.
+MALFORMED = (TypeError, AttributeError, KeyError, ValueError, IndexError, ArithmeticError, RecursionError)
+
+
+@contextlib.contextmanager
+def reading(path: Path, what: str) -> Iterator[None]:
+    """Within the block, a file whose content has the wrong shape is a one-line BenchError naming it.
+
+    `what` finishes the advice, as for read_json_file.
+    """
+    try:
+        yield
+    except BenchError:
+        raise
+    except MALFORMED as exc:
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        raise BenchError(f"{path} does not hold what this version wrote there ({detail}): {what}") from None
+
+
+def json_object(value: Any) -> dict[str, Any]:
+    """`value` when it is a JSON object, else an empty one: parts of a file read back are checked before use."""
+    return value if isinstance(value, dict) else {}
 
 
 def check_writable_dir(path: Path, flag: str) -> None:

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
-from pytest_finetune_bench.store.files import atomic_write_json, bench_cache_dir, file_sha256
+from pytest_finetune_bench.store.files import atomic_write_json, bench_cache_dir, distrust, file_sha256
 
 INDEX_NAME = "file-digests.json"
 # Model-card files that --bench-readme writes into the model's folders (report/card.py): they change nothing
@@ -22,6 +23,7 @@ INDEX_NAME = "file-digests.json"
 MODEL_CARD_FILES = ("README.md", "benchmark_chart.png")
 _INDEXED_MIN_BYTES = 16 << 20  # smaller files are hashed every time: cheaper than the bookkeeping
 _INDEX_MAX_ENTRIES = 4096
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def model_fingerprint(model: str, revision: str | None = None, index_dir: Path | None = None) -> str:
@@ -62,11 +64,19 @@ class DigestIndex:
         self.hashed: list[Path] = []  # files read in full by this instance (the others came from the index)
 
     def _read(self) -> dict[str, str]:
+        """The index on disk; empty (every large file hashed again) when it is unreadable or not the user's.
+
+        A digest that is not 64 hex digits is dropped: a wrong one would give the model another's cache keys.
+        """
+        if distrust(self.path) is not None:  # written private (0600): another owner means it was replaced
+            return {}
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return {}
-        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+        if not isinstance(data, dict):
+            return {}
+        return {k: v for k, v in data.items() if isinstance(v, str) and _SHA256.fullmatch(v)}
 
     def digest(self, file: Path) -> str:
         stat = file.stat()
@@ -85,7 +95,7 @@ class DigestIndex:
             return
         kept = dict(list(self.entries.items())[-_INDEX_MAX_ENTRIES:])
         try:
-            atomic_write_json(self.path, kept)
+            atomic_write_json(self.path, kept, private=True)
         except OSError:
             pass
         self.changed = False

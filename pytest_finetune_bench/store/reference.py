@@ -9,7 +9,7 @@ from typing import Any
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.plan.settings import settings_part
 from pytest_finetune_bench.run.engine import RunRecord
-from pytest_finetune_bench.store.files import read_json_file
+from pytest_finetune_bench.store.files import read_json_file, reading
 
 
 def load_reference(path: Path) -> tuple[RunRecord, dict[str, Any]]:
@@ -19,6 +19,11 @@ def load_reference(path: Path) -> tuple[RunRecord, dict[str, Any]]:
         raise BenchError(f"--bench-compare-to {path}: no benchmark.json there; point it at a benchmark.json "
                          "or a fine-tuned/<timestamp> folder")
     advice = "pick another run for --bench-compare-to"
+    with reading(summary_file, advice):
+        return _reference(summary_file, advice)
+
+
+def _reference(summary_file: Path, advice: str) -> tuple[RunRecord, dict[str, Any]]:
     summary = read_json_file(summary_file, advice)
     side = summary.get("fine_tuned_model")
     if not isinstance(side, dict) or not side.get("results_file"):
