@@ -379,4 +379,5 @@ def test_an_adapter_alone_can_be_picked(tmp_path: Path) -> None:
     proc = run_init(tmp_path, "--yes")
     assert proc.returncode == 0, proc.stderr
     assert "adapter: lora/ (the adapter is evaluated on its base)" in proc.stdout
-    assert ini_sections((tmp_path / "pytest.ini").read_text())["pytest"]["bench_model"] == "outputs/adapter outputs/merged"
+    written = ini_sections((tmp_path / "pytest.ini").read_text())["pytest"]
+    assert written["bench_model"] == "outputs/adapter outputs/merged"
