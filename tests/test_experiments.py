@@ -19,7 +19,13 @@ from pytest_finetune_bench.cli import main
 from pytest_finetune_bench.plan.models import expand_models
 from pytest_finetune_bench.plugin.xdist_workers import group_of
 from pytest_finetune_bench.report.history import history_rows, summary_files
-from pytest_finetune_bench.report.ranking import build_ranking, differing_facts, pairs_to_compare, reversed_pair
+from pytest_finetune_bench.report.ranking import (
+    build_ranking,
+    differing_facts,
+    pairs_to_compare,
+    ranking_lines,
+    reversed_pair,
+)
 from tests.conftest import FAST_ARGS, read_json
 from tests.fake_sessions import bench_args, use_fake_lm
 from tests.llama_server import LlamaServer
@@ -162,6 +168,20 @@ def test_ranking_puts_gates_first_then_scores_in_each_metrics_direction() -> Non
     assert lower_is_better["ranking"] == ["y", "x"]
     # Without files behind them, the pair has no statistics: it says why instead of inventing them.
     assert "note" in lower_is_better["best_vs_runner_up"]["t"]
+
+
+def test_the_ranking_says_which_export_each_experiment_measured() -> None:
+    def summary(label: str, variant: str) -> dict[str, Any]:
+        return {"label": label, "status": "complete", "model_variant": variant, "gates": {},
+                "headlines": {"t": {"metric": "m,none", "higher_is_better": True, "unit": "points"}},
+                "scores": {"fine-tuned": {"t": 0.5}}}
+
+    ranking = build_ranking([summary("outputs/a", "lora"), summary("outputs/b", "merged_16bit")])
+    assert {e["label"]: e["variant"] for e in ranking["experiments"]} == {"outputs/a": "lora",
+                                                                       "outputs/b": "merged_16bit"}
+    header, _, *rows = ranking_lines(ranking)[0].splitlines()
+    assert [cell.strip() for cell in header.split("|")][2:4] == ["Experiment", "Export"]
+    assert sorted(row.split("|")[3].strip() for row in rows) == ["lora", "merged_16bit"]
 
 
 # --------------------------------------------------------------------------- sessions (fake model)
