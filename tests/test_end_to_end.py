@@ -13,7 +13,14 @@ from tests.conftest import FAST_ARGS, read_json
 
 @pytest.fixture(scope="module")
 def regressed(tmp_path_factory: pytest.TempPathFactory, regressed_outputs: Path, demo_data: Path) -> Session:
-    return run_bench(tmp_path_factory.mktemp("regressed"), regressed_outputs, demo_data)
+    # A cache folder of its own: the progress checks below need both models to generate, whatever ran before.
+    cwd = tmp_path_factory.mktemp("regressed")
+    return run_bench(cwd, regressed_outputs, demo_data, *_own_cache(cwd))
+
+
+def _own_cache(cwd: Path) -> tuple[str, str]:
+    """The cache folder of the session run in `cwd` (the sessions that reuse its base pass the same)."""
+    return "--bench-cache-dir", str(cwd / "cache")
 
 
 def test_regression_fails_both_gates_with_scores_in_message(regressed: Session) -> None:
@@ -140,7 +147,8 @@ def test_second_session_reuses_the_base_and_a_changed_setting_recomputes_it(
     regressed: Session, regressed_outputs: Path, demo_data: Path, tmp_path: Path
 ) -> None:
     (tmp_path / "again").mkdir()
-    again = run_bench(tmp_path / "again", regressed_outputs, demo_data)
+    cache = _own_cache(regressed.output.parent)
+    again = run_bench(tmp_path / "again", regressed_outputs, demo_data, *cache)
     assert again.summary["base_model"]["from_cache"] is True
     assert again.summary["base_model"]["results"] == regressed.summary["base_model"]["results"]
     assert "[bench] base: scores from cache, computed" in again.proc.stdout
@@ -148,7 +156,8 @@ def test_second_session_reuses_the_base_and_a_changed_setting_recomputes_it(
     assert list((again.output / "base" / "lm-eval").glob("results_*.json"))  # the copy users know
 
     (tmp_path / "changed").mkdir()
-    changed = run_bench(tmp_path / "changed", regressed_outputs, demo_data, "--bench-gen-kwargs", "max_gen_toks=24")
+    changed = run_bench(tmp_path / "changed", regressed_outputs, demo_data, *cache, "--bench-gen-kwargs",
+                        "max_gen_toks=24")
     assert changed.summary["base_model"]["from_cache"] is False
     assert changed.summary["base_model"]["generated"] == 10
     assert changed.summary["reproduce"]["gen_kwargs"] == "max_gen_toks=24"

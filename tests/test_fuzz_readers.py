@@ -124,7 +124,7 @@ def golden_copy(folder: Path) -> Path:
 def index_bytes(folder: Path) -> bytes:
     with _small_task_index():
         load_task_index(folder / "index-source")
-    (stored,) = (folder / "index-source" / INDEX_CACHE_DIR).glob("*.json")
+    (stored,) = (folder / "index-source" / INDEX_CACHE_DIR).glob("*.jsonl")
     return stored.read_bytes()
 
 
@@ -141,7 +141,7 @@ def test_a_damaged_task_index_is_rebuilt(folder: Path, index_bytes: bytes, data:
     cache = folder / "index"
     shutil.rmtree(cache, ignore_errors=True)
     (cache / INDEX_CACHE_DIR).mkdir(parents=True, mode=0o700)
-    (cache / INDEX_CACHE_DIR / next((folder / "index-source" / INDEX_CACHE_DIR).glob("*.json")).name).write_bytes(
+    (cache / INDEX_CACHE_DIR / next((folder / "index-source" / INDEX_CACHE_DIR).glob("*.jsonl")).name).write_bytes(
         data.draw(damaged(index_bytes)))
     with _small_task_index():
         index = load_task_index(cache)

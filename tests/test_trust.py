@@ -55,7 +55,7 @@ def small_index(monkeypatch: pytest.MonkeyPatch) -> type[CountingTaskManager]:
     return CountingTaskManager
 
 
-def index_file(cache: Path, suffix: str = "json") -> Path:
+def index_file(cache: Path, suffix: str = "jsonl") -> Path:
     name = hashlib.sha256(f"{tasks.lm_eval_version()}@test".encode()).hexdigest()
     return cache / INDEX_CACHE_DIR / f"{name}.{suffix}"
 
@@ -81,7 +81,7 @@ def test_the_task_index_is_cached_as_data_and_reads_back_equal(tmp_path: Path, s
     assert not list((tmp_path / INDEX_CACHE_DIR).glob("*.pickle"))
 
 
-@pytest.mark.parametrize("suffix", ["pickle", "json"])
+@pytest.mark.parametrize("suffix", ["pickle", "json", "jsonl"])
 def test_a_planted_pickle_never_runs(tmp_path: Path, small_index: Any, suffix: str) -> None:
     marker = tmp_path / "ran"
     planted = index_file(tmp_path, suffix)

@@ -24,7 +24,7 @@ from pytest_finetune_bench.store.files import (
 
 LM_EVAL_INSTALL = "pip install 'lm-eval[api,ifeval]==0.4.13'"  # the release this plugin is built and tested on
 INDEX_CACHE_DIR = "task-index"
-# Layout of the cached index: a JSON header line {"format", "sha256"}, then the entries as JSON, whose
+# Layout of the cached index: JSON lines: a header {"format", "sha256"}, then the entries as one JSON line, whose
 # bytes the sha256 covers (an entry edited or lost is caught without parsing 25 MB twice).
 INDEX_FORMAT = 2
 
@@ -53,7 +53,7 @@ def load_task_index(cache_dir: Path | None = None) -> dict[str, Any]:
     if release is None:
         return dict(TaskManager().task_index)
     folder = (cache_dir or bench_cache_dir()) / INDEX_CACHE_DIR
-    cached = folder / f"{hashlib.sha256(release.encode()).hexdigest()}.json"
+    cached = folder / f"{hashlib.sha256(release.encode()).hexdigest()}.jsonl"
     try:
         usable = claim_cache_dir(folder) is None
     except OSError:
