@@ -16,7 +16,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -50,7 +50,32 @@ IFEVAL_METRICS = ("prompt_level_strict_acc,none", "inst_level_strict_acc,none",
 
 
 # --------------------------------------------------------------------------- helpers
-class OllamaStub:
+_Served = TypeVar("_Served", bound="_LoopbackServer")
+
+
+class _LoopbackServer:
+    """A test server on 127.0.0.1 (`self._server`) run by a daemon thread for the length of a `with` block."""
+
+    _server: socketserver.BaseServer
+
+    def _serve(self, server: socketserver.BaseServer) -> None:
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"  # type: ignore[index]
+
+    def __enter__(self: _Served) -> _Served:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class OllamaStub(_LoopbackServer):
     """A stub of Ollama's HTTP API (not Ollama): /api/tags, /v1/models and a canned chat reply.
 
     It records every request's path and Authorization header so tests can see what reached it.
@@ -61,20 +86,7 @@ class OllamaStub:
         self.reply = reply
         self.seen: list[tuple[str, str]] = []  # (path, Authorization header)
         self.status_override: int | None = None
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> OllamaStub:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._serve(ThreadingHTTPServer(("127.0.0.1", 0), self._handler()))
 
     def _answer(self, method: str, path: str) -> tuple[int, Any]:
         if self.status_override is not None:
@@ -119,7 +131,7 @@ class OllamaStub:
 
 
 
-class SlowServer:
+class SlowServer(_LoopbackServer):
     """A misbehaving HTTP server on 127.0.0.1: to each request it sends `head` at once, then `tail` in
     pieces of `piece` bytes `pace_s` apart. Bounded: it sends no more than that and stops when closed."""
 
@@ -142,23 +154,14 @@ class SlowServer:
                 except OSError:
                     return  # the client hung up
 
-        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._server.block_on_close = False
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> SlowServer:
-        self._thread.start()
-        return self
+        tcp = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        tcp.daemon_threads = True
+        tcp.block_on_close = False
+        self._serve(tcp)
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._server.shutdown()
-        self._server.server_close()
+        self._stop.set()  # a handler pacing its bytes stops now, so shutdown does not wait for it
+        super().__exit__(*exc)
 
 
 def closed_port_url() -> str:
