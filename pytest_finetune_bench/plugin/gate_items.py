@@ -11,8 +11,8 @@ import pytest
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.compare.gates import improves_failure, regression_failure
 from pytest_finetune_bench.compare.scores import TaskComparison
+from pytest_finetune_bench.orchestrate.session import BenchSession
 from pytest_finetune_bench.run.recovery import incomplete_reason
-from pytest_finetune_bench.run.session import BenchSession
 from pytest_finetune_bench.run.watchdog import gate_item_timeout
 from pytest_finetune_bench.text import printable
 

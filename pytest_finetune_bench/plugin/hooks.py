@@ -13,6 +13,8 @@ import pytest
 
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.compare.sequential import early_stop_lines
+from pytest_finetune_bench.orchestrate.experiments import Experiments, write_ranking
+from pytest_finetune_bench.orchestrate.session import BenchSession
 from pytest_finetune_bench.plan.planner import make_plans
 from pytest_finetune_bench.plugin.gate_items import gate_items, gate_prefix, keep_gate_ids_readable
 from pytest_finetune_bench.plugin.options import (
@@ -35,9 +37,7 @@ from pytest_finetune_bench.report.table import (
     evidence_columns,
     scores_table,
 )
-from pytest_finetune_bench.run.experiments import Experiments, write_ranking
 from pytest_finetune_bench.run.recovery import incomplete_reason, partial_note
-from pytest_finetune_bench.run.session import BenchSession
 from pytest_finetune_bench.store.files import atomic_write_text, check_writable_dir
 from pytest_finetune_bench.store.summaries import publish_summary
 from pytest_finetune_bench.text import printable

@@ -23,11 +23,11 @@ from typing import Any
 import pytest
 
 from pytest_finetune_bench import BenchError
+from pytest_finetune_bench.orchestrate.experiments import Experiments
 from pytest_finetune_bench.plan.gpus import CUDA_VISIBLE, visible_devices, worker_devices, worker_number
 from pytest_finetune_bench.plugin.gate_items import gate_prefix
 from pytest_finetune_bench.plugin.hooks import experiments_key
 from pytest_finetune_bench.plugin.options import gpus_per_worker, read_options
-from pytest_finetune_bench.run.experiments import Experiments
 
 WORKER_DEVICES_KEY = "finetune_bench_cuda_visible_devices"
 WORKER_LOADGROUP_KEY = "finetune_bench_loadgroup"
