@@ -12,7 +12,7 @@ from pytest_finetune_bench.compare.bench_result import BenchResult
 from pytest_finetune_bench.core.records import RunRecord
 from pytest_finetune_bench.orchestrate.session import BenchSession
 from pytest_finetune_bench.plan.models import ModelLocation
-from pytest_finetune_bench.plugin.hooks import experiments_key
+from pytest_finetune_bench.plugin.state import experiments_key
 from pytest_finetune_bench.run.recovery import incomplete_reason
 
 
