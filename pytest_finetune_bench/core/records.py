@@ -29,8 +29,8 @@ class RunRequest:
     results_dir: Path  # where results_*.json and samples_*.jsonl end up
     log_path: Path
     use_cache: Path | None = None
-    mode: str = "evaluate"  # or "score_partial": score only what the response cache holds (see child_partial.py)
-    early_stop: dict[str, Any] | None = None  # mode "early_stop": what the child needs to stop early (early_stop.py)
+    mode: str = "evaluate"  # or "score_partial": score only what the response cache holds (see run/child_partial.py)
+    early_stop: dict[str, Any] | None = None  # mode "early_stop": what the child needs to stop early (run/early_stop)
 
     @property
     def role(self) -> str:
@@ -58,7 +58,7 @@ class RunRequest:
 
 
 def reproduce_command(arguments: dict[str, Any]) -> str:
-    """lm-eval's CLI for `arguments` (see settings.lm_eval_arguments), run through our seeding wrapper."""
+    """lm-eval's CLI for `arguments` (see core/settings.lm_eval_arguments), run through our seeding wrapper."""
     a = arguments
     parts = [*REPRODUCE_PREFIX, "run", "--model", a["model"], "--model_args", a["model_args"]]
     parts += ["--tasks", ",".join(a["tasks"]), "--batch_size", a["batch_size"], "--device", a["device"]]
