@@ -4,6 +4,8 @@
   child runs `bench-fake` (tests/fake_lm.py), which reads its behaviour from
   $PYTEST_FINETUNE_BENCH_TEST_FAKE_LM (not from its model arguments: a session that stops hanging must
   keep the run's identity, and so its response cache).
+- `--bench-backend fake-twin`: the same fake under another name, for sessions with several backends
+  (`--bench-backend fake,fake-twin` labels its experiments `<model>@fake` and `<model>@fake-twin`).
 - `--bench-backend hf-hang`: the real hf backend, whose child also imports tests/fake_lm.py so that
   $PYTEST_FINETUNE_BENCH_TEST_HANG can make the real model hang (the variable is not part of the
   run's identity, so a session without it resumes from the same response cache).
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 from pytest_finetune_bench.backends import Backend, register_backend
 from pytest_finetune_bench.backends.hf import HFBackend
-from pytest_finetune_bench.plan.settings import EvalSettings
+from pytest_finetune_bench.core.settings import EvalSettings
 
 FAKE_ENV = "PYTEST_FINETUNE_BENCH_TEST_FAKE_LM"
 HANG_ENV = "PYTEST_FINETUNE_BENCH_TEST_HANG"
@@ -31,6 +33,12 @@ class FakeBackend(HFBackend):
         return {"pretrained": model}
 
 
+class FakeTwin(FakeBackend):
+    """The fake under a second name: a session may then measure one model through two backends."""
+
+    name = "fake-twin"
+
+
 class HangableHF(HFBackend):
     """The real hf backend; its child also imports tests/fake_lm.py, which may make the model hang."""
 
@@ -42,9 +50,14 @@ def _fake(base_url: str | None, num_concurrent: int) -> Backend:
     return FakeBackend()
 
 
+def _fake_twin(base_url: str | None, num_concurrent: int) -> Backend:
+    return FakeTwin()
+
+
 def _hangable_hf(base_url: str | None, num_concurrent: int) -> Backend:
     return HangableHF()
 
 
 register_backend("fake", _fake)
+register_backend("fake-twin", _fake_twin)
 register_backend("hf-hang", _hangable_hf)

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from pytest_finetune_bench.plan.settings import EvalSettings, Side, identity
-from pytest_finetune_bench.run.engine import RunRecord
+from pytest_finetune_bench.core.records import RunRecord
+from pytest_finetune_bench.core.settings import EvalSettings, Side, identity
 from pytest_finetune_bench.store.base_cache import BaseCache, restore
 from pytest_finetune_bench.store.files import file_sha256
 

@@ -17,7 +17,6 @@ import pytest
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.cli import main
 from pytest_finetune_bench.plan.models import expand_models
-from pytest_finetune_bench.plugin.xdist_workers import group_of
 from pytest_finetune_bench.report.history import history_rows, summary_files
 from pytest_finetune_bench.report.ranking import (
     build_ranking,
@@ -411,15 +410,3 @@ def test_experiments_under_xdist_equal_one_process(pytester: pytest.Pytester, mo
         assert deltas["2"] == deltas["0"]
     assert results["2"]["ranking"]["ranking"] == results["0"]["ranking"]["ranking"]
     assert not list(pytester.path.rglob(".benchmark*.tmp"))
-
-
-def test_xdist_groups_follow_the_experiment_of_each_test() -> None:
-    groups = ("outputs/exp-a", "outputs/exp-a-2", "outputs/x@hf")
-    assert group_of("outputs/exp-a::ifeval::improves", groups) == "outputs/exp-a"
-    assert group_of("outputs/x@hf::ifeval::improves", groups) == "outputs/x@hf"
-    assert group_of("test_user.py::test_x[outputs/exp-a]", groups) == "outputs/exp-a"
-    assert group_of("test_user.py::test_x[outputs/exp-a-2]", groups) == "outputs/exp-a-2"
-    assert group_of("test_user.py::test_x[outputs/exp-a-3]", groups) == "outputs/exp-a"  # with another parameter
-    assert group_of("test_user.py::test_x[1-outputs/exp-a-2]", groups) == "outputs/exp-a-2"
-    assert group_of("test_user.py::test_plain", groups) is None
-    assert group_of("test_user.py::test_x[other]", groups) is None

@@ -10,11 +10,11 @@ import pytest
 from huggingface_hub import constants
 
 from pytest_finetune_bench.backends.hf import HFBackend
+from pytest_finetune_bench.core.records import RunRequest
+from pytest_finetune_bench.core.settings import EvalSettings
 from pytest_finetune_bench.plan.choices import BenchOptions
 from pytest_finetune_bench.plan.planner import make_plan
-from pytest_finetune_bench.plan.settings import EvalSettings
 from pytest_finetune_bench.plan.tasks import TaskCatalog
-from pytest_finetune_bench.run.engine import RunRequest
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 SETTINGS = EvalSettings(tasks=("ifeval",))

@@ -1,4 +1,4 @@
-"""The settings identity (plan/settings.py) is the one source of what defines a score.
+"""The settings identity (core/settings.py) is the one source of what defines a score.
 
 Every field of EvalSettings and Side is walked: changed alone, it must change both cache keys (the
 base-score cache entry and lm-eval's response cache), and a field lm-eval is given must appear in
@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
+from pytest_finetune_bench.core.records import RunRequest
+from pytest_finetune_bench.core.settings import EvalSettings, Side, identity, lm_eval_arguments, settings_part
 from pytest_finetune_bench.plan import Plan
 from pytest_finetune_bench.plan.choices import BenchOptions
-from pytest_finetune_bench.plan.settings import EvalSettings, Side, identity, lm_eval_arguments, settings_part
-from pytest_finetune_bench.run import child, child_partial
-from pytest_finetune_bench.run.engine import RunRequest
+from pytest_finetune_bench.run import child_lm, child_partial
 from pytest_finetune_bench.run.executor import Executor
 from pytest_finetune_bench.store.base_cache import BaseCache
 from pytest_finetune_bench.store.reference import settings_differences
@@ -171,13 +171,13 @@ def what_lm_eval_receives(settings: EvalSettings, side: Side, monkeypatch: pytes
     monkeypatch.setattr(child_partial, "CompleteOnly", recording_selector)
     monkeypatch.setattr(lm_eval.api.registry, "get_model", Model)
     monkeypatch.setattr(lm_eval, "simple_evaluate", simple_evaluate)
-    monkeypatch.setattr(child, "load_tasks", lambda *args: None)
-    monkeypatch.setattr(child, "_instrument", lambda *args: None)
-    monkeypatch.setattr(child, "_loading_task_manager", lambda args: ("task manager", args["include_path"]))
-    monkeypatch.setattr(child, "task_manager", lambda args: ("task manager", args["include_path"]))
+    monkeypatch.setattr(child_lm, "load_tasks", lambda *args: None)
+    monkeypatch.setattr(child_lm, "_instrument", lambda *args: None)
+    monkeypatch.setattr(child_lm, "_loading_task_manager", lambda args: ("task manager", args["include_path"]))
+    monkeypatch.setattr(child_lm, "task_manager", lambda args: ("task manager", args["include_path"]))
     spec = RunRequest(side, settings, Path("r"), Path("l"), use_cache=Path("cache")).child_spec(Path("out"))
     received = []
-    for run in (lambda: child.evaluate(spec, child.Events(open("/dev/null", "w"))),
+    for run in (lambda: child_lm.evaluate(spec, child_lm.Events(open("/dev/null", "w"))),
                 lambda: child_partial.score_cached(spec)):
         calls.append({})
         run()

@@ -197,7 +197,7 @@ def session_with_a_broken(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyP
 def test_a_statistics_failure_never_costs_the_scores(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    result, summary = session_with_a_broken(pytester, monkeypatch, "pytest_finetune_bench.run.session:analyse",
+    result, summary = session_with_a_broken(pytester, monkeypatch, "pytest_finetune_bench.compare.evidence:analyse",
                                             "RuntimeError('forced statistics failure')")
     result.assert_outcomes(passed=2)  # the gates still decide on the scores
     message = "statistics and flips failed (RuntimeError: forced statistics failure); the scores are kept"

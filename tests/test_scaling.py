@@ -21,11 +21,11 @@ import pytest
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.backends import backend_names, format_model_args, get_backend
 from pytest_finetune_bench.backends import vllm as vllm_backend
+from pytest_finetune_bench.core.records import RunRequest
+from pytest_finetune_bench.core.settings import EvalSettings, Side, lm_eval_arguments
 from pytest_finetune_bench.plan.choices import BenchOptions
 from pytest_finetune_bench.plan.gpus import worker_devices, worker_number
 from pytest_finetune_bench.plan.parallel import ENGINE_FLAGS, parallel_settings
-from pytest_finetune_bench.plan.settings import EvalSettings, Side, lm_eval_arguments
-from pytest_finetune_bench.run.engine import RunRequest
 from pytest_finetune_bench.run.recovery import VLLM_MEMORY_FLOOR, failure_message, lower_gpu_memory
 from tests.conftest import FAST_ARGS
 from tests.fake_sessions import REPO_ROOT, bench_args, make_fake_model, use_fake_lm
@@ -77,7 +77,7 @@ def test_vllm_model_args_are_parameters_of_lm_evals_vllm_constructor() -> None:
     assert args["tensor_parallel_size"] == 2 and args["data_parallel_size"] == 2
     assert args["max_model_len"] == 4096 and args["gpu_memory_utilization"] == 0.8
     assert args["dtype"] == "bfloat16" and args["seed"] == 7  # the settings' torch seed
-    # The child also gives the constructor lm-eval's batch arguments (run/child.build_lm).
+    # The child also gives the constructor lm-eval's batch arguments (run/child_lm.build_lm).
     assert {"batch_size", "max_batch_size"} <= set(params)
 
 
@@ -291,7 +291,7 @@ def test_vllm_session_reaches_the_engine_through_lm_evals_vllm_model_type(
             f"[[]bench[]] {role}: out of GPU memory with vLLM: retrying with gpu_memory_utilization 0.8",
             f"[[]bench[]] {role}: out of GPU memory with vLLM: retrying with gpu_memory_utilization 0.7",
             # Each response is stored as it comes under its request's key (lm-eval's vllm model keys it
-            # otherwise, see run/child.ProgressTracker.request_args), so it counts for its task.
+            # otherwise, see run/child_lm.ProgressTracker.request_args), so it counts for its task.
             f"[[]bench[]] {role}: ifeval 5/5 samples (100%)*",
         ])
     calls = vllm_engine_calls(record)

@@ -12,9 +12,9 @@ from typing import Any
 import lm_eval.tasks
 import pytest
 
+from pytest_finetune_bench.core.settings import EvalSettings, Side
 from pytest_finetune_bench.plan import Plan, tasks
 from pytest_finetune_bench.plan.choices import BenchOptions
-from pytest_finetune_bench.plan.settings import EvalSettings, Side
 from pytest_finetune_bench.plan.tasks import INDEX_CACHE_DIR, load_task_index
 from pytest_finetune_bench.run.executor import Executor
 

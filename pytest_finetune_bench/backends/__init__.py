@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Protocol
 
 from pytest_finetune_bench import BenchError
-from pytest_finetune_bench.plan.settings import EvalSettings
+from pytest_finetune_bench.core.settings import EvalSettings
 
 
 class Backend(Protocol):

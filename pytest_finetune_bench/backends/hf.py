@@ -7,8 +7,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pytest_finetune_bench import BenchError
-from pytest_finetune_bench.plan.settings import EvalSettings
+from pytest_finetune_bench.core.settings import EvalSettings
 from pytest_finetune_bench.store.fingerprint import model_fingerprint
+
+# PEFT's files of a LoRA adapter, which lm-eval's hf model loads with `peft=` (plan/models.py finds them).
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 
 
 class HFBackend:

@@ -23,8 +23,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pytest_finetune_bench import BenchError
-from pytest_finetune_bench.plan.settings import EvalSettings
-from pytest_finetune_bench.plan.task_types import LOGLIKELIHOOD_TYPES
+from pytest_finetune_bench.core.settings import EvalSettings
+from pytest_finetune_bench.core.task_types import LOGLIKELIHOOD_TYPES
 
 API_KEY_ENV = "OPENAI_API_KEY"  # the variable lm-eval's local-chat-completions reads its bearer token from
 MAX_RETRIES = 5  # lm-eval retries a failed request with exponential backoff (1 s, 2 s, 4 s, 8 s)

@@ -3,7 +3,7 @@
 It reads the same weights as `hf` (a model folder or a pinned Hub commit), so the revision pinning,
 the chat-template check and the content fingerprint are hf's. What differs is the engine: vLLM
 batches continuously, splits a model over GPUs (tensor parallel) and runs copies side by side (data
-parallel, through Ray). Those settings are shared by both models (plan/settings.engine_model_args).
+parallel, through Ray). Those settings are shared by both models (core/settings.engine_model_args).
 vLLM returns prompt log-likelihoods, so every task type is scored.
 """
 
@@ -16,8 +16,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from pytest_finetune_bench import BenchError
-from pytest_finetune_bench.backends.hf import HFBackend, adapter_has_tokenizer
-from pytest_finetune_bench.plan.models import ADAPTER_CONFIG
+from pytest_finetune_bench.backends.hf import ADAPTER_CONFIG, HFBackend, adapter_has_tokenizer
 
 VLLM_INSTALL = "pip install 'lm-eval[vllm]'"
 RAY_INSTALL = "pip install ray"

@@ -7,7 +7,7 @@ from pytest_finetune_bench.compare.evidence import TaskAnalysis
 from pytest_finetune_bench.compare.gates import improves_failure, regression_failure
 from pytest_finetune_bench.compare.scores import TaskComparison
 from pytest_finetune_bench.compare.stats import PairedStats
-from pytest_finetune_bench.run.engine import RunRecord
+from pytest_finetune_bench.core.records import RunRecord
 
 
 class BenchResult:

@@ -10,7 +10,7 @@ from pytest_finetune_bench.compare.flips import Flip, find_flips, write_flips
 from pytest_finetune_bench.compare.samples import CorpusLevelMetric, SampleRecord, load_samples, paired_values
 from pytest_finetune_bench.compare.scores import TaskComparison
 from pytest_finetune_bench.compare.stats import PairedStats, paired_stats
-from pytest_finetune_bench.run.engine import RunRecord
+from pytest_finetune_bench.core.records import RunRecord
 
 # Documents of different subtasks (MMLU's 57 subjects) share doc ids; offsetting keeps them apart.
 _SUBTASK_STRIDE = 10_000_000
@@ -97,6 +97,19 @@ def analyse(
             analysis.flips_file = flips_dir / f"flips_{task}.jsonl"
             write_flips(analysis.flips_file, analysis.flips)
         analyses[task] = analysis
+    return analyses
+
+
+def add_evidence(comparisons: dict[str, TaskComparison], base: RunRecord, finetuned: RunRecord,
+                 flips_dir: Path | None, confidence: float) -> dict[str, TaskAnalysis]:
+    """Add each task's paired statistics and flip counts to its comparison; flips_<task>.jsonl go to `flips_dir`.
+
+    The one place a session (orchestrate/session.py) and `summary` (report/from_disk.py) turn two runs'
+    samples into evidence.
+    """
+    analyses = analyse(comparisons, base, finetuned, flips_dir)
+    for task, analysis in analyses.items():
+        comparisons[task].extra.update(analysis.to_json(confidence))
     return analyses
 
 

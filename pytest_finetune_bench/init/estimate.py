@@ -45,8 +45,8 @@ class Machine:
 
 def this_machine(model_folders: list[str]) -> Machine:
     """The device `--bench-device auto` resolves to here, and the parameters of the largest model folder."""
-    from pytest_finetune_bench.plan.settings import resolve_device
-    from pytest_finetune_bench.run.child import folder_params
+    from pytest_finetune_bench.core.settings import resolve_device
+    from pytest_finetune_bench.run.child_lm import folder_params
 
     sizes = [size for folder in model_folders if (size := folder_params(Path(folder))) is not None]
     return Machine(resolve_device("auto"), max(sizes) if sizes else None)

@@ -11,15 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from pytest_finetune_bench.backends import Backend
+from pytest_finetune_bench.core.settings import EvalSettings, Side, digest, identity, lm_eval_arguments
 from pytest_finetune_bench.plan.choices import BenchOptions
 from pytest_finetune_bench.plan.metrics import Headline
 from pytest_finetune_bench.plan.models import ModelLocation
-from pytest_finetune_bench.plan.settings import EvalSettings, Side, digest, identity, lm_eval_arguments
-
-if TYPE_CHECKING:  # backends import plan.settings, which imports this package first
-    from pytest_finetune_bench.backends import Backend
 
 ROLES = ("base", "fine-tuned")
 

@@ -9,14 +9,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pytest_finetune_bench import BenchError
+from pytest_finetune_bench.backends.hf import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
 MERGED_VARIANTS = ("merged_16bit", "merged_4bit")
 # What makes a folder an experiment, as the pipelines detect their outputs/<name>/ folders.
 EXPERIMENT_PARTS = ("lora", *MERGED_VARIANTS, "gguf")
 # What --bench-variant may pick; without it, a merged export wins, then the adapter, then the GGUF.
 VARIANTS = ("lora", *MERGED_VARIANTS, "gguf")
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 

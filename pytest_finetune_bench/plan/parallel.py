@@ -2,20 +2,18 @@
 
 Each flag belongs to one engine; given for a session in which no backend is that engine, it would
 silently do nothing, so it is refused instead. The values become EvalSettings fields (shared by both
-models, part of the settings identity); plan/settings.engine_model_args turns them into lm-eval
+models, part of the settings identity); core/settings.engine_model_args turns them into lm-eval
 model arguments.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pytest_finetune_bench import BenchError
+from pytest_finetune_bench.backends import Backend
 from pytest_finetune_bench.plan.choices import BenchOptions
-
-if TYPE_CHECKING:  # backends import plan.settings, which imports this package first
-    from pytest_finetune_bench.backends import Backend
 
 # flag -> (BenchOptions field, its "not given" value, the lm-eval model type it belongs to)
 ENGINE_FLAGS: dict[str, tuple[str, Any, str]] = {

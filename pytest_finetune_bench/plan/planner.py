@@ -16,12 +16,7 @@ from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.backends import Backend, format_model_args, get_backend
 from pytest_finetune_bench.backends.hf import adapter_has_tokenizer, check_custom_code
 from pytest_finetune_bench.backends.openai import cleartext_key_warning, served_name
-from pytest_finetune_bench.plan import Plan
-from pytest_finetune_bench.plan.choices import BenchOptions
-from pytest_finetune_bench.plan.metrics import choose_headlines
-from pytest_finetune_bench.plan.models import ModelLocation, detect_base, expand_models, locate_model, resolve_base
-from pytest_finetune_bench.plan.parallel import parallel_settings
-from pytest_finetune_bench.plan.settings import (
+from pytest_finetune_bench.core.settings import (
     EvalSettings,
     Side,
     output_dir_for,
@@ -29,6 +24,11 @@ from pytest_finetune_bench.plan.settings import (
     resolve_device,
     resolve_dtype,
 )
+from pytest_finetune_bench.plan import Plan
+from pytest_finetune_bench.plan.choices import BenchOptions
+from pytest_finetune_bench.plan.metrics import choose_headlines
+from pytest_finetune_bench.plan.models import ModelLocation, detect_base, expand_models, locate_model, resolve_base
+from pytest_finetune_bench.plan.parallel import parallel_settings
 from pytest_finetune_bench.plan.tasks import TaskCatalog, lm_eval_version
 from pytest_finetune_bench.store.fingerprint import adapter_fingerprint
 

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from pytest_finetune_bench import BenchError
+from pytest_finetune_bench.core.task_types import output_types as leaf_output_types
 from pytest_finetune_bench.plan.custom_tasks import content_version, index_include_paths
 from pytest_finetune_bench.plan.offline import LeafTask, OpaqueTask, expand_tasks, write_overlay
-from pytest_finetune_bench.plan.task_types import output_types as leaf_output_types
 from pytest_finetune_bench.store.files import (
     atomic_write_bytes,
     bench_cache_dir,

@@ -18,7 +18,6 @@ from pytest_finetune_bench.plugin.hooks import (
     pytest_generate_tests,
     pytest_sessionfinish,
     pytest_terminal_summary,
-    pytest_testnodedown,
 )
 
 __all__ = [
@@ -33,5 +32,4 @@ __all__ = [
     "pytest_generate_tests",
     "pytest_sessionfinish",
     "pytest_terminal_summary",
-    "pytest_testnodedown",
 ]

@@ -9,11 +9,11 @@ import pytest
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.backends import Backend
 from pytest_finetune_bench.compare.bench_result import BenchResult
+from pytest_finetune_bench.core.records import RunRecord
+from pytest_finetune_bench.orchestrate.session import BenchSession
 from pytest_finetune_bench.plan.models import ModelLocation
-from pytest_finetune_bench.plugin.hooks import experiments_key
-from pytest_finetune_bench.run.engine import RunRecord
+from pytest_finetune_bench.plugin.state import experiments_key
 from pytest_finetune_bench.run.recovery import incomplete_reason
-from pytest_finetune_bench.run.session import BenchSession
 
 
 @pytest.fixture(scope="session")

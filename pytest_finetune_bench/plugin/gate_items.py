@@ -11,8 +11,8 @@ import pytest
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.compare.gates import improves_failure, regression_failure
 from pytest_finetune_bench.compare.scores import TaskComparison
+from pytest_finetune_bench.orchestrate.session import BenchSession
 from pytest_finetune_bench.run.recovery import incomplete_reason
-from pytest_finetune_bench.run.session import BenchSession
 from pytest_finetune_bench.run.watchdog import gate_item_timeout
 from pytest_finetune_bench.text import printable
 
@@ -23,10 +23,14 @@ class GateFailure(Exception):
     """A threshold was missed; its message is the whole report."""
 
 
-class _BenchItem(pytest.Item):
-    """A test item of the plugin's: a GateFailure is reported as its message alone."""
+class BenchItem(pytest.Item):
+    """A test item of the plugin's, for one experiment: a GateFailure is reported as its message alone."""
 
     what = ""  # how reportinfo names the item
+
+    def __init__(self, *, bench: BenchSession, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.bench = bench
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         if isinstance(excinfo.value, GateFailure):
@@ -38,12 +42,11 @@ class _BenchItem(pytest.Item):
         return self.path, None, f"{NODE_PREFIX}: {self.what}"
 
 
-class BenchGateItem(_BenchItem):
+class BenchGateItem(BenchItem):
     """`improves` (gain ≥ min gain) or `no_regression` (gain ≥ −max drop) for one task; gain > 0 is better."""
 
-    def __init__(self, *, bench: BenchSession, task: str, gate: str, **kwargs: Any) -> None:
+    def __init__(self, *, task: str, gate: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.bench = bench
         self.task = task
         self.gate = gate
         self.what = f"{task} {gate}"
@@ -104,12 +107,11 @@ def junit_properties(comp: TaskComparison) -> list[tuple[str, object]]:
     return [(name, value) for name, value in values.items() if value is not None]
 
 
-class BenchRunItem(_BenchItem):
+class BenchRunItem(BenchItem):
     """`<role>::evaluated`: the one side a session without a comparison evaluates ran to the end."""
 
-    def __init__(self, *, bench: BenchSession, role: str, **kwargs: Any) -> None:
+    def __init__(self, *, role: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.bench = bench
         self.role = role
         self.what = f"{role} evaluated"
 
@@ -146,23 +148,9 @@ class BenchGates(pytest.Collector):
         return items
 
     def _prepared(self, item: pytest.Item) -> pytest.Item:
-        self._add_xdist_group(item)
+        # Their xdist group is added with the user's tests' (plugin/xdist_workers.py).
         self._add_timeout(item)
         return item
-
-    @property
-    def _group(self) -> str:
-        # xdist reads a group after the last "@" of a node id; a label such as outputs/x@hf must not split.
-        return self.name.replace("@", "+")
-
-    def _add_xdist_group(self, item: pytest.Item) -> None:
-        """Keep an experiment's gates on one worker under `--dist loadgroup` (see plugin/xdist_workers.py).
-
-        Only when pytest-xdist is active: it registers the marker, and without it `--strict-markers`
-        (which many projects use) rejects an unknown one.
-        """
-        if self.config.pluginmanager.hasplugin("xdist"):
-            item.add_marker(pytest.mark.xdist_group(self._group))
 
     def _add_timeout(self, item: pytest.Item) -> None:
         """pytest-timeout backstop for a gate test, which may start both runs (see watchdog.py).

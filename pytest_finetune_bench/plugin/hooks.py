@@ -13,7 +13,10 @@ import pytest
 
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.compare.sequential import early_stop_lines
+from pytest_finetune_bench.orchestrate.experiments import Experiments, write_ranking
+from pytest_finetune_bench.orchestrate.session import BenchSession
 from pytest_finetune_bench.plan.planner import make_plans
+from pytest_finetune_bench.plugin import xdist_workers
 from pytest_finetune_bench.plugin.gate_items import gate_items, gate_prefix, keep_gate_ids_readable
 from pytest_finetune_bench.plugin.html_extras import register_if_html_is_active
 from pytest_finetune_bench.plugin.options import (
@@ -24,6 +27,8 @@ from pytest_finetune_bench.plugin.options import (
     register,
     show_plan_only,
 )
+from pytest_finetune_bench.plugin.state import EXPERIMENT_FIXTURE, experiment_of, experiments_key
+from pytest_finetune_bench.plugin.xdist_workers import is_worker, worker_summary
 from pytest_finetune_bench.report.card import write_cards
 from pytest_finetune_bench.report.github import append_step_summary, step_summary_file
 from pytest_finetune_bench.report.html import REPORT_NAME, write_report
@@ -36,23 +41,17 @@ from pytest_finetune_bench.report.table import (
     evidence_columns,
     scores_table,
 )
-from pytest_finetune_bench.run.experiments import Experiments, write_ranking
 from pytest_finetune_bench.run.recovery import incomplete_reason, partial_note
-from pytest_finetune_bench.run.session import BenchSession
 from pytest_finetune_bench.store.files import atomic_write_text, check_writable_dir
 from pytest_finetune_bench.store.summaries import publish_summary
 from pytest_finetune_bench.text import printable
 
-experiments_key = pytest.StashKey[Experiments]()
-worker_summaries_key = pytest.StashKey[list[dict[str, dict[str, Any]]]]()
-WORKER_OUTPUT_KEY = "finetune_bench_summaries"
 # Per experiment label: the file holding its summary, and its report.html.
 summary_paths_key = pytest.StashKey[dict[str, Path]]()
 report_paths_key = pytest.StashKey[dict[str, Path]]()
 ranking_key = pytest.StashKey[tuple[Path, dict[str, Any]]]()
 output_choices_key = pytest.StashKey[OutputChoices]()
 MARKER_ARGS = ("suite", "tasks")
-EXPERIMENT_FIXTURE = "bench_experiment"
 MARKER_HELP = (
     "bench(suite=None, tasks=None): a benchmark test; it runs when --bench-model is given and the "
     "active benchmark covers the suite's or the listed tasks, and is skipped otherwise."
@@ -62,9 +61,7 @@ MARKER_HELP = (
 def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
     """Register the --bench-* options and their bench_* ini twins."""
     register(parser)
-    # Issue 15: under xdist, the model runs on one worker, each worker on its own GPUs (plugin/xdist_workers.py).
-    from pytest_finetune_bench.plugin import xdist_workers
-
+    # Under xdist, each model runs on one worker, each worker on its own GPUs (plugin/xdist_workers.py).
     pluginmanager.register(xdist_workers, "finetune-bench-xdist-workers")
 
 
@@ -147,7 +144,7 @@ def _apply_marker(item: pytest.Item, marker: pytest.Mark, experiments: Experimen
         item.add_marker(pytest.mark.skip(reason="benchmark test: needs --bench-model"))
         return
     # Every experiment runs the same tasks; which of them a backend cannot score may differ.
-    plan = _experiment_of(item, experiments).plan
+    plan = experiment_of(item, experiments).plan
     missing = needed - set(plan.requested_tasks)
     if missing:
         item.add_marker(pytest.mark.skip(reason=f"benchmark test needs {', '.join(sorted(missing))}, "
@@ -157,13 +154,6 @@ def _apply_marker(item: pytest.Item, marker: pytest.Mark, experiments: Experimen
     unscored = sorted(needed & set(plan.skipped))
     if unscored:
         item.add_marker(pytest.mark.skip(reason=plan.skipped[unscored[0]]))
-
-
-def _experiment_of(item: pytest.Item, experiments: Experiments) -> BenchSession:
-    """The experiment a test is parametrized with (fixture `bench_experiment`), else the first."""
-    callspec = getattr(item, "callspec", None)
-    label = callspec.params.get(EXPERIMENT_FIXTURE) if callspec is not None else None
-    return experiments.sessions.get(str(label), experiments.first)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -180,12 +170,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     experiments = session.config.stash.get(experiments_key, None)
     if experiments is None:
         return
-    if hasattr(session.config, "workeroutput"):
-        # An xdist worker hands its summaries to the controller, which alone writes files.
-        summaries = {bench.plan.label: bench.summary() for bench in experiments if bench.active}
-        if summaries:
-            session.config.workeroutput[WORKER_OUTPUT_KEY] = json.dumps(summaries, default=str)
-        return
+    if is_worker(session.config):
+        return  # it hands its summaries to the controller, which alone writes files (plugin/xdist_workers.py)
     for bench in experiments:
         _finish_experiment(session.config, bench)
     if experiments.several:
@@ -296,7 +282,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
 
 
 def _worker_summary_lines(config: pytest.Config, bench: BenchSession) -> list[str]:
-    summary = _best_worker_summary(config, bench.plan.label)
+    summary = worker_summary(config, bench.plan.label)
     if summary is None:
         return []
     comparisons = comparisons_from_summary(summary)
@@ -354,23 +340,8 @@ def _one_side_lines(bench: BenchSession, summary_path: Path | None) -> Iterator[
     yield f"results: {summary_path or bench.plan.output_dir / 'benchmark.json'}"
 
 
-@pytest.hookimpl(optionalhook=True)
-def pytest_testnodedown(node: Any, error: object) -> None:
-    """xdist controller: keep each worker's benchmark summaries (plain JSON) for writing and the table."""
-    raw = getattr(node, "workeroutput", {}).get(WORKER_OUTPUT_KEY)
-    if raw:
-        node.config.stash.setdefault(worker_summaries_key, []).append(json.loads(raw))
-
-
-def _best_worker_summary(config: pytest.Config, label: str) -> dict[str, Any] | None:
-    summaries = [by_label[label] for by_label in config.stash.get(worker_summaries_key, []) if label in by_label]
-    complete = [s for s in summaries if s.get("status") == "complete"]
-    best = complete or summaries
-    return best[0] if best else None
-
-
 def _write_worker_summary(config: pytest.Config, bench: BenchSession) -> Path | None:
-    summary = _best_worker_summary(config, bench.plan.label)
+    summary = worker_summary(config, bench.plan.label)
     if summary is None:
         return None
     run_dir = (summary.get("fine_tuned_model") or {}).get("benchmark_dir")

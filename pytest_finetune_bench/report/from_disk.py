@@ -3,7 +3,7 @@
 A session's summary can be lost (deleted, overwritten by hand, written by an older version) while the
 runs behind it are still there. The newest *complete* run folder `fine-tuned/<timestamp>/` keeps its
 own summary, which says which lm-eval files each side used; the scores, statistics and flips are
-computed again from those files exactly as a session computes them (run/session.py `add_evidence`).
+computed again from those files exactly as a session computes them (compare/evidence.py `add_evidence`).
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from pytest_finetune_bench import BenchError
+from pytest_finetune_bench.compare.evidence import add_evidence
 from pytest_finetune_bench.compare.scores import TaskComparison, compare
+from pytest_finetune_bench.core.records import RunRecord
 from pytest_finetune_bench.plan.metrics import MetricChoice, headlines_for_results
 from pytest_finetune_bench.report.facts import confidence_level
-from pytest_finetune_bench.run.engine import RunRecord
-from pytest_finetune_bench.run.session import add_evidence
 from pytest_finetune_bench.store.files import read_json_file
 from pytest_finetune_bench.store.summaries import SUMMARY, latest_complete_run, publish_summary
 

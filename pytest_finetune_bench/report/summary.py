@@ -8,12 +8,11 @@ from typing import Any
 
 from pytest_finetune_bench import __version__
 from pytest_finetune_bench.compare.scores import TaskComparison, metric_value, unit_of
+from pytest_finetune_bench.core.records import Execution, RunRecord, RunRequest
+from pytest_finetune_bench.core.settings import SEED_NAMES, lm_eval_arguments
 from pytest_finetune_bench.plan import ROLES, Plan
 from pytest_finetune_bench.plan.metrics import headlines_for_results
-from pytest_finetune_bench.plan.settings import SEED_NAMES, lm_eval_arguments
 from pytest_finetune_bench.report.facts import training_facts
-from pytest_finetune_bench.run.engine import RunRecord, RunRequest
-from pytest_finetune_bench.run.executor import Executor
 from pytest_finetune_bench.run.recovery import with_batch_size
 
 SCHEMA_VERSION = 2
@@ -21,7 +20,7 @@ _SIDE_KEYS = {"base": "base_model", "fine-tuned": "fine_tuned_model"}
 
 
 def build_summary(
-    plan: Plan, executor: Executor, comparisons: Mapping[str, TaskComparison], errors: Mapping[str, str],
+    plan: Plan, execution: Execution, comparisons: Mapping[str, TaskComparison], errors: Mapping[str, str],
     gates: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The session's summary; `errors` adds failures after the runs (statistics, flips) to the runs' own.
@@ -29,19 +28,19 @@ def build_summary(
     `gates` holds the outcome of each gate test that ran ({"ifeval::improves": "passed"}).
     """
     return {
-        **_header(plan, executor, errors),
+        **_header(plan, execution, errors),
         "model_path": str(plan.location.adapter) if plan.variant == "lora" else plan.location.hf_path,
         # Which export of outputs/<name>/ was measured (merged_16bit, merged_4bit, lora, gguf, folder, hub, served).
         "model_variant": plan.variant,
         "base_model_source": plan.base.source if plan.base else None,
-        **{_SIDE_KEYS[role]: _side_summary(plan, executor.runs.get(role)) for role in ROLES},
+        **{_SIDE_KEYS[role]: _side_summary(plan, execution.runs.get(role)) for role in ROLES},
         "comparison": {task: c.to_json() for task, c in comparisons.items()},
         "gates": dict(gates or {}),
-        **headline_scores(plan, executor.runs),
+        **headline_scores(plan, execution.runs),
         "training": dict(training_facts(plan.location.root)) if plan.location.root else {},
         "skipped_tasks": dict(plan.skipped),
         "backends": {role: plan.side(role).backend for role in plan.roles},
-        "reproduce": reproduce(plan, executor),
+        "reproduce": reproduce(plan, execution),
     }
 
 
@@ -62,17 +61,17 @@ def headline_scores(plan: Plan, runs: Mapping[str, RunRecord]) -> dict[str, Any]
     }
 
 
-def scores_only_summary(plan: Plan, executor: Executor, errors: Mapping[str, str]) -> dict[str, Any]:
+def scores_only_summary(plan: Plan, execution: Execution, errors: Mapping[str, str]) -> dict[str, Any]:
     """benchmark.json from what cannot fail: who was compared, the statuses and lm-eval's own results."""
     return {
-        **_header(plan, executor, errors),
-        **{_SIDE_KEYS[role]: None if (record := executor.runs.get(role)) is None else
+        **_header(plan, execution, errors),
+        **{_SIDE_KEYS[role]: None if (record := execution.runs.get(role)) is None else
            {"model": record.model, "results": record.task_results, "results_file": str(record.results_file)}
            for role in ROLES},
     }
 
 
-def _header(plan: Plan, executor: Executor, errors: Mapping[str, str]) -> dict[str, Any]:
+def _header(plan: Plan, execution: Execution, errors: Mapping[str, str]) -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
         "model_name": plan.location.name,
@@ -80,10 +79,10 @@ def _header(plan: Plan, executor: Executor, errors: Mapping[str, str]) -> dict[s
         "base_model_name": plan.base.model if plan.base else None,
         # Which sides were evaluated; one alone (--bench-base none, --bench-only-base) has no comparison.
         "evaluated": list(plan.roles),
-        "timestamp": executor.started_at.astimezone().isoformat(timespec="seconds"),
-        "status": executor.status(),
-        "run_status": executor.statuses(),
-        "errors": {**{role: str(exc) for role, exc in executor.errors.items()}, **errors},
+        "timestamp": execution.started_at.astimezone().isoformat(timespec="seconds"),
+        "status": execution.status,
+        "run_status": execution.statuses,
+        "errors": {**{role: str(exc) for role, exc in execution.errors.items()}, **errors},
     }
 
 
@@ -112,11 +111,11 @@ def _side_summary(plan: Plan, record: RunRecord | None) -> dict[str, Any] | None
     }
 
 
-def reproduce(plan: Plan, executor: Executor) -> dict[str, Any]:
+def reproduce(plan: Plan, execution: Execution) -> dict[str, Any]:
     """The settings identity of each side and the lm-eval command that reproduces each side's scores."""
     s = plan.settings
     requested = s.batch_size
-    finished = _finished_batch_size(executor)
+    finished = _finished_batch_size(execution)
     return {
         "lm_eval_version": s.lm_eval_version,
         "plugin_version": __version__,
@@ -138,7 +137,7 @@ def reproduce(plan: Plan, executor: Executor) -> dict[str, Any]:
         # As lm-eval is given them: the backend's, then the engines' GPU settings (as asked for).
         "model_args": {role: lm_eval_arguments(s, plan.side(role))["model_args"] for role in plan.roles},
         "identity": {role: plan.identity(role) for role in plan.roles},
-        "commands": {role: _finished_request(executor, role).cli_command() for role in executor.requests},
+        "commands": {role: _finished_request(execution, role).cli_command() for role in execution.requests},
     }
 
 
@@ -149,10 +148,10 @@ def _backends_text(plan: Plan) -> str:
     return ",".join(f"{role}={plan.side(role).backend}" for role in plan.roles)
 
 
-def _finished_request(executor: Executor, role: str) -> RunRequest:
+def _finished_request(execution: Execution, role: str) -> RunRequest:
     """The request whose run produced `role`'s scores: its batch size (and vLLM's memory share) may be smaller."""
-    request = executor.requests[role]
-    record = executor.runs.get(role)
+    request = execution.requests[role]
+    record = execution.runs.get(role)
     extra = record.extra if record is not None else {}
     if extra.get("gpu_memory_utilization") is not None:
         settings = dataclasses.replace(request.settings, gpu_memory_utilization=extra["gpu_memory_utilization"])
@@ -161,9 +160,9 @@ def _finished_request(executor: Executor, role: str) -> RunRequest:
     return with_batch_size(request, str(finished)) if finished else request
 
 
-def _finished_batch_size(executor: Executor) -> str | None:
+def _finished_batch_size(execution: Execution) -> str | None:
     """The batch size every finished run ended with, else the values per side; None before any run."""
-    values = {role: str(r.extra["batch_size"]) for role, r in executor.runs.items() if "batch_size" in r.extra}
+    values = {role: str(r.extra["batch_size"]) for role, r in execution.runs.items() if "batch_size" in r.extra}
     if not values:
         return None
     distinct = set(values.values())

@@ -1,1 +1,1 @@
-"""Execution of a plan: the lm-eval child, its supervision and recovery, and the session that ties runs together."""
+"""Execution of a plan: the lm-eval child, its supervision, its early stopping and recovery."""

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pytest_finetune_bench.compare.samples import document_value, split_metric_key
-from pytest_finetune_bench.run.child import Events, as_the_cli_names_it, prepare, simple_evaluate_arguments
+from pytest_finetune_bench.run.child_lm import Events, as_the_cli_names_it, prepare, simple_evaluate_arguments
 from pytest_finetune_bench.run.early_stop import TaskMonitor
 
 

@@ -121,7 +121,7 @@ def score_cached(spec: dict[str, Any]) -> tuple[dict[str, Any], Progress]:
     import lm_eval
     import lm_eval.evaluator
 
-    from pytest_finetune_bench.run.child import build_lm, simple_evaluate_arguments, task_manager
+    from pytest_finetune_bench.run.child_lm import build_lm, simple_evaluate_arguments, task_manager
 
     if not spec.get("use_cache"):
         raise NothingToScore("this run kept no response cache")

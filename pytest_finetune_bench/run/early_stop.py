@@ -40,9 +40,9 @@ from pytest_finetune_bench.compare.sequential import (
     GateRule,
     gain_bounds,
 )
+from pytest_finetune_bench.core.records import RunRecord, RunRequest
 from pytest_finetune_bench.plan import Plan
 from pytest_finetune_bench.plan.metrics import headlines_for_results
-from pytest_finetune_bench.run.engine import RunRecord, RunRequest
 
 Say = Callable[[str], None]
 # Looks per task: enough to stop well before the end, few enough that lm-eval's per-call work

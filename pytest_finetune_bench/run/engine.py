@@ -12,112 +12,19 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.backends.openai import child_api_key, without_key
-from pytest_finetune_bench.plan.settings import EvalSettings, Side, lm_eval_arguments
+from pytest_finetune_bench.core.records import RunRecord, RunRequest
 from pytest_finetune_bench.store.files import read_json_file
 
 Event = dict[str, Any]
 EventSink = Callable[[Event], None]
 
-# `lm_eval` itself, run by our CLI after seeding langdetect (see _child.seed_scorers and __main__).
-REPRODUCE_PREFIX = ("python", "-m", "pytest_finetune_bench", "lm-eval")
 KILL_GRACE_S = 10.0  # after SIGTERM, how long the child may take to flush its cache and exit
-
-
-@dataclass(frozen=True)
-class RunRequest:
-    """One model, one evaluation of every task in the settings."""
-
-    side: Side
-    settings: EvalSettings
-    results_dir: Path  # where results_*.json and samples_*.jsonl end up
-    log_path: Path
-    use_cache: Path | None = None
-    mode: str = "evaluate"  # or "score_partial": score only what the response cache holds (see child_partial.py)
-    early_stop: dict[str, Any] | None = None  # mode "early_stop": what the child needs to stop early (early_stop.py)
-
-    @property
-    def role(self) -> str:
-        return self.side.role
-
-    @property
-    def model(self) -> str:
-        return self.side.model
-
-    def child_spec(self, output_path: Path) -> dict[str, Any]:
-        return {
-            "lm_eval": lm_eval_arguments(self.settings, self.side),
-            "imports": list(self.side.child_imports),
-            "use_cache": str(self.use_cache) if self.use_cache else None,
-            "output_path": str(output_path),
-            "mode": self.mode,
-            "early_stop": self.early_stop,
-            # The child stops when this process dies: it compares its parent with this pid.
-            "parent_pid": os.getpid(),
-        }
-
-    def cli_command(self) -> str:
-        """The command that reproduces this run's scores: lm-eval's CLI, with its scorers seeded as here."""
-        return reproduce_command(lm_eval_arguments(self.settings, self.side))
-
-
-def reproduce_command(arguments: dict[str, Any]) -> str:
-    """lm-eval's CLI for `arguments` (see settings.lm_eval_arguments), run through our seeding wrapper."""
-    a = arguments
-    parts = [*REPRODUCE_PREFIX, "run", "--model", a["model"], "--model_args", a["model_args"]]
-    parts += ["--tasks", ",".join(a["tasks"]), "--batch_size", a["batch_size"], "--device", a["device"]]
-    if a["limit"] is not None:
-        parts += ["--limit", str(a["limit"])]
-    if a["num_fewshot"] is not None:
-        parts += ["--num_fewshot", str(a["num_fewshot"])]
-    if a["gen_kwargs"]:
-        parts += ["--gen_kwargs", a["gen_kwargs"]]
-    if a["apply_chat_template"]:
-        # The CLI turns on fewshot_as_multiturn with it, as the runs do.
-        parts += ["--apply_chat_template"]
-    if a["include_path"]:
-        parts += ["--include_path", a["include_path"]]
-    parts += ["--seed", ",".join(map(str, a["seeds"])), "--log_samples", "--output_path", "OUT"]
-    return " ".join(_quote(p) for p in parts)
-
-
-def _quote(part: str) -> str:
-    import shlex
-
-    return shlex.quote(part)
-
-
-@dataclass
-class RunRecord:
-    """A finished evaluation: lm-eval's results plus where they are on disk."""
-
-    role: str
-    model: str
-    results: dict[str, Any]
-    results_file: Path
-    samples_files: dict[str, Path]
-    timestamp: str
-    status: str = "complete"
-    generated: int = 0
-    from_cache: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
-    # {task: {"done": n, "total": m}}: samples scored of those asked for; done < total for a partial run
-    progress: dict[str, dict[str, int]] = field(default_factory=dict)
-
-    @property
-    def task_results(self) -> dict[str, dict[str, Any]]:
-        return dict(self.results.get("results", {}))
-
-    @property
-    def partial(self) -> bool:
-        """Scored from part of the samples only: the run timed out or crashed."""
-        return self.status != "complete"
 
 
 class RunFailed(BenchError):

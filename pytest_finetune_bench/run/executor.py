@@ -15,10 +15,10 @@ from datetime import datetime
 from pathlib import Path
 
 from pytest_finetune_bench import BenchError
+from pytest_finetune_bench.core.records import Execution, RunRecord, RunRequest
+from pytest_finetune_bench.core.settings import digest
 from pytest_finetune_bench.plan import Plan
-from pytest_finetune_bench.plan.settings import digest
 from pytest_finetune_bench.run.early_stop import with_early_stop
-from pytest_finetune_bench.run.engine import RunRecord, RunRequest
 from pytest_finetune_bench.run.progress import ProgressPrinter
 from pytest_finetune_bench.run.recovery import evaluate_with_recovery, interrupted, overall_status
 from pytest_finetune_bench.store.base_cache import BaseCache, describe_age, place_files, restore
@@ -85,6 +85,11 @@ class Executor:
     def status(self) -> str:
         """complete, timeout, crashed (a side failed, or was scored on part of its samples) or incomplete."""
         return overall_status(self.statuses(), self.plan.roles)
+
+    def execution(self) -> Execution:
+        """What the runs came to so far, as values (benchmark.json is built from them)."""
+        return Execution(self.started_at, self.status(), self.statuses(), dict(self.runs), dict(self.requests),
+                         dict(self.errors))
 
     def _evaluate(self, role: str) -> RunRecord:
         if not self.plan.has(role):

@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from pytest_finetune_bench import BenchError
-from pytest_finetune_bench.run.engine import EventSink, RunFailed, RunRecord, RunRequest, run_lm_eval
+from pytest_finetune_bench.core.records import RunRecord, RunRequest
+from pytest_finetune_bench.run.engine import EventSink, RunFailed, run_lm_eval
 from pytest_finetune_bench.run.watchdog import format_duration, recovery_limit
 from pytest_finetune_bench.store.locks import locked
 

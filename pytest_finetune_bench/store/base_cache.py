@@ -1,7 +1,7 @@
 """The base model's scores, computed once and reused by every fine-tune of the same base (no pytest here).
 
 An entry is reused only when everything that changes a score is equal: the run's identity
-(plan/settings.py). Entries are
+(core/settings.py). Entries are
 written to a temporary folder and renamed into place, carry the sha256 of each file, and are
 checked on every read; a corrupt or partial entry is recomputed, never used. entry.json is checked
 like any input: a value of the wrong type, or a file name that leads outside its entry, discards the
@@ -21,8 +21,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pytest_finetune_bench.plan.settings import digest
-from pytest_finetune_bench.run.engine import RunRecord
+from pytest_finetune_bench.core.records import RunRecord
+from pytest_finetune_bench.core.settings import digest
 from pytest_finetune_bench.store.files import bench_cache_dir, claim_cache_dir, distrust, file_sha256
 
 KEY_VERSION = 2  # entries of an older key layout are never read
@@ -34,7 +34,7 @@ def default_cache_dir() -> Path:
 
 
 def entry_key(ident: Mapping[str, Any]) -> str:
-    """The folder name of the entry for a run with this identity (plan/settings.py)."""
+    """The folder name of the entry for a run with this identity (core/settings.py)."""
     return digest({"key_version": KEY_VERSION, **ident})
 
 

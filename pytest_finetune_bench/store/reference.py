@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from pytest_finetune_bench import BenchError
-from pytest_finetune_bench.plan.settings import settings_part
-from pytest_finetune_bench.run.engine import RunRecord
+from pytest_finetune_bench.core.records import RunRecord
+from pytest_finetune_bench.core.settings import settings_part
 from pytest_finetune_bench.store.files import read_json_file, reading
 
 

@@ -12,10 +12,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pytest_finetune_bench.orchestrate.session import BenchSession
 from pytest_finetune_bench.plan import Plan
 from pytest_finetune_bench.report.ranking import RANKING_NAME, build_ranking
 from pytest_finetune_bench.run.executor import SharedBases
-from pytest_finetune_bench.run.session import BenchSession
 from pytest_finetune_bench.store.summaries import publish_summary
 
 Say = Callable[[str], None]

@@ -11,29 +11,17 @@ from pathlib import Path
 from typing import Any
 
 from pytest_finetune_bench import BenchError
-from pytest_finetune_bench.compare.evidence import TaskAnalysis, analyse
+from pytest_finetune_bench.compare.evidence import TaskAnalysis, add_evidence
 from pytest_finetune_bench.compare.scores import TaskComparison, compare
+from pytest_finetune_bench.core.records import RunRecord
 from pytest_finetune_bench.plan import Plan
 from pytest_finetune_bench.plan.metrics import headlines_for_results
 from pytest_finetune_bench.report.summary import build_summary, scores_only_summary
 from pytest_finetune_bench.run.early_stop import apply_early_stop
-from pytest_finetune_bench.run.engine import RunRecord
 from pytest_finetune_bench.run.executor import Executor, SharedBases
 from pytest_finetune_bench.store.summaries import publish_summary
 
 Say = Callable[[str], None]
-
-
-def add_evidence(comparisons: dict[str, TaskComparison], base: RunRecord, finetuned: RunRecord,
-                 flips_dir: Path | None, confidence: float) -> dict[str, TaskAnalysis]:
-    """Add each task's paired statistics and flip counts to its comparison; flips_<task>.jsonl go to `flips_dir`.
-
-    The one place a session and `summary` (report/from_disk.py) turn two runs' samples into evidence.
-    """
-    analyses = analyse(comparisons, base, finetuned, flips_dir)
-    for task, analysis in analyses.items():
-        comparisons[task].extra.update(analysis.to_json(confidence))
-    return analyses
 
 
 class BenchSession:
@@ -100,7 +88,7 @@ class BenchSession:
         both = self.plan.compares and all(role in self.executor.runs for role in ("base", "fine-tuned"))
         comparisons = self.comparison() if both else {}
         errors = {"comparison": self.analysis_error} if self.analysis_error else {}
-        return build_summary(self.plan, self.executor, comparisons, errors, self.gate_outcomes)
+        return build_summary(self.plan, self.executor.execution(), comparisons, errors, self.gate_outcomes)
 
     def write_summary(self) -> Path | None:
         """Write this session's summary (an incomplete one never replaces a complete one; see store/summaries.py).
@@ -114,7 +102,7 @@ class BenchSession:
         except Exception as exc:  # noqa: BLE001 - the scores of finished runs must reach disk whatever else failed
             error = f"building the summary failed ({type(exc).__name__}: {exc}); it holds the scores only"
             self.say(f"[bench] {error}")
-            summary = scores_only_summary(self.plan, self.executor, {"summary": error})
+            summary = scores_only_summary(self.plan, self.executor.execution(), {"summary": error})
         return publish_summary(self.plan.output_dir, self.executor.finetuned_dir, summary)
 
     def backends_line(self) -> str:
