@@ -38,12 +38,13 @@ from pytest_finetune_bench.report.table import (
 from pytest_finetune_bench.run.experiments import Experiments, write_ranking
 from pytest_finetune_bench.run.recovery import incomplete_reason, partial_note
 from pytest_finetune_bench.run.session import BenchSession
+from pytest_finetune_bench.store.benchmark_file import BenchmarkSummary, parse_summary, read_summary, side_of
 from pytest_finetune_bench.store.files import atomic_write_text, check_writable_dir
 from pytest_finetune_bench.store.summaries import publish_summary
 from pytest_finetune_bench.text import printable
 
 experiments_key = pytest.StashKey[Experiments]()
-worker_summaries_key = pytest.StashKey[list[dict[str, dict[str, Any]]]]()
+worker_summaries_key = pytest.StashKey[list[dict[str, BenchmarkSummary]]]()
 WORKER_OUTPUT_KEY = "finetune_bench_summaries"
 # Per experiment label: the file holding its summary, and its report.html.
 summary_paths_key = pytest.StashKey[dict[str, Path]]()
@@ -207,11 +208,11 @@ def _finish_experiment(config: pytest.Config, bench: BenchSession) -> None:
 
 def _write_ranking(config: pytest.Config, experiments: Experiments) -> None:
     paths = config.stash[summary_paths_key]
-    summaries = [json.loads(paths[label].read_text(encoding="utf-8")) for label in experiments.sessions
-                 if label in paths]
-    if len(summaries) < 2:
-        return
     try:
+        summaries = [read_summary(paths[label], "run that experiment's benchmark again")
+                     for label in experiments.sessions if label in paths]
+        if len(summaries) < 2:
+            return
         path, _ = config.stash[ranking_key] = write_ranking(experiments.ranking_dir(), summaries)
         copy = config.stash[output_choices_key].json_copy
         if copy is not None:
@@ -231,7 +232,11 @@ def _warn(config: pytest.Config, message: str) -> None:
 def _write_outputs(config: pytest.Config, bench: BenchSession, written: Path) -> None:
     """The files people read, made from the summary just written; one failing costs none of the others."""
     choices = config.stash[output_choices_key]
-    summary = json.loads(written.read_text(encoding="utf-8"))
+    try:
+        summary = read_summary(written, "run the benchmark again")
+    except BenchError as exc:
+        _warn(config, f"pytest-finetune-bench: could not write the reports: {exc}")
+        return
     report = bench.plan.output_dir / REPORT_NAME
     outputs: list[tuple[str, Callable[[], object]]] = [(str(report), lambda: _write_report(config, bench, summary))]
     if choices.readme:
@@ -250,13 +255,13 @@ def _write_outputs(config: pytest.Config, bench: BenchSession, written: Path) ->
             _warn(config, f"pytest-finetune-bench: could not write {what}: {exc}")
 
 
-def _write_report(config: pytest.Config, bench: BenchSession, summary: dict[str, Any]) -> None:
+def _write_report(config: pytest.Config, bench: BenchSession, summary: BenchmarkSummary) -> None:
     model_hint = str(bench.plan.location.root or bench.plan.location.source)
     config.stash[report_paths_key][bench.plan.label] = write_report(bench.plan.output_dir / REPORT_NAME, summary,
                                                                     model_hint)
 
 
-def _write_cards(config: pytest.Config, bench: BenchSession, summary: dict[str, Any]) -> None:
+def _write_cards(config: pytest.Config, bench: BenchSession, summary: BenchmarkSummary) -> None:
     root = bench.plan.location.root
     if root is None:
         raise BenchError("a Hub model has no local folder to hold README files; --bench-readme needs a local model")
@@ -357,10 +362,16 @@ def pytest_testnodedown(node: Any, error: object) -> None:
     """xdist controller: keep each worker's benchmark summaries (plain JSON) for writing and the table."""
     raw = getattr(node, "workeroutput", {}).get(WORKER_OUTPUT_KEY)
     if raw:
-        node.config.stash.setdefault(worker_summaries_key, []).append(json.loads(raw))
+        try:
+            parsed = {label: parse_summary(summary, f"an xdist worker's summary of {label}")
+                      for label, summary in json.loads(raw).items()}
+        except BenchError as exc:  # the same version wrote it: only a broken worker gets here
+            _warn(node.config, f"pytest-finetune-bench: {exc}")
+            return
+        node.config.stash.setdefault(worker_summaries_key, []).append(parsed)
 
 
-def _best_worker_summary(config: pytest.Config, label: str) -> dict[str, Any] | None:
+def _best_worker_summary(config: pytest.Config, label: str) -> BenchmarkSummary | None:
     summaries = [by_label[label] for by_label in config.stash.get(worker_summaries_key, []) if label in by_label]
     complete = [s for s in summaries if s.get("status") == "complete"]
     best = complete or summaries
@@ -371,6 +382,6 @@ def _write_worker_summary(config: pytest.Config, bench: BenchSession) -> Path | 
     summary = _best_worker_summary(config, bench.plan.label)
     if summary is None:
         return None
-    run_dir = (summary.get("fine_tuned_model") or {}).get("benchmark_dir")
+    run_dir = (side_of(summary, "fine-tuned") or {}).get("benchmark_dir")
     # The same rule as a session's own summary: an incomplete one never replaces the last complete one.
     return publish_summary(bench.plan.output_dir, Path(run_dir) if run_dir else None, summary)
