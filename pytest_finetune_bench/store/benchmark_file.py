@@ -172,11 +172,17 @@ def _check_version(data: Mapping[str, Any], source: str | Path) -> None:
 
 
 def _from_version_2(summary: BenchmarkSummary) -> BenchmarkSummary:
-    """Version 2 recorded each gate's outcome alone: the same record, with what it did not say left unknown."""
+    """Version 2 recorded each gate's outcome alone: the same record, with what it did not say left unknown.
+
+    Its first files had no `label` (the model's name) nor `evaluated` (the sides with a summary).
+    """
     outcomes = cast(Mapping[str, object], summary.get("gates") or {})
     gates = {name: GateRecord(outcome=str(outcome), threshold=None, rule=None, decided_by=None, documents=None)
              for name, outcome in outcomes.items()}
-    return cast(BenchmarkSummary, {**summary, "schema_version": SCHEMA_VERSION, "gates": gates})
+    evaluated = [role for role in SIDE_KEYS if side_of(summary, role) is not None]
+    upgraded = {"label": summary.get("model_name", ""), "evaluated": evaluated, **summary,
+                "schema_version": SCHEMA_VERSION, "gates": gates}
+    return cast(BenchmarkSummary, upgraded)
 
 
 def _malformed(source: str | Path, why: str) -> BenchError:
