@@ -29,6 +29,7 @@ from pytest_finetune_bench.report.ranking import (
 from tests.conftest import FAST_ARGS, read_json
 from tests.fake_sessions import bench_args, use_fake_lm
 from tests.llama_server import LlamaServer
+from tests.schema_check import produced_summaries, validate, validate_file
 
 LEARNING_RATES = {"exp-a": 1e-4, "exp-b": 2e-4, "exp-c": 2e-4}
 
@@ -333,6 +334,13 @@ def test_real_history_lists_every_session(experiments_session: tuple[Path, str],
         own = read_json(Path(row["file"]))
         assert float(row["fine_tuned"]) == own["comparison"]["ifeval"]["finetuned_accuracy"]
     assert (tmp_path / "history.png").read_bytes()[:4] == b"\x89PNG"
+    # Every summary, the ranking and the history's JSON match the published schemas.
+    produced = produced_summaries(exps)
+    assert {p.name for p in produced} == {"benchmark.json", "benchmarks-summary.json"}
+    for path in produced:
+        validate_file(path)
+    assert main(["history", str(exps), "--format", "json"]) == 0
+    validate(json.loads(capsys.readouterr().out), "history")
 
 
 

@@ -158,16 +158,19 @@ def _summary(stats: PairedStats, comp: TaskComparison) -> str:
     return stats.summary(comp.scale, unit)
 
 
-def gate_cells(gates: Mapping[str, Mapping[str, Any]], comparisons: Mapping[str, TaskComparison]) -> dict[str, str]:
-    """The terminal table's Gates column from the recorded decisions: `improves +2.00 passed` per task."""
+def gate_column(gates: Mapping[str, Mapping[str, Any]],
+                comparisons: Mapping[str, TaskComparison]) -> dict[str, dict[str, str]]:
+    """The terminal table's Gates column from the recorded decisions (`improves ≥ +2.00: passed`); none without any.
+
+    The bar is shown in the table's unit: points for accuracies, the metric's own unit otherwise.
+    """
     cells: dict[str, list[str]] = {}
     for name, record in gates.items():
         task, _, kind = name.rpartition("::")
-        comp = comparisons.get(task)
-        threshold = record.get("threshold")
-        shown = ""
+        comp, threshold = comparisons.get(task), record.get("threshold")
+        bar = ""
         if comp is not None and isinstance(threshold, (int, float)):
-            bar = threshold if kind == IMPROVES else -threshold
-            shown = f" {bar * comp.scale:+.2f}" if comp.unit == UNIT_POINTS else f" {bar:+.4g}"
-        cells.setdefault(task, []).append(f"{kind}{shown} {record.get('outcome')}")
-    return {task: ", ".join(parts) for task, parts in cells.items()}
+            value = (threshold if kind == IMPROVES else -threshold) * comp.scale
+            bar = f" ≥ {value:+.2f}" if comp.unit == UNIT_POINTS else f" ≥ {value:+.4g}"
+        cells.setdefault(task, []).append(f"{kind}{bar}: {record.get('outcome')}")
+    return {"Gates": {task: ", ".join(parts) for task, parts in cells.items()}} if cells else {}

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from pytest_finetune_bench import BenchError
+from pytest_finetune_bench.compare.gates import gate_column
 from pytest_finetune_bench.compare.sequential import early_stop_lines
 from pytest_finetune_bench.plan.planner import make_plans
 from pytest_finetune_bench.plugin.gate_items import gate_items, gate_prefix, keep_gate_ids_readable
@@ -38,7 +39,13 @@ from pytest_finetune_bench.report.table import (
 from pytest_finetune_bench.run.experiments import Experiments, write_ranking
 from pytest_finetune_bench.run.recovery import incomplete_reason, partial_note
 from pytest_finetune_bench.run.session import BenchSession
-from pytest_finetune_bench.store.benchmark_file import BenchmarkSummary, parse_summary, read_summary, side_of
+from pytest_finetune_bench.store.benchmark_file import (
+    BenchmarkSummary,
+    gates_of,
+    parse_summary,
+    read_summary,
+    side_of,
+)
 from pytest_finetune_bench.store.files import atomic_write_text, check_writable_dir
 from pytest_finetune_bench.store.summaries import publish_summary
 from pytest_finetune_bench.text import printable
@@ -303,8 +310,10 @@ def _worker_summary_lines(config: pytest.Config, bench: BenchSession) -> list[st
     if summary is None:
         return []
     comparisons = comparisons_from_summary(summary)
+    columns = {**evidence_columns(comparisons, bench.plan.options.confidence or 0.95),
+               **gate_column(gates_of(summary), comparisons)}
     return [f"======== fine-tune benchmark: {bench.plan.location.name} (from xdist workers)",
-            comparison_table(comparisons, evidence_columns(comparisons, bench.plan.options.confidence or 0.95))]
+            comparison_table(comparisons, columns)]
 
 
 def _summary_lines(bench: BenchSession, summary_path: Path | None = None) -> Iterator[str]:
@@ -329,7 +338,8 @@ def _summary_lines(bench: BenchSession, summary_path: Path | None = None) -> Ite
         yield f"reference: {base.model}, from {plan.options.compare_to}"
     elif base.from_cache:
         yield f"base scores: reused from {base.timestamp} (cached; --bench-refresh-base recomputes)"
-    columns = evidence_columns(comparisons, plan.options.confidence or 0.95)
+    decisions = {name: decision.to_json() for name, decision in bench.gate_decisions.items()}
+    columns = {**evidence_columns(comparisons, plan.options.confidence or 0.95), **gate_column(decisions, comparisons)}
     partial_rows = partial_note({"base": base, "fine-tuned": finetuned}, comparisons)
     if partial_rows:
         columns = {**columns, "Samples": partial_rows}
