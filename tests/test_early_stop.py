@@ -210,6 +210,9 @@ def test_a_regressed_fine_tune_stops_early_with_a_failed_gate(sessions: dict[str
     # benchmark.json records how: the order's seed, the documents, the bounds after every chunk.
     assert isinstance(record["order_seed"], int) and len(record["evaluated_ids"]) == evaluated
     assert record["chunks"][-1]["documents"] == evaluated and record["chunks"][-1]["delta_high"] < -0.05
+    # The gate is the verdict the child settled, recorded with what decided it and on how many documents.
+    assert summary["gates"]["ifeval::no_regression"] == {"outcome": FAILED, "threshold": 0.05, "rule": RULE_SEQUENCE,
+                                                         "decided_by": BY_SEQUENCE, "documents": evaluated}
 
 
 def test_a_resumed_full_run_generates_only_the_documents_not_evaluated(sessions: dict[str, Any]) -> None:
@@ -230,6 +233,9 @@ def test_an_unchanged_model_is_not_declared_different(sessions: dict[str, Any]) 
     assert _outcome(unchanged["stdout"], "no_regression") == PASSED.upper()
     record = comp["early_stop"]
     assert record["verdicts"].get(NO_REGRESSION, PASSED) == PASSED
+    gate = unchanged["summary"]["gates"]["ifeval::no_regression"]
+    assert gate["rule"] == RULE_SEQUENCE and gate["outcome"] == PASSED
+    assert gate["decided_by"] == (BY_SEQUENCE if record["stopped_early"] else "point estimate")
     if not record["stopped_early"]:  # undecided to the end: the full run, compared exactly as without early stop
         assert unchanged["summary"]["fine_tuned_model"]["results"]["ifeval"]["sample_len"] == DOCUMENTS
         assert read_json(Path(unchanged["summary"]["fine_tuned_model"]["results_file"]))["config"]["limit"] is None
