@@ -90,7 +90,8 @@ def test_chunk_scores_read_the_headline_filter_of_logged_samples() -> None:
 def _stopped(low: float, high: float, verdicts: dict[str, str], higher_is_better: bool = True) -> TaskComparison:
     """A comparison whose task stopped early after 40 of 541 documents, Δ in [low, high], with the child's verdicts."""
     record = {"stopped_early": True, "evaluated": 40, "documents": 541, "error_rate": 0.05,
-              "chunks": [{"documents": 40, "delta_low": low, "delta_high": high}], "verdicts": verdicts}
+              "chunks": [{"documents": 40, "delta_low": low, "delta_high": high}], "verdicts": verdicts,
+              "gates": {IMPROVES: 0.02, NO_REGRESSION: 0.05}}
     return TaskComparison("ifeval", "prompt_level_strict_acc,none", 0.5, 0.2, extra={"early_stop": record},
                           higher_is_better=higher_is_better)
 
@@ -108,6 +109,12 @@ def test_gates_of_a_task_that_stopped_early_are_the_verdicts_the_child_recorded(
     # Lower is better: the child settled on the gain, Δ mirrored; its message shows the gain's interval.
     mirrored = regression_failure(_stopped(0.12, 0.45, both_failed, higher_is_better=False), 5.0)
     assert mirrored is not None and "gain in [-45.00, -12.00] pts" in mirrored
+    # The recorded verdict is the decision: the parent does not decide the child's gates again.
+    assert regression_failure(_stopped(-0.45, -0.12, {IMPROVES: FAILED, NO_REGRESSION: PASSED}), 5.0) is None
+    # A threshold the child was not given (a test's own assertion) is decided on the sequence at the stop.
+    assert regression_failure(regressed, 50.0) is None
+    assert "did not improve by -10.00 points" in (improves_failure(regressed, -10.0) or "")
+    assert improves_failure(regressed, -50.0) is None
     # The decision is recorded with what decided it and on how many documents.
     decision = decide(Gate("ifeval", NO_REGRESSION, 0.05, rule=RULE_SEQUENCE), regressed)
     assert decision.to_json() == {"outcome": FAILED, "threshold": 0.05, "rule": RULE_SEQUENCE,

@@ -27,7 +27,7 @@ from pytest_finetune_bench.compare.flips import format_flips
 from pytest_finetune_bench.compare.scores import UNIT_POINTS, TaskComparison
 from pytest_finetune_bench.compare.sequential import early_stop_line, early_stop_record, sequence_gain_interval
 from pytest_finetune_bench.compare.stats import PairedStats
-from pytest_finetune_bench.plan.gates import FAILED, IMPROVES, PASSED, SKIPPED, Gate
+from pytest_finetune_bench.plan.gates import EPS, FAILED, IMPROVES, PASSED, SKIPPED, Gate
 
 BY_POINT = "point estimate"
 BY_INTERVAL = "interval"
@@ -115,19 +115,27 @@ def _on_interval(gate: Gate, comp: TaskComparison, stats: PairedStats, analysis:
 
 
 def _decided_early(gate: Gate, comp: TaskComparison, analysis: TaskAnalysis | None) -> Decision:
-    """A task that stopped early: the verdict the early-stopping child recorded when the sequence settled the gate."""
+    """A task that stopped early: the verdict the early-stopping child recorded when its sequence settled the gate.
+
+    A gate the child was not given (an assertion's own threshold) is decided on the sequence at the
+    stop, which holds there whatever the stopping, by the interval rule.
+    """
     record = early_stop_record(comp)
     assert record is not None
-    verdict = (record.get("verdicts") or {}).get(gate.kind)
-    documents = record.get("evaluated")
-    if verdict == PASSED:
-        return Decision(gate, PASSED, BY_SEQUENCE, documents)
     interval = sequence_gain_interval(comp)
+    recorded = (record.get("gates") or {}).get(gate.kind)
+    if isinstance(recorded, (int, float)) and abs(recorded - gate.threshold) <= EPS:
+        passed = (record.get("verdicts") or {}).get(gate.kind) == PASSED if gate.kind == IMPROVES else \
+            (record.get("verdicts") or {}).get(gate.kind) != FAILED
+    else:
+        passed = interval is not None and gate.passes(interval[0] / comp.scale, interval[1] / comp.scale)
+    documents = record.get("evaluated")
+    if passed:
+        return Decision(gate, PASSED, BY_SEQUENCE, documents)
     unit = "pts" if comp.unit == UNIT_POINTS else comp.metric_name
     bounds = "" if interval is None else f", gain in [{interval[0]:+.2f}, {interval[1]:+.2f}] {unit}"
-    settled = "" if verdict == FAILED else " (the early stop recorded no verdict for this gate)"
     return Decision(gate, FAILED, BY_SEQUENCE, documents,
-                    _failure(gate, comp, f"; {early_stop_line(comp)}{bounds}{settled}", analysis))
+                    _failure(gate, comp, f"; {early_stop_line(comp)}{bounds}", analysis))
 
 
 def _failure(gate: Gate, comp: TaskComparison, evidence: str, analysis: TaskAnalysis | None,

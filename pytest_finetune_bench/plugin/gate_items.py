@@ -53,7 +53,7 @@ class BenchGateItem(_BenchItem):
         # The session decides and records the gate: its decision goes into benchmark.json and the ranking.
         try:
             decision = self.bench.decide(self.gate)
-        except Exception as exc:
+        except BaseException as exc:  # pytest-timeout's signal, an interrupt: the gate failed, and says so
             self.bench.record_failure(self.gate, exc)
             raise
         if decision.outcome == SKIPPED:
