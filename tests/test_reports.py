@@ -34,6 +34,7 @@ from pytest_finetune_bench.store.fingerprint import model_fingerprint
 from pytest_finetune_bench.text import printable
 from tests.fake_backend import FAKE_ENV
 from tests.fake_sessions import REPO_ROOT, bench_args, make_fake_model, read_summary
+from tests.schema_check import produced_summaries, validate_file
 from tests.test_recovery import session_with_a_broken
 
 COMMANDS = ("summary", "readme", "report")
@@ -392,6 +393,8 @@ def test_a_session_writes_every_output(fake_run: FakeRun) -> None:
     flips = summary["comparison"]["ifeval"]["flips"]
     assert flips["regressed"] > 0 and flips["improved"] > 0
     assert read_summary(fake_run.ci / "benchmark.json") == summary  # --bench-json
+    for path in produced_summaries(fake_run.output):  # the summary and the run folder's copy
+        validate_file(path)
     assert "### Fine-tune benchmark: model vs " in (fake_run.ci / "step-summary.md").read_text()
     page = (fake_run.output / REPORT_NAME).read_text()
     assert page.count('<tr class="flip"') == flips["regressed"] + flips["improved"]
