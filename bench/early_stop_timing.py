@@ -25,9 +25,9 @@ sys.path.insert(0, str(ROOT))
 
 from pytest_finetune_bench.compare.gates import improves_failure, regression_failure  # noqa: E402
 from pytest_finetune_bench.compare.sequential import EARLY_STOP  # noqa: E402
+from pytest_finetune_bench.orchestrate.session import BenchSession  # noqa: E402
 from pytest_finetune_bench.plan.choices import BenchOptions  # noqa: E402
 from pytest_finetune_bench.plan.planner import make_plan  # noqa: E402
-from pytest_finetune_bench.run.session import BenchSession  # noqa: E402
 from tests.models import perturbed_outputs, smollm2_base, test_cache_root  # noqa: E402
 from tests.test_early_stop import ifeval_style_rows  # noqa: E402
 

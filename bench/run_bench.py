@@ -35,10 +35,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pytest_finetune_bench.demo.build import BENCH_DATA_DIR, build_demo  # noqa: E402
+from pytest_finetune_bench.orchestrate.session import BenchSession  # noqa: E402
 from pytest_finetune_bench.plan.choices import BenchOptions  # noqa: E402
 from pytest_finetune_bench.plan.planner import make_plan  # noqa: E402
 from pytest_finetune_bench.plan.tasks import TaskCatalog  # noqa: E402
-from pytest_finetune_bench.run.session import BenchSession  # noqa: E402
 
 DEMO_GEN_KWARGS = "max_gen_toks=256"  # what `python -m pytest_finetune_bench demo` uses
 # A quarter of the demo's answer length keeps this script within about 5 minutes on 2 shared cores;

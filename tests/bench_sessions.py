@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import FAST_ARGS, read_json
+from tests.schema_check import validate_file
 
 LIMIT = ("--bench-suite", "test", "--bench-limit", "10")
 IFEVAL_METRICS = ("prompt_level_strict_acc,none", "inst_level_strict_acc,none",
@@ -28,6 +29,8 @@ class Session:
 
     @property
     def summary(self) -> dict[str, Any]:
+        """benchmark.json, checked against the published schema."""
+        validate_file(self.output / "benchmark.json")
         return read_json(self.output / "benchmark.json")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 # In-process pytester runs drop the modules they imported afterwards. `datasets` (pyarrow extension
@@ -16,6 +17,7 @@ import torch  # noqa: F401
 from pytest_finetune_bench.demo import demo_data_dir
 from tests.llama_server import llama_server  # noqa: F401 - session fixture: a real llama.cpp server
 from tests.models import perturbed_outputs, smollm2_base, test_cache_root
+from tests.schema_check import produced_summaries, validate_file
 
 pytest_plugins = ["pytester"]
 
@@ -68,6 +70,25 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("PYTEST_FINETUNE_BENCH_CACHE", tempfile.mkdtemp(prefix="bench-cache-"))
     config.addinivalue_line("markers", "slow: runs a real model, a LoRA build, a server or lm-eval children "
                                        "(deselect with -m 'not slow')")
+    config.addinivalue_line("markers", "handwritten_summaries: the test writes benchmark.json files of its own "
+                                       "(older versions, broken ones), so they are not checked against the schema")
+
+
+@pytest.fixture(autouse=True)
+def _summaries_match_the_schema(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test, every benchmark*.json of this schema version in its folders matches the published schema.
+
+    Files of other versions are ones the test put there (tests/golden was written by version 2).
+    """
+    roots: list[Path] = [request.getfixturevalue("tmp_path")] if "tmp_path" in request.fixturenames else []
+    if "pytester" in request.fixturenames:
+        roots.append(request.getfixturevalue("pytester").path)
+    yield
+    if request.node.get_closest_marker("handwritten_summaries") is not None:
+        return
+    for root in roots:
+        for path in produced_summaries(root):
+            validate_file(path)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from pytest_finetune_bench.compare.sequential import FAILED, PASSED, FinitePopulationSequence, GateRule
+from pytest_finetune_bench.compare.sequential import FinitePopulationSequence
+from pytest_finetune_bench.plan.gates import FAILED, PASSED, Gate
 
 METHOD_SEQUENCE = "confidence sequence"
 METHOD_BOOTSTRAP = "fixed-n percentile bootstrap"
@@ -25,7 +26,7 @@ class Scenario:
     """One gate on one population: `improved` and `regressed` of `documents`."""
 
     name: str
-    rule: GateRule
+    rule: Gate
     documents: int
     improved: int
     regressed: int

@@ -15,30 +15,25 @@ from typing import Any
 
 import pytest
 
-from pytest_finetune_bench.compare.gates import improves_failure, regression_failure
+from pytest_finetune_bench.compare.gates import BY_SEQUENCE, decide
 from pytest_finetune_bench.compare.scores import TaskComparison
-from pytest_finetune_bench.compare.sequential import (
-    FAILED,
-    IMPROVES,
-    NO_REGRESSION,
-    PASSED,
-    GateRule,
-    early_stop_lines,
-)
+from pytest_finetune_bench.compare.sequential import early_stop_lines
 from pytest_finetune_bench.plan.choices import parse_error_rate
+from pytest_finetune_bench.plan.gates import FAILED, IMPROVES, NO_REGRESSION, PASSED, RULE_SEQUENCE, Gate
 from pytest_finetune_bench.report.table import evidence_columns
 from pytest_finetune_bench.run.child_early_stop import chunk_scores
 from pytest_finetune_bench.run.early_stop import MIN_CHUNK, TaskMonitor, task_seed
 from tests.bench_sessions import run_bench
 from tests.conftest import read_json
+from tests.gate_checks import improves_failure, regression_failure
 
 # ---------------------------------------------------------------------------------------------
 # Bookkeeping and options (fast)
 # ---------------------------------------------------------------------------------------------
 
 
-def _monitor(base: dict[int, float], rules: list[GateRule] | None = None) -> TaskMonitor:
-    rules = rules or [GateRule(IMPROVES, 0.02), GateRule(NO_REGRESSION, 0.05)]
+def _monitor(base: dict[int, float], rules: list[Gate] | None = None) -> TaskMonitor:
+    rules = rules or [Gate("task", IMPROVES, 0.02), Gate("task", NO_REGRESSION, 0.05)]
     return TaskMonitor("ifeval", "prompt_level_strict_acc,none", True, base, rules, 0.05, task_seed(1234, "ifeval"))
 
 
@@ -92,25 +87,38 @@ def test_chunk_scores_read_the_headline_filter_of_logged_samples() -> None:
     assert chunk_scores(samples, "inst_level_strict_acc,none") == {3: 0.5, 5: 0.0}
 
 
-def _stopped(low: float, high: float, higher_is_better: bool = True) -> TaskComparison:
-    """A comparison whose task stopped early after 40 of 541 documents with Δ in [low, high]."""
+def _stopped(low: float, high: float, verdicts: dict[str, str], higher_is_better: bool = True) -> TaskComparison:
+    """A comparison whose task stopped early after 40 of 541 documents, Δ in [low, high], with the child's verdicts."""
     record = {"stopped_early": True, "evaluated": 40, "documents": 541, "error_rate": 0.05,
-              "chunks": [{"documents": 40, "delta_low": low, "delta_high": high}], "verdicts": {}}
+              "chunks": [{"documents": 40, "delta_low": low, "delta_high": high}], "verdicts": verdicts,
+              "gates": {IMPROVES: 0.02, NO_REGRESSION: 0.05}}
     return TaskComparison("ifeval", "prompt_level_strict_acc,none", 0.5, 0.2, extra={"early_stop": record},
                           higher_is_better=higher_is_better)
 
 
-def test_gates_of_a_task_that_stopped_early_are_decided_on_the_sequence() -> None:
-    regressed = _stopped(-0.45, -0.12)
+def test_gates_of_a_task_that_stopped_early_are_the_verdicts_the_child_recorded() -> None:
+    both_failed = {IMPROVES: FAILED, NO_REGRESSION: FAILED}
+    regressed = _stopped(-0.45, -0.12, both_failed)
     failure = regression_failure(regressed, 5.0)
     assert failure is not None and "decided after 40 of 541 documents (error ≤ 0.05)" in failure
     assert "gain in [-45.00, -12.00] pts" in failure
     assert improves_failure(regressed, 2.0) is not None
-    # The point estimate (-30 points) is ignored: the sequence reaches above the allowed drop, so no failure.
-    assert regression_failure(_stopped(-0.45, -0.04), 5.0) is None
-    assert improves_failure(_stopped(0.03, 0.4), 2.0) is None
-    # Lower is better: the gain is Δ mirrored.
-    assert regression_failure(_stopped(0.12, 0.45, higher_is_better=False), 5.0) is not None
+    # The point estimate (-30 points) is not looked at: the sequence settled no_regression as passed.
+    assert regression_failure(_stopped(-0.45, -0.04, {IMPROVES: FAILED, NO_REGRESSION: PASSED}), 5.0) is None
+    assert improves_failure(_stopped(0.03, 0.4, {IMPROVES: PASSED, NO_REGRESSION: PASSED}), 2.0) is None
+    # Lower is better: the child settled on the gain, Δ mirrored; its message shows the gain's interval.
+    mirrored = regression_failure(_stopped(0.12, 0.45, both_failed, higher_is_better=False), 5.0)
+    assert mirrored is not None and "gain in [-45.00, -12.00] pts" in mirrored
+    # The recorded verdict is the decision: the parent does not decide the child's gates again.
+    assert regression_failure(_stopped(-0.45, -0.12, {IMPROVES: FAILED, NO_REGRESSION: PASSED}), 5.0) is None
+    # A threshold the child was not given (a test's own assertion) is decided on the sequence at the stop.
+    assert regression_failure(regressed, 50.0) is None
+    assert "did not improve by -10.00 points" in (improves_failure(regressed, -10.0) or "")
+    assert improves_failure(regressed, -50.0) is None
+    # The decision is recorded with what decided it and on how many documents.
+    decision = decide(Gate("ifeval", NO_REGRESSION, 0.05, rule=RULE_SEQUENCE), regressed)
+    assert decision.to_json() == {"outcome": FAILED, "threshold": 0.05, "rule": RULE_SEQUENCE,
+                                  "decided_by": BY_SEQUENCE, "documents": 40}
     columns = evidence_columns({"ifeval": regressed}, 0.95)
     assert columns["95% CI (points)"]["ifeval"] == "[-45.0, -12.0]"
     assert columns["CI method"]["ifeval"] == "sequence (95%)"
@@ -209,6 +217,9 @@ def test_a_regressed_fine_tune_stops_early_with_a_failed_gate(sessions: dict[str
     # benchmark.json records how: the order's seed, the documents, the bounds after every chunk.
     assert isinstance(record["order_seed"], int) and len(record["evaluated_ids"]) == evaluated
     assert record["chunks"][-1]["documents"] == evaluated and record["chunks"][-1]["delta_high"] < -0.05
+    # The gate is the verdict the child settled, recorded with what decided it and on how many documents.
+    assert summary["gates"]["ifeval::no_regression"] == {"outcome": FAILED, "threshold": 0.05, "rule": RULE_SEQUENCE,
+                                                         "decided_by": BY_SEQUENCE, "documents": evaluated}
 
 
 def test_a_resumed_full_run_generates_only_the_documents_not_evaluated(sessions: dict[str, Any]) -> None:
@@ -229,6 +240,9 @@ def test_an_unchanged_model_is_not_declared_different(sessions: dict[str, Any]) 
     assert _outcome(unchanged["stdout"], "no_regression") == PASSED.upper()
     record = comp["early_stop"]
     assert record["verdicts"].get(NO_REGRESSION, PASSED) == PASSED
+    gate = unchanged["summary"]["gates"]["ifeval::no_regression"]
+    assert gate["rule"] == RULE_SEQUENCE and gate["outcome"] == PASSED
+    assert gate["decided_by"] == (BY_SEQUENCE if record["stopped_early"] else "point estimate")
     if not record["stopped_early"]:  # undecided to the end: the full run, compared exactly as without early stop
         assert unchanged["summary"]["fine_tuned_model"]["results"]["ifeval"]["sample_len"] == DOCUMENTS
         assert read_json(Path(unchanged["summary"]["fine_tuned_model"]["results_file"]))["config"]["limit"] is None

@@ -81,6 +81,10 @@ def test_benchmark_json_has_the_known_keys_and_lm_eval_results(regressed: Sessio
     assert repro["seeds"] == {"random": 0, "numpy": 1234, "torch": 1234, "fewshot": 1234}
     assert repro["device"] == "cpu" and repro["backend"] == "hf" and repro["dtype"] == "float32"
     assert repro["apply_chat_template"] is True
+    # Each gate's decision, with the threshold it was held to in the metric's own unit (defaults: 2 and 5 points).
+    decided = {"outcome": "failed", "rule": "point", "decided_by": "point estimate", "documents": 10}
+    assert summary["gates"] == {"ifeval::improves": {**decided, "threshold": 0.02},
+                                "ifeval::no_regression": {**decided, "threshold": 0.05}}
 
 
 def test_results_land_in_the_layout_users_know(regressed: Session) -> None:

@@ -28,6 +28,7 @@ from pytest_finetune_bench.report.ranking import (
 from tests.conftest import FAST_ARGS, read_json
 from tests.fake_sessions import bench_args, use_fake_lm
 from tests.llama_server import LlamaServer
+from tests.schema_check import produced_summaries, validate, validate_file
 
 LEARNING_RATES = {"exp-a": 1e-4, "exp-b": 2e-4, "exp-c": 2e-4}
 
@@ -155,12 +156,17 @@ def test_only_training_facts_that_differ_are_shown() -> None:
 
 
 def test_ranking_puts_gates_first_then_scores_in_each_metrics_direction() -> None:
-    def summary(label: str, value: float, gates: dict[str, str], higher: bool = True) -> dict[str, Any]:
+    def summary(label: str, value: float, gates: dict[str, Any], higher: bool = True) -> dict[str, Any]:
         return {"label": label, "status": "complete", "gates": gates,
                 "headlines": {"t": {"metric": "m,none", "higher_is_better": higher, "unit": "points"}},
                 "scores": {"fine-tuned": {"t": value}}}
 
-    passed, failed = {"t::no_regression": "passed"}, {"t::no_regression": "failed"}
+    def gate(outcome: str) -> dict[str, Any]:
+        """benchmark.json's record of a decided gate (the ranking counts outcomes, it never decides again)."""
+        return {"t::no_regression": {"outcome": outcome, "threshold": 0.05, "rule": "point",
+                                     "decided_by": "point estimate", "documents": 10}}
+
+    passed, failed = gate("passed"), gate("failed")
     ranking = build_ranking([summary("low", 0.2, passed), summary("high", 0.9, failed), summary("mid", 0.5, passed)])
     assert ranking["ranking"] == ["mid", "low", "high"]
     lower_is_better = build_ranking([summary("x", 3.0, passed, higher=False), summary("y", 2.0, passed, higher=False)])
@@ -204,7 +210,10 @@ def test_experiments_share_one_base_run_and_each_get_their_own_files(
     for name in LEARNING_RATES:
         summary = read_json(outputs / name / "benchmarks" / "benchmark.json")
         assert summary["label"] == f"{outputs}/{name}"
-        assert summary["gates"] == {"ifeval::improves": "passed", "ifeval::no_regression": "passed"}
+        # Each gate's decision with the threshold it was held to, in the metric's unit (fractions).
+        decided = {"outcome": "passed", "rule": "point", "decided_by": "point estimate", "documents": 10}
+        assert summary["gates"] == {"ifeval::improves": {**decided, "threshold": 0.0},
+                                    "ifeval::no_regression": {**decided, "threshold": 0.05}}
         assert summary["training"]["learning rate"] == str(LEARNING_RATES[name])
         assert f"USER {name} 0.0" in out
     ranking = read_json(outputs / "benchmarks-summary.json")
@@ -324,6 +333,13 @@ def test_real_history_lists_every_session(experiments_session: tuple[Path, str],
         own = read_json(Path(row["file"]))
         assert float(row["fine_tuned"]) == own["comparison"]["ifeval"]["finetuned_accuracy"]
     assert (tmp_path / "history.png").read_bytes()[:4] == b"\x89PNG"
+    # Every summary, the ranking and the history's JSON match the published schemas.
+    produced = produced_summaries(exps)
+    assert {p.name for p in produced} == {"benchmark.json", "benchmarks-summary.json"}
+    for path in produced:
+        validate_file(path)
+    assert main(["history", str(exps), "--format", "json"]) == 0
+    validate(json.loads(capsys.readouterr().out), "history")
 
 
 

@@ -12,7 +12,7 @@ import pytest
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.compare.evidence import TaskAnalysis
 from pytest_finetune_bench.compare.flips import find_flips
-from pytest_finetune_bench.compare.gates import UnreliableIntervalWarning, improves_failure, regression_failure
+from pytest_finetune_bench.compare.gates import UnreliableIntervalWarning
 from pytest_finetune_bench.compare.samples import SampleRecord
 from pytest_finetune_bench.compare.scores import UNIT_METRIC, UNIT_POINTS, TaskComparison, compare
 from pytest_finetune_bench.plan.metrics import (
@@ -27,6 +27,7 @@ from pytest_finetune_bench.plan.metrics import (
     parse_metric_choices,
 )
 from pytest_finetune_bench.report.table import arrow, comparison_table, detail_tables, improvement_cell
+from tests.gate_checks import improves_failure, regression_failure
 from tests.test_end_to_end import Session, run_bench
 
 # --------------------------------------------------------------------------------------------

@@ -31,11 +31,13 @@ from pytest_finetune_bench.report.facts import comparisons
 from pytest_finetune_bench.report.from_disk import rebuild_summary
 from pytest_finetune_bench.report.github import STEP_SUMMARY_ENV, append_step_summary
 from pytest_finetune_bench.report.html import REPORT_NAME, write_report
+from pytest_finetune_bench.store.benchmark_file import SCHEMA_VERSION, parse_summary
 from pytest_finetune_bench.store.fingerprint import model_fingerprint
 from pytest_finetune_bench.text import printable
 from tests.bench_sessions import pytest_html_extras
 from tests.fake_backend import FAKE_ENV
 from tests.fake_sessions import REPO_ROOT, bench_args, make_fake_model, read_summary
+from tests.schema_check import produced_summaries, validate_file
 from tests.test_recovery import session_with_a_broken
 
 COMMANDS = ("summary", "readme", "report")
@@ -72,11 +74,15 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_summary_reproduces_the_sessions_benchmark_json(tmp_path: Path) -> None:
     model = golden_model(tmp_path)
+    # The golden session was written by schema version 2: the rebuild is the same summary in the current version.
     written = read_summary(model / "benchmarks" / "benchmark.json")
+    assert written["schema_version"] == 2
+    upgraded = dict(parse_summary(written, "the golden summary"))
     (model / "benchmarks" / "benchmark.json").unlink()
     done = run_cli("summary", str(model))
     assert done.returncode == 0, done.stderr
-    assert read_summary(model / "benchmarks" / "benchmark.json") == written
+    rebuilt = read_summary(model / "benchmarks" / "benchmark.json")
+    assert rebuilt == upgraded and rebuilt["schema_version"] == SCHEMA_VERSION
     assert done.stdout.splitlines() == [
         f"fine-tuned run: {model / 'benchmarks' / 'fine-tuned' / GOLDEN_RUN}",
         f"base results: {written['base_model']['results_file']}",
@@ -391,6 +397,8 @@ def test_a_session_writes_every_output(fake_run: FakeRun) -> None:
     flips = summary["comparison"]["ifeval"]["flips"]
     assert flips["regressed"] > 0 and flips["improved"] > 0
     assert read_summary(fake_run.ci / "benchmark.json") == summary  # --bench-json
+    for path in produced_summaries(fake_run.output):  # the summary and the run folder's copy
+        validate_file(path)
     assert "### Fine-tune benchmark: model vs " in (fake_run.ci / "step-summary.md").read_text()
     page = (fake_run.output / REPORT_NAME).read_text()
     assert page.count('<tr class="flip"') == flips["regressed"] + flips["improved"]

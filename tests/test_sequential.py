@@ -11,15 +11,8 @@ import math
 import numpy as np
 import pytest
 
-from pytest_finetune_bench.compare.sequential import (
-    FAILED,
-    IMPROVES,
-    NO_REGRESSION,
-    PASSED,
-    FinitePopulationSequence,
-    GateRule,
-    gain_bounds,
-)
+from pytest_finetune_bench.compare.sequential import FinitePopulationSequence, gain_bounds
+from pytest_finetune_bench.plan.gates import FAILED, IMPROVES, NO_REGRESSION, PASSED, Gate
 from tests.sequential_sim import METHOD_BOOTSTRAP, METHOD_SEQUENCE, Scenario, orders, simulate
 
 ALPHA = 0.05
@@ -28,12 +21,12 @@ CHUNK = 10
 
 AT_THRESHOLD = (
     # True Δ exactly on the bar: passing is right, failing is the error.
-    Scenario("no_regression, Δ = -max drop", GateRule(NO_REGRESSION, 0.05), 200, 20, 30),
-    Scenario("improves, Δ = min gain", GateRule(IMPROVES, 0.02), 200, 22, 18),
+    Scenario("no_regression, Δ = -max drop", Gate("task", NO_REGRESSION, 0.05), 200, 20, 30),
+    Scenario("improves, Δ = min gain", Gate("task", IMPROVES, 0.02), 200, 22, 18),
 )
 DECISIVE = (
-    Scenario("no_regression, Δ = -25 points", GateRule(NO_REGRESSION, 0.05), 200, 10, 60),
-    Scenario("improves, Δ = +25 points", GateRule(IMPROVES, 0.02), 200, 60, 10),
+    Scenario("no_regression, Δ = -25 points", Gate("task", NO_REGRESSION, 0.05), 200, 10, 60),
+    Scenario("improves, Δ = +25 points", Gate("task", IMPROVES, 0.02), 200, 60, 10),
 )
 
 
@@ -52,7 +45,7 @@ def _misses(values: np.ndarray, alpha: float, looks: range) -> float:
 def test_coverage_holds_at_every_look_for_lumpy_and_continuous_populations() -> None:
     rng = np.random.default_rng(7)
     n = 120
-    pass_fail = orders(Scenario("", GateRule(IMPROVES, 0), n, 30, 12), 600, seed=3)
+    pass_fail = orders(Scenario("", Gate("task", IMPROVES, 0), n, 30, 12), 600, seed=3)
     # IFEval-like instruction fractions: differences of two fractions of 1 to 3 instructions.
     fractions = rng.integers(0, 4, size=n) / 3 - rng.integers(0, 4, size=n) / 3
     continuous = rng.permuted(np.tile(fractions, (600, 1)), axis=1)
@@ -61,7 +54,7 @@ def test_coverage_holds_at_every_look_for_lumpy_and_continuous_populations() -> 
 
 
 def test_width_reaches_zero_at_the_whole_population_and_equals_its_mean() -> None:
-    values = orders(Scenario("", GateRule(IMPROVES, 0), 57, 9, 21), 3, seed=1)
+    values = orders(Scenario("", Gate("task", IMPROVES, 0), 57, 9, 21), 3, seed=1)
     sequence = FinitePopulationSequence(57, ALPHA, batch=3)
     widths = []
     for end in [*range(5, 57, 5), 57]:
@@ -76,7 +69,7 @@ def test_width_reaches_zero_at_the_whole_population_and_equals_its_mean() -> Non
 def test_after_a_miss_the_interval_falls_back_to_the_logical_bounds_and_still_closes() -> None:
     """4 improved, 0 regressed of 200, a look every 10: seed 10 has an order whose surviving grid ends
     up outside the means the population can still have (a miss); the interval must still be exact at the end."""
-    values = orders(Scenario("", GateRule(IMPROVES, 0), 200, 4, 0), 50, seed=10)
+    values = orders(Scenario("", Gate("task", IMPROVES, 0), 200, 4, 0), 50, seed=10)
     truth = values.mean(axis=1)
     sequence = FinitePopulationSequence(200, ALPHA, batch=50)
     for end in range(10, 201, 10):
@@ -93,7 +86,7 @@ def test_after_a_miss_the_interval_falls_back_to_the_logical_bounds_and_still_cl
 def test_narrower_than_hoeffding_even_at_a_fixed_n() -> None:
     """Fixed-n Hoeffding for Δ in [-1, 1] is the classic bound; the sequence beats it while valid at every n."""
     n, seen = 541, 200
-    values = orders(Scenario("", GateRule(IMPROVES, 0), n, 40, 95), 50, seed=5)
+    values = orders(Scenario("", Gate("task", IMPROVES, 0), n, 40, 95), 50, seed=5)
     sequence = FinitePopulationSequence(n, ALPHA, batch=50)
     sequence.update(values[:, :seen])
     low, high = sequence.bounds
@@ -121,7 +114,7 @@ def test_decisive_gates_settle_within_half_the_documents_without_errors(scenario
 
 
 def test_an_unchanged_model_is_not_declared_different() -> None:
-    unchanged = Scenario("no change", GateRule(IMPROVES, 0.0), 200, 15, 15)
+    unchanged = Scenario("no change", Gate("task", IMPROVES, 0.0), 200, 15, 15)
     outcome = simulate(unchanged, METHOD_SEQUENCE, replicates=REPLICATES, chunk=CHUNK, alpha=ALPHA, seed=17)
     # `improves` passes Δ = 0 only when the sequence misses it above 0, and fails it only when it misses below.
     assert np.mean(outcome.verdicts == PASSED) <= ALPHA
@@ -130,15 +123,15 @@ def test_an_unchanged_model_is_not_declared_different() -> None:
 
 
 @pytest.mark.parametrize(("rule", "low", "high", "verdict"), [
-    (GateRule(IMPROVES, 0.02), 0.03, 0.2, PASSED),
-    (GateRule(IMPROVES, 0.02), -0.1, 0.019, FAILED),
-    (GateRule(IMPROVES, 0.02), 0.0, 0.1, None),
-    (GateRule(IMPROVES, 0.0), 0.0, 0.0, None),  # no evidence of a gain, none of a loss below 0
-    (GateRule(NO_REGRESSION, 0.05), -0.05, 0.1, PASSED),
-    (GateRule(NO_REGRESSION, 0.05), -0.3, -0.051, FAILED),
-    (GateRule(NO_REGRESSION, 0.05), -0.3, 0.0, None),
+    (Gate("task", IMPROVES, 0.02), 0.03, 0.2, PASSED),
+    (Gate("task", IMPROVES, 0.02), -0.1, 0.019, FAILED),
+    (Gate("task", IMPROVES, 0.02), 0.0, 0.1, None),
+    (Gate("task", IMPROVES, 0.0), 0.0, 0.0, None),  # no evidence of a gain, none of a loss below 0
+    (Gate("task", NO_REGRESSION, 0.05), -0.05, 0.1, PASSED),
+    (Gate("task", NO_REGRESSION, 0.05), -0.3, -0.051, FAILED),
+    (Gate("task", NO_REGRESSION, 0.05), -0.3, 0.0, None),
 ])
-def test_gate_rules_match_the_statistical_gates(rule: GateRule, low: float, high: float, verdict: str | None) -> None:
+def test_gate_rules_match_the_statistical_gates(rule: Gate, low: float, high: float, verdict: str | None) -> None:
     assert rule.verdict(low, high) == verdict
 
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.compare.evidence import TaskAnalysis
 from pytest_finetune_bench.compare.flips import find_flips
-from pytest_finetune_bench.compare.gates import UnreliableIntervalWarning, improves_failure, regression_failure
+from pytest_finetune_bench.compare.gates import UnreliableIntervalWarning
 from pytest_finetune_bench.compare.samples import SampleRecord, load_samples, paired_values, split_metric_key
 from pytest_finetune_bench.compare.scores import TaskComparison
 from pytest_finetune_bench.compare.stats import (
@@ -39,6 +39,7 @@ from pytest_finetune_bench.compare.stats import (
     tango_z,
 )
 from pytest_finetune_bench.report.table import comparison_table, evidence_columns
+from tests.gate_checks import improves_failure, regression_failure
 
 # --------------------------------------------------------------------------------------------
 # Exact McNemar

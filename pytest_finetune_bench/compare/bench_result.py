@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.compare.evidence import TaskAnalysis
-from pytest_finetune_bench.compare.gates import improves_failure, regression_failure
-from pytest_finetune_bench.compare.scores import TaskComparison
+from pytest_finetune_bench.compare.gates import UnreliableIntervalWarning, decide
+from pytest_finetune_bench.compare.scores import UNIT_POINTS, TaskComparison
 from pytest_finetune_bench.compare.stats import PairedStats
 from pytest_finetune_bench.core.records import RunRecord
+from pytest_finetune_bench.plan.gates import IMPROVES, NO_REGRESSION, Gate, plan_rule
 
 
 class BenchResult:
@@ -65,10 +68,7 @@ class BenchResult:
         With `confidence` (e.g. 0.95) the whole paired confidence interval must clear `by`.
         """
         __tracebackhide__ = True
-        comp = self.comparison(task)
-        failure = improves_failure(comp, by * comp.scale, self.analyses.get(task), confidence)
-        if failure:
-            raise AssertionError(failure)
+        self._assert(task, IMPROVES, by, confidence)
 
     def assert_no_regression(self, task: str, max_drop: float = 0.05, confidence: float | None = None) -> None:
         """Fail if `task` got worse by more than `max_drop` (0.05 = 5 points; for a perplexity, a rise).
@@ -76,7 +76,16 @@ class BenchResult:
         With `confidence` it fails only when the whole paired confidence interval is below -`max_drop`.
         """
         __tracebackhide__ = True
+        self._assert(task, NO_REGRESSION, max_drop, confidence)
+
+    def _assert(self, task: str, kind: str, threshold: float, confidence: float | None) -> None:
+        """Decide a gate of the test's own, as the built-in gates are decided (compare/gates.py)."""
+        __tracebackhide__ = True
         comp = self.comparison(task)
-        failure = regression_failure(comp, max_drop * comp.scale, self.analyses.get(task), confidence)
-        if failure:
-            raise AssertionError(failure)
+        gate = Gate(task, kind, threshold, comp.higher_is_better, comp.unit == UNIT_POINTS,
+                    plan_rule(confidence, early_stop=False), confidence)
+        decision = decide(gate, comp, self.analyses.get(task))
+        if not decision.passed:
+            raise AssertionError(decision.message)
+        if decision.warning is not None:
+            warnings.warn(UnreliableIntervalWarning(decision.warning), stacklevel=3)

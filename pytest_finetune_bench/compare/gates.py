@@ -1,157 +1,157 @@
-"""Threshold checks shared by the built-in gate tests and the `bench_result` assertion helpers.
+"""`decide`: the one place a gate (plan/gates.py) is decided from a comparison and its evidence.
 
-Gates judge the gain: the change signed so that positive is better, so for a metric where lower is
-better (perplexity, bits_per_byte) a fall is a gain. Thresholds are in the comparison's unit:
-percentage points for accuracies, the metric's own unit otherwise (scores.py). The statistical
-variants use the interval of the gain, which for lower-is-better metrics is the delta's interval
-mirrored. A metric without per-document scores has no interval; its gates compare the point estimate.
+The built-in gate tests, the `bench_result` assertion helpers, benchmark.json, the terminal table
+and the ranking all read the `Decision` made here. The rules themselves are the Gate's
+(`Gate.passes_point`, `Gate.passes`); this module picks which one the evidence allows and says why.
 
-Without statistics a gate compares the point estimate of the gain with its threshold. With
-statistics (a confidence level was asked for) `improves` needs the whole paired confidence interval
-at or above the minimum gain, and `no_regression` fails only when the whole interval lies below minus
-the allowed drop: a gate then fails on evidence, not on noise.
+- A task that stopped early (--bench-early-stop) was decided by the early-stopping child on its
+  confidence sequence, which holds at the stop whatever the stopping; its recorded verdict is the
+  decision, never recomputed here.
+- With a confidence level, the gate is decided on the paired confidence interval of the gain
+  (stats.py), which for lower-is-better metrics is the delta's interval mirrored. A metric without
+  per-document scores has no interval; its gate compares the point estimate, and says so.
+- Otherwise the point estimate of the gain is compared with the threshold.
 
-The interval excludes 0 only where the exact paired test rejects "no difference" at 1 - confidence
-(stats.py). A minimum gain of 0 or more therefore also needs the lower bound above 0, so `improves`
-never passes a gain the reported p-value calls insignificant; `no_regression` fails only on an upper
-bound below -max drop <= 0, which the test backs in the same way.
-
-A gate decided on an interval that its method does not vouch for (too few changed documents for the
-bootstrap) says so: in its failure message, or with an UnreliableIntervalWarning when it passes. A
-continuous metric whose differences are all equal has no interval; its gates compare the point
-estimate instead, and say so too.
+A gate decided on an interval its method does not vouch for (too few changed documents for the
+bootstrap) says so: in its failure message, or in a warning when it passes.
 """
 
 from __future__ import annotations
 
-import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from pytest_finetune_bench.compare.evidence import TaskAnalysis
 from pytest_finetune_bench.compare.flips import format_flips
 from pytest_finetune_bench.compare.scores import UNIT_POINTS, TaskComparison
-from pytest_finetune_bench.compare.sequential import (
-    FAILED,
-    IMPROVES,
-    NO_REGRESSION,
-    PASSED,
-    GateRule,
-    early_stop_line,
-    sequence_gain_interval,
-)
+from pytest_finetune_bench.compare.sequential import early_stop_line, early_stop_record, sequence_gain_interval
 from pytest_finetune_bench.compare.stats import PairedStats
+from pytest_finetune_bench.plan.gates import EPS, FAILED, IMPROVES, PASSED, SKIPPED, Gate
 
-_EPS = 1e-9
+BY_POINT = "point estimate"
+BY_INTERVAL = "interval"
+BY_SEQUENCE = "confidence sequence (early stop)"
 
 
 class UnreliableIntervalWarning(UserWarning):
     """A statistical gate passed on an interval its method does not vouch for at this sample size."""
 
 
-def improves_failure(
-    comp: TaskComparison, min_gain: float, analysis: TaskAnalysis | None = None, confidence: float | None = None
-) -> str | None:
-    """Why `comp` does not gain at least `min_gain` (in its unit); None when it does."""
-    gain = comp.gain_shown
-    if gain is None:
-        return f"{comp.task}: no score to compare ({comp.describe()})"
-    if sequence_gain_interval(comp) is not None:
-        return _decided_early(comp, GateRule(IMPROVES, min_gain), analysis)
-    stats = _stats(analysis, confidence)
-    wanted = comp.amount_text(min_gain, signed=True)
-    if stats is not None and confidence is not None:
-        low, _ = _gain_interval(comp, stats)
-        if low is not None and _clears(low, min_gain):
-            _warn_if_unsound(comp, "improves", stats)
-            return None
-        return (f"{comp.task} did not improve by {wanted} with {confidence:.0%} confidence: "
-                f"{comp.describe()}; {_summary(stats, comp)}{_how_decided(stats)}")
-    if gain + _EPS >= min_gain:
-        _warn_if_no_statistics(comp.task, "improves", analysis, confidence)
-        return None
-    return f"{comp.task} did not improve by {wanted}: {comp.describe()}{_evidence(stats, comp, analysis)}"
+@dataclass(frozen=True)
+class Decision:
+    """A gate's outcome, what decided it and on how many paired documents; the message says why it failed."""
+
+    gate: Gate
+    outcome: str  # PASSED, FAILED or SKIPPED
+    decided_by: str | None  # BY_POINT, BY_INTERVAL, BY_SEQUENCE; else why nothing was compared
+    documents: int | None  # the paired documents behind it; None where there are no per-document scores
+    message: str | None = None  # a failure's report, or why the gate was skipped
+    warning: str | None = None  # a pass on evidence that does not carry the usual guarantee
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome == PASSED
+
+    def to_json(self) -> dict[str, Any]:
+        """benchmark.json's record of the gate (the threshold in the metric's own unit)."""
+        return {"outcome": self.outcome, "threshold": self.gate.threshold, "rule": self.gate.rule,
+                "decided_by": self.decided_by, "documents": self.documents}
 
 
-def regression_failure(
-    comp: TaskComparison, max_drop: float, analysis: TaskAnalysis | None = None, confidence: float | None = None
-) -> str | None:
-    """Why `comp` lost more than `max_drop` (in its unit); None when it did not. Lists the first regressed samples."""
-    gain = comp.gain_shown
-    if gain is None:
-        return f"{comp.task}: no score to compare ({comp.describe()})"
-    if sequence_gain_interval(comp) is not None:
-        return _decided_early(comp, GateRule(NO_REGRESSION, max_drop), analysis)
-    stats = _stats(analysis, confidence)
-    allowed = comp.amount_text(max_drop)
-    if stats is not None and confidence is not None:
-        _, high = _gain_interval(comp, stats)
-        if high is None or high + _EPS >= -max_drop:
-            _warn_if_unsound(comp, "no_regression", stats)
-            return None
-        headline = (f"{comp.task} regressed by more than {allowed} with {confidence:.0%} "
-                    f"confidence: {comp.describe()}; {_summary(stats, comp)}{_how_decided(stats)}")
-    elif gain + _EPS >= -max_drop:
-        _warn_if_no_statistics(comp.task, "no_regression", analysis, confidence)
-        return None
-    else:
-        headline = f"{comp.task} regressed by more than {allowed}: {comp.describe()}{_evidence(stats, comp, analysis)}"
-    flips = format_flips(analysis.regressions) if analysis is not None else ""
-    return f"{headline}\n{flips}" if flips else headline
+def skipped(gate: Gate, reason: str) -> Decision:
+    return Decision(gate, SKIPPED, None, None, reason)
 
 
-def _decided_early(comp: TaskComparison, rule: GateRule, analysis: TaskAnalysis | None) -> str | None:
-    """A task that stopped early is judged on its confidence sequence, valid at the stop whatever the stopping.
-
-    `improves` passes only on an interval at or above the minimum gain; `no_regression` fails only on
-    one below minus the allowed drop: the rules of the statistical gates, at the sequence's error rate.
-    """
-    interval = sequence_gain_interval(comp)
-    assert interval is not None
-    low, high = interval
-    verdict = rule.verdict(low, high)
-    if (verdict == PASSED) if rule.gate == IMPROVES else (verdict != FAILED):
-        return None
-    unit = "pts" if comp.unit == UNIT_POINTS else comp.metric_name
-    how = f"{early_stop_line(comp)}, gain in [{low:+.2f}, {high:+.2f}] {unit}"
-    if rule.gate == IMPROVES:
-        wanted = comp.amount_text(rule.threshold, signed=True)
-        return f"{comp.task} did not improve by {wanted}: {comp.describe()}; {how}"
-    headline = f"{comp.task} regressed by more than {comp.amount_text(rule.threshold)}: {comp.describe()}; {how}"
-    flips = format_flips(analysis.regressions) if analysis is not None else ""
-    return f"{headline}\n{flips}" if flips else headline
+def failed(gate: Gate, why: str, message: str) -> Decision:
+    """A gate that failed before any comparison (no score, an incomplete run): `why` is its decided_by."""
+    return Decision(gate, FAILED, why, None, message)
 
 
-def _stats(analysis: TaskAnalysis | None, confidence: float | None) -> PairedStats | None:
-    return None if analysis is None else analysis.stats(confidence or 0.95)
+def decide(gate: Gate, comp: TaskComparison, analysis: TaskAnalysis | None = None) -> Decision:
+    """The gate's decision on `comp` (with the per-document evidence in `analysis`, where there is some)."""
+    gate = gate.for_metric(comp.higher_is_better, comp.unit == UNIT_POINTS)
+    if comp.gain is None:
+        return failed(gate, "no score", f"{comp.task}: no score to compare ({comp.describe()})")
+    if early_stop_record(comp) is not None:
+        return _decided_early(gate, comp, analysis)
+    stats = None if analysis is None else analysis.stats(gate.confidence or 0.95)
+    if stats is not None and gate.confidence is not None:
+        return _on_interval(gate, comp, stats, analysis)
+    return _on_point(gate, comp, comp.gain, stats, analysis)
 
 
-def _gain_interval(comp: TaskComparison, stats: PairedStats) -> tuple[float | None, float | None]:
-    """(low, high) of the gain in the comparison's unit; the point estimate when the sample has no interval.
+def _on_point(gate: Gate, comp: TaskComparison, gain: float, stats: PairedStats | None,
+              analysis: TaskAnalysis | None) -> Decision:
+    documents = stats.n if stats is not None else None
+    if gate.passes_point(gain):
+        warning = None
+        if gate.confidence is not None and analysis is not None and analysis.note is not None:
+            # A confidence was asked for, but the metric has no per-document scores to build an interval from.
+            warning = f"{comp.task} {gate.kind} passed on the point estimate: {analysis.note}"
+        return Decision(gate, PASSED, BY_POINT, documents, warning=warning)
+    evidence = f"; {_summary(stats, comp)}" if stats is not None else (
+        f"; {analysis.note}" if analysis is not None and analysis.note else "")
+    return Decision(gate, FAILED, BY_POINT, documents, _failure(gate, comp, evidence, analysis))
 
-    None with no paired documents at all: then there is no evidence either way.
-    """
+
+def _on_interval(gate: Gate, comp: TaskComparison, stats: PairedStats, analysis: TaskAnalysis | None) -> Decision:
+    """The whole paired interval against the threshold; a sample without an interval compares its point estimate."""
     low, high = stats.gain_interval
     if low is None and stats.n > 0:
         low = high = stats.gain
-    return _scaled(low, comp.scale), _scaled(high, comp.scale)
+    if low is None or high is None:  # no paired documents at all: no evidence either way
+        passed = gate.kind != IMPROVES
+    else:
+        passed = gate.passes(low, high)
+    how = _how_decided(stats)
+    decided_by = BY_POINT if stats.n > 0 and stats.ci_low is None else BY_INTERVAL
+    if passed:
+        warning = f"{comp.task} {gate.kind} passed{how}: {_summary(stats, comp)}" if how else None
+        return Decision(gate, PASSED, decided_by, stats.n, warning=warning)
+    evidence = f" with {gate.confidence:.0%} confidence" if gate.confidence is not None else ""
+    return Decision(gate, FAILED, decided_by, stats.n,
+                    _failure(gate, comp, f"; {_summary(stats, comp)}{how}", analysis, evidence))
 
 
-def _scaled(value: float | None, scale: float) -> float | None:
-    return None if value is None else value * scale
+def _decided_early(gate: Gate, comp: TaskComparison, analysis: TaskAnalysis | None) -> Decision:
+    """A task that stopped early: the verdict the early-stopping child recorded when its sequence settled the gate.
 
-
-def _clears(low: float, min_gain: float) -> bool:
-    """The gain's lower bound reaches the minimum gain; a gain of 0 or more also needs it above 0.
-
-    An interval that touches 0 is one the exact test does not reject "no difference" for (it is
-    widened to 0 exactly then), so it shows no gain, whatever a threshold of 0 would say.
+    A gate the child was not given (an assertion's own threshold) is decided on the sequence at the
+    stop, which holds there whatever the stopping, by the interval rule.
     """
-    if min_gain >= 0 and low <= 0:
-        return False
-    return low + _EPS >= min_gain
+    record = early_stop_record(comp)
+    assert record is not None
+    interval = sequence_gain_interval(comp)
+    recorded = (record.get("gates") or {}).get(gate.kind)
+    if isinstance(recorded, (int, float)) and abs(recorded - gate.threshold) <= EPS:
+        passed = (record.get("verdicts") or {}).get(gate.kind) == PASSED if gate.kind == IMPROVES else \
+            (record.get("verdicts") or {}).get(gate.kind) != FAILED
+    else:
+        passed = interval is not None and gate.passes(interval[0] / comp.scale, interval[1] / comp.scale)
+    documents = record.get("evaluated")
+    if passed:
+        return Decision(gate, PASSED, BY_SEQUENCE, documents)
+    unit = "pts" if comp.unit == UNIT_POINTS else comp.metric_name
+    bounds = "" if interval is None else f", gain in [{interval[0]:+.2f}, {interval[1]:+.2f}] {unit}"
+    return Decision(gate, FAILED, BY_SEQUENCE, documents,
+                    _failure(gate, comp, f"; {early_stop_line(comp)}{bounds}", analysis))
+
+
+def _failure(gate: Gate, comp: TaskComparison, evidence: str, analysis: TaskAnalysis | None,
+             confidence: str = "") -> str:
+    """The failure report: what was wanted, the scores, the evidence; a regression lists its first regressed samples."""
+    amount = gate.threshold * comp.scale
+    if gate.kind == IMPROVES:
+        return f"{comp.task} did not improve by {comp.amount_text(amount, signed=True)}{confidence}: " \
+               f"{comp.describe()}{evidence}"
+    headline = f"{comp.task} regressed by more than {comp.amount_text(amount)}{confidence}: {comp.describe()}{evidence}"
+    flips = format_flips(analysis.regressions) if analysis is not None else ""
+    return f"{headline}\n{flips}" if flips else headline
 
 
 def _how_decided(stats: PairedStats) -> str:
-    """Said in a statistical gate's message when the interval does not carry the usual guarantee."""
+    """Said of a statistical gate when the interval does not carry the usual guarantee."""
     if stats.n == 0:
         return ""
     if stats.ci_low is None:
@@ -161,27 +161,24 @@ def _how_decided(stats: PairedStats) -> str:
     return ""
 
 
-def _warn_if_unsound(comp: TaskComparison, gate: str, stats: PairedStats) -> None:
-    reason = _how_decided(stats)
-    if reason:
-        warnings.warn(
-            UnreliableIntervalWarning(f"{comp.task} {gate} passed{reason}: {_summary(stats, comp)}"), stacklevel=3
-        )
-
-
-def _warn_if_no_statistics(task: str, gate: str, analysis: TaskAnalysis | None, confidence: float | None) -> None:
-    """A confidence was asked for, but the metric has no per-document scores to build an interval from."""
-    if confidence is not None and analysis is not None and analysis.note is not None:
-        warnings.warn(UnreliableIntervalWarning(f"{task} {gate} passed on the point estimate: {analysis.note}"),
-                      stacklevel=3)
-
-
 def _summary(stats: PairedStats, comp: TaskComparison) -> str:
     unit = "pts" if comp.unit == UNIT_POINTS else comp.metric_name
     return stats.summary(comp.scale, unit)
 
 
-def _evidence(stats: PairedStats | None, comp: TaskComparison, analysis: TaskAnalysis | None) -> str:
-    if stats is not None:
-        return f"; {_summary(stats, comp)}"
-    return f"; {analysis.note}" if analysis is not None and analysis.note else ""
+def gate_column(gates: Mapping[str, Mapping[str, Any]],
+                comparisons: Mapping[str, TaskComparison]) -> dict[str, dict[str, str]]:
+    """The terminal table's Gates column from the recorded decisions (`improves ≥ +2.00: passed`); none without any.
+
+    The bar is shown in the table's unit: points for accuracies, the metric's own unit otherwise.
+    """
+    cells: dict[str, list[str]] = {}
+    for name, record in gates.items():
+        task, _, kind = name.rpartition("::")
+        comp, threshold = comparisons.get(task), record.get("threshold")
+        bar = ""
+        if comp is not None and isinstance(threshold, (int, float)):
+            value = (threshold if kind == IMPROVES else -threshold) * comp.scale
+            bar = f" ≥ {value:+.2f}" if comp.unit == UNIT_POINTS else f" ≥ {value:+.4g}"
+        cells.setdefault(task, []).append(f"{kind}{bar}: {record.get('outcome')}")
+    return {"Gates": {task: ", ".join(parts) for task, parts in cells.items()}} if cells else {}

@@ -1,4 +1,4 @@
-"""Anytime-valid confidence sequences for the mean of a finite population, and the gates decided on them.
+"""Anytime-valid confidence sequences for the mean of a finite population, and the record of an early stop.
 
 Early stopping (run/early_stop.py) evaluates a task's documents in a random order and looks at the
 evidence after every chunk. A fixed-n interval (the paired bootstrap, Tango's score interval) is
@@ -38,28 +38,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from pytest_finetune_bench.compare.scores import TaskComparison
+from pytest_finetune_bench.plan.gates import EPS
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
 EARLY_STOP = "early_stop"  # the run mode, and the key of its record in a comparison's extra
-IMPROVES = "improves"
-NO_REGRESSION = "no_regression"
-PASSED = "passed"
-FAILED = "failed"
 
 # Candidate means on [0, 1]: a step of 1/4000 in x is 0.05 points of Δ, far below any gate threshold.
 DEFAULT_GRID = 4001
 # Bets are capped at this fraction of what keeps the capital non-negative (the papers' c = 1/2).
 _TRUNCATION = 0.5
-# The same tolerance as gates.py, so a bound exactly at a threshold is judged alike in both places.
-_EPS = 1e-9
 
 
 class FinitePopulationSequence:
@@ -92,7 +87,7 @@ class FinitePopulationSequence:
     def update(self, values: npt.ArrayLike) -> None:
         """Add the next values of every population: shape (batch, k), or (k,) when batch is 1."""
         chunk = np.asarray(values, dtype=float).reshape(self.batch, -1)
-        if chunk.size and (chunk.min() < -1.0 - _EPS or chunk.max() > 1.0 + _EPS):
+        if chunk.size and (chunk.min() < -1.0 - EPS or chunk.max() > 1.0 + EPS):
             raise ValueError("values must lie in [-1, 1]")
         if self.seen + chunk.shape[1] > self.population:
             raise ValueError(f"more than the population's {self.population} values")
@@ -106,7 +101,7 @@ class FinitePopulationSequence:
         unseen_mean = (self.population * self._means[None, :] - self._sum[:, None]) / remaining
         impossible = (unseen_mean < 0.0) | (unseen_mean > 1.0)
         # Kept off 0 and 1 so the caps below stay finite; a bet there is capped by `bet` alone.
-        unseen_mean = np.clip(unseen_mean, _EPS, 1.0 - _EPS)
+        unseen_mean = np.clip(unseen_mean, EPS, 1.0 - EPS)
         bet = self._bet(t)[:, None]
         up = np.minimum(bet, _TRUNCATION / unseen_mean)
         down = np.minimum(bet, _TRUNCATION / (1.0 - unseen_mean))
@@ -145,47 +140,21 @@ class FinitePopulationSequence:
         return 2.0 * low - 1.0, 2.0 * high - 1.0
 
 
-@dataclass(frozen=True)
-class GateRule:
-    """A gate as early stopping sees it: its kind and its threshold on the gain, as a fraction (0.02 = 2 points).
-
-    `improves`: the gain is at least `threshold`; `no_regression`: the gain is at least `-threshold`
-    (threshold = the allowed drop).
-    """
-
-    gate: str
-    threshold: float
-
-    def verdict(self, gain_low: float, gain_high: float) -> str | None:
-        """PASSED or FAILED once the gain's interval settles the gate, else None (keep evaluating)."""
-        passed, failed = self.settled(np.array([gain_low]), np.array([gain_high]))
-        return PASSED if passed[0] else FAILED if failed[0] else None
-
-    def settled(self, gain_low: FloatArray, gain_high: FloatArray) -> tuple[BoolArray, BoolArray]:
-        """(passed, failed) per interval; the rules of gates.py's statistical gates."""
-        if self.gate == IMPROVES:
-            # A gain of 0 or more needs the interval above 0, as gates._clears requires.
-            passed = (gain_low + _EPS >= self.threshold) & ~((self.threshold >= 0) & (gain_low <= 0))
-            return passed, gain_high + _EPS < self.threshold
-        if self.gate == NO_REGRESSION:
-            return gain_low + _EPS >= -self.threshold, gain_high + _EPS < -self.threshold
-        raise ValueError(f"unknown gate {self.gate!r}")
-
-    def correct(self, gain: float) -> str:
-        """The right verdict for a population whose true gain is `gain`."""
-        bar = self.threshold if self.gate == IMPROVES else -self.threshold
-        return PASSED if gain + _EPS >= bar else FAILED
-
-
 def gain_bounds(low: float, high: float, higher_is_better: bool) -> tuple[float, float]:
     """The gain's interval from Δ's: mirrored when lower is better."""
     return (low, high) if higher_is_better else (-high, -low)
 
 
+def early_stop_record(comp: TaskComparison) -> dict[str, Any] | None:
+    """The early stop's record of a task that stopped early (its verdicts decide its gates), else None."""
+    record = comp.extra.get(EARLY_STOP)
+    return record if isinstance(record, dict) and record.get("stopped_early") else None
+
+
 def early_stop_line(comp: TaskComparison) -> str | None:
     """ "decided after N of M documents (error ≤ α)" for a task that stopped early, else None."""
-    record = comp.extra.get(EARLY_STOP)
-    if not record or not record.get("stopped_early"):
+    record = early_stop_record(comp)
+    if record is None:
         return None
     return (f"decided after {record['evaluated']} of {record['documents']} documents "
             f"(error ≤ {record['error_rate']:g})")
@@ -199,8 +168,8 @@ def early_stop_lines(comparisons: Mapping[str, TaskComparison]) -> list[str]:
 
 def sequence_interval(comp: TaskComparison) -> tuple[float, float] | None:
     """Δ's interval (in the comparison's unit) from the sequence of a task that stopped early, else None."""
-    record = comp.extra.get(EARLY_STOP)
-    if not record or not record.get("stopped_early") or not record.get("chunks"):
+    record = early_stop_record(comp)
+    if record is None or not record.get("chunks"):
         return None
     last = record["chunks"][-1]
     return last["delta_low"] * comp.scale, last["delta_high"] * comp.scale

@@ -31,7 +31,7 @@ converse can fail at the margin, where the interval is the more cautious: for pa
 95% only when 0.0487 <= p < 0.05 (e.g. 15↑ 29↓, p = 0.049), at 99% for p as low as 0.0078 (0↑ 8↓),
 as checked for b + c up to 3000.
 At Δ = 0 the corrected score statistic is McNemar's continuity-corrected one, (|b - c| - 1) / √(b + c).
-A gate that asks for a gain of 0 or more needs an interval above 0 (see gates.py), so it never
+A gate that asks for a gain of 0 or more needs an interval above 0 (see plan/gates.py), so it never
 passes a change that the exact test calls insignificant.
 """
 

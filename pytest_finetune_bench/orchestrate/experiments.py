@@ -8,7 +8,7 @@ evaluation, and the session ends with their ranking in benchmarks-summary.json.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from pytest_finetune_bench.orchestrate.session import BenchSession
 from pytest_finetune_bench.plan import Plan
 from pytest_finetune_bench.report.ranking import RANKING_NAME, build_ranking
 from pytest_finetune_bench.run.executor import SharedBases
+from pytest_finetune_bench.store.benchmark_file import BenchmarkSummary
 from pytest_finetune_bench.store.summaries import publish_summary
 
 Say = Callable[[str], None]
@@ -54,7 +55,7 @@ class Experiments:
         return Path(os.path.commonpath(roots))
 
 
-def write_ranking(folder: Path, summaries: Sequence[Mapping[str, Any]]) -> tuple[Path, dict[str, Any]]:
+def write_ranking(folder: Path, summaries: Sequence[BenchmarkSummary]) -> tuple[Path, dict[str, Any]]:
     """benchmarks-summary.json in `folder`; an incomplete ranking never replaces a complete one."""
     ranking = build_ranking(summaries)
     return publish_summary(folder, None, ranking, name=RANKING_NAME), ranking

@@ -12,13 +12,16 @@ from typing import Any
 
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.compare.evidence import TaskAnalysis, add_evidence
+from pytest_finetune_bench.compare.gates import Decision, decide, failed, skipped
 from pytest_finetune_bench.compare.scores import TaskComparison, compare
 from pytest_finetune_bench.core.records import RunRecord
 from pytest_finetune_bench.plan import Plan
+from pytest_finetune_bench.plan.gates import Gate
 from pytest_finetune_bench.plan.metrics import headlines_for_results
 from pytest_finetune_bench.report.summary import build_summary, scores_only_summary
 from pytest_finetune_bench.run.early_stop import apply_early_stop
 from pytest_finetune_bench.run.executor import Executor, SharedBases
+from pytest_finetune_bench.run.recovery import incomplete_reason
 from pytest_finetune_bench.store.summaries import publish_summary
 
 Say = Callable[[str], None]
@@ -34,7 +37,7 @@ class BenchSession:
         self._comparison: dict[str, TaskComparison] | None = None
         self._analyses: dict[str, TaskAnalysis] = {}
         self.analysis_error: str | None = None
-        self.gate_outcomes: dict[str, str] = {}  # "ifeval::improves" → passed | failed | skipped
+        self.gate_decisions: dict[str, Decision] = {}  # "ifeval::improves" → its decision, once its test ran
 
     @property
     def active(self) -> bool:
@@ -83,12 +86,38 @@ class BenchSession:
         self.comparison()
         return self._analyses.get(task)
 
+    def decide(self, gate: Gate) -> Decision:
+        """Decide one of the plan's gates (running what it needs) and record the decision for benchmark.json."""
+        self.gate_decisions[gate.name] = decision = self._decision(gate)
+        return decision
+
+    def record_failure(self, gate: Gate, error: BaseException) -> None:
+        """A gate whose decision raised: it failed, and benchmark.json says so."""
+        self.gate_decisions[gate.name] = failed(gate, "error", f"{type(error).__name__}: {error}")
+
+    def _decision(self, gate: Gate) -> Decision:
+        skip_reason = self.plan.skipped.get(gate.task)
+        if skip_reason is not None:
+            return skipped(gate, skip_reason)
+        try:
+            comp = self.comparison().get(gate.task)
+        except BenchError as exc:
+            return failed(gate, "no comparison", str(exc))
+        if comp is None:  # a task defined in Python that neither run reported, so not even its metric is known
+            return failed(gate, "no score", f"{gate.task}: lm-eval reported no result for it in either run")
+        # Scores from part of the samples are shown in the table, but never pass a gate.
+        partial = incomplete_reason((self.completed("base"), self.completed("fine-tuned")))
+        if partial:
+            return failed(gate, "incomplete run", partial)
+        return decide(gate, comp, self.analysis(gate.task))
+
     def summary(self) -> dict[str, Any]:
         """benchmark.json's content (see report/summary.py)."""
         both = self.plan.compares and all(role in self.executor.runs for role in ("base", "fine-tuned"))
         comparisons = self.comparison() if both else {}
         errors = {"comparison": self.analysis_error} if self.analysis_error else {}
-        return build_summary(self.plan, self.executor.execution(), comparisons, errors, self.gate_outcomes)
+        gates = {name: decision.to_json() for name, decision in self.gate_decisions.items()}
+        return build_summary(self.plan, self.executor.execution(), comparisons, errors, gates)
 
     def write_summary(self) -> Path | None:
         """Write this session's summary (an incomplete one never replaces a complete one; see store/summaries.py).

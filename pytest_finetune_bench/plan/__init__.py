@@ -15,6 +15,7 @@ from pathlib import Path
 from pytest_finetune_bench.backends import Backend
 from pytest_finetune_bench.core.settings import EvalSettings, Side, digest, identity, lm_eval_arguments
 from pytest_finetune_bench.plan.choices import BenchOptions
+from pytest_finetune_bench.plan.gates import Gate
 from pytest_finetune_bench.plan.metrics import Headline
 from pytest_finetune_bench.plan.models import ModelLocation
 
@@ -38,6 +39,8 @@ class Plan:
     headlines: Mapping[str, Headline]
     # How the session names this model: its --bench-model spelling, with @backend when it runs through several.
     label: str = ""
+    # One per gated task and kind (plan/gates.py), in the order of the tasks; none without a comparison.
+    gates: tuple[Gate, ...] = ()
 
     @property
     def roles(self) -> tuple[str, ...]:
@@ -67,6 +70,10 @@ class Plan:
     @property
     def requested_tasks(self) -> tuple[str, ...]:
         return self.options.task_list
+
+    def gates_of(self, task: str) -> tuple[Gate, ...]:
+        """`task`'s gates: `improves` (when it is a target) before `no_regression`."""
+        return tuple(gate for gate in self.gates if gate.task == task)
 
     def side(self, role: str) -> Side:
         side = self.base if role == "base" else self.finetuned
@@ -108,9 +115,7 @@ class Plan:
             yield f"  {name}: {shared[name]}"
         yield f"  dtype: {self.settings.dtype}; lm-eval {self.settings.lm_eval_version}"
         for task in self.tasks if self.compares else ():
-            gain = self.options.min_gain_for(task)
-            gates = [f"improves by {gain:+g}"] if gain is not None else []
-            gates.append(f"no_regression beyond -{self.options.max_drop_for(task):g}")
+            gates = [gate.describe() for gate in self.gates_of(task)]
             yield f"gates {task}: {', '.join(gates)}" + (
                 f" (at {self.options.confidence:.0%} confidence)" if self.options.confidence else "")
         if self.options.early_stop:

@@ -8,7 +8,7 @@ then the settings and the two sides. Every failure is a one-line BenchError, bef
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -26,7 +26,8 @@ from pytest_finetune_bench.core.settings import (
 )
 from pytest_finetune_bench.plan import Plan
 from pytest_finetune_bench.plan.choices import BenchOptions
-from pytest_finetune_bench.plan.metrics import choose_headlines
+from pytest_finetune_bench.plan.gates import Gate, make_gates
+from pytest_finetune_bench.plan.metrics import Headline, choose_headlines
 from pytest_finetune_bench.plan.models import ModelLocation, detect_base, expand_models, locate_model, resolve_base
 from pytest_finetune_bench.plan.parallel import parallel_settings
 from pytest_finetune_bench.plan.tasks import TaskCatalog, lm_eval_version
@@ -132,7 +133,15 @@ def make_plan(options: BenchOptions, cwd: Path, say: Say, catalog: TaskCatalog |
         output_dir=output_dir,
         headlines=headlines,
         label=label or location.source,
+        gates=_gates(options, headlines) if base and finetuned else (),
     )
+
+
+def _gates(options: BenchOptions, headlines: Mapping[str, Headline]) -> tuple[Gate, ...]:
+    """One gate per requested task and kind, thresholds in each metric's own unit (plan/gates.py)."""
+    tasks = options.task_list
+    return make_gates(tasks, headlines, {t: options.min_gain_for(t) for t in tasks},
+                      {t: options.max_drop_for(t) for t in tasks}, options.confidence, options.early_stop)
 
 
 @dataclass(frozen=True)

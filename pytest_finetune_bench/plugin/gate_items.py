@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -9,9 +10,10 @@ from typing import Any
 import pytest
 
 from pytest_finetune_bench import BenchError
-from pytest_finetune_bench.compare.gates import improves_failure, regression_failure
+from pytest_finetune_bench.compare.gates import UnreliableIntervalWarning
 from pytest_finetune_bench.compare.scores import TaskComparison
 from pytest_finetune_bench.orchestrate.session import BenchSession
+from pytest_finetune_bench.plan.gates import SKIPPED, Gate
 from pytest_finetune_bench.run.recovery import incomplete_reason
 from pytest_finetune_bench.run.watchdog import gate_item_timeout
 from pytest_finetune_bench.text import printable
@@ -43,51 +45,35 @@ class BenchItem(pytest.Item):
 
 
 class BenchGateItem(BenchItem):
-    """`improves` (gain ≥ min gain) or `no_regression` (gain ≥ −max drop) for one task; gain > 0 is better."""
+    """One of the plan's gates (plan/gates.py): `improves` or `no_regression` on one task; gain > 0 is better."""
 
-    def __init__(self, *, task: str, gate: str, **kwargs: Any) -> None:
+    def __init__(self, *, gate: Gate, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.task = task
         self.gate = gate
-        self.what = f"{task} {gate}"
+        self.what = f"{gate.task} {gate.kind}"
 
     def runtest(self) -> None:
-        # The outcome goes into the experiment's benchmark.json and the ranking.
-        outcome = "failed"
+        # The session decides and records the gate: its decision goes into benchmark.json and the ranking.
         try:
-            self._check()
-            outcome = "passed"
-        except pytest.skip.Exception:
-            outcome = "skipped"
+            decision = self.bench.decide(self.gate)
+        except BaseException as exc:  # pytest-timeout's signal, an interrupt: the gate failed, and says so
+            self.bench.record_failure(self.gate, exc)
             raise
-        finally:
-            self.bench.gate_outcomes[f"{self.task}::{self.gate}"] = outcome
+        if decision.outcome == SKIPPED:
+            pytest.skip(decision.message or "skipped")
+        comp = self._comparison()
+        if comp is not None:
+            self.user_properties.extend(junit_properties(comp))
+        if not decision.passed:
+            raise GateFailure(decision.message)
+        if decision.warning is not None:
+            warnings.warn(UnreliableIntervalWarning(decision.warning), stacklevel=1)
 
-    def _check(self) -> None:
-        skip_reason = self.bench.plan.skipped.get(self.task)
-        if skip_reason is not None:
-            pytest.skip(skip_reason)
+    def _comparison(self) -> TaskComparison | None:
         try:
-            comp = self.bench.comparison().get(self.task)
-        except BenchError as exc:
-            raise GateFailure(str(exc)) from None
-        if comp is None:  # a task defined in Python that neither run reported, so not even its metric is known
-            raise GateFailure(f"{self.task}: lm-eval reported no result for it in either run")
-        self.user_properties.extend(junit_properties(comp))
-        # Scores from part of the samples are shown in the table, but never pass a gate.
-        partial = incomplete_reason((self.bench.completed("base"), self.bench.completed("fine-tuned")))
-        if partial:
-            raise GateFailure(partial)
-        opts = self.bench.plan.options
-        analysis = self.bench.analysis(self.task)
-        if self.gate == "improves":
-            gain = opts.min_gain_for(self.task)
-            assert gain is not None
-            failure = improves_failure(comp, gain, analysis, opts.confidence)
-        else:
-            failure = regression_failure(comp, opts.max_drop_for(self.task), analysis, opts.confidence)
-        if failure:
-            raise GateFailure(failure)
+            return self.bench.comparison().get(self.gate.task)
+        except BenchError:
+            return None
 
 
 def junit_properties(comp: TaskComparison) -> list[tuple[str, object]]:
@@ -139,13 +125,8 @@ class BenchGates(pytest.Collector):
             role = self.bench.plan.roles[0]
             return [self._prepared(BenchRunItem.from_parent(self, name=f"{role}::evaluated",
                                                             bench=self.bench, role=role))]
-        items: list[pytest.Item] = []
-        for task in self.bench.plan.requested_tasks:
-            gates = (["improves"] if self.bench.plan.options.min_gain_for(task) is not None else []) + ["no_regression"]
-            for gate in gates:
-                items.append(self._prepared(BenchGateItem.from_parent(
-                    self, name=f"{task}::{gate}", bench=self.bench, task=task, gate=gate)))
-        return items
+        return [self._prepared(BenchGateItem.from_parent(self, name=gate.name, bench=self.bench, gate=gate))
+                for gate in self.bench.plan.gates]
 
     def _prepared(self, item: pytest.Item) -> pytest.Item:
         # Their xdist group is added with the user's tests' (plugin/xdist_workers.py).

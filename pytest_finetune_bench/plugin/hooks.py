@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 import pytest
 
 from pytest_finetune_bench import BenchError
+from pytest_finetune_bench.compare.gates import gate_column
 from pytest_finetune_bench.compare.sequential import early_stop_lines
 from pytest_finetune_bench.orchestrate.experiments import Experiments, write_ranking
 from pytest_finetune_bench.orchestrate.session import BenchSession
@@ -27,7 +27,7 @@ from pytest_finetune_bench.plugin.options import (
     register,
     show_plan_only,
 )
-from pytest_finetune_bench.plugin.state import EXPERIMENT_FIXTURE, experiment_of, experiments_key
+from pytest_finetune_bench.plugin.state import EXPERIMENT_FIXTURE, experiment_of, experiments_key, warn
 from pytest_finetune_bench.plugin.xdist_workers import is_worker, worker_summary
 from pytest_finetune_bench.report.card import write_cards
 from pytest_finetune_bench.report.github import append_step_summary, step_summary_file
@@ -42,6 +42,7 @@ from pytest_finetune_bench.report.table import (
     scores_table,
 )
 from pytest_finetune_bench.run.recovery import incomplete_reason, partial_note
+from pytest_finetune_bench.store.benchmark_file import BenchmarkSummary, gates_of, read_summary, side_of
 from pytest_finetune_bench.store.files import atomic_write_text, check_writable_dir
 from pytest_finetune_bench.store.summaries import publish_summary
 from pytest_finetune_bench.text import printable
@@ -186,7 +187,7 @@ def _finish_experiment(config: pytest.Config, bench: BenchSession) -> None:
         else:
             written = _write_worker_summary(config, bench)
     except (OSError, BenchError) as exc:
-        _warn(config, f"pytest-finetune-bench: could not write benchmark.json of {label}: {exc}")
+        warn(config, f"pytest-finetune-bench: could not write benchmark.json of {label}: {exc}")
         return
     if written is not None:
         config.stash[summary_paths_key][label] = written
@@ -195,31 +196,27 @@ def _finish_experiment(config: pytest.Config, bench: BenchSession) -> None:
 
 def _write_ranking(config: pytest.Config, experiments: Experiments) -> None:
     paths = config.stash[summary_paths_key]
-    summaries = [json.loads(paths[label].read_text(encoding="utf-8")) for label in experiments.sessions
-                 if label in paths]
-    if len(summaries) < 2:
-        return
     try:
+        summaries = [read_summary(paths[label], "run that experiment's benchmark again")
+                     for label in experiments.sessions if label in paths]
+        if len(summaries) < 2:
+            return
         path, _ = config.stash[ranking_key] = write_ranking(experiments.ranking_dir(), summaries)
         copy = config.stash[output_choices_key].json_copy
         if copy is not None:
             atomic_write_text(copy, path.read_text(encoding="utf-8"))
     except Exception as exc:  # noqa: BLE001 - every experiment's own benchmark.json is on disk already
-        _warn(config, f"pytest-finetune-bench: could not write the ranking: {exc}")
-
-
-def _warn(config: pytest.Config, message: str) -> None:
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(printable(message, keep="\n"), red=True)
-    else:
-        print(printable(message, keep="\n"), file=sys.stderr)
+        warn(config, f"pytest-finetune-bench: could not write the ranking: {exc}")
 
 
 def _write_outputs(config: pytest.Config, bench: BenchSession, written: Path) -> None:
     """The files people read, made from the summary just written; one failing costs none of the others."""
     choices = config.stash[output_choices_key]
-    summary = json.loads(written.read_text(encoding="utf-8"))
+    try:
+        summary = read_summary(written, "run the benchmark again")
+    except BenchError as exc:
+        warn(config, f"pytest-finetune-bench: could not write the reports: {exc}")
+        return
     report = bench.plan.output_dir / REPORT_NAME
     outputs: list[tuple[str, Callable[[], object]]] = [(str(report), lambda: _write_report(config, bench, summary))]
     if choices.readme:
@@ -235,22 +232,22 @@ def _write_outputs(config: pytest.Config, bench: BenchSession, written: Path) ->
         try:
             write()
         except Exception as exc:  # noqa: BLE001 - benchmark.json is on disk already: an extra output never costs it
-            _warn(config, f"pytest-finetune-bench: could not write {what}: {exc}")
+            warn(config, f"pytest-finetune-bench: could not write {what}: {exc}")
 
 
-def _write_report(config: pytest.Config, bench: BenchSession, summary: dict[str, Any]) -> None:
+def _write_report(config: pytest.Config, bench: BenchSession, summary: BenchmarkSummary) -> None:
     model_hint = str(bench.plan.location.root or bench.plan.location.source)
     config.stash[report_paths_key][bench.plan.label] = write_report(bench.plan.output_dir / REPORT_NAME, summary,
                                                                     model_hint)
 
 
-def _write_cards(config: pytest.Config, bench: BenchSession, summary: dict[str, Any]) -> None:
+def _write_cards(config: pytest.Config, bench: BenchSession, summary: BenchmarkSummary) -> None:
     root = bench.plan.location.root
     if root is None:
         raise BenchError("a Hub model has no local folder to hold README files; --bench-readme needs a local model")
     if summary.get("status") != "complete" or not bench.plan.compares:
         why = "this session did not complete" if bench.plan.compares else "there is no comparison to show"
-        _warn(config, f"pytest-finetune-bench: README files not updated: {why}")
+        warn(config, f"pytest-finetune-bench: README files not updated: {why}")
         return
     for readme in write_cards(root, summary):
         bench.say(f"[bench] results section: {readme}")
@@ -286,8 +283,10 @@ def _worker_summary_lines(config: pytest.Config, bench: BenchSession) -> list[st
     if summary is None:
         return []
     comparisons = comparisons_from_summary(summary)
+    columns = {**evidence_columns(comparisons, bench.plan.options.confidence or 0.95),
+               **gate_column(gates_of(summary), comparisons)}
     return [f"======== fine-tune benchmark: {bench.plan.location.name} (from xdist workers)",
-            comparison_table(comparisons, evidence_columns(comparisons, bench.plan.options.confidence or 0.95))]
+            comparison_table(comparisons, columns)]
 
 
 def _summary_lines(bench: BenchSession, summary_path: Path | None = None) -> Iterator[str]:
@@ -312,7 +311,8 @@ def _summary_lines(bench: BenchSession, summary_path: Path | None = None) -> Ite
         yield f"reference: {base.model}, from {plan.options.compare_to}"
     elif base.from_cache:
         yield f"base scores: reused from {base.timestamp} (cached; --bench-refresh-base recomputes)"
-    columns = evidence_columns(comparisons, plan.options.confidence or 0.95)
+    decisions = {name: decision.to_json() for name, decision in bench.gate_decisions.items()}
+    columns = {**evidence_columns(comparisons, plan.options.confidence or 0.95), **gate_column(decisions, comparisons)}
     partial_rows = partial_note({"base": base, "fine-tuned": finetuned}, comparisons)
     if partial_rows:
         columns = {**columns, "Samples": partial_rows}
@@ -344,6 +344,6 @@ def _write_worker_summary(config: pytest.Config, bench: BenchSession) -> Path | 
     summary = worker_summary(config, bench.plan.label)
     if summary is None:
         return None
-    run_dir = (summary.get("fine_tuned_model") or {}).get("benchmark_dir")
+    run_dir = (side_of(summary, "fine-tuned") or {}).get("benchmark_dir")
     # The same rule as a session's own summary: an incomplete one never replaces the last complete one.
     return publish_summary(bench.plan.output_dir, Path(run_dir) if run_dir else None, summary)

@@ -17,6 +17,7 @@ from pytest_finetune_bench.plugin.gate_items import BenchGateItem
 from pytest_finetune_bench.report.chart import chart_png
 from pytest_finetune_bench.report.facts import comparisons, result_headers, result_rows
 from pytest_finetune_bench.report.html import html_table
+from pytest_finetune_bench.store.benchmark_file import parse_summary
 from pytest_finetune_bench.text import printable
 
 PLUGIN_NAME = "finetune-bench-html-extras"
@@ -45,15 +46,16 @@ def gate_extras(item: BenchGateItem) -> list[dict[str, Any]]:
     from pytest_html import extras
 
     try:
-        summary = item.bench.summary()
+        summary = parse_summary(item.bench.summary(), "this session's summary")
     except Exception as exc:  # noqa: BLE001 - the report must not fail a gate; the reason is shown instead
         return [extras.text(printable(f"no comparison to show: {type(exc).__name__}: {exc}"), name="benchmark")]
+    task = item.gate.task
     tasks = comparisons(summary)
-    if item.task not in tasks:
+    if task not in tasks:
         return []
-    row = result_rows(summary)[list(tasks).index(item.task)]
-    chart = chart_png({item.task: tasks[item.task]}, f"{summary.get('model_name', '')}: {item.task}")
+    row = result_rows(summary)[list(tasks).index(task)]
+    chart = chart_png({task: tasks[task]}, f"{summary.get('model_name', '')}: {task}")
     return [
         extras.html(html_table(result_headers(summary), [row], "bench-comparison")),
-        extras.png(base64.b64encode(chart).decode("ascii"), name=f"{item.task} chart"),
+        extras.png(base64.b64encode(chart).decode("ascii"), name=f"{task} chart"),
     ]

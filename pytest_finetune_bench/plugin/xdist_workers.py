@@ -35,7 +35,8 @@ from pytest_finetune_bench.orchestrate.session import BenchSession
 from pytest_finetune_bench.plan.gpus import CUDA_VISIBLE, visible_devices, worker_devices, worker_number
 from pytest_finetune_bench.plugin.gate_items import BenchItem, gate_prefix
 from pytest_finetune_bench.plugin.options import gpus_per_worker, read_options
-from pytest_finetune_bench.plugin.state import EXPERIMENT_FIXTURE, experiment_of, experiments_key
+from pytest_finetune_bench.plugin.state import EXPERIMENT_FIXTURE, experiment_of, experiments_key, warn
+from pytest_finetune_bench.store.benchmark_file import BenchmarkSummary, parse_summary
 from pytest_finetune_bench.store.files import atomic_write_json
 
 WORKER_DEVICES_KEY = "finetune_bench_cuda_visible_devices"
@@ -43,7 +44,7 @@ WORKER_LOADGROUP_KEY = "finetune_bench_loadgroup"
 WORKER_GROUPS_KEY = "finetune_bench_groups_dir"
 WORKER_OUTPUT_KEY = "finetune_bench_summaries"
 groups_dir_key = pytest.StashKey[Path]()
-worker_summaries_key = pytest.StashKey[list[dict[str, dict[str, Any]]]]()
+worker_summaries_key = pytest.StashKey[list[dict[str, BenchmarkSummary]]]()
 # xdist modes that may split one group's items over workers; "each" runs every item on every worker.
 _SPLITTING_MODES = ("load", "worksteal")
 # xdist reads a group after the last "@" of a node id, and none at all after a "]": a label such as
@@ -193,13 +194,19 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: object) -> None:
-    """xdist controller: keep each worker's benchmark summaries for writing and the table."""
+    """xdist controller: keep each worker's benchmark summaries (plain JSON) for writing and the table."""
     raw = getattr(node, "workeroutput", {}).get(WORKER_OUTPUT_KEY)
     if raw:
-        node.config.stash.setdefault(worker_summaries_key, []).append(json.loads(raw))
+        try:
+            parsed = {label: parse_summary(summary, f"an xdist worker's summary of {label}")
+                      for label, summary in json.loads(raw).items()}
+        except BenchError as exc:  # the same version wrote it: only a broken worker gets here
+            warn(node.config, f"pytest-finetune-bench: {exc}")
+            return
+        node.config.stash.setdefault(worker_summaries_key, []).append(parsed)
 
 
-def worker_summary(config: pytest.Config, label: str) -> dict[str, Any] | None:
+def worker_summary(config: pytest.Config, label: str) -> BenchmarkSummary | None:
     """The summary a worker made of experiment `label`: a complete one when any worker has it."""
     summaries = [by_label[label] for by_label in config.stash.get(worker_summaries_key, []) if label in by_label]
     complete = [s for s in summaries if s.get("status") == "complete"]

@@ -8,9 +8,7 @@ writes the same bytes, so running it twice changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.report.chart import CHART_NAME, chart_png
@@ -27,6 +25,7 @@ from pytest_finetune_bench.report.facts import (
     settings_facts,
     training_facts,
 )
+from pytest_finetune_bench.store.benchmark_file import BenchmarkSummary, comparison_of
 from pytest_finetune_bench.store.files import atomic_write_bytes, atomic_write_text
 from pytest_finetune_bench.text import markdown_inline
 
@@ -41,14 +40,14 @@ def card_folders(model_dir: Path) -> list[Path]:
     return [model_dir, *(model_dir / name for name in VARIANT_FOLDERS if (model_dir / name).is_dir())]
 
 
-def write_cards(model_dir: Path, summary: Mapping[str, Any]) -> list[Path]:
+def write_cards(model_dir: Path, summary: BenchmarkSummary) -> list[Path]:
     """Write the section (and the chart beside it) into every card folder's README.md; returns the READMEs.
 
     Files whose content would not change are left alone, so their modification times stay too.
     """
     if not model_dir.is_dir():
         raise BenchError(f"{model_dir} is not a folder: pass the outputs/<name> folder that was benchmarked")
-    if not summary.get("comparison"):
+    if not comparison_of(summary):
         raise BenchError("benchmark.json holds no comparison (the session did not finish both runs): "
                          "run the benchmark to the end, then write the cards")
     section = card_section(summary, training_facts(model_dir))
@@ -77,7 +76,7 @@ def with_section(text: str, section: str) -> str:
     return text.rstrip("\n") + "\n\n" + block
 
 
-def card_section(summary: Mapping[str, Any], training: list[tuple[str, str]]) -> str:
+def card_section(summary: BenchmarkSummary, training: list[tuple[str, str]]) -> str:
     """The section's Markdown: table, IFEval detail, chart, who produced the numbers, settings, training."""
     level = confidence_level(summary)
     parts = [

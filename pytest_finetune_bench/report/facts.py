@@ -7,45 +7,45 @@ shows the same numbers in the same words. No pytest here.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from pytest_finetune_bench.compare.scores import TaskComparison, display_name
-from pytest_finetune_bench.compare.sequential import EARLY_STOP
 from pytest_finetune_bench.report.table import (
     comparisons_from_summary,
     detail_rows,
     evidence_columns,
     improvement_cell,
 )
+from pytest_finetune_bench.store.benchmark_file import BenchmarkSummary, SideRecord, comparison_of, side_of
 from pytest_finetune_bench.text import markdown_inline
 
 DEFAULT_CONFIDENCE = 0.95
 RESULT_HEADERS = ("Benchmark", "Base", "Fine-tuned", "Change (relative)", "CI (points)", "p", "Flips")
 
 
-def confidence_level(summary: Mapping[str, Any]) -> float:
+def confidence_level(summary: BenchmarkSummary) -> float:
     """The confidence level of the summary's intervals (the same for every task)."""
-    for comparison in (summary.get("comparison") or {}).values():
+    for comparison in comparison_of(summary).values():
         level = (comparison.get("stats") or {}).get("confidence")
         if isinstance(level, (int, float)):
             return float(level)
     return DEFAULT_CONFIDENCE
 
 
-def comparisons(summary: Mapping[str, Any]) -> dict[str, TaskComparison]:
+def comparisons(summary: BenchmarkSummary) -> dict[str, TaskComparison]:
     """The summary's comparisons as TaskComparison objects (scores plus their stats and flips)."""
     return comparisons_from_summary(summary)
 
 
-def result_headers(summary: Mapping[str, Any]) -> list[str]:
+def result_headers(summary: BenchmarkSummary) -> list[str]:
     """Column names of `result_rows`, the interval named with its confidence level."""
     level = f"{confidence_level(summary):.0%} CI (points)"
     return [level if header == "CI (points)" else header for header in RESULT_HEADERS]
 
 
-def result_rows(summary: Mapping[str, Any]) -> list[list[str]]:
+def result_rows(summary: BenchmarkSummary) -> list[list[str]]:
     """Per task: name, both scores, `↗ +2.00% (+5.0%)`, interval, p-value and flip counts."""
     comps = comparisons(summary)
     level = confidence_level(summary)
@@ -55,14 +55,14 @@ def result_rows(summary: Mapping[str, Any]) -> list[list[str]]:
              interval.get(task, ""), p_values.get(task, ""), flips.get(task, "")] for task, c in comps.items()]
 
 
-def ifeval_rows(summary: Mapping[str, Any]) -> list[list[str]]:
+def ifeval_rows(summary: BenchmarkSummary) -> list[list[str]]:
     """IFEval's four metrics (strict/loose, prompt/instruction level); [] when IFEval was not run."""
-    base = (summary.get("base_model") or {}).get("results") or {}
-    finetuned = (summary.get("fine_tuned_model") or {}).get("results") or {}
-    comparison = (summary.get("comparison") or {}).get("ifeval") or {}
+    base = (side_of(summary, "base") or {}).get("results") or {}
+    finetuned = (side_of(summary, "fine-tuned") or {}).get("results") or {}
+    comparison = comparison_of(summary).get("ifeval") or {}
     headline = comparison.get("metric", "")
     # A task that stopped early has no like-for-like detail: its base ran every document, its fine-tune some.
-    stopped_early = bool((comparison.get(EARLY_STOP) or {}).get("stopped_early"))
+    stopped_early = bool((comparison.get("early_stop") or {}).get("stopped_early"))
     if not base.get("ifeval") or not finetuned.get("ifeval") or stopped_early:
         return []
     return detail_rows("ifeval", headline, {"results": base}, {"results": finetuned})
@@ -71,10 +71,10 @@ def ifeval_rows(summary: Mapping[str, Any]) -> list[list[str]]:
 IFEVAL_HEADERS = ("IFEval metric", "Base", "Fine-tuned", "Change (relative)")
 
 
-def produced_by(summary: Mapping[str, Any]) -> str:
+def produced_by(summary: BenchmarkSummary) -> str:
     """Which export and backend produced each side's numbers, e.g. `merged_16bit via hf (lm-eval hf)`."""
-    finetuned = summary.get("fine_tuned_model") or {}
-    base = summary.get("base_model") or {}
+    finetuned: SideRecord = side_of(summary, "fine-tuned") or {}
+    base: SideRecord = side_of(summary, "base") or {}
     variant = summary.get("model_variant")
     if variant in (None, "none"):
         variant = Path(str(finetuned.get("model", "?"))).name
@@ -82,18 +82,18 @@ def produced_by(summary: Mapping[str, Any]) -> str:
             f"base: {base.get('model', summary.get('base_model_name', '?'))} via {_backend(base)}")
 
 
-def _backend(side: Mapping[str, Any]) -> str:
+def _backend(side: SideRecord) -> str:
     backend = side.get("backend") or "?"
     model = side.get("lm_eval_model")
     return f"{backend} (lm-eval model `{model}`)" if model and model != backend else str(backend)
 
 
-def measured_on(summary: Mapping[str, Any]) -> str:
+def measured_on(summary: BenchmarkSummary) -> str:
     """The session's date (YYYY-MM-DD), from its own timestamp: the same on every rebuild."""
     return str(summary.get("timestamp", "?"))[:10]
 
 
-def settings_facts(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
+def settings_facts(summary: BenchmarkSummary) -> list[tuple[str, str]]:
     """The settings that decide the numbers, as (name, value) pairs in a fixed order."""
     r = summary.get("reproduce") or {}
     seeds = r.get("seeds") or {}
@@ -110,7 +110,7 @@ def settings_facts(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
-def reproduce_commands(summary: Mapping[str, Any]) -> dict[str, str]:
+def reproduce_commands(summary: BenchmarkSummary) -> dict[str, str]:
     """{role: the lm-eval command that reproduces that side's scores}."""
     return dict((summary.get("reproduce") or {}).get("commands") or {})
 

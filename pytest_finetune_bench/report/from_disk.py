@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import cast
 
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.compare.evidence import add_evidence
@@ -19,10 +19,17 @@ from pytest_finetune_bench.compare.scores import TaskComparison, compare
 from pytest_finetune_bench.core.records import RunRecord
 from pytest_finetune_bench.plan.metrics import MetricChoice, headlines_for_results
 from pytest_finetune_bench.report.facts import confidence_level
+from pytest_finetune_bench.store.benchmark_file import (
+    SIDE_KEYS,
+    BenchmarkSummary,
+    ComparisonRecord,
+    SideRecord,
+    comparison_of,
+    read_summary,
+    side_of,
+)
 from pytest_finetune_bench.store.files import read_json_file
 from pytest_finetune_bench.store.summaries import SUMMARY, latest_complete_run, publish_summary
-
-_SIDES = {"base": "base_model", "fine-tuned": "fine_tuned_model"}
 
 
 @dataclass(frozen=True)
@@ -47,41 +54,43 @@ def benchmarks_dir(model: Path, output: Path | None) -> Path:
     return folder
 
 
-def latest_summary(output_dir: Path) -> dict[str, Any]:
+def latest_summary(output_dir: Path) -> BenchmarkSummary:
     """`output_dir`/benchmark.json: the summary of the latest complete session."""
-    return read_json_file(output_dir / SUMMARY, "run the benchmark, or rebuild it with the `summary` command")
+    return read_summary(output_dir / SUMMARY, "run the benchmark, or rebuild it with the `summary` command")
 
 
-def rebuild_summary(output_dir: Path) -> tuple[dict[str, Any], Sources]:
+def rebuild_summary(output_dir: Path) -> tuple[BenchmarkSummary, Sources]:
     """The summary of the newest complete run under `output_dir`, its comparison computed again from disk."""
     run_dir = latest_complete_run(output_dir)
     if run_dir is None:
         raise BenchError(f"no complete run in {output_dir / 'fine-tuned'} (empty, failed and partial runs are "
                          "skipped): run the benchmark to the end first")
     advice = "run the benchmark again"
-    recorded = read_json_file(run_dir / SUMMARY, advice)
-    records = {role: record_from_summary(recorded, role, advice, run_dir / SUMMARY) for role in _SIDES}
+    recorded = read_summary(run_dir / SUMMARY, advice)
+    records = {role: record_from_summary(recorded, role, advice, run_dir / SUMMARY) for role in SIDE_KEYS}
     tasks = compared_tasks(recorded)
     comparisons = paired_comparison(records["base"], records["fine-tuned"], recorded, run_dir)
     summary = copy.deepcopy(recorded)
-    summary["comparison"] = {task: c.to_json() for task, c in comparisons.items()}
-    for role, key in _SIDES.items():
-        summary[key]["results"] = {t: records[role].results.get("results", {}).get(t) for t in tasks}
+    summary["comparison"] = {task: cast(ComparisonRecord, c.to_json()) for task, c in comparisons.items()}
+    for role, record in records.items():
+        side = side_of(summary, role)
+        assert side is not None  # record_from_summary found it
+        side["results"] = {t: record.results.get("results", {}).get(t) for t in tasks}
     return summary, Sources(run_dir, {role: r.results_file for role, r in records.items()})
 
 
-def compared_tasks(recorded: dict[str, Any]) -> list[str]:
+def compared_tasks(recorded: BenchmarkSummary) -> list[str]:
     """The tasks a session compared (a task the backend could not score has no comparison)."""
-    return list(recorded.get("comparison") or (recorded.get("reproduce") or {}).get("tasks") or [])
+    return list(comparison_of(recorded) or (recorded.get("reproduce") or {}).get("tasks") or [])
 
 
-def paired_comparison(first: RunRecord, second: RunRecord, recorded: dict[str, Any],
+def paired_comparison(first: RunRecord, second: RunRecord, recorded: BenchmarkSummary,
                       flips_dir: Path | None) -> dict[str, TaskComparison]:
     """`second` against `first` on the tasks and headlines `recorded` (a benchmark.json) compared, with evidence.
 
     The session's headlines: the metric it compared each task on, its direction from lm-eval's results.
     """
-    choices = {task: _metric_choice(c["metric"]) for task, c in (recorded.get("comparison") or {}).items()}
+    choices = {task: _metric_choice(c["metric"]) for task, c in comparison_of(recorded).items()}
     headlines = headlines_for_results(compared_tasks(recorded), {}, (second.results, first.results), choices)
     comparisons = compare(first.results, second.results, headlines)
     add_evidence(comparisons, first, second, flips_dir, confidence_level(recorded))
@@ -99,13 +108,13 @@ def write_rebuilt_summary(output_dir: Path) -> tuple[Path, Sources]:
     return publish_summary(output_dir, None, summary), sources
 
 
-def record_from_summary(summary: dict[str, Any], role: str, advice: str, source: Path | None = None) -> RunRecord:
+def record_from_summary(summary: BenchmarkSummary, role: str, advice: str, source: Path | None = None) -> RunRecord:
     """One side's run as the session saw it: lm-eval's results file and its samples files.
 
     `source` is the file `summary` was read from, for the errors to name.
     """
-    side = summary.get(_SIDES[role])
-    if not isinstance(side, dict) or not side.get("results_file"):
+    side: SideRecord | None = side_of(summary, role)
+    if side is None or not side.get("results_file"):
         where = source if source is not None else "the run's benchmark.json"
         raise BenchError(f"{where} names no {role} results file: {advice}")
     results_file = Path(side["results_file"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +15,13 @@ from pytest_finetune_bench.report.facts import (
     result_headers,
     result_rows,
 )
+from pytest_finetune_bench.store.benchmark_file import BenchmarkSummary, comparison_of
 from pytest_finetune_bench.text import markdown_inline
 
 STEP_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
 
 
-def step_summary_markdown(summary: Mapping[str, Any]) -> str:
+def step_summary_markdown(summary: BenchmarkSummary) -> str:
     """The session as Markdown: status, the table (change, interval, p, flips), IFEval's detail, skips, errors."""
     lines = [
         f"### Fine-tune benchmark: {markdown_inline(summary.get('model_name'))} vs "
@@ -31,7 +31,7 @@ def step_summary_markdown(summary: Mapping[str, Any]) -> str:
         f"{markdown_inline(produced_by(summary))}",
         "",
     ]
-    if summary.get("comparison"):
+    if comparison_of(summary):
         lines += [markdown_table(result_headers(summary), result_rows(summary)), ""]
     ifeval = ifeval_rows(summary)
     if ifeval:
@@ -42,7 +42,7 @@ def step_summary_markdown(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines).rstrip("\n") + "\n\n"
 
 
-def _items(summary: Mapping[str, Any], key: str) -> list[tuple[Any, Any]]:
+def _items(summary: BenchmarkSummary, key: str) -> list[tuple[Any, Any]]:
     value = summary.get(key)
     return list(value.items()) if isinstance(value, dict) else []
 
@@ -53,7 +53,7 @@ def step_summary_file() -> Path | None:
     return Path(value) if value else None
 
 
-def append_step_summary(path: Path, summary: Mapping[str, Any]) -> None:
+def append_step_summary(path: Path, summary: BenchmarkSummary) -> None:
     """Append the session's Markdown to the job summary (GitHub joins what every step appended)."""
     with path.open("a", encoding="utf-8") as handle:
         handle.write(step_summary_markdown(summary))

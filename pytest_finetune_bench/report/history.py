@@ -18,6 +18,7 @@ from typing import Any
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.compare.scores import UNIT_POINTS, display_name
 from pytest_finetune_bench.plan.models import is_experiment
+from pytest_finetune_bench.store.benchmark_file import BenchmarkSummary, comparison_of, parse_summary
 from pytest_finetune_bench.store.files import MALFORMED, atomic_write_bytes, json_object
 from pytest_finetune_bench.store.summaries import SUMMARY
 from pytest_finetune_bench.text import markdown_inline, printable
@@ -88,7 +89,11 @@ def history_rows(files: Iterable[Path], notes: list[str] | None = None) -> list[
     rows: dict[tuple[str, str, str], HistoryRow] = {}
     for file in files:
         try:
-            found = list(_rows(json_object(json.loads(file.read_text(encoding="utf-8"))), file))
+            found = list(_rows(parse_summary(json.loads(file.read_text(encoding="utf-8")), file), file))
+        except BenchError as exc:  # another schema version, or not a benchmark.json at all
+            if notes is not None:
+                notes.append(f"skipped {exc}")
+            continue
         except (OSError, *MALFORMED) as exc:
             if notes is not None:
                 notes.append(f"skipped {file}: {type(exc).__name__}")
@@ -98,9 +103,9 @@ def history_rows(files: Iterable[Path], notes: list[str] | None = None) -> list[
     return sorted(rows.values(), key=lambda r: (r.timestamp, r.experiment, r.task))
 
 
-def _rows(summary: dict[str, Any], file: Path) -> Iterator[HistoryRow]:
+def _rows(summary: BenchmarkSummary, file: Path) -> Iterator[HistoryRow]:
     headlines = json_object(summary.get("headlines"))
-    comparison = json_object(summary.get("comparison"))
+    comparison = json_object(comparison_of(summary))
     scores = json_object(summary.get("scores"))
     tasks = list(dict.fromkeys([*comparison, *headlines]))
     for task in tasks:

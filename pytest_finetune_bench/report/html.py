@@ -14,7 +14,7 @@ import base64
 import hashlib
 import json
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from pytest_finetune_bench.report.facts import (
     result_rows,
     settings_facts,
 )
+from pytest_finetune_bench.store.benchmark_file import BenchmarkSummary, comparison_of, side_of
 from pytest_finetune_bench.store.files import atomic_write_text, json_object
 from pytest_finetune_bench.text import html_text, printable
 
@@ -41,7 +42,7 @@ DIRECTIONS = {"regressed": "pass→fail", "improved": "fail→pass"}
 IFEVAL_FAILED_METRIC = "inst_level_strict_acc"  # per instruction, in the order of doc.instruction_id_list
 
 
-def write_report(path: Path, summary: Mapping[str, Any], model_hint: str = "MODEL") -> Path:
+def write_report(path: Path, summary: BenchmarkSummary, model_hint: str = "MODEL") -> Path:
     """Write the report of `summary` to `path` (atomically); `model_hint` goes into the rebuild command.
 
     When the page cannot be made, a page saying why replaces the previous one (never left stale, it
@@ -71,7 +72,7 @@ def failure_page(why: str, model_hint: str) -> str:
     return _page("No report", body)
 
 
-def report_html(summary: Mapping[str, Any], model_hint: str = "MODEL") -> str:
+def report_html(summary: BenchmarkSummary, model_hint: str = "MODEL") -> str:
     """The whole page for `summary` (a benchmark.json), flips and failed instructions read from its files."""
     title = f"{summary.get('model_name', '?')} vs {summary.get('base_model_name', '?')}"
     body = [
@@ -88,7 +89,7 @@ def _page(title: str, body: str) -> str:
     return _PAGE.format(title=html_text(title), style=_STYLE, body=body, script=_SCRIPT, csp=CONTENT_SECURITY_POLICY)
 
 
-def _status(summary: Mapping[str, Any]) -> str:
+def _status(summary: BenchmarkSummary) -> str:
     status = str(summary.get("status", "?"))
     errors = "".join(f"<li>{html_text(k)}: {html_text(v)}</li>" for k, v in json_object(summary.get("errors")).items())
     line = (f'<p class="status {html_text(status)}">Session {html_text(status)}, {html_text(measured_on(summary))}. '
@@ -96,8 +97,8 @@ def _status(summary: Mapping[str, Any]) -> str:
     return line + (f"<ul class=errors>{errors}</ul>" if errors else "")
 
 
-def _results(summary: Mapping[str, Any]) -> list[str]:
-    if not summary.get("comparison"):
+def _results(summary: BenchmarkSummary) -> list[str]:
+    if not comparison_of(summary):
         return ["<p>No comparison: the session did not finish both runs.</p>"]
     parts = ["<h2>Results</h2>", html_table(result_headers(summary), result_rows(summary), "results")]
     ifeval = ifeval_rows(summary)
@@ -110,11 +111,11 @@ def _results(summary: Mapping[str, Any]) -> list[str]:
     return parts
 
 
-def _flips_browser(summary: Mapping[str, Any]) -> list[str]:
-    if not summary.get("comparison"):
+def _flips_browser(summary: BenchmarkSummary) -> list[str]:
+    if not comparison_of(summary):
         return []
     flips, notes = flipped_documents(summary)
-    tasks = sorted({task for task, _, _, _ in flips} | set(json_object(summary.get("comparison"))))
+    tasks = sorted({task for task, _, _, _ in flips} | set(comparison_of(summary)))
     task_options = "".join(f'<option value="{html_text(t)}">{html_text(display_name(t))}</option>' for t in tasks)
     direction_options = "".join(f'<option value="{d}">{label}</option>' for d, label in DIRECTIONS.items())
     rows = "\n".join(_flip_row(task, flip, base_failed, ft_failed) for task, flip, base_failed, ft_failed in flips)
@@ -154,7 +155,7 @@ def _failed(instructions: Sequence[str] | None) -> str:
 FlipRow = tuple[str, Flip, "list[str] | None", "list[str] | None"]
 
 
-def flipped_documents(summary: Mapping[str, Any]) -> tuple[list[FlipRow], list[str]]:
+def flipped_documents(summary: BenchmarkSummary) -> tuple[list[FlipRow], list[str]]:
     """(task, flip, instructions the base failed, instructions the fine-tuned model failed) per flipped document,
     and a note for each flips file that could not be read in full.
 
@@ -162,7 +163,7 @@ def flipped_documents(summary: Mapping[str, Any]) -> tuple[list[FlipRow], list[s
     """
     rows: list[FlipRow] = []
     notes: list[str] = []
-    for task, comparison in json_object(summary.get("comparison")).items():
+    for task, comparison in comparison_of(summary).items():
         flips_file = json_object(json_object(comparison).get("flips")).get("file")
         if not isinstance(flips_file, str) or not Path(flips_file).is_file():
             continue
@@ -173,8 +174,8 @@ def flipped_documents(summary: Mapping[str, Any]) -> tuple[list[FlipRow], list[s
             continue
         if skipped:
             notes.append(f"{flips_file}: {skipped} unreadable line{'s' if skipped != 1 else ''} skipped.")
-        base = failed_instructions(_samples_file(summary, "base_model", task))
-        finetuned = failed_instructions(_samples_file(summary, "fine_tuned_model", task))
+        base = failed_instructions(_samples_file(summary, "base", task))
+        finetuned = failed_instructions(_samples_file(summary, "fine-tuned", task))
         rows.extend((task, flip, _lookup(base, flip.doc_id), _lookup(finetuned, flip.doc_id)) for flip in flips)
     return rows, notes
 
@@ -183,8 +184,8 @@ def _lookup(failed: dict[int, list[str]] | None, doc_id: int) -> list[str] | Non
     return None if failed is None else failed.get(doc_id)
 
 
-def _samples_file(summary: Mapping[str, Any], side: str, task: str) -> Path | None:
-    path = json_object(json_object(summary.get(side)).get("samples_files")).get(task)
+def _samples_file(summary: BenchmarkSummary, role: str, task: str) -> Path | None:
+    path = json_object((side_of(summary, role) or {}).get("samples_files")).get(task)
     return Path(path) if isinstance(path, str) and path else None
 
 
@@ -216,7 +217,7 @@ def _json_object(line: str) -> dict[str, Any]:
     return record if isinstance(record, dict) else {}
 
 
-def _settings(summary: Mapping[str, Any], model_hint: str) -> list[str]:
+def _settings(summary: BenchmarkSummary, model_hint: str) -> list[str]:
     facts = "".join(f"<dt>{html_text(name)}</dt><dd>{html_text(value)}</dd>" for name, value in settings_facts(summary))
     commands = [f"# {role}\n{command}" for role, command in reproduce_commands(summary).items()]
     commands.append(f"# this page again, from the files on disk\n{rebuild_command(model_hint)}")

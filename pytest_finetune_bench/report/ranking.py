@@ -16,16 +16,24 @@ from tabulate import tabulate
 
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.compare.scores import UNIT_POINTS, TaskComparison, display_name
+from pytest_finetune_bench.plan.gates import FAILED, PASSED
 from pytest_finetune_bench.report.facts import confidence_level
 from pytest_finetune_bench.report.from_disk import paired_comparison, record_from_summary
+from pytest_finetune_bench.store.benchmark_file import (
+    RANKING_SCHEMA_VERSION,
+    BenchmarkSummary,
+    ComparisonRecord,
+    comparison_of,
+    gates_of,
+    side_of,
+)
 
 RANKING_NAME = "benchmarks-summary.json"
-SCHEMA_VERSION = 1
 _ADVICE = "run that experiment's benchmark again"
 MAX_ALL_PAIRS = 12  # beyond this many experiments, only neighbours in the ranking are compared
 
 
-def build_ranking(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def build_ranking(summaries: Sequence[BenchmarkSummary]) -> dict[str, Any]:
     """benchmarks-summary.json's content from the experiments' summaries (benchmark.json dicts)."""
     experiments = [_experiment(summary) for summary in summaries]
     _assign_mean_ranks(experiments)
@@ -35,7 +43,7 @@ def build_ranking(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     pairs = [{"first": a, "second": b, "tasks": pairwise(by_label[a], by_label[b])}
              for a, b in pairs_to_compare([e["label"] for e in ranked])]
     return {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": RANKING_SCHEMA_VERSION,
         "status": "complete" if all(e["status"] == "complete" for e in experiments) else "incomplete",
         "ranked_by": "gates passed, then the mean rank over tasks of the fine-tuned scores",
         "ranking": [e["label"] for e in ranked],
@@ -47,14 +55,16 @@ def build_ranking(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _experiment(summary: Mapping[str, Any]) -> dict[str, Any]:
+def _experiment(summary: BenchmarkSummary) -> dict[str, Any]:
     headlines = summary.get("headlines") or {}
     scores = (summary.get("scores") or {}).get("fine-tuned") or {}
-    comparison = summary.get("comparison") or {}
-    gates = summary.get("gates") or {}
+    comparison = comparison_of(summary)
+    # The decisions the gate tests recorded: the ranking counts them, it never decides a gate again.
+    gates = gates_of(summary)
+    outcomes = [record["outcome"] for record in gates.values()]
     return {
         "label": summary.get("label") or summary.get("model_name"),
-        "model": (summary.get("fine_tuned_model") or {}).get("model"),
+        "model": (side_of(summary, "fine-tuned") or {}).get("model"),
         # Which export was measured (lora, merged_16bit, gguf, …): an adapter and its merge are different models.
         "variant": summary.get("model_variant"),
         "benchmark_dir": _benchmark_dir(summary),
@@ -62,19 +72,19 @@ def _experiment(summary: Mapping[str, Any]) -> dict[str, Any]:
         "backend": (summary.get("backends") or {}).get("fine-tuned"),
         "scores": {task: {**h, "value": scores.get(task), **_delta(comparison.get(task))}
                    for task, h in headlines.items()},
-        "gates": {"passed": sum(v == "passed" for v in gates.values()),
-                  "failed": sum(v == "failed" for v in gates.values()), "total": len(gates), "outcomes": gates},
+        "gates": {"passed": outcomes.count(PASSED), "failed": outcomes.count(FAILED), "total": len(gates),
+                  "outcomes": gates},
         "training": summary.get("training") or {},
         "timestamp": summary.get("timestamp"),
     }
 
 
-def _benchmark_dir(summary: Mapping[str, Any]) -> str | None:
-    results_file = (summary.get("fine_tuned_model") or {}).get("results_file")
+def _benchmark_dir(summary: BenchmarkSummary) -> str | None:
+    results_file = (side_of(summary, "fine-tuned") or {}).get("results_file")
     return str(Path(results_file).parent.parent) if results_file else None
 
 
-def _delta(comparison: Mapping[str, Any] | None) -> dict[str, Any]:
+def _delta(comparison: ComparisonRecord | None) -> dict[str, Any]:
     if not comparison:
         return {}
     stats = comparison.get("stats") or {}
@@ -141,11 +151,11 @@ def reversed_pair(pair: Mapping[str, Any]) -> dict[str, Any]:
     return flip
 
 
-def pairwise(first: Mapping[str, Any], second: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def pairwise(first: BenchmarkSummary, second: BenchmarkSummary) -> dict[str, dict[str, Any]]:
     """Per task: `second`'s fine-tuned run against `first`'s on their shared documents (paired statistics)."""
     try:
-        runs = [record_from_summary(dict(s), "fine-tuned", _ADVICE) for s in (first, second)]
-        comparisons = paired_comparison(runs[0], runs[1], dict(second), None)
+        runs = [record_from_summary(s, "fine-tuned", _ADVICE) for s in (first, second)]
+        comparisons = paired_comparison(runs[0], runs[1], second, None)
     except BenchError as exc:
         return {task: {"note": str(exc)} for task in (second.get("headlines") or {})}
     alpha = 1 - confidence_level(second)
@@ -166,9 +176,9 @@ def _pair_json(comparison: TaskComparison, alpha: float) -> dict[str, Any]:
     }
 
 
-def quantization_costs(summaries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def quantization_costs(summaries: Sequence[BenchmarkSummary]) -> list[dict[str, Any]]:
     """For a model benchmarked through several backends (`hf,ollama`): each served export against the first."""
-    by_model: dict[str, list[Mapping[str, Any]]] = {}
+    by_model: dict[str, list[BenchmarkSummary]] = {}
     for summary in summaries:
         label = str(summary.get("label") or "")
         if "@" in label:

@@ -1,4 +1,7 @@
-"""benchmark.json: what was compared, the scores, their evidence, and what reproduces them (no pytest here)."""
+"""benchmark.json: what was compared, the scores, their evidence, and what reproduces them (no pytest here).
+
+Its shape is the published schema (schemas/benchmark.schema.json) and store/benchmark_file.py's types.
+"""
 
 from __future__ import annotations
 
@@ -14,18 +17,17 @@ from pytest_finetune_bench.plan import ROLES, Plan
 from pytest_finetune_bench.plan.metrics import headlines_for_results
 from pytest_finetune_bench.report.facts import training_facts
 from pytest_finetune_bench.run.recovery import with_batch_size
-
-SCHEMA_VERSION = 2
-_SIDE_KEYS = {"base": "base_model", "fine-tuned": "fine_tuned_model"}
+from pytest_finetune_bench.store.benchmark_file import SCHEMA_VERSION, SIDE_KEYS
 
 
 def build_summary(
     plan: Plan, execution: Execution, comparisons: Mapping[str, TaskComparison], errors: Mapping[str, str],
-    gates: Mapping[str, str] | None = None,
+    gates: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The session's summary; `errors` adds failures after the runs (statistics, flips) to the runs' own.
 
-    `gates` holds the outcome of each gate test that ran ({"ifeval::improves": "passed"}).
+    `gates` holds the decision of each gate test that ran (compare/gates.py `Decision.to_json`):
+    {"ifeval::improves": {"outcome": "passed", "threshold": 0.02, "rule": "point", ...}}.
     """
     return {
         **_header(plan, execution, errors),
@@ -33,9 +35,9 @@ def build_summary(
         # Which export of outputs/<name>/ was measured (merged_16bit, merged_4bit, lora, gguf, folder, hub, served).
         "model_variant": plan.variant,
         "base_model_source": plan.base.source if plan.base else None,
-        **{_SIDE_KEYS[role]: _side_summary(plan, execution.runs.get(role)) for role in ROLES},
+        **{SIDE_KEYS[role]: _side_summary(plan, execution.runs.get(role)) for role in ROLES},
         "comparison": {task: c.to_json() for task, c in comparisons.items()},
-        "gates": dict(gates or {}),
+        "gates": {name: dict(record) for name, record in (gates or {}).items()},
         **headline_scores(plan, execution.runs),
         "training": dict(training_facts(plan.location.root)) if plan.location.root else {},
         "skipped_tasks": dict(plan.skipped),
@@ -65,7 +67,7 @@ def scores_only_summary(plan: Plan, execution: Execution, errors: Mapping[str, s
     """benchmark.json from what cannot fail: who was compared, the statuses and lm-eval's own results."""
     return {
         **_header(plan, execution, errors),
-        **{_SIDE_KEYS[role]: None if (record := execution.runs.get(role)) is None else
+        **{SIDE_KEYS[role]: None if (record := execution.runs.get(role)) is None else
            {"model": record.model, "results": record.task_results, "results_file": str(record.results_file)}
            for role in ROLES},
     }

@@ -15,6 +15,7 @@ from pytest_finetune_bench.compare.scores import (
 )
 from pytest_finetune_bench.compare.sequential import EARLY_STOP, early_stop_line, sequence_interval
 from pytest_finetune_bench.compare.stats import INTERVAL_BOOTSTRAP, INTERVAL_TANGO
+from pytest_finetune_bench.store.benchmark_file import BenchmarkSummary, comparison_of
 
 NO_CHANGE = "→ No change"
 
@@ -150,11 +151,11 @@ def _p(value: float | None) -> str:
     return f"{value:.2g}" if value >= 0.001 else "<0.001"
 
 
-def comparisons_from_summary(summary: Mapping[str, Any]) -> dict[str, TaskComparison]:
-    """TaskComparison objects back from benchmark.json's `comparison` (for xdist's controller)."""
+def comparisons_from_summary(summary: BenchmarkSummary) -> dict[str, TaskComparison]:
+    """TaskComparison objects back from benchmark.json's `comparison` (for xdist's controller and the reports)."""
     comparisons = {}
-    for task, data in (summary.get("comparison") or {}).items():
-        extra = {k: data[k] for k in ("stats", "stats_note", "flips", EARLY_STOP) if k in data}
+    for task, data in comparison_of(summary).items():
+        extra = {k: v for k, v in data.items() if k in ("stats", "stats_note", "flips", EARLY_STOP)}
         comparisons[task] = TaskComparison(
             task, data.get("metric", "?"), data.get("base_accuracy"), data.get("finetuned_accuracy"), extra,
             higher_is_better=data.get("higher_is_better", True), unit=data.get("unit", UNIT_POINTS),

@@ -32,16 +32,10 @@ import numpy as np
 from pytest_finetune_bench.compare.evidence import leaf_tasks, task_samples
 from pytest_finetune_bench.compare.samples import CorpusLevelMetric
 from pytest_finetune_bench.compare.scores import TaskComparison
-from pytest_finetune_bench.compare.sequential import (
-    EARLY_STOP,
-    IMPROVES,
-    NO_REGRESSION,
-    FinitePopulationSequence,
-    GateRule,
-    gain_bounds,
-)
+from pytest_finetune_bench.compare.sequential import EARLY_STOP, FinitePopulationSequence, gain_bounds
 from pytest_finetune_bench.core.records import RunRecord, RunRequest
 from pytest_finetune_bench.plan import Plan
+from pytest_finetune_bench.plan.gates import Gate
 from pytest_finetune_bench.plan.metrics import headlines_for_results
 
 Say = Callable[[str], None]
@@ -49,8 +43,6 @@ Say = Callable[[str], None]
 # (building requests, scoring) stays small next to generation.
 LOOKS = 20
 MIN_CHUNK = 4
-# Points to fractions for a metric shown in points (every metric early stopping accepts is).
-_POINTS = 100.0
 
 
 @dataclass
@@ -61,7 +53,7 @@ class TaskMonitor:
     metric: str  # lm-eval's "metric,filter" key
     higher_is_better: bool
     base: dict[int, float]  # doc id → the base's score
-    rules: list[GateRule]
+    rules: list[Gate]  # the plan's gates on the task, thresholds as fractions (the metric is one)
     alpha: float
     order_seed: int
     batch_size: int = 1  # the run's batch size when it is a number: chunks are whole batches
@@ -123,7 +115,7 @@ class TaskMonitor:
         for rule in self.rules:
             verdict = rule.verdict(gain_low, gain_high)
             if verdict is not None:
-                self.verdicts.setdefault(rule.gate, verdict)
+                self.verdicts.setdefault(rule.kind, verdict)
         self.chunks.append({"documents": len(self.evaluated), "delta_low": low, "delta_high": high})
 
     def to_json(self) -> dict[str, Any]:
@@ -138,7 +130,7 @@ class TaskMonitor:
             "evaluated_ids": sorted(self.evaluated),
             "stopped_early": self.stopped_early,
             "verdicts": dict(self.verdicts),
-            "gates": {rule.gate: rule.threshold for rule in self.rules},
+            "gates": {rule.kind: rule.threshold for rule in self.rules},
             "chunks": list(self.chunks),
             "note": self.note,
         }
@@ -151,7 +143,7 @@ class TaskMonitor:
             metric=entry["metric"],
             higher_is_better=bool(entry["higher_is_better"]),
             base={int(doc): float(value) for doc, value in entry["base"].items()},
-            rules=[GateRule(r["gate"], float(r["threshold"])) for r in entry["gates"]],
+            rules=[Gate.from_spec(spec) for spec in entry["gates"]],
             alpha=alpha,
             order_seed=task_seed(seed, task),
             batch_size=int(batch_size) if str(batch_size).isdigit() and int(batch_size) > 0 else 1,
@@ -215,15 +207,13 @@ def _task_entry(plan: Plan, base: RunRecord, task: str) -> tuple[dict[str, Any] 
         return None, "the base run has no per-document scores for it"
     if any(not 0.0 <= s.value <= 1.0 for s in samples.values()):
         return None, f"{headline.key} has per-document scores outside [0, 1]"
-    rules = [GateRule(NO_REGRESSION, plan.options.max_drop_for(task) / _POINTS)]
-    min_gain = plan.options.min_gain_for(task)
-    if min_gain is not None:
-        rules.insert(0, GateRule(IMPROVES, min_gain / _POINTS))
+    # The plan's gates, for the metric the base's results name (a fraction: its scores are in [0, 1]).
+    gates = [gate.for_metric(headline.higher_is_better, True) for gate in plan.gates_of(task)]
     return {
         "metric": headline.key,
         "higher_is_better": headline.higher_is_better,
         "base": {str(doc): s.value for doc, s in samples.items()},
-        "gates": [dataclasses.asdict(rule) for rule in rules],
+        "gates": [gate.to_spec() for gate in gates],
     }, ""
 
 

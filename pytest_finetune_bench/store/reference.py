@@ -9,6 +9,7 @@ from typing import Any
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.core.records import RunRecord
 from pytest_finetune_bench.core.settings import settings_part
+from pytest_finetune_bench.store.benchmark_file import read_summary, side_of
 from pytest_finetune_bench.store.files import read_json_file, reading
 
 
@@ -24,9 +25,9 @@ def load_reference(path: Path) -> tuple[RunRecord, dict[str, Any]]:
 
 
 def _reference(summary_file: Path, advice: str) -> tuple[RunRecord, dict[str, Any]]:
-    summary = read_json_file(summary_file, advice)
-    side = summary.get("fine_tuned_model")
-    if not isinstance(side, dict) or not side.get("results_file"):
+    summary = read_summary(summary_file, advice)
+    side = side_of(summary, "fine-tuned")
+    if side is None or not side.get("results_file"):
         raise BenchError(f"{summary_file} has no fine-tuned results (its run did not finish): {advice}")
     results_file = Path(side["results_file"])
     results = read_json_file(results_file, advice)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ SUMMARY = "benchmark.json"
 INCOMPLETE_SUMMARY = "benchmark.incomplete.json"
 
 
-def publish_summary(output_dir: Path, run_dir: Path | None, summary: dict[str, Any], name: str = SUMMARY) -> Path:
+def publish_summary(output_dir: Path, run_dir: Path | None, summary: Mapping[str, Any], name: str = SUMMARY) -> Path:
     """Write `summary` where it belongs; returns the file that holds this session's summary.
 
     Under a lock, so two sessions on the same model cannot interleave their writes. `name` is the
