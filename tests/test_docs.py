@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_finetune_bench.plugin.options import OPTIONS
+from pytest_finetune_bench.plan.option_table import OPTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

@@ -46,7 +46,7 @@ def make_plans(options: BenchOptions, cwd: Path, say: Say, catalog: TaskCatalog 
         # Before the pre-flight, which sends the key too.
         say(warning)
     specs = expand_models(options.models or (options.model,), cwd)
-    backends = options.backends or (options.backend,)
+    backends = options.backends
     catalog = catalog or TaskCatalog(options.include_paths, cwd)
     plans = []
     for spec in specs:
