@@ -27,7 +27,7 @@ from pytest_finetune_bench.report.ranking import (
     reversed_pair,
 )
 from tests.conftest import FAST_ARGS, read_json
-from tests.fake_sessions import bench_args, use_fake_lm
+from tests.fake_sessions import bench_args, own_cache_dir, use_fake_lm
 from tests.llama_server import LlamaServer
 
 LEARNING_RATES = {"exp-a": 1e-4, "exp-b": 2e-4, "exp-c": 2e-4}
@@ -273,7 +273,7 @@ def _real_session(root: Path, models: Path, demo_data: Path) -> str:
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "--bench-model", str(models), "--bench-data-dir", str(demo_data),
          "--bench-suite", "test", "--bench-limit", "10", "--bench-min-gain", "0", *FAST_ARGS, "-rA",
-         "--bench-cache-dir", str(root / "cache")],
+         "--bench-cache-dir", str(own_cache_dir(root / "cache"))],
         cwd=root, capture_output=True, text=True, timeout=900,
     )
     return proc.stdout + proc.stderr
@@ -365,7 +365,7 @@ def test_both_backends_measure_the_quantization_cost_on_a_real_server(
         "--bench-server-model", llama_server.model, "--bench-suite", "test", "--bench-data-dir", str(demo_data),
         # Only no_regression gates, allowing any drop: the numbers are the point here, not a verdict.
         "--bench-target-tasks=", "--bench-max-drop", "100", *FAST_ARGS, "-rA",
-        "--bench-cache-dir", str(pytester.path / "cache"), timeout=800,
+        "--bench-cache-dir", str(own_cache_dir(pytester.path / "cache")), timeout=800,
     )
     out = result.stdout.str()
     result.assert_outcomes(passed=2)

@@ -22,8 +22,7 @@ from pytest_finetune_bench.run.engine import RunRecord, RunRequest
 from pytest_finetune_bench.run.progress import ProgressPrinter
 from pytest_finetune_bench.run.recovery import evaluate_with_recovery, interrupted, overall_status
 from pytest_finetune_bench.store.base_cache import BaseCache, describe_age, place_files, restore
-from pytest_finetune_bench.store.base_cache import default_cache_dir as default_base_cache_dir
-from pytest_finetune_bench.store.files import bench_cache_dir, claim_cache_dir, distrust, unique_dir
+from pytest_finetune_bench.store.files import claim_cache_dir, distrust, unique_dir
 from pytest_finetune_bench.store.locks import locked
 from pytest_finetune_bench.store.reference import load_reference, settings_differences
 
@@ -43,7 +42,7 @@ class Executor:
         self.say = say
         self.started_at = started_at or datetime.now()
         self.run_stamp = self.started_at.strftime("%Y-%m-%dT%H-%M-%S")
-        self.base_cache = BaseCache(plan.options.cache_dir or default_base_cache_dir())
+        self.base_cache = BaseCache(plan.options.cache_root)
         self.runs: dict[str, RunRecord] = {}
         self.errors: dict[str, BenchError] = {}
         self.requests: dict[str, RunRequest] = {}
@@ -202,8 +201,7 @@ class Executor:
         """
         if self.plan.side(role).fingerprint is None:
             return None
-        root = self.plan.options.cache_dir or bench_cache_dir()
-        return root / RESPONSES_DIR / digest(self.plan.identity(role))[:24]
+        return self.plan.options.cache_root / RESPONSES_DIR / digest(self.plan.identity(role))[:24]
 
     def _claim_responses(self, role: str, cache: Path | None) -> Path | None:
         """`cache` once it is safe to hand to lm-eval, which unpickles what it holds; None to run without it.

@@ -23,14 +23,9 @@ from typing import Any
 
 from pytest_finetune_bench.plan.settings import digest
 from pytest_finetune_bench.run.engine import RunRecord
-from pytest_finetune_bench.store.files import bench_cache_dir, claim_cache_dir, distrust, file_sha256
+from pytest_finetune_bench.store.files import claim_cache_dir, distrust, file_sha256
 
 KEY_VERSION = 2  # entries of an older key layout are never read
-
-
-def default_cache_dir() -> Path:
-    """Where base scores are cached (see files.bench_cache_dir)."""
-    return bench_cache_dir()
 
 
 def entry_key(ident: Mapping[str, Any]) -> str:
