@@ -24,6 +24,7 @@ from pytest_finetune_bench.plan.parallel import parallel_settings
 from pytest_finetune_bench.plan.settings import (
     EvalSettings,
     Side,
+    canonical_gen_kwargs,
     output_dir_for,
     resolve_batch_size,
     resolve_device,
@@ -111,7 +112,7 @@ def make_plan(options: BenchOptions, cwd: Path, say: Say, catalog: TaskCatalog |
         batch_size=_batch_size(options, device, (base_backend, backend)),
         device=device,
         dtype=resolve_dtype(options.dtype, device),
-        gen_kwargs=options.gen_kwargs,
+        gen_kwargs=canonical_gen_kwargs(options.gen_kwargs),
         apply_chat_template=apply_chat_template,
         task_versions=tuple(sorted((t, str(v)) for t, v in catalog.versions(tasks).items())),
         data_files=data_files,
