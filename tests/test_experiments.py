@@ -216,6 +216,28 @@ def test_experiments_share_one_base_run_and_each_get_their_own_files(
 
 
 @pytest.mark.slow  # starts lm-eval children (a fake model)
+@pytest.mark.parametrize("backend", ["fake", "fake-unpinned"])
+def test_a_shared_base_is_evaluated_once_whether_or_not_it_can_be_cached(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
+    """The base cache is the one way a base is shared: on disk when its content is known, else in the session."""
+    outputs, _ = make_experiments(pytester.path, ("exp-a", "exp-b"))
+    use_fake_lm(monkeypatch)
+    args = [a for a in bench_args(outputs, pytester.path / "unused") if not a.startswith("--bench-output")]
+    result = pytester.runpytest_subprocess(*args, f"--bench-backend={backend}", "--bench-min-gain=0")
+    result.assert_outcomes(passed=4)
+    out = result.stdout.str()
+    assert out.count("base: evaluating") == 1 and out.count("fine-tuned: evaluating") == 2, out
+    assert out.count(f"base: scores shared with {outputs}/exp-a (same base, same settings)") == 1
+    entries = list((pytester.path / "base-cache" / "base").glob("*/entry.json"))
+    cacheable = backend == "fake"
+    assert len(entries) == (1 if cacheable else 0)
+    assert ("cannot fingerprint the model, so its scores are not cached" in out) == (not cacheable)
+    for name in ("exp-a", "exp-b"):
+        assert read_json(outputs / name / "benchmarks" / "benchmark.json")["status"] == "complete"
+
+
+@pytest.mark.slow  # starts lm-eval children (a fake model)
 def test_base_only_fills_the_cache_that_a_later_session_reuses(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from pytest_finetune_bench.plan.choices import BenchOptions
 from pytest_finetune_bench.plan.metrics import Headline
 from pytest_finetune_bench.plan.models import ModelLocation
-from pytest_finetune_bench.plan.settings import EvalSettings, Side, digest, identity, lm_eval_arguments
+from pytest_finetune_bench.plan.settings import EvalSettings, Side, cache_key, identity, lm_eval_arguments
 
 if TYPE_CHECKING:  # backends import plan.settings, which imports this package first
     from pytest_finetune_bench.backends import Backend
@@ -82,8 +82,8 @@ class Plan:
         return identity(self.settings, self.side(role))
 
     def key(self, role: str) -> str:
-        """The cache key of `role`'s scores."""
-        return digest(self.identity(role))
+        """The cache key of `role`'s scores (settings.cache_key)."""
+        return cache_key(self.identity(role))
 
     def describe(self) -> Iterator[str]:
         """The plan as lines for the terminal (`--bench-plan`)."""

@@ -173,8 +173,16 @@ def settings_part(ident: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def digest(ident: Mapping[str, Any]) -> str:
-    """A stable hash of an identity, for cache keys."""
+    """A stable hash of an identity."""
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
+
+
+KEY_VERSION = 2  # cache entries of an older key layout are never read
+
+
+def cache_key(ident: Mapping[str, Any]) -> str:
+    """The one key of a run with this identity: its base-cache entry, its response cache, `--bench-plan`'s key."""
+    return digest({"key_version": KEY_VERSION, **ident})
 
 
 def resolve_device(requested: str) -> str:

@@ -18,7 +18,8 @@ from pytest_finetune_bench.plan.metrics import headlines_for_results
 from pytest_finetune_bench.report.summary import build_summary, scores_only_summary
 from pytest_finetune_bench.run.early_stop import apply_early_stop
 from pytest_finetune_bench.run.engine import RunRecord
-from pytest_finetune_bench.run.executor import Executor, SharedBases
+from pytest_finetune_bench.run.executor import Executor
+from pytest_finetune_bench.store.base_cache import BaseCache
 from pytest_finetune_bench.store.summaries import publish_summary
 
 Say = Callable[[str], None]
@@ -39,10 +40,10 @@ def add_evidence(comparisons: dict[str, TaskComparison], base: RunRecord, finetu
 class BenchSession:
     """Runs the base and fine-tuned evaluations at most once per session and compares them."""
 
-    def __init__(self, plan: Plan, say: Say, shared_bases: SharedBases | None = None) -> None:
+    def __init__(self, plan: Plan, say: Say, base_cache: BaseCache | None = None) -> None:
         self.plan = plan
         self.say = say
-        self.executor = Executor(plan, say, shared_bases=shared_bases)
+        self.executor = Executor(plan, say, base_cache=base_cache)
         self._comparison: dict[str, TaskComparison] | None = None
         self._analyses: dict[str, TaskAnalysis] = {}
         self.analysis_error: str | None = None
