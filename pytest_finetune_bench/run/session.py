@@ -68,9 +68,9 @@ class BenchSession:
         if self._comparison is None:
             base, finetuned = self.run("base"), self.run("fine-tuned")
             # Headlines chosen in the plan; tasks defined in Python are resolved from their results.
-            headlines = headlines_for_results(
-                self.plan.tasks, self.plan.headlines, (finetuned.results, base.results), self.plan.options.metrics
-            )
+            headlines = headlines_for_results(self.plan.tasks, self.plan.headlines,
+                                              {"base": base.results, "fine-tuned": finetuned.results},
+                                              self.plan.options.metrics)
             comparisons = compare(base.results, finetuned.results, headlines)
             apply_early_stop(comparisons, base, finetuned)
             self._analyses = self._analyse(comparisons, base, finetuned)
