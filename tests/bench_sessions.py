@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import html
+import json
+import re
 import shlex
 import subprocess
 import sys
@@ -51,3 +54,11 @@ def assert_scores_equal_the_lm_eval_cli(summary: dict[str, Any], side: str, tmp_
     ours = summary[side]["results"]["ifeval"]
     for metric in IFEVAL_METRICS:
         assert ours[metric] == cli[metric], metric
+
+
+def pytest_html_extras(report: Path) -> dict[str, list[dict[str, Any]]]:
+    """Each test's extras in a self-contained pytest-html report (its data is one JSON blob in the page)."""
+    blob = re.search(r'data-jsonblob="([^"]*)"', report.read_text(encoding="utf-8"))
+    assert blob is not None, "no data blob in the pytest-html report"
+    tests = json.loads(html.unescape(blob.group(1)))["tests"]
+    return {test_id: [extra for run in runs for extra in run["extras"]] for test_id, runs in tests.items()}

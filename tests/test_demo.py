@@ -23,6 +23,7 @@ from pytest_finetune_bench.demo.build import (
     build_demo,
     encode_chat,
     load_train_messages,
+    pad_token_id,
     prepare_base,
     read_metrics,
 )
@@ -66,6 +67,18 @@ def test_only_the_answer_is_trained(base_model: Path) -> None:
     assert example.labels[0] == -100
     assert trained[-1] == tokenizer.eos_token_id
     assert tokenizer.decode(trained[:-1]) == messages[-1]["content"]
+
+
+def test_batches_pad_with_the_end_token_when_the_tokenizer_has_no_pad_token(base_model: Path) -> None:
+    # transformers 5.17 converts SmolLM2's GGUF without a pad token (seen on the GPU machine, docs/scaling.md).
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    assert tokenizer.pad_token_id is not None
+    assert pad_token_id(tokenizer) == tokenizer.pad_token_id
+    tokenizer.pad_token = None
+    assert tokenizer.pad_token_id is None
+    assert pad_token_id(tokenizer) == tokenizer.eos_token_id
 
 
 def test_layout_names_the_base(demo_model: Path, base_model: Path) -> None:  # noqa: F811

@@ -11,6 +11,12 @@ from pathlib import Path
 import pytest
 
 from pytest_finetune_bench.plan.option_table import OPTIONS
+from pytest_finetune_bench.plan.tasks import LM_EVAL_INSTALL
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -145,3 +151,13 @@ def test_relative_links_resolve() -> None:
             elif anchor and resolved.suffix == ".md" and anchor not in anchors(resolved):
                 broken.append(f"{page.relative_to(ROOT)}: {target} (no such heading)")
     assert not broken, "broken links:\n" + "\n".join(broken)
+
+
+def test_every_pinned_lm_eval_install_line_is_the_declared_requirement() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    requirement = next(r for r in project["dependencies"] if r.startswith("lm-eval"))
+    assert LM_EVAL_INSTALL == f"pip install '{requirement}'"
+    quoted = [(page.name, line) for page in PAGES
+              for line in re.findall(r"pip install '(lm-eval\[[^']*\]==[^']*)'", page.read_text(encoding="utf-8"))]
+    assert quoted, "no page quotes the pinned install line"
+    assert [q for q in quoted if q[1] != requirement] == []

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bench_sessions import LIMIT, Session, assert_scores_equal_the_lm_eval_cli, run_bench
+from tests.bench_sessions import LIMIT, Session, assert_scores_equal_the_lm_eval_cli, pytest_html_extras, run_bench
 from tests.conftest import FAST_ARGS, read_json
 from tests.fake_sessions import own_cache_dir
 
@@ -16,7 +16,8 @@ from tests.fake_sessions import own_cache_dir
 def regressed(tmp_path_factory: pytest.TempPathFactory, regressed_outputs: Path, demo_data: Path) -> Session:
     # A cache folder of its own: the progress checks below need both models to generate, whatever ran before.
     cwd = tmp_path_factory.mktemp("regressed")
-    return run_bench(cwd, regressed_outputs, demo_data, *_own_cache(cwd))
+    return run_bench(cwd, regressed_outputs, demo_data, *_own_cache(cwd), f"--html={cwd / 'pytest-html.html'}",
+                     "--self-contained-html")
 
 
 def _own_cache(cwd: Path) -> tuple[str, str]:
@@ -35,6 +36,16 @@ def test_regression_fails_both_gates_with_scores_in_message(regressed: Session) 
     assert f"Δ {comp['delta'] * 100:+.2f} points ({comp['delta_percent']:+.1f}%)" in out
     assert "finetune-bench::ifeval::no_regression - ifeval r" in out
     assert "finetune-bench::ifeval::improves - ifeval did no" in out
+
+
+def test_the_failed_gates_rows_in_the_pytest_html_report_hold_the_comparison(regressed: Session) -> None:
+    comp = regressed.summary["comparison"]["ifeval"]
+    scores = f"<td>{comp['base_accuracy'] * 100:.2f}%</td><td>{comp['finetuned_accuracy'] * 100:.2f}%</td>"
+    extras = pytest_html_extras(regressed.output.parent / "pytest-html.html")
+    for gate in ("improves", "no_regression"):
+        (found,) = [e for test_id, e in extras.items() if test_id.endswith(f"ifeval::{gate}")]
+        assert [e["format_type"] for e in found] == ["html", "image"], found
+        assert scores in found[0]["content"], found[0]["content"]
 
 
 def test_summary_table_and_progress_reach_the_terminal(regressed: Session) -> None:

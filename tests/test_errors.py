@@ -162,7 +162,7 @@ def test_data_dir_without_the_task_file(pytester: pytest.Pytester) -> None:
         ("immutabledict", "pip install 'lm-eval[ifeval]'"),
         ("nltk.tokenize", "pip install 'lm-eval[ifeval]'"),
         ("tenacity", "pip install 'lm-eval[api]'"),
-        ("lm_eval", "pip install 'lm-eval[api,ifeval]==0.4.13'"),
+        ("lm_eval", "pip install 'lm-eval[api,hf,ifeval]==0.4.13'"),
         ("sacrebleu_extra_thing", "pip install sacrebleu_extra_thing"),
     ],
 )

@@ -9,6 +9,7 @@ run such a session themselves (lm-eval children) and read what it wrote.
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ import pytest
 
 from pytest_finetune_bench import cli
 from pytest_finetune_bench.compare.flips import read_flips, write_flips
+from pytest_finetune_bench.compare.scores import display_name
 from pytest_finetune_bench.report.card import END, START, write_cards
 from pytest_finetune_bench.report.chart import CHART_NAME, chart_figure, chart_png
 from pytest_finetune_bench.report.facts import comparisons
@@ -32,6 +34,7 @@ from pytest_finetune_bench.report.html import REPORT_NAME, write_report
 from pytest_finetune_bench.store.files import bench_cache_dir
 from pytest_finetune_bench.store.fingerprint import model_fingerprint
 from pytest_finetune_bench.text import printable
+from tests.bench_sessions import pytest_html_extras
 from tests.fake_backend import FAKE_ENV
 from tests.fake_sessions import REPO_ROOT, bench_args, make_fake_model, read_summary
 from tests.test_recovery import session_with_a_broken
@@ -373,7 +376,8 @@ def fake_run(tmp_path_factory: pytest.TempPathFactory) -> FakeRun:
     env = {**os.environ, FAKE_ENV: "shout_for=merged_16bit", STEP_SUMMARY_ENV: str(ci / "step-summary.md"),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
     args = bench_args(model, model / "benchmarks", "--bench-min-gain=0", "--bench-max-drop=100", "--bench-readme",
-                      f"--bench-json={ci / 'benchmark.json'}", f"--junitxml={ci / 'junit.xml'}")
+                      f"--bench-json={ci / 'benchmark.json'}", f"--junitxml={ci / 'junit.xml'}",
+                      f"--html={ci / 'pytest-html.html'}", "--self-contained-html")
     # Started from another folder than the rootdir (the model folder, which pytest is given to collect).
     (root / "elsewhere").mkdir()
     done = subprocess.run([sys.executable, "-m", "pytest", str(model), "-v", *args], cwd=root / "elsewhere", env=env,
@@ -392,6 +396,22 @@ def test_a_session_writes_every_output(fake_run: FakeRun) -> None:
     page = (fake_run.output / REPORT_NAME).read_text()
     assert page.count('<tr class="flip"') == flips["regressed"] + flips["improved"]
     assert f"python -m pytest_finetune_bench report {fake_run.model}" in page
+
+
+@pytest.mark.slow  # starts lm-eval children (a fake model)
+def test_each_gate_row_of_the_pytest_html_report_holds_its_comparison_and_chart(fake_run: FakeRun) -> None:
+    extras = pytest_html_extras(fake_run.ci / "pytest-html.html")
+    gates = {test_id: found for test_id, found in extras.items() if "finetune-bench::" in test_id}
+    assert {test_id.rsplit("::", 1)[1] for test_id in gates} == {"improves", "no_regression"}
+    comparison = fake_run.summary["comparison"]["ifeval"]
+    base = f"{comparison['base_accuracy'] * 100:.2f}%"
+    for test_id, found in gates.items():
+        tables = [e["content"] for e in found if e["format_type"] == "html"]
+        assert len(tables) == 1 and '<table id="bench-comparison">' in tables[0], test_id
+        assert f"<td>{html.escape(display_name('ifeval'))}</td><td>{base}</td>" in tables[0], tables[0]
+        charts = [e for e in found if e["format_type"] == "image"]
+        assert len(charts) == 1 and charts[0]["content"].startswith("data:image/png;base64,iVBOR"), test_id
+    assert not any(extras[test_id] for test_id in extras if test_id not in gates)
 
 
 @pytest.mark.slow  # starts lm-eval children (a fake model)

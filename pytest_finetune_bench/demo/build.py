@@ -172,7 +172,7 @@ def _build(folder: Path, base: Path, config: TrainConfig, say: Callable[[str], N
         # peft calls a transformers API that is deprecated for v6; the warning is not the user's to act on.
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         peft_model = get_peft_model(model, lora)
-    final_loss = _train(peft_model, examples, tokenizer.pad_token_id, config, say, started)
+    final_loss = _train(peft_model, examples, pad_token_id(tokenizer), config, say, started)
     peft_model.save_pretrained(str(folder / "lora"))
     _save_merged(peft_model, tokenizer, folder / "merged_16bit")
     # Written last: its presence is what marks the build as finished.
@@ -214,6 +214,18 @@ def encode_chat(tokenizer: Any, messages: Sequence[dict[str, str]]) -> Example:
         raise BenchError("the chat template tokenizes the prompt differently inside the full chat")
     labels = [IGNORE_INDEX] * len(prompt_ids) + full_ids[len(prompt_ids):]
     return Example(input_ids=list(full_ids), labels=labels)
+
+
+def pad_token_id(tokenizer: Any) -> int:
+    """The id batches are padded with: the tokenizer's pad token, else its end token.
+
+    Some transformers releases convert SmolLM2's GGUF without a pad token; any id will do, since
+    padding is masked out of attention and loss.
+    """
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad is None:
+        raise BenchError("the base model's tokenizer has neither a pad token nor an end token to pad batches with")
+    return int(pad)
 
 
 def _seed_everything(seed: int) -> None:

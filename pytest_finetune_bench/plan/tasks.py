@@ -21,7 +21,7 @@ from pytest_finetune_bench.store.files import (
     file_sha256,
 )
 
-LM_EVAL_INSTALL = "pip install 'lm-eval[api,ifeval]==0.4.13'"  # the release this plugin is built and tested on
+LM_EVAL_INSTALL = "pip install 'lm-eval[api,hf,ifeval]==0.4.13'"  # the release this plugin is built and tested on
 INDEX_CACHE_DIR = "task-index"
 # Layout of the cached index: JSON lines: a header {"format", "sha256"}, then the entries as one JSON line, whose
 # bytes the sha256 covers (an entry edited or lost is caught without parsing 25 MB twice).

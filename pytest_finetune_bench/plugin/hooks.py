@@ -15,6 +15,7 @@ from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.compare.sequential import early_stop_lines
 from pytest_finetune_bench.plan.planner import make_plans
 from pytest_finetune_bench.plugin.gate_items import gate_items, gate_prefix, keep_gate_ids_readable
+from pytest_finetune_bench.plugin.html_extras import register_if_html_is_active
 from pytest_finetune_bench.plugin.options import (
     OutputChoices,
     all_suites,
@@ -76,6 +77,7 @@ def pytest_configure(config: pytest.Config) -> None:
     options = read_options(config)
     if options is None:
         return
+    register_if_html_is_active(config)
     config.stash[output_choices_key] = output_choices(config)
     say = _terminal_writer(config)
     cwd = Path(str(config.invocation_params.dir))

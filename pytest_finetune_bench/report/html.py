@@ -99,10 +99,10 @@ def _status(summary: Mapping[str, Any]) -> str:
 def _results(summary: Mapping[str, Any]) -> list[str]:
     if not summary.get("comparison"):
         return ["<p>No comparison: the session did not finish both runs.</p>"]
-    parts = ["<h2>Results</h2>", _table(result_headers(summary), result_rows(summary), "results")]
+    parts = ["<h2>Results</h2>", html_table(result_headers(summary), result_rows(summary), "results")]
     ifeval = ifeval_rows(summary)
     if ifeval:
-        parts.append(_table(IFEVAL_HEADERS, ifeval, "ifeval"))
+        parts.append(html_table(IFEVAL_HEADERS, ifeval, "ifeval"))
     png = base64.b64encode(chart_png(comparisons(summary))).decode("ascii")
     parts.append(f'<img id="chart" alt="base vs fine-tuned per task" src="data:image/png;base64,{png}">')
     parts.append("<p class=note>Grey: base. Blue: fine-tuned. The line on the blue bar is the base score plus the "
@@ -224,7 +224,7 @@ def _settings(summary: Mapping[str, Any], model_hint: str) -> list[str]:
             f"<pre class=commands>{html_text(chr(10).join(commands))}</pre>"]
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], table_id: str) -> str:
+def html_table(headers: Sequence[str], rows: Sequence[Sequence[str]], table_id: str) -> str:
     head = "".join(f"<th>{html_text(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{html_text(c)}</td>" for c in row) + "</tr>" for row in rows)
     return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
