@@ -18,6 +18,7 @@ from typing import NoReturn
 
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.demo.build import DEFAULT_STEPS
+from pytest_finetune_bench.plan.option_table import option
 from pytest_finetune_bench.report.history import FORMATS as HISTORY_FORMATS
 from pytest_finetune_bench.report.history import history_rows, plot_history, render, summary_files
 from pytest_finetune_bench.run.watchdog import format_duration
@@ -150,14 +151,17 @@ def _add_init_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--suite", metavar="NAME",
                          help="test, quick, core or full [default: quick, or test where quick would take over an "
                               "hour on this machine]")
-    command.add_argument("--backend", metavar="NAME", help="auto, hf, vllm, ollama or openai [default: auto]")
+    command.add_argument("--backend", metavar="NAME",
+                         help=f"auto, hf, vllm, ollama or openai [default: {option('backend').default}]")
     command.add_argument("--base-url", metavar="URL", help="address of the ollama/openai server")
     command.add_argument("--target-tasks", metavar="TASKS",
                          help="comma-separated tasks that must improve [default: ifeval]")
     command.add_argument("--min-gain", metavar="POINTS",
-                         help="points the target tasks must gain: N or TASK=N, space-separated [default: 2]")
+                         help="points the target tasks must gain: N or TASK=N, space-separated "
+                              f"[default: {option('min-gain').default}]")
     command.add_argument("--max-drop", metavar="POINTS",
-                         help="points any task may lose: N or TASK=N, space-separated [default: 5]")
+                         help="points any task may lose: N or TASK=N, space-separated "
+                              f"[default: {option('max-drop').default}]")
     command.add_argument("--ci", action=argparse.BooleanOptionalAction, default=None,
                          help="also write .github/workflows/bench.yml [default: no]")
     command.add_argument("--config", type=Path, metavar="FILE",

@@ -6,12 +6,16 @@
   keep the run's identity, and so its response cache).
 - `--bench-backend fake-twin`: the same fake under another name, for sessions with several backends
   (`--bench-backend fake,fake-twin` labels its experiments `<model>@fake` and `<model>@fake-twin`).
+- `--bench-backend fake-unpinned`: the fake backend for models whose content it cannot tell (as a
+  served model without a digest): nothing about them is cached on disk.
 - `--bench-backend hf-hang`: the real hf backend, whose child also imports tests/fake_lm.py so that
   $PYTEST_FINETUNE_BENCH_TEST_HANG can make the real model hang (the variable is not part of the
   run's identity, so a session without it resumes from the same response cache).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from pytest_finetune_bench.backends import Backend, register_backend
 from pytest_finetune_bench.backends.hf import HFBackend
@@ -39,6 +43,15 @@ class FakeTwin(FakeBackend):
     name = "fake-twin"
 
 
+class UnpinnedFake(FakeBackend):
+    """The fake backend without a content fingerprint: no base-score cache, no response cache."""
+
+    name = "fake-unpinned"
+
+    def fingerprint(self, model: str, cache_dir: Path) -> str | None:
+        return None
+
+
 class HangableHF(HFBackend):
     """The real hf backend; its child also imports tests/fake_lm.py, which may make the model hang."""
 
@@ -54,10 +67,15 @@ def _fake_twin(base_url: str | None, num_concurrent: int) -> Backend:
     return FakeTwin()
 
 
+def _unpinned(base_url: str | None, num_concurrent: int) -> Backend:
+    return UnpinnedFake()
+
+
 def _hangable_hf(base_url: str | None, num_concurrent: int) -> Backend:
     return HangableHF()
 
 
 register_backend("fake", _fake)
 register_backend("fake-twin", _fake_twin)
+register_backend("fake-unpinned", _unpinned)
 register_backend("hf-hang", _hangable_hf)

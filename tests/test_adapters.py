@@ -24,6 +24,7 @@ from pytest_finetune_bench.plan.choices import BenchOptions
 from pytest_finetune_bench.plan.models import available_variants, locate_model
 from pytest_finetune_bench.plan.planner import make_plan
 from pytest_finetune_bench.plan.tasks import TaskCatalog
+from pytest_finetune_bench.store.files import bench_cache_dir
 from tests.bench_sessions import Session, assert_scores_equal_the_lm_eval_cli, run_bench
 from tests.demo_fixtures import demo_model  # noqa: F401 - session fixture: the built demo
 
@@ -48,7 +49,7 @@ def model_folder(folder: Path, config: dict[str, object] | None = None) -> Path:
 
 @pytest.fixture(scope="module")
 def catalog() -> TaskCatalog:
-    return TaskCatalog()
+    return TaskCatalog(bench_cache_dir())
 
 
 # --------------------------------------------------------------------------- finding the export

@@ -22,13 +22,14 @@ from pytest_finetune_bench.plan.choices import parse_suites
 from pytest_finetune_bench.plan.metrics import choose_headlines
 from pytest_finetune_bench.plan.offline import reads_local_data
 from pytest_finetune_bench.plan.tasks import TaskCatalog
+from pytest_finetune_bench.store.files import bench_cache_dir
 from tests.conftest import read_json
 from tests.custom_task_files import QUESTIONS, SHOUTING, SHOUTING_METRICS, write_task
 from tests.fake_sessions import bench_args, make_fake_model, use_fake_lm
 
 
 def catalog_for(root: Path, *folders: str) -> TaskCatalog:
-    return TaskCatalog([Path(f) for f in folders or ("tasks",)], cwd=root)
+    return TaskCatalog(bench_cache_dir(), [Path(f) for f in folders or ("tasks",)], cwd=root)
 
 
 # ------------------------------------------------------------------------------------------ the catalog
@@ -68,7 +69,7 @@ def test_function_metrics_are_named_as_lm_eval_reports_them_and_custom_aggregati
 def test_later_include_paths_override_earlier_ones(tmp_path: Path) -> None:
     write_task(tmp_path / "a")
     write_task(tmp_path / "b", process_results=SHOUTING, metrics=SHOUTING_METRICS)
-    catalog = TaskCatalog([tmp_path / "a" / "tasks", tmp_path / "b" / "tasks"], cwd=tmp_path / "b")
+    catalog = TaskCatalog(bench_cache_dir(), [tmp_path / "a" / "tasks", tmp_path / "b" / "tasks"], cwd=tmp_path / "b")
     headline = choose_headlines(["my_task"], catalog.index, {})["my_task"]
     assert headline.metric == "shouting"
 

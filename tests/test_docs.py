@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from pytest_finetune_bench.plan.option_table import OPTIONS
 from pytest_finetune_bench.plan.tasks import LM_EVAL_INSTALL
-from pytest_finetune_bench.plugin.options import OPTIONS
 
 try:
     import tomllib

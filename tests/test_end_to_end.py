@@ -9,6 +9,7 @@ import pytest
 
 from tests.bench_sessions import LIMIT, Session, assert_scores_equal_the_lm_eval_cli, pytest_html_extras, run_bench
 from tests.conftest import FAST_ARGS, read_json
+from tests.fake_sessions import own_cache_dir
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,7 @@ def regressed(tmp_path_factory: pytest.TempPathFactory, regressed_outputs: Path,
 
 def _own_cache(cwd: Path) -> tuple[str, str]:
     """The cache folder of the session run in `cwd` (the sessions that reuse its base pass the same)."""
-    return "--bench-cache-dir", str(cwd / "cache")
+    return "--bench-cache-dir", str(own_cache_dir(cwd / "cache"))
 
 
 def test_regression_fails_both_gates_with_scores_in_message(regressed: Session) -> None:

@@ -26,7 +26,7 @@ from pytest_finetune_bench.report.ranking import (
     reversed_pair,
 )
 from tests.conftest import FAST_ARGS, read_json
-from tests.fake_sessions import bench_args, use_fake_lm
+from tests.fake_sessions import bench_args, own_cache_dir, use_fake_lm
 from tests.llama_server import LlamaServer
 from tests.schema_check import produced_summaries, validate, validate_file
 
@@ -224,6 +224,28 @@ def test_experiments_share_one_base_run_and_each_get_their_own_files(
 
 
 @pytest.mark.slow  # starts lm-eval children (a fake model)
+@pytest.mark.parametrize("backend", ["fake", "fake-unpinned"])
+def test_a_shared_base_is_evaluated_once_whether_or_not_it_can_be_cached(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
+    """The base cache is the one way a base is shared: on disk when its content is known, else in the session."""
+    outputs, _ = make_experiments(pytester.path, ("exp-a", "exp-b"))
+    use_fake_lm(monkeypatch)
+    args = [a for a in bench_args(outputs, pytester.path / "unused") if not a.startswith("--bench-output")]
+    result = pytester.runpytest_subprocess(*args, f"--bench-backend={backend}", "--bench-min-gain=0")
+    result.assert_outcomes(passed=4)
+    out = result.stdout.str()
+    assert out.count("base: evaluating") == 1 and out.count("fine-tuned: evaluating") == 2, out
+    assert out.count(f"base: scores shared with {outputs}/exp-a (same base, same settings)") == 1
+    entries = list((pytester.path / "base-cache" / "base").glob("*/entry.json"))
+    cacheable = backend == "fake"
+    assert len(entries) == (1 if cacheable else 0)
+    assert ("cannot fingerprint the model, so its scores are not cached" in out) == (not cacheable)
+    for name in ("exp-a", "exp-b"):
+        assert read_json(outputs / name / "benchmarks" / "benchmark.json")["status"] == "complete"
+
+
+@pytest.mark.slow  # starts lm-eval children (a fake model)
 def test_base_only_fills_the_cache_that_a_later_session_reuses(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -281,7 +303,7 @@ def _real_session(root: Path, models: Path, demo_data: Path) -> str:
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "--bench-model", str(models), "--bench-data-dir", str(demo_data),
          "--bench-suite", "test", "--bench-limit", "10", "--bench-min-gain", "0", *FAST_ARGS, "-rA",
-         "--bench-cache-dir", str(root / "cache")],
+         "--bench-cache-dir", str(own_cache_dir(root / "cache"))],
         cwd=root, capture_output=True, text=True, timeout=900,
     )
     return proc.stdout + proc.stderr
@@ -380,7 +402,7 @@ def test_both_backends_measure_the_quantization_cost_on_a_real_server(
         "--bench-server-model", llama_server.model, "--bench-suite", "test", "--bench-data-dir", str(demo_data),
         # Only no_regression gates, allowing any drop: the numbers are the point here, not a verdict.
         "--bench-target-tasks=", "--bench-max-drop", "100", *FAST_ARGS, "-rA",
-        "--bench-cache-dir", str(pytester.path / "cache"), timeout=800,
+        "--bench-cache-dir", str(own_cache_dir(pytester.path / "cache")), timeout=800,
     )
     out = result.stdout.str()
     result.assert_outcomes(passed=2)

@@ -37,9 +37,9 @@ def test_one_changed_byte_changes_the_fingerprint(tmp_path: Path) -> None:
     model.mkdir()
     (model / "config.json").write_text("{}")
     weights = _weights(model)
-    first = model_fingerprint(str(model), index_dir=tmp_path / "index")
+    first = model_fingerprint(str(model), tmp_path / "index")
     edit_in_place_keeping_mtime(weights, offset=5 << 20)
-    assert model_fingerprint(str(model), index_dir=tmp_path / "index") != first
+    assert model_fingerprint(str(model), tmp_path / "index") != first
 
 
 def test_an_unchanged_model_is_served_from_the_index(tmp_path: Path) -> None:

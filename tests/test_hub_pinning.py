@@ -37,11 +37,11 @@ def offline_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_hub_id_is_pinned_to_its_snapshot_commit(offline_hub: Path) -> None:
     snapshot(offline_hub, "a" * 40)
-    plan = make_plan(BenchOptions(model=MODEL, base=MODEL, device="cpu"), offline_hub, print, FakeCatalog())
+    plan = make_plan(BenchOptions(model=MODEL, base=MODEL, device="cpu"), offline_hub, print, FakeCatalog(offline_hub))
     assert plan.base.model_args == f"pretrained={MODEL},dtype=float32,revision={'a' * 40}"
     request = RunRequest(plan.base, plan.settings, results_dir=offline_hub / "r", log_path=offline_hub / "log")
     assert f"revision={'a' * 40}" in request.cli_command()
-    assert plan.identity("base")["model_fingerprint"] == HFBackend().fingerprint(MODEL)
+    assert plan.identity("base")["model_fingerprint"] == HFBackend().fingerprint(MODEL, offline_hub)
 
 
 class FakeCatalog(TaskCatalog):
@@ -59,15 +59,15 @@ class FakeCatalog(TaskCatalog):
 
 def test_an_upstream_update_is_another_model(offline_hub: Path) -> None:
     snapshot(offline_hub, "a" * 40)
-    before = HFBackend().fingerprint(MODEL)
+    before = HFBackend().fingerprint(MODEL, offline_hub)
     snapshot(offline_hub, "b" * 40)  # the id now points at a newer upload
-    after = HFBackend().fingerprint(MODEL)
+    after = HFBackend().fingerprint(MODEL, offline_hub)
     assert before is not None and after is not None and before != after
 
 
 def test_an_unknown_commit_caches_nothing(offline_hub: Path) -> None:
     backend = HFBackend()
-    assert backend.fingerprint(MODEL) is None  # no response cache, no base-score cache
+    assert backend.fingerprint(MODEL, offline_hub) is None  # no response cache, no base-score cache
     assert "revision" not in backend.model_args(MODEL, SETTINGS)
 
 
@@ -76,4 +76,4 @@ def test_local_folders_are_not_asked_about(offline_hub: Path, tmp_path: Path) ->
     folder.mkdir()
     (folder / "config.json").write_text("{}")
     assert "revision" not in HFBackend().model_args(str(folder), SETTINGS)
-    assert HFBackend().fingerprint(str(folder)) is not None
+    assert HFBackend().fingerprint(str(folder), tmp_path) is not None

@@ -15,13 +15,22 @@ from typing import Any
 import pytest
 
 from pytest_finetune_bench.core.records import RunRequest
-from pytest_finetune_bench.core.settings import EvalSettings, Side, identity, lm_eval_arguments, settings_part
+from pytest_finetune_bench.core.settings import (
+    EvalSettings,
+    Side,
+    canonical_gen_kwargs,
+    identity,
+    lm_eval_arguments,
+    settings_part,
+)
+from pytest_finetune_bench.demo import demo_data_dir
 from pytest_finetune_bench.plan import Plan
 from pytest_finetune_bench.plan.choices import BenchOptions
 from pytest_finetune_bench.run import child_lm, child_partial
 from pytest_finetune_bench.run.executor import Executor
 from pytest_finetune_bench.store.base_cache import BaseCache
 from pytest_finetune_bench.store.reference import settings_differences
+from tests.fake_sessions import make_fake_model
 
 SETTINGS = EvalSettings(
     tasks=("ifeval",), limit=5, num_fewshot=None, batch_size="4", device="cpu", dtype="float32",
@@ -203,3 +212,47 @@ def test_compare_to_compares_everything_but_the_model() -> None:
                                    identity(dataclasses.replace(SETTINGS, max_model_len=1024), VLLM_SIDE))
     assert len(shorter) == 1 and shorter[0].startswith("engine_args: ") and "max_model_len" in shorter[0]
     assert set(settings_part(reference)) == set(reference) - {"model", "model_args", "backend", "model_fingerprint"}
+
+
+# --------------------------------------------------------------------------- generation kwargs, one spelling
+GEN_KWARGS_SPELLINGS = ("max_gen_toks=32,temperature=0", "temperature=0,max_gen_toks=32",
+                        " temperature = 0 , max_gen_toks=+32 ", "max_gen_toks=32,temperature=0,")
+
+
+@pytest.mark.parametrize("spelling", GEN_KWARGS_SPELLINGS)
+def test_gen_kwargs_have_one_spelling_that_lm_eval_reads_as_given(spelling: str) -> None:
+    from lm_eval._cli.utils import key_val_to_dict
+    from lm_eval.utils import simple_parse_args_string
+
+    canonical = canonical_gen_kwargs(spelling)
+    assert canonical == "max_gen_toks=32,temperature=0"
+    given = {key.strip(): value for key, value in simple_parse_args_string(spelling).items()}
+    # The run (simple_evaluate) and the reproduce command (lm-eval's CLI) read the same values, of the same types.
+    for parse in (simple_parse_args_string, key_val_to_dict):
+        read = parse(canonical)
+        assert read == given and {k: type(v) for k, v in read.items()} == {k: type(v) for k, v in given.items()}
+    settings = dataclasses.replace(SETTINGS, gen_kwargs=canonical)
+    assert f"--gen_kwargs {canonical}" in RunRequest(SIDE, settings, Path("r"), Path("l")).cli_command()
+
+
+def test_gen_kwargs_keep_the_types_lm_eval_gives_them() -> None:
+    assert canonical_gen_kwargs("do_sample=true,until=none") == "do_sample=True,until=None"
+    assert canonical_gen_kwargs('stop="5"') == 'stop="5"'  # a quoted string stays a string, not the number 5
+    assert canonical_gen_kwargs("temperature=0") != canonical_gen_kwargs("temperature=0.0")  # an int, a float
+    assert canonical_gen_kwargs("") is None and canonical_gen_kwargs(None) is None
+
+
+def test_gen_kwargs_in_another_order_make_one_plan(pytester: pytest.Pytester) -> None:
+    """Through the planner: both spellings give one settings identity, so one cache key per side."""
+    model = make_fake_model(pytester.path)
+
+    def plan_lines(gen_kwargs: str) -> list[str]:
+        result = pytester.runpytest_subprocess(
+            f"--bench-model={model}", f"--bench-data-dir={demo_data_dir()}", "--bench-device=cpu", "--bench-plan",
+            f"--bench-gen-kwargs={gen_kwargs}", "-p", "no:cacheprovider")
+        assert result.ret == pytest.ExitCode.OK, result.stderr.str()
+        return [line for line in result.stdout.lines if "cache key: " in line or "gen_kwargs: " in line]
+
+    first = plan_lines(GEN_KWARGS_SPELLINGS[0])
+    assert "  gen_kwargs: max_gen_toks=32,temperature=0" in first and len(first) == 3
+    assert plan_lines(GEN_KWARGS_SPELLINGS[2]) == first

@@ -30,7 +30,7 @@ from pytest_finetune_bench.init.config_file import (
     write_config,
 )
 from pytest_finetune_bench.init.wizard import Answers, bench_keys
-from pytest_finetune_bench.plugin.options import OPTIONS
+from pytest_finetune_bench.plan.option_table import OPTIONS
 
 if sys.version_info >= (3, 11):
     import tomllib

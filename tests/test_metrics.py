@@ -186,10 +186,24 @@ def test_lm_evals_own_direction_wins_over_the_registry() -> None:
 def test_headlines_for_results_fill_the_gaps_from_the_first_run_that_has_the_task() -> None:
     chosen = {"boolq": Headline("boolq", "acc", "none", True, SOURCE_ONLY)}
     finetuned = {"results": {"python_task": RESULT}, "higher_is_better": {"python_task": {"loss": False}}}
-    headlines = headlines_for_results(["boolq", "python_task", "never_ran"], chosen, [{}, finetuned],
-                                      {"python_task": ("loss", None)})
+    headlines = headlines_for_results(["boolq", "python_task", "never_ran"], chosen,
+                                      {"base": {}, "fine-tuned": finetuned}, {"python_task": ("loss", None)})
     assert list(headlines) == ["boolq", "python_task"]
     assert headlines["python_task"].key == "loss,none" and not headlines["python_task"].higher_is_better
+
+
+def test_a_headline_is_read_from_the_base_first_whoever_asks() -> None:
+    """Early stopping picks a headline from the base's results alone; the comparison, benchmark.json and
+    `summary` read both runs and must pick the same one, so the base's results come first for everyone."""
+    only_acc = {"acc,none": 0.5}
+    base = {"results": {"python_task": only_acc}, "higher_is_better": {"python_task": {"acc": True}}}
+    finetuned = {"results": {"python_task": {"acc,none": 0.6}}, "higher_is_better": {"python_task": {"acc": False}}}
+    early = headlines_for_results(["python_task"], {}, {"base": base}, {})["python_task"]
+    for given in ({"base": base, "fine-tuned": finetuned}, {"fine-tuned": finetuned, "base": base}):
+        assert headlines_for_results(["python_task"], {}, given, {})["python_task"] == early
+    assert early.higher_is_better
+    with pytest.raises(ValueError, match="unknown roles"):
+        headlines_for_results(["python_task"], {}, {"reference": base}, {})
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,12 +9,13 @@ import pytest
 
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.plan.tasks import TaskCatalog
+from pytest_finetune_bench.store.files import bench_cache_dir
 from tests import data_check
 
 
 @pytest.fixture(scope="module")
 def catalog() -> TaskCatalog:
-    return TaskCatalog()
+    return TaskCatalog(bench_cache_dir())
 
 
 def test_bundled_demo_data_is_valid_for_lm_eval() -> None:

@@ -2,11 +2,77 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from pytest_finetune_bench.demo import demo_data_dir
-from pytest_finetune_bench.plugin.options import OPTIONS
+from pytest_finetune_bench.plan.choices import BenchOptions
+from pytest_finetune_bench.plan.option_table import DERIVED_FIELDS, OPTIONS, PLUGIN_SETTINGS
+from pytest_finetune_bench.plan.parallel import ENGINE_FLAGS
+from pytest_finetune_bench.plugin.options import OutputChoices
 from tests.fake_sessions import make_fake_model
+
+FIELDS = {f.name: f for f in dataclasses.fields(BenchOptions)}
+
+
+def _field_default(name: str) -> object:
+    field = FIELDS[name]
+    return field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+
+
+def test_every_option_fills_a_field_with_its_default_and_every_field_is_filled() -> None:
+    """One table: each row reaches a BenchOptions field (or a setting of the plugin's own) and agrees on the
+    default; every BenchOptions field is filled by a row or derived from them."""
+    filled: list[str] = []
+    for opt in OPTIONS:
+        default = opt.typed_default()
+        if opt.field in PLUGIN_SETTINGS:
+            assert opt.field not in FIELDS, opt.flag
+            continue
+        assert opt.field in FIELDS, f"{opt.flag} fills {opt.field}, which BenchOptions lacks"
+        if opt.per_task is None:
+            assert default == _field_default(opt.field), opt.flag
+            filled.append(opt.field)
+        else:
+            assert default == (_field_default(opt.field), _field_default(opt.per_task)), opt.flag
+            filled += [opt.field, opt.per_task]
+    assert len(filled) == len(set(filled)), "two options fill one field"
+    assert set(filled) | set(DERIVED_FIELDS) == set(FIELDS)
+    assert not set(filled) & set(DERIVED_FIELDS)
+    assert {f.name for f in dataclasses.fields(OutputChoices)} <= PLUGIN_SETTINGS
+    assert len({opt.flag for opt in OPTIONS}) == len({opt.ini for opt in OPTIONS}) == len(OPTIONS)
+
+
+def test_engine_flags_come_from_the_table() -> None:
+    assert ENGINE_FLAGS == {"--bench-tensor-parallel": ("tensor_parallel", 1, "vllm"),
+                            "--bench-data-parallel": ("data_parallel", 1, "vllm"),
+                            "--bench-gpu-memory-utilization": ("gpu_memory_utilization", None, "vllm"),
+                            "--bench-max-model-len": ("max_model_len", None, "vllm"),
+                            "--bench-parallelize": ("parallelize", False, "hf")}
+
+
+def test_read_options_gives_the_table_defaults(pytester: pytest.Pytester) -> None:
+    """Through pytest: a session given only --bench-model reads every other option at its table default."""
+    pytester.makepyfile(
+        """
+        import dataclasses
+        from pytest_finetune_bench.plan.choices import BenchOptions
+        from pytest_finetune_bench.plugin.options import read_options
+
+        def test_defaults(pytestconfig):
+            read = read_options(pytestconfig)
+            expected = BenchOptions(model="model", models=("model",), base="model")
+            differing = [f.name for f in dataclasses.fields(BenchOptions)
+                         if getattr(read, f.name) != getattr(expected, f.name)]
+            assert differing == ["cache_dir"]  # the test suite's environment variable sets it
+        """
+    )
+    pytester.mkdir("model")
+    (pytester.path / "model" / "config.json").write_text("{}")
+    result = pytester.runpytest("--bench-model", "model", "--bench-base", "model", "-k", "test_defaults",
+                                "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
 
 
 def test_help_lists_every_option_with_its_ini_twin(pytester: pytest.Pytester) -> None:

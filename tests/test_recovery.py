@@ -18,7 +18,7 @@ from pytest_finetune_bench.run.recovery import halve_batch_size, overall_status,
 from pytest_finetune_bench.store.summaries import INCOMPLETE_SUMMARY, latest_complete_run, publish_summary
 from tests.conftest import FAST_ARGS
 from tests.fake_backend import HANG_ENV
-from tests.fake_sessions import LIMIT, bench_args, make_fake_model, read_summary, use_fake_lm
+from tests.fake_sessions import LIMIT, bench_args, make_fake_model, own_cache_dir, read_summary, use_fake_lm
 
 TIMEOUT = "15s"  # far above the fake child's start-up (~5 s); the hang makes the stop point exact
 
@@ -260,7 +260,8 @@ def test_real_model_killed_by_timeout_resumes_where_it_stopped(
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parent.parent))
     monkeypatch.setenv(HANG_ENV, "regressed-smollm2:1")
     args = ["-p", "tests.fake_backend", "--bench-backend=hf-hang", f"--bench-model={regressed_outputs}",
-            f"--bench-cache-dir={pytester.path / 'cache'}", f"--bench-data-dir={demo_data}", f"--bench-output={out}",
+            f"--bench-cache-dir={own_cache_dir(pytester.path / 'cache')}", f"--bench-data-dir={demo_data}",
+            f"--bench-output={out}",
             "--bench-suite=test", "--bench-limit=4", *FAST_ARGS, "--bench-batch-size=1", "-rA"]
     # Generous: the child loads torch, the model and the task before its first generation.
     first = pytester.runpytest_subprocess(*args, "--bench-timeout=90s")

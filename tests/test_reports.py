@@ -32,6 +32,7 @@ from pytest_finetune_bench.report.from_disk import rebuild_summary
 from pytest_finetune_bench.report.github import STEP_SUMMARY_ENV, append_step_summary
 from pytest_finetune_bench.report.html import REPORT_NAME, write_report
 from pytest_finetune_bench.store.benchmark_file import SCHEMA_VERSION, parse_summary
+from pytest_finetune_bench.store.files import bench_cache_dir
 from pytest_finetune_bench.store.fingerprint import model_fingerprint
 from pytest_finetune_bench.text import printable
 from tests.bench_sessions import pytest_html_extras
@@ -432,7 +433,7 @@ def test_the_session_writes_every_card_and_leaves_the_fingerprint_alone(fake_run
     assert "`merged_16bit`" in main and "via fake" in main  # from benchmark.json, not a fixed line
     assert "dataset: demo_train" in main and "final loss: 1.0815" in main
     fingerprint = fake_run.summary["reproduce"]["identity"]["fine-tuned"]["model_fingerprint"]
-    assert model_fingerprint(str(fake_run.model / "merged_16bit")) == fingerprint
+    assert model_fingerprint(str(fake_run.model / "merged_16bit"), bench_cache_dir()) == fingerprint
 
 
 @pytest.mark.slow  # starts lm-eval children (a fake model)

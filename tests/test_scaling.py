@@ -28,7 +28,7 @@ from pytest_finetune_bench.plan.gpus import worker_devices, worker_number
 from pytest_finetune_bench.plan.parallel import ENGINE_FLAGS, parallel_settings
 from pytest_finetune_bench.run.recovery import VLLM_MEMORY_FLOOR, failure_message, lower_gpu_memory
 from tests.conftest import FAST_ARGS
-from tests.fake_sessions import REPO_ROOT, bench_args, make_fake_model, use_fake_lm
+from tests.fake_sessions import REPO_ROOT, bench_args, make_fake_model, own_cache_dir, use_fake_lm
 from tests.test_errors import RUN, usage_error
 
 ALL_SET = EvalSettings(tasks=("ifeval",), device="cuda", dtype="bfloat16", tensor_parallel=2, data_parallel=2,
@@ -280,7 +280,7 @@ def test_vllm_session_reaches_the_engine_through_lm_evals_vllm_model_type(
     out = pytester.path / "out"
     session = (
         f"--bench-model={unchanged_outputs}", f"--bench-data-dir={demo_data}", f"--bench-output={out}",
-        f"--bench-cache-dir={pytester.path / 'base-cache'}", "--bench-suite=test", "--bench-limit=5",
+        f"--bench-cache-dir={own_cache_dir(pytester.path / 'base-cache')}", "--bench-suite=test", "--bench-limit=5",
         "--bench-min-gain=0", "--bench-backend=vllm", "--bench-tensor-parallel=2", "--bench-max-model-len=1024",
         "--bench-device=cpu", *FAST_ARGS,
     )
@@ -328,7 +328,7 @@ def test_a_vllm_run_that_dies_is_scored_from_the_responses_it_produced(
     out = pytester.path / "out"
     result = pytester.runpytest_subprocess(
         f"--bench-model={unchanged_outputs}", f"--bench-data-dir={demo_data}", f"--bench-output={out}",
-        f"--bench-cache-dir={pytester.path / 'base-cache'}", "--bench-suite=test", "--bench-limit=5",
+        f"--bench-cache-dir={own_cache_dir(pytester.path / 'base-cache')}", "--bench-suite=test", "--bench-limit=5",
         "--bench-min-gain=0", "--bench-backend=vllm", "--bench-device=cpu", "--bench-gen-kwargs=max_gen_toks=32",
         "--bench-batch-size=1", "-p", "no:cacheprovider",
     )

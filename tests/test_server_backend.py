@@ -41,6 +41,7 @@ from pytest_finetune_bench.plan.planner import (
     task_plan,
 )
 from pytest_finetune_bench.plan.tasks import TaskCatalog
+from pytest_finetune_bench.store.files import bench_cache_dir
 from tests.conftest import read_json
 from tests.llama_server import LlamaServer
 
@@ -201,7 +202,7 @@ def samples(path: Path) -> dict[int, list[Any]]:
 @pytest.fixture(scope="module")
 def catalog() -> TaskCatalog:
     """lm-eval's task index, built once for this module's sessions (it takes ~15 s)."""
-    built = TaskCatalog()
+    built = TaskCatalog(bench_cache_dir())
     built.index  # noqa: B018 - build it now, once
     return built
 
@@ -278,7 +279,7 @@ def test_ollama_missing_base_gives_the_pull_command_and_present_models_pass() ->
         with pytest.raises(BenchError, match=r"run `ollama pull llama3.2:1b`.*installed: my-ft:latest"):
             backend.preflight("llama3.2:1b", "base")
         backend.preflight("my-ft", "fine-tuned")  # NAME answers for NAME:latest
-    assert backend.fingerprint("my-ft") == "ollama:sha256:bbb"
+    assert backend.fingerprint("my-ft", bench_cache_dir()) == "ollama:sha256:bbb"
     assert [path for path, _ in stub.seen] == ["/api/tags", "/api/tags"]
 
 
@@ -297,7 +298,7 @@ def test_openai_preflight_messages_and_key(monkeypatch: pytest.MonkeyPatch) -> N
         with pytest.raises(BenchError, match=r"HTTP 401.*set OPENAI_API_KEY"):
             backend.preflight("served-a", "fine-tuned")
     assert stub.seen[0] == ("/v1/models", f"Bearer {SECRET}")
-    assert backend.fingerprint("served-a") is None  # no content identity: no response cache
+    assert backend.fingerprint("served-a", bench_cache_dir()) is None  # no content identity: no response cache
 
 
 HEADERS = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"

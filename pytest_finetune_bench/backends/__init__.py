@@ -42,8 +42,11 @@ class Backend(Protocol):
         """{task: why} for the tasks (by lm-eval output types) this backend cannot score faithfully."""
         ...
 
-    def fingerprint(self, model: str) -> str | None:
-        """Content identity of `model` for lm-eval's response cache; None keeps the cache off."""
+    def fingerprint(self, model: str, cache_dir: Path) -> str | None:
+        """Content identity of `model`, which keys the caches; None keeps them off.
+
+        `cache_dir` is the session's cache folder (--bench-cache-dir), where file digests may be remembered.
+        """
         ...
 
 

@@ -68,12 +68,12 @@ class HFBackend:
         # transformers gives log-likelihoods and generations alike.
         return {}
 
-    def fingerprint(self, model: str) -> str | None:
+    def fingerprint(self, model: str, cache_dir: Path) -> str | None:
         if Path(model).is_dir():
-            return model_fingerprint(model)
+            return model_fingerprint(model, cache_dir)
         revision = self.revision(model)
         # A Hub id whose commit is unknown could be any upload of it: nothing is cached for it.
-        return None if revision is None else model_fingerprint(model, revision)
+        return None if revision is None else model_fingerprint(model, cache_dir, revision)
 
 
 def adapter_has_tokenizer(adapter: Path) -> bool:

@@ -34,7 +34,7 @@ class OllamaBackend(OpenAIBackend):
         super().__init__(f"{self.root}/v1", num_concurrent)
         self._digests: dict[str, str] = {}
 
-    def fingerprint(self, model: str) -> str | None:
+    def fingerprint(self, model: str, cache_dir: Path) -> str | None:
         digest = self._digests.get(model)
         return f"ollama:{digest}" if digest else None
 

@@ -238,7 +238,7 @@ class OpenAIBackend:
     def unsupported_tasks(self, output_types: Mapping[str, frozenset[str]]) -> dict[str, str]:
         return loglikelihood_skips(output_types, self.name)
 
-    def fingerprint(self, model: str) -> str | None:
+    def fingerprint(self, model: str, cache_dir: Path) -> str | None:
         # A served name says nothing about the weights behind it, so lm-eval's response cache stays off.
         return None
 

@@ -70,6 +70,31 @@ class Side:
     child_imports: tuple[str, ...] = field(default=(), compare=False)  # modules registering lm_eval_model
 
 
+def canonical_gen_kwargs(text: str | None) -> str | None:
+    """Generation kwargs written one way, so that the same settings make one identity (and one cache key).
+
+    Parsed with lm-eval's own parser (which types each value as it does in a run), keys stripped and
+    sorted, values written back so that lm-eval, in a run and on its command line, reads the same
+    values: `temperature=0, max_gen_toks=256` becomes `max_gen_toks=256,temperature=0`. A value keeps
+    its type: `temperature=0` (an int to lm-eval) and `temperature=0.0` (a float) stay two settings.
+    """
+    if not text:
+        return None
+    from lm_eval.utils import simple_parse_args_string
+
+    parsed = {key.strip(): value for key, value in simple_parse_args_string(text).items()}
+    return ",".join(f"{key}={_kwarg_text(parsed[key])}" for key in sorted(parsed)) or None
+
+
+def _kwarg_text(value: Any) -> str:
+    """`value` as lm-eval's parsers read it back: a string that would read as a number, a bool or None is quoted."""
+    from lm_eval.utils import handle_arg_string
+
+    if isinstance(value, str) and handle_arg_string(value) != value:
+        return f'"{value}"'
+    return str(value)
+
+
 def engine_model_args(settings: EvalSettings, lm_eval_model: str) -> dict[str, str]:
     """The shared model arguments (GPU spread, trust in the model's code), by the names lm-eval's constructors take.
 
@@ -148,8 +173,16 @@ def settings_part(ident: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def digest(ident: Mapping[str, Any]) -> str:
-    """A stable hash of an identity, for cache keys."""
+    """A stable hash of an identity."""
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
+
+
+KEY_VERSION = 2  # cache entries of an older key layout are never read
+
+
+def cache_key(ident: Mapping[str, Any]) -> str:
+    """The one key of a run with this identity: its base-cache entry, its response cache, `--bench-plan`'s key."""
+    return digest({"key_version": KEY_VERSION, **ident})
 
 
 def resolve_device(requested: str) -> str:

@@ -1,7 +1,7 @@
 """The questions of `pytest-finetune-bench init`, each with a default and a flag that answers it.
 
 Asked on a terminal; with --yes every question without a flag takes its default, so it runs
-in scripts and CI. The answers become bench_* keys (the plugin's ini names, plugin/options.py).
+in scripts and CI. The answers become bench_* keys, named and defaulted by the option table (plan/option_table.py).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from pytest_finetune_bench.plan.choices import (
     parse_choice,
     parse_task_values,
 )
+from pytest_finetune_bench.plan.option_table import option
 
 T = TypeVar("T")
 LOCAL_BACKENDS = ("hf", "vllm")  # they load the merged model's folder
@@ -59,18 +60,18 @@ class Answers:
 
 
 def bench_keys(answers: Answers) -> dict[str, Value]:
-    """The ini keys init writes (each one an ini key of the plugin, tests/test_init.py checks)."""
-    keys: dict[str, Value] = {"bench_model": answers.models}
-    if answers.base is not None:
-        keys["bench_base"] = answers.base
-    keys["bench_suite"] = answers.suite
-    keys["bench_backend"] = answers.backend
-    if answers.base_url is not None:
-        keys["bench_base_url"] = answers.base_url
-    keys["bench_target_tasks"] = ",".join(answers.target_tasks)
-    keys["bench_min_gain"] = answers.min_gain
-    keys["bench_max_drop"] = answers.max_drop
-    return keys
+    """The ini keys init writes: the plugin's own (plan/option_table.py), tests/test_init.py checks each."""
+    given: dict[str, Value | None] = {
+        "model": answers.models,
+        "base": answers.base,
+        "suite": answers.suite,
+        "backend": answers.backend,
+        "base-url": answers.base_url,
+        "target-tasks": ",".join(answers.target_tasks),
+        "min-gain": answers.min_gain,
+        "max-drop": answers.max_drop,
+    }
+    return {option(name).ini: value for name, value in given.items() if value is not None}
 
 
 class Asker:
@@ -217,7 +218,7 @@ def _ask_suite(asker: Asker, args: argparse.Namespace, machine: Machine, runs: i
 def _ask_backend(asker: Asker, args: argparse.Namespace, chosen: list[Experiment]) -> tuple[str, str | None]:
     known = backend_names()
     print("\nBackends: auto (hf for a merged model, ollama for a GGUF export), " + ", ".join(known) + ".")
-    names = asker.answer("--backend", args.backend, "Backend", "auto",
+    names = asker.answer("--backend", args.backend, "Backend", option("backend").default,
                          lambda text: _backends(text, known, chosen))
     servers = [name for name in names if name in SERVER_DEFAULT_URLS]
     if not servers and args.base_url is None:
@@ -245,9 +246,9 @@ def _ask_thresholds(asker: Asker, args: argparse.Namespace,
           "more than the allowed drop. TASK=N sets one task's own threshold.")
     targets = asker.answer("--target-tasks", args.target_tasks, "Tasks that must improve", tasks[0],
                            lambda text: _target_tasks(text, tasks))
-    min_gain = asker.answer("--min-gain", args.min_gain, "Points they must gain", "2",
+    min_gain = asker.answer("--min-gain", args.min_gain, "Points they must gain", option("min-gain").default,
                             lambda text: _thresholds(text, tasks))
-    max_drop = asker.answer("--max-drop", args.max_drop, "Points any task may lose", "5",
+    max_drop = asker.answer("--max-drop", args.max_drop, "Points any task may lose", option("max-drop").default,
                             lambda text: _thresholds(text, tasks))
     return targets, min_gain, max_drop
 

@@ -15,7 +15,7 @@ from typing import Any
 from pytest_finetune_bench.orchestrate.session import BenchSession
 from pytest_finetune_bench.plan import Plan
 from pytest_finetune_bench.report.ranking import RANKING_NAME, build_ranking
-from pytest_finetune_bench.run.executor import SharedBases
+from pytest_finetune_bench.store.base_cache import BaseCache
 from pytest_finetune_bench.store.benchmark_file import BenchmarkSummary
 from pytest_finetune_bench.store.summaries import publish_summary
 
@@ -26,8 +26,9 @@ class Experiments:
     """The sessions of the experiments, by label (the --bench-model spelling, @backend with several backends)."""
 
     def __init__(self, plans: Sequence[Plan], say: Say, cwd: Path) -> None:
-        shared: SharedBases = {}
-        self.sessions = {plan.label: BenchSession(plan, say, shared) for plan in plans}
+        # One base cache for them all (the plans share the options, so the cache folder).
+        bases = BaseCache(plans[0].options.cache_root)
+        self.sessions = {plan.label: BenchSession(plan, say, bases) for plan in plans}
         self.cwd = cwd
         self.say = say
 

@@ -20,8 +20,9 @@ from pytest_finetune_bench.plan.gates import Gate
 from pytest_finetune_bench.plan.metrics import headlines_for_results
 from pytest_finetune_bench.report.summary import build_summary, scores_only_summary
 from pytest_finetune_bench.run.early_stop import apply_early_stop
-from pytest_finetune_bench.run.executor import Executor, SharedBases
+from pytest_finetune_bench.run.executor import Executor
 from pytest_finetune_bench.run.recovery import incomplete_reason
+from pytest_finetune_bench.store.base_cache import BaseCache
 from pytest_finetune_bench.store.summaries import publish_summary
 
 Say = Callable[[str], None]
@@ -30,10 +31,10 @@ Say = Callable[[str], None]
 class BenchSession:
     """Runs the base and fine-tuned evaluations at most once per session and compares them."""
 
-    def __init__(self, plan: Plan, say: Say, shared_bases: SharedBases | None = None) -> None:
+    def __init__(self, plan: Plan, say: Say, base_cache: BaseCache | None = None) -> None:
         self.plan = plan
         self.say = say
-        self.executor = Executor(plan, say, shared_bases=shared_bases)
+        self.executor = Executor(plan, say, base_cache=base_cache)
         self._comparison: dict[str, TaskComparison] | None = None
         self._analyses: dict[str, TaskAnalysis] = {}
         self.analysis_error: str | None = None
@@ -58,9 +59,9 @@ class BenchSession:
         if self._comparison is None:
             base, finetuned = self.run("base"), self.run("fine-tuned")
             # Headlines chosen in the plan; tasks defined in Python are resolved from their results.
-            headlines = headlines_for_results(
-                self.plan.tasks, self.plan.headlines, (finetuned.results, base.results), self.plan.options.metrics
-            )
+            headlines = headlines_for_results(self.plan.tasks, self.plan.headlines,
+                                              {"base": base.results, "fine-tuned": finetuned.results},
+                                              self.plan.options.metrics)
             comparisons = compare(base.results, finetuned.results, headlines)
             apply_early_stop(comparisons, base, finetuned)
             self._analyses = self._analyse(comparisons, base, finetuned)

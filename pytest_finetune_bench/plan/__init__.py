@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_finetune_bench.backends import Backend
-from pytest_finetune_bench.core.settings import EvalSettings, Side, digest, identity, lm_eval_arguments
+from pytest_finetune_bench.core.settings import EvalSettings, Side, cache_key, identity, lm_eval_arguments
 from pytest_finetune_bench.plan.choices import BenchOptions
 from pytest_finetune_bench.plan.gates import Gate
 from pytest_finetune_bench.plan.metrics import Headline
@@ -86,8 +86,8 @@ class Plan:
         return identity(self.settings, self.side(role))
 
     def key(self, role: str) -> str:
-        """The cache key of `role`'s scores."""
-        return digest(self.identity(role))
+        """The cache key of `role`'s scores (settings.cache_key)."""
+        return cache_key(self.identity(role))
 
     def describe(self) -> Iterator[str]:
         """The plan as lines for the terminal (`--bench-plan`)."""

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.plan.metrics import MetricChoice
+from pytest_finetune_bench.store.files import bench_cache_dir
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class BenchOptions:
     chat_template: str = "auto"
     output: Path | None = None
     data_dir: Path | None = None
-    backend: str = "auto"  # auto: hf for a merged model, else ollama for a GGUF export
+    backend: str = "auto"  # this plan's one of `backends` (auto: hf for a merged model, else ollama for a GGUF export)
     base_backend: str | None = None  # None: the same backend as the fine-tuned model
     base_url: str | None = None  # the ollama/openai server (no credentials: keys come from the environment)
     server_model: str | None = None  # the fine-tuned model's served name (default: from its folder name)
@@ -81,7 +82,7 @@ class BenchOptions:
     max_model_len: int | None = None
     parallelize: bool = False
     models: tuple[str, ...] = ()  # every --bench-model value: paths, globs, folders of experiments
-    backends: tuple[str, ...] = ()  # --bench-backend hf,ollama: the fine-tune through each (several: no auto)
+    backends: tuple[str, ...] = ("auto",)  # --bench-backend hf,ollama: the fine-tune through each (several: no auto)
     only_base: bool = False  # --bench-only-base: evaluate (and cache) the base model alone
     early_stop: bool = False  # --bench-early-stop: stop a task's fine-tuned run once its gates are settled
     error_rate: float = 0.05  # --bench-error-rate: the chance that early stopping settles a gate wrongly
@@ -89,6 +90,11 @@ class BenchOptions:
     trust_remote_code: bool = False  # --bench-trust-remote-code: run a model folder's own code (both sides)
     include_paths: tuple[Path, ...] = ()  # --bench-include-path: folders of the user's own lm-eval tasks
     user_suites: dict[str, Suite] = field(default_factory=dict)  # bench_suites: the user's own named suites
+
+    @property
+    def cache_root(self) -> Path:
+        """The folder of every cache: --bench-cache-dir, else the default (files.bench_cache_dir)."""
+        return self.cache_dir or bench_cache_dir()
 
     @property
     def without_base(self) -> bool:

@@ -145,22 +145,33 @@ def headline_from_results(
     return _choose(task, candidates, choice)
 
 
+# The order in which runs' results are read for a headline: early stopping picks a task's headline from the
+# base's results before the fine-tuned run exists, so everything that reads it later must read the base first.
+RESULTS_ORDER = ("base", "fine-tuned")
+
+
 def headlines_for_results(
     tasks: Sequence[str],
     chosen: Mapping[str, Headline],
-    results: Sequence[Mapping[str, Any]],
+    results: Mapping[str, Mapping[str, Any]],
     choices: Mapping[str, MetricChoice],
 ) -> dict[str, Headline]:
-    """`chosen`, plus the headline of each other task from the first lm-eval results dict that has it.
+    """`chosen`, plus the headline of each other task from lm-eval's results of the runs, by role.
 
-    A task no results dict has (a run that stopped before reaching it) gets no headline.
+    The one place a headline is resolved from results (the comparison, benchmark.json, early stopping
+    and `summary` all call it): the base's results first, then the fine-tuned's (RESULTS_ORDER). A task
+    no run has (one that stopped before reaching it) gets no headline.
     """
+    unknown = set(results) - set(RESULTS_ORDER)
+    if unknown:
+        raise ValueError(f"results of unknown roles {sorted(unknown)}: expected {', '.join(RESULTS_ORDER)}")
+    ordered = [results[role] for role in RESULTS_ORDER if role in results]
     headlines = {}
     for task in tasks:
         if task in chosen:
             headlines[task] = chosen[task]
             continue
-        found = next((r for r in results if (r.get("results") or {}).get(task)), None)
+        found = next((r for r in ordered if (r.get("results") or {}).get(task)), None)
         if found is not None:
             directions = (found.get("higher_is_better") or {}).get(task) or {}
             headlines[task] = headline_from_results(task, found["results"][task], directions, choices.get(task))

@@ -14,14 +14,11 @@ from typing import Any
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.backends import Backend
 from pytest_finetune_bench.plan.choices import BenchOptions
+from pytest_finetune_bench.plan.option_table import engine_options
 
-# flag -> (BenchOptions field, its "not given" value, the lm-eval model type it belongs to)
+# flag -> (BenchOptions field, its "not given" value, the lm-eval model type it belongs to), from the option table
 ENGINE_FLAGS: dict[str, tuple[str, Any, str]] = {
-    "--bench-tensor-parallel": ("tensor_parallel", 1, "vllm"),
-    "--bench-data-parallel": ("data_parallel", 1, "vllm"),
-    "--bench-gpu-memory-utilization": ("gpu_memory_utilization", None, "vllm"),
-    "--bench-max-model-len": ("max_model_len", None, "vllm"),
-    "--bench-parallelize": ("parallelize", False, "hf"),
+    o.flag: (o.field, o.typed_default(), o.engine) for o in engine_options() if o.engine is not None
 }
 
 

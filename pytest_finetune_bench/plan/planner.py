@@ -19,6 +19,7 @@ from pytest_finetune_bench.backends.openai import cleartext_key_warning, served_
 from pytest_finetune_bench.core.settings import (
     EvalSettings,
     Side,
+    canonical_gen_kwargs,
     output_dir_for,
     resolve_batch_size,
     resolve_device,
@@ -47,8 +48,8 @@ def make_plans(options: BenchOptions, cwd: Path, say: Say, catalog: TaskCatalog 
         # Before the pre-flight, which sends the key too.
         say(warning)
     specs = expand_models(options.models or (options.model,), cwd)
-    backends = options.backends or (options.backend,)
-    catalog = catalog or TaskCatalog(options.include_paths, cwd)
+    backends = options.backends
+    catalog = catalog or TaskCatalog(options.cache_root, options.include_paths, cwd)
     plans = []
     for spec in specs:
         for backend in backends:
@@ -91,7 +92,7 @@ def make_plan(options: BenchOptions, cwd: Path, say: Say, catalog: TaskCatalog |
     finetuned = finetuned_model(options, location, backend, base if base_backend is backend else None, cwd) \
         if "fine-tuned" in roles else None
     output_dir = options.output or output_dir_for(location.root, location.name, cwd)
-    catalog = catalog or TaskCatalog(options.include_paths, cwd)
+    catalog = catalog or TaskCatalog(options.cache_root, options.include_paths, cwd)
     tasks, skipped = task_plan(options.task_list, catalog, _used_backends(roles, base_backend, backend))
     # Before any model runs: a task without a known headline stops here, naming its metrics.
     headlines = choose_headlines(tasks, catalog.index, options.metrics)
@@ -112,7 +113,7 @@ def make_plan(options: BenchOptions, cwd: Path, say: Say, catalog: TaskCatalog |
         batch_size=_batch_size(options, device, (base_backend, backend)),
         device=device,
         dtype=resolve_dtype(options.dtype, device),
-        gen_kwargs=options.gen_kwargs,
+        gen_kwargs=canonical_gen_kwargs(options.gen_kwargs),
         apply_chat_template=apply_chat_template,
         task_versions=tuple(sorted((t, str(v)) for t, v in catalog.versions(tasks).items())),
         data_files=data_files,
@@ -124,8 +125,9 @@ def make_plan(options: BenchOptions, cwd: Path, say: Say, catalog: TaskCatalog |
     return Plan(
         options=options,
         location=location,
-        base=_side("base", SideModel(base[0]), base[1], base_backend, settings) if base else None,
-        finetuned=_side("fine-tuned", finetuned, "--bench-model", backend, settings) if finetuned else None,
+        base=_side("base", SideModel(base[0]), base[1], base_backend, settings, options.cache_root) if base else None,
+        finetuned=_side("fine-tuned", finetuned, "--bench-model", backend, settings, options.cache_root)
+        if finetuned else None,
         base_backend=base_backend,
         backend=backend,
         settings=settings,
@@ -168,12 +170,13 @@ def _used_backends(roles: tuple[str, ...], base_backend: Backend, backend: Backe
     return tuple(b for role, b in (("base", base_backend), ("fine-tuned", backend)) if role in roles)
 
 
-def _side(role: str, model: SideModel, source: str, backend: Backend, settings: EvalSettings) -> Side:
+def _side(role: str, model: SideModel, source: str, backend: Backend, settings: EvalSettings,
+          cache_dir: Path) -> Side:
     args = backend.model_args(model.loaded, settings)
-    fingerprint = backend.fingerprint(model.loaded)
+    fingerprint = backend.fingerprint(model.loaded, cache_dir)
     if model.adapter is not None:
         args |= backend.adapter_args(model.adapter)
-        fingerprint = adapter_fingerprint(fingerprint, model.adapter)
+        fingerprint = adapter_fingerprint(fingerprint, model.adapter, cache_dir)
     return Side(
         role=role,
         model=model.shown,

@@ -16,7 +16,6 @@ from pytest_finetune_bench.plan.custom_tasks import content_version, index_inclu
 from pytest_finetune_bench.plan.offline import LeafTask, OpaqueTask, expand_tasks, write_overlay
 from pytest_finetune_bench.store.files import (
     atomic_write_bytes,
-    bench_cache_dir,
     claim_cache_dir,
     distrust,
     file_sha256,
@@ -38,13 +37,14 @@ def lm_eval_version() -> str:
         raise BenchError(f"lm-eval is not installed: run `{LM_EVAL_INSTALL}`") from None
 
 
-def load_task_index(cache_dir: Path | None = None) -> dict[str, Any]:
+def load_task_index(cache_dir: Path) -> dict[str, Any]:
     """lm-eval's task index (it parses ~15,000 YAML files, 8 s or more), kept on disk per lm-eval release.
 
     An installed release never changes its task files, so its index is cached under its version and
     location; an editable install (a git checkout being worked on) is indexed afresh every time.
     The cache holds data only (JSON, never pickle), in a folder only the current user can write to;
-    anything unreadable, malformed or pointing outside lm-eval's task folder is rebuilt.
+    anything unreadable, malformed or pointing outside lm-eval's task folder is rebuilt. It is kept in
+    `cache_dir` (the session's cache folder, --bench-cache-dir).
     """
     version = lm_eval_version()
     from lm_eval.tasks import TaskManager
@@ -52,7 +52,7 @@ def load_task_index(cache_dir: Path | None = None) -> dict[str, Any]:
     release = _installed_release(version)
     if release is None:
         return dict(TaskManager().task_index)
-    folder = (cache_dir or bench_cache_dir()) / INDEX_CACHE_DIR
+    folder = cache_dir / INDEX_CACHE_DIR
     cached = folder / f"{hashlib.sha256(release.encode()).hexdigest()}.jsonl"
     try:
         usable = claim_cache_dir(folder) is None
@@ -150,14 +150,15 @@ def _installed_release(version: str) -> str | None:
 
 
 class TaskCatalog:
-    """lm-eval's task index, loaded once per session on first use (see load_task_index).
+    """lm-eval's task index, loaded once per session on first use and kept in `cache_dir` (see load_task_index).
 
     With `include_paths` (--bench-include-path), the tasks defined there are indexed as lm-eval's
     TaskManager indexes them and laid over the built-in ones, later paths overriding earlier, as
     `lm_eval --include_path` does. Their relative data files are read from `cwd`.
     """
 
-    def __init__(self, include_paths: Sequence[Path] = (), cwd: Path | None = None) -> None:
+    def __init__(self, cache_dir: Path, include_paths: Sequence[Path] = (), cwd: Path | None = None) -> None:
+        self.cache_dir = cache_dir
         self._index: dict[str, Any] | None = None
         self._custom: dict[str, Any] | None = None
         self.cwd = cwd or Path.cwd()
@@ -173,7 +174,7 @@ class TaskCatalog:
     @property
     def index(self) -> dict[str, Any]:
         if self._index is None:
-            self._index = {**load_task_index(), **self.custom}
+            self._index = {**load_task_index(self.cache_dir), **self.custom}
         return self._index
 
     def validate(self, names: Sequence[str]) -> None:

@@ -91,7 +91,8 @@ def paired_comparison(first: RunRecord, second: RunRecord, recorded: BenchmarkSu
     The session's headlines: the metric it compared each task on, its direction from lm-eval's results.
     """
     choices = {task: _metric_choice(c["metric"]) for task, c in comparison_of(recorded).items()}
-    headlines = headlines_for_results(compared_tasks(recorded), {}, (second.results, first.results), choices)
+    headlines = headlines_for_results(compared_tasks(recorded), {}, {"base": first.results,
+                                                                     "fine-tuned": second.results}, choices)
     comparisons = compare(first.results, second.results, headlines)
     add_evidence(comparisons, first, second, flips_dir, confidence_level(recorded))
     return comparisons

@@ -51,7 +51,7 @@ def headline_scores(plan: Plan, runs: Mapping[str, RunRecord]) -> dict[str, Any]
 
     Present with one side too (--bench-base none), so experiments can be ranked by their own scores.
     """
-    results = [runs[role].results for role in ROLES if role in runs]
+    results = {role: record.results for role, record in runs.items()}
     headlines = headlines_for_results(plan.tasks, plan.headlines, results, plan.options.metrics)
     scores = {role: {task: metric_value(record.results, task, h.key) for task, h in headlines.items()}
               for role, record in runs.items()}

@@ -192,7 +192,8 @@ def with_early_stop(request: RunRequest, plan: Plan, base: RunRecord | None, say
 
 def _task_entry(plan: Plan, base: RunRecord, task: str) -> tuple[dict[str, Any] | None, str]:
     """The child's instructions for `task`, or None and why it cannot stop early."""
-    headline = headlines_for_results(plan.tasks, plan.headlines, (base.results,), plan.options.metrics).get(task)
+    headline = headlines_for_results(plan.tasks, plan.headlines, {"base": base.results},
+                                     plan.options.metrics).get(task)
     if headline is None:
         return None, "the base run reported no result for it"
     if leaf_tasks(base.results, task) != [task]:

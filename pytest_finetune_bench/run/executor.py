@@ -1,8 +1,9 @@
 """Carry out a plan: each side's run at most once per session, the base through its cache (no pytest here).
 
-The base side comes from the base-score cache when an entry with the same identity exists, from an
-earlier session's fine-tuned run with `--bench-compare-to`, else from a run. Runs share lm-eval's
-response cache per identity, so a stopped run resumes where it stopped. That cache holds pickles, so
+The base side comes from an earlier session's fine-tuned run with `--bench-compare-to`, else through
+the base cache (store/base_cache.py), the one way a base run is shared: another experiment of this
+session, an entry on disk with the same identity, else a run. Each run also gets lm-eval's response
+cache under the same cache key, so a stopped run resumes where it stopped. That cache holds pickles, so
 it lives in the per-user cache folder, never in the model's folder (a `benchmarks/` folder shipped
 with someone else's model is never loaded), and only files the user owns are kept in it.
 """
@@ -16,34 +17,30 @@ from pathlib import Path
 
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.core.records import Execution, RunRecord, RunRequest
-from pytest_finetune_bench.core.settings import digest
 from pytest_finetune_bench.plan import Plan
 from pytest_finetune_bench.run.early_stop import with_early_stop
 from pytest_finetune_bench.run.progress import ProgressPrinter
 from pytest_finetune_bench.run.recovery import evaluate_with_recovery, interrupted, overall_status
 from pytest_finetune_bench.store.base_cache import BaseCache, describe_age, place_files, restore
-from pytest_finetune_bench.store.base_cache import default_cache_dir as default_base_cache_dir
-from pytest_finetune_bench.store.files import bench_cache_dir, claim_cache_dir, distrust, unique_dir
+from pytest_finetune_bench.store.files import claim_cache_dir, distrust, unique_dir
 from pytest_finetune_bench.store.locks import locked
 from pytest_finetune_bench.store.reference import load_reference, settings_differences
 
 Say = Callable[[str], None]
 RESPONSES_DIR = "responses"  # in the cache folder (--bench-cache-dir)
-SharedBases = dict[str, tuple[str, RunRecord]]  # base cache key → (label of the plan that ran it, its run)
 
 
 class Executor:
     """The runs of one plan: evaluated on first use, remembered, failures kept with their reasons."""
 
     def __init__(self, plan: Plan, say: Say, started_at: datetime | None = None,
-                 shared_bases: SharedBases | None = None) -> None:
+                 base_cache: BaseCache | None = None) -> None:
         self.plan = plan
-        # Base runs of this pytest session by cache key: experiments on one base evaluate it once.
-        self.shared_bases = shared_bases if shared_bases is not None else {}
         self.say = say
         self.started_at = started_at or datetime.now()
         self.run_stamp = self.started_at.strftime("%Y-%m-%dT%H-%M-%S")
-        self.base_cache = BaseCache(plan.options.cache_dir or default_base_cache_dir())
+        # One per pytest session, shared by its experiments: a base they have in common is evaluated once.
+        self.base_cache = base_cache if base_cache is not None else BaseCache(plan.options.cache_root)
         self.runs: dict[str, RunRecord] = {}
         self.errors: dict[str, BenchError] = {}
         self.requests: dict[str, RunRequest] = {}
@@ -99,24 +96,35 @@ class Executor:
             return self._run_model(role)
         if self.plan.options.compare_to is not None:
             return self._reference_run(self.plan.options.compare_to)
-        shared = self._shared_base()
+        return self._base_run()
+
+    def _base_run(self) -> RunRecord:
+        """The base run through the base cache: this session's, else the entry on disk, else a new run."""
+        identity = self.plan.identity("base")
+        shared = self.base_cache.shared(identity)
         if shared is not None:
-            return shared
-        if self.plan.side("base").fingerprint is not None:
+            return self._shared_base(*shared)
+        not_on_disk = self._why_not_on_disk()
+        if not_on_disk is None:
             record = self._cached_or_run_base()
         else:
-            self.say("[bench] base: this backend cannot fingerprint the model, so its scores are not cached")
-            record = self._run_model(role)
+            self.say(f"[bench] base: {not_on_disk}")
+            record = self._run_model("base")
         if record.status == "complete":
-            self.shared_bases.setdefault(self.plan.key("base"), (self.plan.label, record))
+            self.base_cache.share(identity, self.plan.label, record)
         return record
 
-    def _shared_base(self) -> RunRecord | None:
-        """The base run another experiment of this session made under the same identity, copied to ours."""
-        found = self.shared_bases.get(self.plan.key("base"))
-        if found is None:
-            return None
-        label, record = found
+    def _why_not_on_disk(self) -> str | None:
+        """Why the base's scores cannot be kept on disk (they are still shared within the session), else None."""
+        if self.plan.side("base").fingerprint is None:
+            return "this backend cannot fingerprint the model, so its scores are not cached"
+        refused = self.base_cache.claim()
+        if refused is not None:
+            return f"not using the base-score cache ({refused}): set --bench-cache-dir to a folder of your own"
+        return None
+
+    def _shared_base(self, label: str, record: RunRecord) -> RunRecord:
+        """The base run another experiment of this session obtained under the same identity, copied to ours."""
         results_file, samples_files = place_files(record.results_file, record.samples_files,
                                                   self.request("base").results_dir)
         self.say(f"[bench] base: scores shared with {label} (same base, same settings)")
@@ -124,11 +132,6 @@ class Executor:
                        samples_files=samples_files, generated=0, extra={**record.extra, "shared_with": label})
 
     def _cached_or_run_base(self) -> RunRecord:
-        refused = self.base_cache.claim()
-        if refused is not None:
-            self.say(f"[bench] base: not using the base-score cache ({refused}): set --bench-cache-dir "
-                     "to a folder of your own")
-            return self._run_model("base")
         identity = self.plan.identity("base")
         # One session computes a given base; another one on the same base waits, then reuses it.
         with locked(self.base_cache.entry_dir(identity), on_wait=self._say_waiting):
@@ -207,8 +210,7 @@ class Executor:
         """
         if self.plan.side(role).fingerprint is None:
             return None
-        root = self.plan.options.cache_dir or bench_cache_dir()
-        return root / RESPONSES_DIR / digest(self.plan.identity(role))[:24]
+        return self.plan.options.cache_root / RESPONSES_DIR / self.plan.key(role)[:24]
 
     def _claim_responses(self, role: str, cache: Path | None) -> Path | None:
         """`cache` once it is safe to hand to lm-eval, which unpickles what it holds; None to run without it.

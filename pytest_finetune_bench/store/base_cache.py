@@ -1,5 +1,11 @@
 """The base model's scores, computed once and reused by every fine-tune of the same base (no pytest here).
 
+The one way a base run is shared, by its cache key (plan/settings.cache_key): within a pytest session
+(the experiments of `--bench-model 'outputs/*'` evaluate their common base once), and across sessions
+on disk when the base can be cached. A base that cannot (its content unknown: a served model without
+a digest, a Hub id without a commit; or a cache folder that is not the user's) is shared within the
+session only.
+
 An entry is reused only when everything that changes a score is equal: the run's identity
 (core/settings.py). Entries are
 written to a temporary folder and renamed into place, carry the sha256 of each file, and are
@@ -22,20 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from pytest_finetune_bench.core.records import RunRecord
-from pytest_finetune_bench.core.settings import digest
-from pytest_finetune_bench.store.files import bench_cache_dir, claim_cache_dir, distrust, file_sha256
-
-KEY_VERSION = 2  # entries of an older key layout are never read
-
-
-def default_cache_dir() -> Path:
-    """Where base scores are cached (see files.bench_cache_dir)."""
-    return bench_cache_dir()
-
-
-def entry_key(ident: Mapping[str, Any]) -> str:
-    """The folder name of the entry for a run with this identity (core/settings.py)."""
-    return digest({"key_version": KEY_VERSION, **ident})
+from pytest_finetune_bench.core.settings import cache_key
+from pytest_finetune_bench.store.files import claim_cache_dir, distrust, file_sha256
 
 
 @dataclass
@@ -50,13 +44,23 @@ class CachedBase:
 
 
 class BaseCache:
-    """Folder of entries `<root>/base/<key digest>/` with `entry.json` and lm-eval's files."""
+    """Base runs by cache key: this session's (`shared`, `share`), and on disk in `<root>/base/<key>/`
+    (`load`, `store`: `entry.json` and lm-eval's files)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root / "base"
+        self._session: dict[str, tuple[str, RunRecord]] = {}  # key → (the experiment that obtained it, its run)
+
+    def shared(self, ident: Mapping[str, Any]) -> tuple[str, RunRecord] | None:
+        """(label, run) of the base run an experiment of this session obtained under this identity."""
+        return self._session.get(cache_key(ident))
+
+    def share(self, ident: Mapping[str, Any], label: str, record: RunRecord) -> None:
+        """Offer a complete base run to the session's other experiments (the first one obtained stays)."""
+        self._session.setdefault(cache_key(ident), (label, record))
 
     def entry_dir(self, ident: Mapping[str, Any]) -> Path:
-        return self.root / entry_key(ident)
+        return self.root / cache_key(ident)
 
     def claim(self) -> str | None:
         """Why the cache folder cannot be used (it is another user's), else None (see files.claim_cache_dir)."""

@@ -25,9 +25,15 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+CACHE_ENV = "PYTEST_FINETUNE_BENCH_CACHE"  # the cache folder when --bench-cache-dir is not given
+
+
 def bench_cache_dir() -> Path:
-    """The plugin's per-user cache: PYTEST_FINETUNE_BENCH_CACHE, else $XDG_CACHE_HOME/pytest-finetune-bench."""
-    env = os.environ.get("PYTEST_FINETUNE_BENCH_CACHE")
+    """The plugin's default per-user cache: $PYTEST_FINETUNE_BENCH_CACHE, else $XDG_CACHE_HOME/pytest-finetune-bench.
+
+    A session uses `BenchOptions.cache_root` (--bench-cache-dir first); this is its fallback.
+    """
+    env = os.environ.get(CACHE_ENV)
     if env:
         return Path(env).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")

@@ -15,7 +15,7 @@ import json
 import re
 from pathlib import Path
 
-from pytest_finetune_bench.store.files import atomic_write_json, bench_cache_dir, distrust, file_sha256
+from pytest_finetune_bench.store.files import atomic_write_json, distrust, file_sha256
 
 INDEX_NAME = "file-digests.json"
 # Model-card files that --bench-readme writes into the model's folders (report/card.py): they change nothing
@@ -26,14 +26,17 @@ _INDEX_MAX_ENTRIES = 4096
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-def model_fingerprint(model: str, revision: str | None = None, index_dir: Path | None = None) -> str:
-    """sha256 over every file of a model folder (names and full contents); the id and commit for a Hub id."""
+def model_fingerprint(model: str, index_dir: Path, revision: str | None = None) -> str:
+    """sha256 over every file of a model folder (names and full contents); the id and commit for a Hub id.
+
+    The digests of large files are remembered in `index_dir` (the session's cache folder).
+    """
     folder = Path(model)
     digest = hashlib.sha256()
     if not folder.is_dir():
         digest.update(f"hub:{model}@{revision}".encode())
         return digest.hexdigest()
-    index = DigestIndex(index_dir or bench_cache_dir())
+    index = DigestIndex(index_dir)
     for file in sorted(p for p in folder.rglob("*") if p.is_file() and not _ignored(p, folder)):
         digest.update(str(file.relative_to(folder)).encode() + b"\0")
         digest.update(index.digest(file).encode())
@@ -41,12 +44,12 @@ def model_fingerprint(model: str, revision: str | None = None, index_dir: Path |
     return digest.hexdigest()
 
 
-def adapter_fingerprint(base: str | None, adapter: Path) -> str | None:
+def adapter_fingerprint(base: str | None, adapter: Path, index_dir: Path) -> str | None:
     """The content of a LoRA adapter applied on a base: both count, so the caches never mix an adapter
     with its merge (another fingerprint) or with another base. None when the base's content is unknown."""
     if base is None:
         return None
-    return hashlib.sha256(f"adapter:{model_fingerprint(str(adapter))}|base:{base}".encode()).hexdigest()
+    return hashlib.sha256(f"adapter:{model_fingerprint(str(adapter), index_dir)}|base:{base}".encode()).hexdigest()
 
 
 def _ignored(path: Path, folder: Path) -> bool:
