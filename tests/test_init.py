@@ -7,13 +7,16 @@ session (small limits, offline data) after the --yes run.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import os
 import re
 import shlex
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import iniconfig
@@ -21,7 +24,7 @@ import pexpect
 import pytest
 import yaml
 
-from pytest_finetune_bench import BenchError
+from pytest_finetune_bench import BenchError, cli
 from pytest_finetune_bench.init.config_file import (
     ConfigTarget,
     edit_ini,
@@ -79,9 +82,30 @@ def real_experiment(outputs: Path, name: str, model: Path) -> Path:
 
 
 def run_init(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """init with no terminal: stdin is /dev/null, as in a script or CI."""
-    return subprocess.run([str(SCRIPT), "init", *args], cwd=cwd, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=300)
+    """init with no terminal (stdin empty, as in a script or CI), in this process: the console script's entry
+    point, as `pytest-finetune-bench init ARGS` in `cwd` runs it, without a Python start and imports each time.
+    The script itself is run by the terminal tests below."""
+    out, err = io.StringIO(), io.StringIO()
+    here = Path.cwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), _stdin(io.StringIO()):
+            try:
+                code = cli.main(["init", *args], prog=cli.SCRIPT)
+            except SystemExit as exit_:  # argparse's usage errors
+                code = exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        os.chdir(here)
+    return subprocess.CompletedProcess([cli.SCRIPT, "init", *args], code, out.getvalue(), err.getvalue())
+
+
+@contextlib.contextmanager
+def _stdin(stream: io.StringIO) -> Iterator[None]:
+    saved, sys.stdin = sys.stdin, stream
+    try:
+        yield
+    finally:
+        sys.stdin = saved
 
 
 def printed_command(stdout: str) -> list[str]:
