@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 
 from pytest_finetune_bench.demo.smollm2 import base_model_dir
+from pytest_finetune_bench.plan.tasks import INDEX_CACHE_DIR, load_task_index
+from pytest_finetune_bench.store.files import bench_cache_dir
 
 
 def test_cache_root() -> Path:
@@ -54,3 +56,21 @@ def perturbed_outputs(cache: Path, name: str, base: Path, scale: float, seed: in
     except OSError:
         shutil.rmtree(staging, ignore_errors=True)
     return root
+
+
+def share_task_index(cache: Path) -> None:
+    """Give the cache folder `cache` (a test's own PYTEST_FINETUNE_BENCH_CACHE) this test session's index of
+    lm-eval's tasks, hard-linked: every session on an empty cache folder would index lm-eval's ~15,000 task
+    files again (10 to 20 s on two busy cores) before it benchmarks anything."""
+    source = bench_cache_dir() / INDEX_CACHE_DIR
+    if not any(source.glob("*.jsonl")):
+        load_task_index()  # indexes once into the session's cache folder
+    target = cache / INDEX_CACHE_DIR
+    target.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for index in source.glob("*.jsonl"):
+        if (target / index.name).exists():
+            continue
+        try:
+            os.link(index, target / index.name)
+        except OSError:  # another file system: a copy costs a few milliseconds more
+            shutil.copy2(index, target / index.name)
