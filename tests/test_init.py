@@ -7,16 +7,13 @@ session (small limits, offline data) after the --yes run.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 import json
 import os
 import re
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import iniconfig
@@ -34,6 +31,7 @@ from pytest_finetune_bench.init.config_file import (
 )
 from pytest_finetune_bench.init.wizard import Answers, bench_keys
 from pytest_finetune_bench.plugin.options import OPTIONS
+from tests.cli_runs import run_cli
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -82,30 +80,9 @@ def real_experiment(outputs: Path, name: str, model: Path) -> Path:
 
 
 def run_init(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """init with no terminal (stdin empty, as in a script or CI), in this process: the console script's entry
-    point, as `pytest-finetune-bench init ARGS` in `cwd` runs it, without a Python start and imports each time.
-    The script itself is run by the terminal tests below."""
-    out, err = io.StringIO(), io.StringIO()
-    here = Path.cwd()
-    os.chdir(cwd)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), _stdin(io.StringIO()):
-            try:
-                code = cli.main(["init", *args], prog=cli.SCRIPT)
-            except SystemExit as exit_:  # argparse's usage errors
-                code = exit_.code if isinstance(exit_.code, int) else 1
-    finally:
-        os.chdir(here)
-    return subprocess.CompletedProcess([cli.SCRIPT, "init", *args], code, out.getvalue(), err.getvalue())
-
-
-@contextlib.contextmanager
-def _stdin(stream: io.StringIO) -> Iterator[None]:
-    saved, sys.stdin = sys.stdin, stream
-    try:
-        yield
-    finally:
-        sys.stdin = saved
+    """`pytest-finetune-bench init ARGS` in `cwd` with no terminal (stdin empty, as in a script or CI), in this
+    process (tests/cli_runs.py); the terminal tests below run the console script itself."""
+    return run_cli("init", *args, cwd=cwd, prog=cli.SCRIPT)
 
 
 def printed_command(stdout: str) -> list[str]:
