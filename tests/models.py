@@ -60,17 +60,22 @@ def perturbed_outputs(cache: Path, name: str, base: Path, scale: float, seed: in
 
 def share_task_index(cache: Path) -> None:
     """Give the cache folder `cache` (a test's own PYTEST_FINETUNE_BENCH_CACHE) this test session's index of
-    lm-eval's tasks, hard-linked: every session on an empty cache folder would index lm-eval's ~15,000 task
-    files again (10 to 20 s on two busy cores) before it benchmarks anything."""
-    source = bench_cache_dir() / INDEX_CACHE_DIR
-    if not any(source.glob("*.jsonl")):
+    lm-eval's tasks: every session on an empty cache folder would index lm-eval's ~15,000 task files again
+    (10 to 20 s on two busy cores) before it benchmarks anything."""
+    if not any((bench_cache_dir() / INDEX_CACHE_DIR).glob("*.jsonl")):
         load_task_index()  # indexes once into the session's cache folder
-    target = cache / INDEX_CACHE_DIR
-    target.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for index in source.glob("*.jsonl"):
-        if (target / index.name).exists():
-            continue
+    link_task_index(bench_cache_dir(), cache)
+
+
+def link_task_index(source: Path, target: Path) -> None:
+    """Hard-link the cached task indexes of cache folder `source` into cache folder `target` (kept private,
+    as the plugin requires of a cache folder); an index `target` has already is left alone."""
+    folder = target / INDEX_CACHE_DIR
+    for index in (source / INDEX_CACHE_DIR).glob("*.jsonl"):
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
-            os.link(index, target / index.name)
+            os.link(index, folder / index.name)
+        except FileExistsError:
+            continue
         except OSError:  # another file system: a copy costs a few milliseconds more
-            shutil.copy2(index, target / index.name)
+            shutil.copy2(index, folder / index.name)
