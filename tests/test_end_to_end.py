@@ -156,11 +156,12 @@ def test_second_session_reuses_the_base_and_a_changed_setting_recomputes_it(
     assert list((again.output / "base" / "lm-eval").glob("results_*.json"))  # the copy users know
 
     (tmp_path / "changed").mkdir()
+    # Shorter answers: the cheapest change of a setting that both runs must recompute.
     changed = run_bench(tmp_path / "changed", regressed_outputs, demo_data, *cache, "--bench-gen-kwargs",
-                        "max_gen_toks=24")
+                        "max_gen_toks=8")
     assert changed.summary["base_model"]["from_cache"] is False
     assert changed.summary["base_model"]["generated"] == 10
-    assert changed.summary["reproduce"]["gen_kwargs"] == "max_gen_toks=24"
+    assert changed.summary["reproduce"]["gen_kwargs"] == "max_gen_toks=8"
 
 
 def test_compare_to_an_earlier_run_and_refuse_other_settings(
