@@ -16,7 +16,7 @@ import torch  # noqa: F401
 
 from pytest_finetune_bench.demo import demo_data_dir
 from tests.llama_server import llama_server  # noqa: F401 - session fixture: a real llama.cpp server
-from tests.models import perturbed_outputs, smollm2_base, test_cache_root
+from tests.models import link_task_index, perturbed_outputs, smollm2_base, test_cache_root
 from tests.schema_check import produced_summaries, validate_file
 
 pytest_plugins = ["pytester"]
@@ -63,11 +63,17 @@ REAL_MODEL_FIXTURES = frozenset({"base_model", "regressed_outputs", "unchanged_o
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Keep the test sessions' base-score cache apart from the developer's own; register `slow`."""
+    """Keep the test sessions' caches apart from the developer's own; register `slow`.
+
+    A fresh cache folder would make the run index lm-eval's tasks again; the index a run built is kept
+    with the test models (tests/models.test_cache_root) and handed to the next run.
+    """
     import os
     import tempfile
 
-    os.environ.setdefault("PYTEST_FINETUNE_BENCH_CACHE", tempfile.mkdtemp(prefix="bench-cache-"))
+    if "PYTEST_FINETUNE_BENCH_CACHE" not in os.environ:
+        os.environ["PYTEST_FINETUNE_BENCH_CACHE"] = tempfile.mkdtemp(prefix="bench-cache-")
+        link_task_index(test_cache_root(), Path(os.environ["PYTEST_FINETUNE_BENCH_CACHE"]))
     config.addinivalue_line("markers", "slow: runs a real model, a LoRA build, a server or lm-eval children "
                                        "(deselect with -m 'not slow')")
     config.addinivalue_line("markers", "handwritten_summaries: the test writes benchmark.json files of its own "
@@ -89,6 +95,13 @@ def _summaries_match_the_schema(request: pytest.FixtureRequest) -> Iterator[None
     for root in roots:
         for path in produced_summaries(root):
             validate_file(path)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Keep the task index this run built for the next run (see pytest_configure)."""
+    import os
+
+    link_task_index(Path(os.environ["PYTEST_FINETUNE_BENCH_CACHE"]), test_cache_root())
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pytest_finetune_bench.demo import demo_data_dir
-from pytest_finetune_bench.store.files import bench_cache_dir
 from tests.fake_backend import FAKE_ENV
+from tests.models import share_task_index
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LIMIT = 10  # IFEval prompts per run
@@ -58,20 +57,9 @@ def own_cache_dir(folder: Path) -> Path:
     Every cache follows --bench-cache-dir, the task index too; linking the one the test run built (in
     $PYTEST_FINETUNE_BENCH_CACHE) spares each session indexing lm-eval's ~15,000 task files again.
     """
-    from pytest_finetune_bench.plan.tasks import INDEX_CACHE_DIR, load_task_index
-
-    shared = bench_cache_dir() / INDEX_CACHE_DIR
-    if not any(shared.glob("*.jsonl")):
-        load_task_index(shared.parent)
-    target = folder / INDEX_CACHE_DIR
-    target.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     folder.chmod(0o700)
-    for index in shared.glob("*.jsonl"):
-        if not (target / index.name).exists():
-            try:
-                os.link(index, target / index.name)
-            except OSError:  # another file system: a copy does as well
-                shutil.copy2(index, target / index.name)
+    share_task_index(folder)
     return folder
 
 

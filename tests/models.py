@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 
 from pytest_finetune_bench.demo.smollm2 import base_model_dir
+from pytest_finetune_bench.plan.tasks import INDEX_CACHE_DIR, load_task_index
+from pytest_finetune_bench.store.files import bench_cache_dir
 
 
 def test_cache_root() -> Path:
@@ -54,3 +56,26 @@ def perturbed_outputs(cache: Path, name: str, base: Path, scale: float, seed: in
     except OSError:
         shutil.rmtree(staging, ignore_errors=True)
     return root
+
+
+def share_task_index(cache: Path) -> None:
+    """Give the cache folder `cache` (a test's own PYTEST_FINETUNE_BENCH_CACHE) this test session's index of
+    lm-eval's tasks: every session on an empty cache folder would index lm-eval's ~15,000 task files again
+    (10 to 20 s on two busy cores) before it benchmarks anything."""
+    if not any((bench_cache_dir() / INDEX_CACHE_DIR).glob("*.jsonl")):
+        load_task_index(bench_cache_dir())  # indexes once into the session's cache folder
+    link_task_index(bench_cache_dir(), cache)
+
+
+def link_task_index(source: Path, target: Path) -> None:
+    """Hard-link the cached task indexes of cache folder `source` into cache folder `target` (kept private,
+    as the plugin requires of a cache folder); an index `target` has already is left alone."""
+    folder = target / INDEX_CACHE_DIR
+    for index in (source / INDEX_CACHE_DIR).glob("*.jsonl"):
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            os.link(index, folder / index.name)
+        except FileExistsError:
+            continue
+        except OSError:  # another file system: a copy costs a few milliseconds more
+            shutil.copy2(index, folder / index.name)

@@ -192,15 +192,16 @@ def test_a_user_suite_selects_the_task_and_its_marked_tests(pytester: pytest.Pyt
         """
     )
     out = pytester.path / "out"
-    plan = pytester.runpytest_subprocess(f"--bench-model={model}", f"--bench-output={out}", "--bench-suite=domain",
-                                         "--bench-device=cpu", "--bench-plan", "-p", "no:cacheprovider")
+    # In-process: planning and collecting start no process.
+    plan = pytester.runpytest(f"--bench-model={model}", f"--bench-output={out}", "--bench-suite=domain",
+                              "--bench-device=cpu", "--bench-plan", "-p", "no:cacheprovider")
     plan.stdout.fnmatch_lines(["tasks: my_task", "  headline my_task: mentions_answer,none (higher is better; *",
                                f"  include_path: {out / 'tasks'}", "gates my_task: improves by +2, *"])
-    collected = pytester.runpytest_subprocess(f"--bench-model={model}", f"--bench-output={out}",
-                                              "--bench-suite=domain", "--collect-only", "-q", "-p", "no:cacheprovider")
+    collected = pytester.runpytest(f"--bench-model={model}", f"--bench-output={out}",
+                                   "--bench-suite=domain", "--collect-only", "-q", "-p", "no:cacheprovider")
     collected.stdout.fnmatch_lines(["test_*::test_domain", "test_*::test_core", "finetune-bench::my_task::improves",
                                     "finetune-bench::my_task::no_regression"])
-    unknown = pytester.runpytest_subprocess(f"--bench-model={model}", "--bench-suite=domian", "-p", "no:cacheprovider")
+    unknown = pytester.runpytest(f"--bench-model={model}", "--bench-suite=domian", "-p", "no:cacheprovider")
     unknown.stderr.fnmatch_lines(["*--bench-suite: 'domian' is not a suite: choose one of *, domain"])
 
 
@@ -250,7 +251,7 @@ def test_scores_of_a_task_of_ones_own_equal_lm_eval_include_path(
     tmp_path: Path, regressed_outputs: Path
 ) -> None:
     """`pytest --bench-include-path=tasks --bench-tasks=my_task` on SmolLM2 and a fine-tune of it, then the
-    lm_eval CLI with `--include_path tasks` and the same settings: the same scores on both sides."""
+    lm_eval CLI with `--include_path tasks` and the same settings: the same scores and replies."""
     tasks = write_task(tmp_path)
     output = tmp_path / "bench-out"
     proc = subprocess.run(
@@ -265,24 +266,22 @@ def test_scores_of_a_task_of_ones_own_equal_lm_eval_include_path(
     assert "finetune-bench::my_task::no_regression" in proc.stdout, proc.stdout + proc.stderr
     assert (proc.returncode == 1) == (comparison["gain"] < -0.05), proc.stdout  # no_regression: at most 5 points
     assert summary["reproduce"]["identity"]["base"]["task_versions"]["my_task"].startswith("sha256:")
-    sides = {"base": "base_model", "fine-tuned": "fine_tuned_model"}
-    runs = {}
-    for role in sides:  # both at once: each spends most of its time indexing lm-eval's built-in tasks
-        argv = shlex.split(summary["reproduce"]["commands"][role].replace(" OUT", f" {tmp_path / role}"))
-        # The user's own folder instead of the plugin's: what the user would type.
-        position = argv.index("--include_path")
-        assert argv[position + 1] == str(output / "tasks")
-        argv[position + 1] = str(tasks.relative_to(tmp_path))
-        runs[role] = subprocess.Popen([sys.executable, *argv[1:]], cwd=tmp_path, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.PIPE, text=True)
-    for role, side in sides.items():
-        _, log = runs[role].communicate(timeout=600)
-        assert runs[role].returncode == 0, log[-2000:]
-        cli = read_json(next((tmp_path / role).rglob("results_*.json")))["results"]["my_task"]
-        assert summary[side]["results"]["my_task"]["mentions_answer,none"] == cli["mentions_answer,none"], role
-        # Reply by reply, too: the same prompts, the same generations, the same per-document scores.
-        ours = replies(next(Path(summary[side]["results_file"]).parent.glob("samples_my_task_*.jsonl")))
-        assert ours == replies(next((tmp_path / role).rglob("samples_my_task_*.jsonl"))), role
+    # One side through the CLI: both sides' commands come from one settings identity, and each CLI run indexes
+    # lm-eval's built-in tasks (as the user's would) before it loads the model. The base's replies score some
+    # documents and miss others; the regressed fine-tune's miss nearly all.
+    argv = shlex.split(summary["reproduce"]["commands"]["base"].replace(" OUT", f" {tmp_path / 'cli'}"))
+    # The user's own folder instead of the plugin's: what the user would type.
+    position = argv.index("--include_path")
+    assert argv[position + 1] == str(output / "tasks")
+    argv[position + 1] = str(tasks.relative_to(tmp_path))
+    run = subprocess.run([sys.executable, *argv[1:]], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    cli = read_json(next((tmp_path / "cli").rglob("results_*.json")))["results"]["my_task"]
+    assert summary["base_model"]["results"]["my_task"]["mentions_answer,none"] == cli["mentions_answer,none"]
+    # Reply by reply, too: the same prompts, the same generations, the same per-document scores.
+    ours = replies(next(Path(summary["base_model"]["results_file"]).parent.glob("samples_my_task_*.jsonl")))
+    assert ours == replies(next((tmp_path / "cli").rglob("samples_my_task_*.jsonl")))
 
 
 def replies(samples_file: Path) -> list[tuple[int, str, float]]:

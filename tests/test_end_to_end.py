@@ -172,11 +172,12 @@ def test_second_session_reuses_the_base_and_a_changed_setting_recomputes_it(
     assert list((again.output / "base" / "lm-eval").glob("results_*.json"))  # the copy users know
 
     (tmp_path / "changed").mkdir()
+    # Shorter answers: the cheapest change of a setting that both runs must recompute.
     changed = run_bench(tmp_path / "changed", regressed_outputs, demo_data, *cache, "--bench-gen-kwargs",
-                        "max_gen_toks=24")
+                        "max_gen_toks=8")
     assert changed.summary["base_model"]["from_cache"] is False
     assert changed.summary["base_model"]["generated"] == 10
-    assert changed.summary["reproduce"]["gen_kwargs"] == "max_gen_toks=24"
+    assert changed.summary["reproduce"]["gen_kwargs"] == "max_gen_toks=8"
 
 
 def test_compare_to_an_earlier_run_and_refuse_other_settings(
@@ -198,14 +199,14 @@ def test_compare_to_an_earlier_run_and_refuse_other_settings(
 
 
 def test_full_suite_wiring_one_row_per_task(unchanged_outputs: Path, demo_data: Path, tmp_path: Path) -> None:
-    """Core + MMLU on a few offline rows: each task's headline metric, MMLU as one aggregate row."""
-    session = run_bench(tmp_path, unchanged_outputs, demo_data, "--bench-suite", "full", "--bench-limit", "2")
+    """Core + MMLU on one offline row each: each task's headline metric, MMLU as one aggregate row."""
+    session = run_bench(tmp_path, unchanged_outputs, demo_data, "--bench-suite", "full", "--bench-limit", "1")
     comparison = session.summary["comparison"]
     assert list(comparison) == ["ifeval", "gsm8k", "hellaswag", "mmlu"]
     assert comparison["gsm8k"]["metric"] == "exact_match,strict-match"
     assert comparison["hellaswag"]["metric"] == "acc_norm,none"
     assert comparison["mmlu"]["metric"] == "acc,none"
-    assert comparison["mmlu"]["stats"]["n"] == 57 * 2  # the group's subjects pooled
+    assert comparison["mmlu"]["stats"]["n"] == 57  # the group's subjects pooled, one question each
     rows = [line for line in session.proc.stdout.splitlines() if line.startswith(("Math", "Commonsense", "Knowledge"))]
     assert len(rows) == 3, session.proc.stdout
     assert session.proc.returncode == 1  # ifeval cannot improve on an unchanged model

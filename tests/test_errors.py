@@ -66,7 +66,7 @@ def test_model_without_merged_export_or_adapter_weights_names_what_is_looked_for
     model = pytester.path / "outputs" / "m"
     (model / "lora").mkdir(parents=True)
     (model / "lora" / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(base)}))
-    usage_error(pytester.runpytest_subprocess(f"--bench-model={model}", *RUN),
+    usage_error(pytester.runpytest(f"--bench-model={model}", *RUN),
                 f"No merged model or LoRA adapter found in {model} (looked for merged_16bit/config.json, "
                 "merged_4bit/config.json, and lora/adapter_config.json with lora/adapter_model.safetensors or "
                 "lora/adapter_model.bin): save the fine-tune there, or use --bench-backend ollama for its GGUF")
@@ -89,7 +89,7 @@ def test_base_model_that_cannot_be_told(pytester: pytest.Pytester) -> None:
 def test_base_folder_that_is_not_a_model(pytester: pytest.Pytester, demo_data: Path) -> None:
     not_a_model = pytester.mkdir("adapter-only")
     model = model_with_base(pytester.path, str(not_a_model))
-    usage_error(pytester.runpytest_subprocess(f"--bench-model={model}", f"--bench-data-dir={demo_data}", *RUN),
+    usage_error(pytester.runpytest(f"--bench-model={model}", f"--bench-data-dir={demo_data}", *RUN),
                 f"base model folder {not_a_model} has no config.json: *; pass --bench-base a model folder or Hub id")
 
 
@@ -97,7 +97,7 @@ def test_unknown_task_names_close_matches(pytester: pytest.Pytester) -> None:
     pytester.mkdir("model")
     (pytester.path / "model" / "config.json").write_text("{}")
     usage_error(
-        pytester.runpytest_subprocess("--bench-model=model", "--bench-base=model", "--bench-tasks=ifevl", *RUN),
+        pytester.runpytest("--bench-model=model", "--bench-base=model", "--bench-tasks=ifevl", *RUN),
         "unknown lm-eval task 'ifevl'; did you mean ifeval*?",
     )
 
@@ -149,7 +149,7 @@ def test_data_dir_without_the_task_file(pytester: pytest.Pytester) -> None:
     (pytester.path / "model" / "config.json").write_text("{}")
     empty = pytester.mkdir("data")
     usage_error(
-        pytester.runpytest_subprocess("--bench-model=model", "--bench-base=model", f"--bench-data-dir={empty}", *RUN),
+        pytester.runpytest("--bench-model=model", "--bench-base=model", f"--bench-data-dir={empty}", *RUN),
         f"--bench-data-dir has no data for task 'ifeval': expected {empty}/ifeval/train.jsonl in the google/IFEval "
         "schema (see docs/offline.md)",
     )

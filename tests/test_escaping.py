@@ -23,8 +23,9 @@ from pytest_finetune_bench.report.facts import comparisons
 from pytest_finetune_bench.report.github import step_summary_markdown
 from pytest_finetune_bench.report.history import history_rows, plot_history, render, summary_files
 from pytest_finetune_bench.text import markdown_inline, printable
+from tests.cli_runs import run_cli
 from tests.fake_sessions import read_summary
-from tests.test_reports import GOLDEN_RUN, _browser, _chromium, golden_model, golden_summary, run_cli
+from tests.test_reports import GOLDEN_RUN, _browser, _chromium, golden_model, golden_summary
 
 HOSTILE = "a\rb\x1b[2J\x1b]0;title\x07c\u202eevil\u200b\u2028d\x00e\x85f\ufeff"
 MARKER = "pwned"  # what an injected script would set as the page's title

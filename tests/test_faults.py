@@ -25,6 +25,7 @@ import pytest
 from filelock import FileLock, Timeout
 
 from tests.conftest import read_json
+from tests.models import share_task_index
 
 # The smallest real session: two IFEval prompts, few new tokens. Identical for every session here.
 SETTINGS = ("--bench-suite=test", "--bench-limit=2", "--bench-gen-kwargs=max_gen_toks=16", "--bench-batch-size=2",
@@ -66,6 +67,9 @@ def _command(model: Path, data: Path, root: Path) -> list[str]:
 def _start(command: list[str], root: Path, name: str) -> subprocess.Popen[bytes]:
     # Output to a file: a session blocked on a full pipe while holding a lock would stall the other.
     env = {**os.environ, "PYTEST_FINETUNE_BENCH_CACHE": str(root / "cache")}
+    # lm-eval's task index is not what these tests are about (tests/test_trust.py checks its file): indexing
+    # afresh in every session would only move the kill points into the indexing.
+    share_task_index(root / "cache")
     with (root / f"{name}.txt").open("wb") as log:
         return subprocess.Popen(command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
 

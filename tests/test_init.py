@@ -21,7 +21,7 @@ import pexpect
 import pytest
 import yaml
 
-from pytest_finetune_bench import BenchError
+from pytest_finetune_bench import BenchError, cli
 from pytest_finetune_bench.init.config_file import (
     ConfigTarget,
     edit_ini,
@@ -31,6 +31,7 @@ from pytest_finetune_bench.init.config_file import (
 )
 from pytest_finetune_bench.init.wizard import Answers, bench_keys
 from pytest_finetune_bench.plan.option_table import OPTIONS
+from tests.cli_runs import run_cli
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -79,9 +80,9 @@ def real_experiment(outputs: Path, name: str, model: Path) -> Path:
 
 
 def run_init(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """init with no terminal: stdin is /dev/null, as in a script or CI."""
-    return subprocess.run([str(SCRIPT), "init", *args], cwd=cwd, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=300)
+    """`pytest-finetune-bench init ARGS` in `cwd` with no terminal (stdin empty, as in a script or CI), in this
+    process (tests/cli_runs.py); the terminal tests below run the console script itself."""
+    return run_cli("init", *args, cwd=cwd, prog=cli.SCRIPT)
 
 
 def printed_command(stdout: str) -> list[str]:

@@ -26,7 +26,9 @@ from pytest_finetune_bench.plan.metrics import (
     headlines_for_results,
     parse_metric_choices,
 )
+from pytest_finetune_bench.plan.tasks import load_task_index
 from pytest_finetune_bench.report.table import arrow, comparison_table, detail_tables, improvement_cell
+from pytest_finetune_bench.store.files import bench_cache_dir
 from tests.gate_checks import improves_failure, regression_failure
 from tests.test_end_to_end import Session, run_bench
 
@@ -151,9 +153,7 @@ def test_python_tasks_are_left_to_their_results_and_groups_without_a_score_stop(
 
 
 def test_the_default_headlines_exist_in_lm_evals_real_index() -> None:
-    from lm_eval.tasks import TaskManager
-
-    index = dict(TaskManager().task_index)
+    index = load_task_index(bench_cache_dir())  # as the plugin keeps it (built once per test run)
     headlines = choose_headlines(list(DEFAULT_HEADLINES), index, {})
     assert {task: (h.metric, h.filter) for task, h in headlines.items()} == DEFAULT_HEADLINES
     assert all(h.source == SOURCE_DEFAULT for h in headlines.values())

@@ -235,7 +235,7 @@ def test_suite_selects_marked_user_tests(pytester: pytest.Pytester) -> None:
 def test_bench_plan_prints_the_resolved_plan_and_runs_nothing(pytester: pytest.Pytester) -> None:
     model = make_fake_model(pytester.path)
     out = pytester.path / "out"
-    result = pytester.runpytest_subprocess(
+    result = pytester.runpytest(
         f"--bench-model={model}", f"--bench-data-dir={demo_data_dir()}", f"--bench-output={out}",
         "--bench-device=cpu", "--bench-limit=7", "--bench-gen-kwargs=max_gen_toks=16", "--bench-plan",
         "--bench-max-drop=ifeval=3", "-p", "no:cacheprovider",

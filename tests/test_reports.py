@@ -36,6 +36,7 @@ from pytest_finetune_bench.store.files import bench_cache_dir
 from pytest_finetune_bench.store.fingerprint import model_fingerprint
 from pytest_finetune_bench.text import printable
 from tests.bench_sessions import pytest_html_extras
+from tests.cli_runs import run_cli
 from tests.fake_backend import FAKE_ENV
 from tests.fake_sessions import REPO_ROOT, bench_args, make_fake_model, read_summary
 from tests.schema_check import produced_summaries, validate_file
@@ -62,12 +63,6 @@ def golden_model(tmp_path: Path) -> Path:
 
 def golden_summary() -> dict[str, Any]:
     return read_summary(GOLDEN / "model" / "benchmarks" / "benchmark.json")
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([sys.executable, "-m", "pytest_finetune_bench", *args], capture_output=True, text=True,
-                          env=env, timeout=300)
 
 
 # ------------------------------------------------------------------------------------------------ summary

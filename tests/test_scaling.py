@@ -117,8 +117,7 @@ def test_vllm_backend_without_vllm_stops_the_session_before_any_run(pytester: py
         pytest.skip("vLLM is installed here")
     pytester.mkdir("model")
     (pytester.path / "model" / "config.json").write_text("{}")
-    usage_error(pytester.runpytest_subprocess("--bench-model=model", "--bench-base=model", "--bench-backend=vllm",
-                                              *RUN),
+    usage_error(pytester.runpytest("--bench-model=model", "--bench-base=model", "--bench-backend=vllm", *RUN),
                 "the vllm backend needs vLLM, which is not installed: run `pip install 'lm-eval[[]vllm]'` *")
 
 

@@ -56,8 +56,8 @@ def test_gates_join_one_xdist_group_only_when_xdist_is_active(
         "    for item in session.items:\n"
         "        print('GROUP', item.nodeid, [m.args for m in item.iter_markers('xdist_group')])\n"
     )
-    result = pytester.runpytest_subprocess("--strict-markers", *plugin_args, "--collect-only", "-s",
-                                           f"--bench-model={model}", "-p", "no:cacheprovider")
+    result = pytester.runpytest("--strict-markers", *plugin_args, "--collect-only", "-s",
+                                f"--bench-model={model}", "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.OK, result.stdout.str() + result.stderr.str()
     groups = [line for line in result.stdout.lines if line.startswith("GROUP")]
     assert len(groups) == 2

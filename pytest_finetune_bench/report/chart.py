@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping
-
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING
 
 from pytest_finetune_bench.compare.scores import TaskComparison, display_name
 
@@ -21,9 +19,16 @@ BASE_COLOUR = "#8c8c8c"
 FINETUNED_COLOUR = "#2f6fb0"
 _BAR_WIDTH = 0.38
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 
 def chart_figure(comparisons: Mapping[str, TaskComparison], title: str = "") -> Figure:
     """Grouped bars in percent (base, fine-tuned) per task; the fine-tuned bar carries the interval."""
+    # Imported here: matplotlib takes a second or two to import, and every pytest run loads this plugin.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(max(4.0, 1.9 * len(comparisons) + 1.5), 3.6), dpi=100)
     FigureCanvasAgg(figure)  # Figure objects draw and save through a canvas; no pyplot, no global state
     axes = figure.add_subplot()
