@@ -182,7 +182,10 @@ def test_outcome_points_at_results_only_when_this_run_wrote_them(tmp_path: Path,
     assert "Results are in" not in out and "wrote no results (pytest exit code 4)" in err
     summary.parent.mkdir()
     summary.write_text("{}")
-    assert _report_outcome(0, summary, time.time_ns() + 10**9) == 1  # an older file is not this run's
+    # The file system's clock is coarser than time.time_ns(): a file written just now may carry an
+    # earlier time than `started`, so its time is set to the start of this run explicitly.
+    os.utime(summary, ns=(started, started))
+    assert _report_outcome(0, summary, started + 10**9) == 1  # an older file is not this run's
     assert "Results are in" not in capsys.readouterr().out
     assert _report_outcome(1, summary, started) == 1  # a failed gate: results exist, exit code kept
     out, err = capsys.readouterr()
