@@ -32,10 +32,6 @@ class ModelLocation:
     gguf_files: tuple[Path, ...] = ()
     adapter: Path | None = None  # the LoRA adapter evaluated on its base (variant lora)
 
-    @property
-    def is_hub(self) -> bool:
-        return self.variant == "hub"
-
     def require_hf(self) -> str:
         if self.hf_path is None:
             looked = ", ".join(f"{v}/config.json" for v in MERGED_VARIANTS)
