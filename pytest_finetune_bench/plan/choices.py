@@ -283,6 +283,23 @@ def parse_backends(value: str, known: tuple[str, ...]) -> tuple[str, ...]:
     return names
 
 
+# Experiment trackers a session can log its results into (--bench-log), and the extra that installs each.
+TRACKERS = {"mlflow": "mlflow", "wandb": "wandb"}
+
+
+def parse_trackers(value: str | None) -> tuple[str, ...]:
+    """`mlflow`, `wandb` or both, comma-separated (none when unset); each must be importable, or the error names
+    the extra that installs it."""
+    import importlib.util
+
+    names = tuple(dict.fromkeys(parse_choice(part, tuple(TRACKERS), "tracker")
+                                for part in (value or "").split(",") if part.strip()))
+    for name in names:
+        if importlib.util.find_spec(name) is None:
+            raise BenchError(f"{name} is not installed: pip install 'pytest-finetune-bench[{TRACKERS[name]}]'")
+    return names
+
+
 def parse_count(text: str) -> int:
     """A positive whole number (GPUs, copies, tokens)."""
     value = str(text).strip()

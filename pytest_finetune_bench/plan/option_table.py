@@ -33,6 +33,7 @@ from pytest_finetune_bench.plan.choices import (
     parse_points,
     parse_suites,
     parse_task_values,
+    parse_trackers,
 )
 from pytest_finetune_bench.plan.metrics import parse_metric_choices
 from pytest_finetune_bench.plan.models import VARIANTS
@@ -266,11 +267,14 @@ OPTIONS: tuple[Option, ...] = (
            "README.md and its lora/, merged_16bit/, merged_4bit/, gguf/ READMEs", "readme", _switch, switch=True),
     Option("json", "also copy this session's benchmark.json to PATH (for CI artifacts)", "json_copy",
            _optional(_path), metavar="PATH"),
+    Option("log", "after the session, log its results (settings, scores, gate outcomes, benchmark.json and "
+           "report.html) into these experiment trackers: mlflow, wandb or mlflow,wandb (see docs/trackers.md)",
+           "trackers", _given(parse_trackers), metavar="TRACKERS"),
 )
 
 BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
 # Settings of the plugin itself, not of the runs (so not in BenchOptions or the plan): the option fills these.
-PLUGIN_SETTINGS = frozenset({"gpus_per_worker", "plan", "readme", "json_copy"})
+PLUGIN_SETTINGS = frozenset({"gpus_per_worker", "plan", "readme", "json_copy", "trackers"})
 # BenchOptions fields no option fills directly: derived from the options above when they are read.
 DERIVED_FIELDS = {
     "model": "the one model a plan is about (make_plans sets it from `models`)",

@@ -32,6 +32,7 @@ from pytest_finetune_bench.plugin.xdist_workers import is_worker, worker_summary
 from pytest_finetune_bench.report.card import write_cards
 from pytest_finetune_bench.report.github import append_step_summary, step_summary_file
 from pytest_finetune_bench.report.html import REPORT_NAME, write_report
+from pytest_finetune_bench.report.mlflow_tracker import log_to_mlflow
 from pytest_finetune_bench.report.ranking import ranking_lines
 from pytest_finetune_bench.report.summary import headline_scores
 from pytest_finetune_bench.report.table import (
@@ -41,10 +42,12 @@ from pytest_finetune_bench.report.table import (
     evidence_columns,
     scores_table,
 )
+from pytest_finetune_bench.report.tracking import TrackedResults, log_each, tracked_results
+from pytest_finetune_bench.report.wandb_tracker import log_to_wandb
 from pytest_finetune_bench.run.recovery import incomplete_reason, partial_note
 from pytest_finetune_bench.store.benchmark_file import BenchmarkSummary, gates_of, read_summary, side_of
 from pytest_finetune_bench.store.files import atomic_write_text, check_writable_dir
-from pytest_finetune_bench.store.summaries import publish_summary
+from pytest_finetune_bench.store.summaries import SUMMARY, add_errors, publish_summary
 from pytest_finetune_bench.text import printable
 
 # Per experiment label: the file holding its summary, and its report.html.
@@ -52,6 +55,9 @@ summary_paths_key = pytest.StashKey[dict[str, Path]]()
 report_paths_key = pytest.StashKey[dict[str, Path]]()
 ranking_key = pytest.StashKey[tuple[Path, dict[str, Any]]]()
 output_choices_key = pytest.StashKey[OutputChoices]()
+# Per experiment label: what each tracker said (where it logged, or why it could not), for the terminal summary.
+tracker_lines_key = pytest.StashKey[dict[str, list[tuple[str, bool]]]]()
+TRACKERS: dict[str, Callable[[TrackedResults, bool], str]] = {"mlflow": log_to_mlflow, "wandb": log_to_wandb}
 MARKER_ARGS = ("suite", "tasks")
 MARKER_HELP = (
     "bench(suite=None, tasks=None): a benchmark test; it runs when --bench-model is given and the "
@@ -95,6 +101,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[experiments_key] = experiments
     config.stash[summary_paths_key] = {}
     config.stash[report_paths_key] = {}
+    config.stash[tracker_lines_key] = {}
     keep_gate_ids_readable(config, [gate_prefix(bench, experiments.several) for bench in experiments])
 
 
@@ -192,6 +199,7 @@ def _finish_experiment(config: pytest.Config, bench: BenchSession) -> None:
     if written is not None:
         config.stash[summary_paths_key][label] = written
         _write_outputs(config, bench, written)
+        _log_to_trackers(config, bench, written)
 
 
 def _write_ranking(config: pytest.Config, experiments: Experiments) -> None:
@@ -235,6 +243,37 @@ def _write_outputs(config: pytest.Config, bench: BenchSession, written: Path) ->
             warn(config, f"pytest-finetune-bench: could not write {what}: {exc}")
 
 
+def _log_to_trackers(config: pytest.Config, bench: BenchSession, written: Path) -> None:
+    """--bench-log: the summary just written (and its files) into each tracker; a failure is a red line in the
+    terminal summary and an entry of benchmark.json's "errors", never a failed gate or session."""
+    names = config.stash[output_choices_key].trackers
+    if not names:
+        return
+    lines = config.stash[tracker_lines_key].setdefault(bench.plan.label, [])
+    try:
+        summary = read_summary(written, "run the benchmark again")
+    except BenchError as exc:
+        lines.append((f"pytest-finetune-bench: nothing logged to {', '.join(names)}: {exc}", False))
+        return
+    results = tracked_results(summary, written, bench.plan.output_dir)
+    several = config.stash[experiments_key].several
+    logged: dict[str, str] = {}
+
+    def logger(name: str) -> Callable[[], object]:
+        return lambda: logged.__setitem__(name, TRACKERS[name](results, several))
+
+    errors = log_each({name: logger(name) for name in names})
+    lines += [(logged[name], True) if name in logged else (f"pytest-finetune-bench: {errors[f'tracker {name}']}", False)
+              for name in names]
+    if errors:
+        run_dir = (side_of(summary, "fine-tuned") or {}).get("benchmark_dir")
+        copies = [Path(run_dir) / SUMMARY] if run_dir else []
+        try:
+            add_errors(bench.plan.output_dir, [written, *(c for c in copies if c != written and c.is_file())], errors)
+        except (OSError, BenchError) as exc:
+            lines.append((f"pytest-finetune-bench: could not record the tracker errors in {written}: {exc}", False))
+
+
 def _write_report(config: pytest.Config, bench: BenchSession, summary: BenchmarkSummary) -> None:
     model_hint = str(bench.plan.location.root or bench.plan.location.source)
     config.stash[report_paths_key][bench.plan.label] = write_report(bench.plan.output_dir / REPORT_NAME, summary,
@@ -269,6 +308,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         report = config.stash[report_paths_key].get(label)
         if report is not None:
             terminalreporter.write_line(f"report: {report}")
+        for line, logged in config.stash[tracker_lines_key].get(label, []):
+            terminalreporter.write_line(printable(line), red=not logged)
     ranking = config.stash.get(ranking_key, None)
     if ranking is not None:
         path, content = ranking

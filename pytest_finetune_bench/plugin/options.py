@@ -71,12 +71,13 @@ class OutputChoices:
 
     readme: bool
     json_copy: Path | None
+    trackers: tuple[str, ...] = ()  # --bench-log: where the results are logged after the session
 
 
 def output_choices(config: pytest.Config) -> OutputChoices:
-    """--bench-readme and --bench-json (or their ini twins)."""
+    """--bench-readme, --bench-json and --bench-log (or their ini twins)."""
     reader = _Reader(config)
-    return OutputChoices(readme=reader.parse("readme"), json_copy=reader.parse("json"))
+    return OutputChoices(readme=reader.parse("readme"), json_copy=reader.parse("json"), trackers=reader.parse("log"))
 
 
 def gpus_per_worker(config: pytest.Config) -> int | None:

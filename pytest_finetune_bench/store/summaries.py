@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,18 @@ def publish_summary(output_dir: Path, run_dir: Path | None, summary: Mapping[str
         incomplete = output_dir / name.replace(".json", ".incomplete.json")
         atomic_write_json(incomplete, summary)
         return incomplete
+
+
+def add_errors(output_dir: Path, paths: Sequence[Path], errors: Mapping[str, str]) -> None:
+    """Add `errors` (failures after the summary was written: a tracker's) to the "errors" of each summary in `paths`.
+
+    Under the lock `publish_summary` writes `output_dir`'s summaries under.
+    """
+    with locked(output_dir / SUMMARY):
+        for path in paths:
+            summary = _read(path)
+            if summary is not None:
+                atomic_write_json(path, {**summary, "errors": {**(summary.get("errors") or {}), **errors}})
 
 
 def summary_is_complete(path: Path) -> bool:
