@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import uuid
 from typing import Any
 
 from pytest_finetune_bench.report.tracking import TABLE_COLUMNS, TrackedResults
@@ -38,7 +39,7 @@ def log_to_wandb(results: TrackedResults, several: bool) -> str:
 def _start_run(wandb: Any, results: TrackedResults, several: bool) -> Any:
     given = os.environ.get("WANDB_RUN_ID") or None
     # wandb itself reads WANDB_RUN_ID: a run of its own per experiment needs an id of its own.
-    own_id = None if given is not None and not several else wandb.util.generate_id()
+    own_id = None if given is not None and not several else uuid.uuid4().hex[:12]
     return wandb.init(
         project=None if os.environ.get("WANDB_PROJECT") else results.model,
         id=own_id or given,
