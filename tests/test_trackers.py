@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 @pytest.fixture
-def wandb_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def wandb_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     folder = tmp_path / "wandb-home"
     folder.mkdir()
     for name, value in {"WANDB_MODE": "offline", "WANDB_DIR": str(folder), "WANDB_SILENT": "true",
@@ -42,7 +43,9 @@ def wandb_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("WANDB_RUN_ID", raising=False)
     monkeypatch.delenv("WANDB_PROJECT", raising=False)
-    return folder
+    wandb.teardown()  # wandb reads its environment once per process: start afresh with this test's
+    yield folder
+    wandb.teardown()
 
 
 def golden_results(tmp_path: Path) -> tuple[dict[str, Any], TrackedResults]:
@@ -183,6 +186,18 @@ def test_wandb_offline_run_holds_the_numbers(tmp_path: Path, wandb_offline: Path
     assert "training1" in said and "offline" in said
     [run_dir] = (wandb_offline / "wandb").glob("offline-run-*-training1")
     check_wandb_run(run_dir, summary)
+
+
+def test_wandb_without_a_given_run_starts_its_own(tmp_path: Path, wandb_offline: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    summary, results = golden_results(tmp_path)
+    log_to_wandb(results, several=False)
+    monkeypatch.setenv("WANDB_RUN_ID", "sweep1")  # several experiments: a run each, grouped under it
+    log_to_wandb(results, several=True)
+    runs = sorted((wandb_offline / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and not any(run.name.endswith("-sweep1") for run in runs)
+    for run in runs:
+        check_wandb_run(run, summary)
 
 
 def test_a_failing_tracker_is_an_error_line_and_the_others_still_log() -> None:
