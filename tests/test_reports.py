@@ -495,8 +495,13 @@ def test_the_session_writes_every_card_and_leaves_the_fingerprint_alone(fake_run
         readme = (fake_run.model / folder / "README.md").read_text()
         assert readme.count("## Benchmark Results") == 1, folder
         assert (fake_run.model / folder / CHART_NAME).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
-    main = (fake_run.model / "README.md").read_text()
+    main = card_body(fake_run.model / "README.md")
     assert main.startswith(USER_TEXT)
+    comparison = fake_run.summary["comparison"]["ifeval"]
+    for folder in ("", "lora", "merged_16bit", "merged_4bit"):  # the fake session planned lm-eval's own IFEval
+        metadata = ModelCard.load(fake_run.model / folder / "README.md").data
+        assert [(r.dataset_type, r.metric_value) for r in metadata.eval_results] == [
+            (fake_run.summary["task_data"]["ifeval"]["dataset_path"], comparison["finetuned_accuracy"])]
     assert "`merged_16bit`" in main and "via fake" in main  # from benchmark.json, not a fixed line
     assert "dataset: demo_train" in main and "final loss: 1.0815" in main
     fingerprint = fake_run.summary["reproduce"]["identity"]["fine-tuned"]["model_fingerprint"]
