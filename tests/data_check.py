@@ -45,6 +45,14 @@ MMLU_ROWS_PER_SUBJECT = 2
 problems: list[str] = []
 
 
+def lm_eval_config(relative: str) -> dict:
+    """One of lm-eval's task configs (a path under lm_eval/tasks/), read by lm-eval's own YAML loader."""
+    import lm_eval
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    return load_yaml(Path(lm_eval.__file__).parent / "tasks" / relative, resolve_func=False)
+
+
 def problem(msg: str) -> None:
     problems.append(msg)
     print(f"PROBLEM: {msg}")

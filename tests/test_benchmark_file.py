@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "pytest_finetune_bench"
 
 
-def _docs_example() -> dict[str, Any]:
+def docs_example() -> dict[str, Any]:
     """The benchmark.json example of docs/results.md."""
     text = (ROOT / "docs" / "results.md").read_text(encoding="utf-8")
     section = text[text.index("## benchmark.json"):]
@@ -31,7 +31,7 @@ def _docs_example() -> dict[str, Any]:
 
 
 def test_the_docs_example_is_a_current_benchmark_json() -> None:
-    example = _docs_example()
+    example = docs_example()
     validate(example, "benchmark")
     assert parse_summary(example, "docs/results.md")["schema_version"] == SCHEMA_VERSION
     # The example shows every part the schema describes, so it cannot drift by leaving one out.
@@ -50,9 +50,9 @@ def test_the_schemas_ship_in_the_package() -> None:
 
 
 @pytest.mark.parametrize(("version", "says"), [
-    (1, "is schema version 1 (written by pytest-finetune-bench 0.0.9); this plugin (*) reads versions 2 to 3: "
+    (1, "is schema version 1 (written by pytest-finetune-bench 0.0.9); this plugin (*) reads versions 2 to 4: "
         "re-run the benchmark with this version, or read it with pytest-finetune-bench 0.0.9"),
-    (4, "is schema version 4 (written by pytest-finetune-bench 0.0.9); this plugin (*) reads versions 2 to 3: "
+    (5, "is schema version 5 (written by pytest-finetune-bench 0.0.9); this plugin (*) reads versions 2 to 4: "
         "upgrade pytest-finetune-bench to read it (pip install -U pytest-finetune-bench)"),
     (None, "is schema version unknown (none recorded)*re-run the benchmark with this version*"),
 ])
@@ -66,7 +66,7 @@ def test_another_schema_version_is_one_line_saying_what_to_do(tmp_path: Path, ve
 
 
 @pytest.mark.parametrize(("part", "value"), [("comparison", []), ("gates", {"t::improves": 1}),
-                                             ("fine_tuned_model", "x")])
+                                             ("fine_tuned_model", "x"), ("task_data", {"ifeval": "google/IFEval"})])
 def test_a_malformed_part_is_refused_naming_it(part: str, value: object) -> None:
     with pytest.raises(BenchError, match=f'its "{part}" is not an object'):
         parse_summary({"schema_version": SCHEMA_VERSION, part: value}, "f.json")
@@ -85,6 +85,14 @@ def test_a_version_2_summary_is_read_as_the_current_version(tmp_path: Path) -> N
     rows = history_rows(summary_files([model]))
     assert rows and {row.task for row in rows} == {"ifeval"}
     validate(json.loads(render(rows, "json")), "history")
+
+
+def test_a_version_3_summary_is_read_as_the_current_version_without_task_data() -> None:
+    example = docs_example()
+    del example["task_data"]
+    summary = parse_summary({**example, "schema_version": 3}, "a version 3 file")
+    validate(summary, "benchmark")
+    assert summary["schema_version"] == SCHEMA_VERSION and "task_data" not in summary
 
 
 @pytest.mark.handwritten_summaries

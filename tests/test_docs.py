@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_finetune_bench.plan.option_docs import markdown_table
 from pytest_finetune_bench.plan.option_table import OPTIONS
 from pytest_finetune_bench.plan.tasks import LM_EVAL_INSTALL
 
@@ -113,6 +114,53 @@ def test_configuration_reference_has_a_row_for_every_option(pytester: pytest.Pyt
         if not cells[3] or not cells[4]:
             problems.append(f"{flag}: empty default or meaning")
     assert not problems, "docs/configuration.md:\n" + "\n".join(problems)
+
+
+def help_entries(text: str) -> dict[str, str]:
+    """{--bench-* flag as defined (`--bench-suite=NAME`): its help text} from `pytest --help`, whitespace dropped
+    (argparse wraps the text and may break a line after a hyphen)."""
+    entries: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        definition = re.match(r"^  (--bench-\S+)(.*)$", line)
+        if definition:
+            current = entries.setdefault(definition.group(1), [])
+            current.append(definition.group(2))
+        elif current is not None and line.startswith(" " * 8):
+            current.append(line)
+        else:
+            current = None
+    return {flag: _packed("".join(parts)) for flag, parts in entries.items()}
+
+
+def _packed(text: str) -> str:
+    return "".join(text.split())
+
+
+def test_each_flags_help_as_pytest_prints_it_comes_from_the_option_table(pytester: pytest.Pytester) -> None:
+    entries = help_entries(help_text(pytester))
+    assert len(entries) == len(OPTIONS)
+    for opt in OPTIONS:
+        shown = entries.get(opt.flag if opt.switch else f"{opt.flag}={opt.metavar}")
+        assert shown is not None, f"{opt.flag} is not defined as the table says in pytest --help"
+        assert shown.startswith(_packed(opt.help)), opt.flag
+        suffix = " = true" if opt.switch else ""
+        assert shown.endswith(_packed(f"; ini: {opt.ini}{suffix}")), opt.flag
+        if opt.default not in (None, "default") and not opt.switch:
+            assert _packed(f"[default: {opt.default}]") in shown, opt.flag
+        if opt.env:
+            assert _packed(f"environment: {opt.env}") in shown, opt.flag
+
+
+def test_the_docs_table_of_settings_is_made_from_the_option_table() -> None:
+    text = CONFIGURATION.read_text(encoding="utf-8")
+    start = text.index("| Flag | ini key |")
+    table = text[start:text.index("\n\n", start) + 1]
+    assert table == markdown_table(), ("docs/configuration.md's table of settings differs from the option table: "
+                                       "paste the output of `python -m pytest_finetune_bench.plan.option_docs`")
+    details = text[text.index("### Each setting in detail"):]
+    documented = re.findall(r"^- `(--bench-[a-z0-9-]+)[ `]", details, re.M)
+    assert documented == [opt.flag for opt in OPTIONS], "one detail entry per option, in the table's order"
 
 
 def test_every_flag_and_ini_key_in_the_docs_exists(pytester: pytest.Pytester) -> None:

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+from huggingface_hub import ModelCard
 
 from tests.bench_sessions import LIMIT, Session, assert_scores_equal_the_lm_eval_cli, pytest_html_extras, run_bench
+from tests.cli_runs import run_cli
 from tests.conftest import FAST_ARGS, read_json
+from tests.data_check import lm_eval_config
 from tests.fake_sessions import own_cache_dir
+from tests.test_benchmark_file import docs_example
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +91,42 @@ def test_benchmark_json_has_the_known_keys_and_lm_eval_results(regressed: Sessio
     decided = {"outcome": "failed", "rule": "point", "decided_by": "point estimate", "documents": 10}
     assert summary["gates"] == {"ifeval::improves": {**decided, "threshold": 0.02},
                                 "ifeval::no_regression": {**decided, "threshold": 0.05}}
+
+
+def test_the_model_card_metadata_names_lm_evals_dataset_and_the_sessions_score(regressed: Session,
+                                                                                tmp_path: Path) -> None:
+    summary = regressed.summary
+    config = lm_eval_config("ifeval/ifeval.yaml")
+    results_file = read_json(Path(summary["fine_tuned_model"]["results_file"]))
+    # The run read the offline copy, so lm-eval's own record names the local builder, not the dataset.
+    assert results_file["configs"]["ifeval"]["dataset_path"] != config["dataset_path"]
+    assert summary["task_data"]["ifeval"]["dataset_path"] == config["dataset_path"]
+    done = run_cli("readme", str(tmp_path), "--output", str(regressed.output))
+    assert done.returncode == 0, done.stderr
+    card = ModelCard.load(tmp_path / "README.md")
+    found = {(r.task_name, r.metric_type): (r.task_type, r.dataset_type, r.dataset_split, r.metric_value)
+             for r in card.data.eval_results}
+    score = results_file["results"]["ifeval"]["prompt_level_strict_acc,none"]  # lm-eval's own number and unit
+    assert found == {("ifeval", "prompt_level_strict_acc"): ("text-generation", config["dataset_path"],
+                                                             config["test_split"], score)}
+    assert score == summary["comparison"]["ifeval"]["finetuned_accuracy"]
+    assert card.data.base_model is None  # the base is a local folder, which names nothing on the Hub
+    before = (tmp_path / "README.md").read_bytes()
+    assert run_cli("readme", str(tmp_path), "--output", str(regressed.output)).returncode == 0
+    assert (tmp_path / "README.md").read_bytes() == before
+
+
+def test_the_docs_benchmark_json_example_has_the_shape_of_a_real_one(regressed: Session) -> None:
+    assert _shape(docs_example()) == _shape(regressed.summary)
+
+
+def _shape(value: Any) -> Any:
+    """`value`'s keys, recursively, with every leaf reduced to whether it is null."""
+    if isinstance(value, dict):
+        return {key: _shape(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_shape(item) for item in value]
+    return value is None
 
 
 def test_results_land_in_the_layout_users_know(regressed: Session) -> None:

@@ -8,9 +8,13 @@ from pathlib import Path
 import pytest
 
 from pytest_finetune_bench import BenchError
+from pytest_finetune_bench.plan.offline import LeafTask, expand_tasks
+from pytest_finetune_bench.plan.task_data import TaskData, task_data
 from pytest_finetune_bench.plan.tasks import TaskCatalog
 from pytest_finetune_bench.store.files import bench_cache_dir
 from tests import data_check
+from tests.data_check import lm_eval_config
+from tests.test_metrics import entry
 
 
 @pytest.fixture(scope="module")
@@ -82,3 +86,34 @@ def test_tasks_the_overlay_cannot_redirect_still_get_a_version(
     assert all(len(digest) == 64 for digest in versions[entry].values())
     with pytest.raises(BenchError, match="--bench-data-dir cannot redirect"):
         catalog.prepare_offline([task], tmp_path, tmp_path / "overlay", None)
+
+
+def test_task_data_names_the_dataset_of_lm_evals_own_config(catalog: TaskCatalog, demo_data: Path,
+                                                            tmp_path: Path) -> None:
+    catalog.prepare_offline(["ifeval", "mmlu"], demo_data, tmp_path, None)  # redirecting changes nothing here
+    found = task_data(["ifeval", "mmlu"], catalog.index)
+    config = lm_eval_config("ifeval/ifeval.yaml")
+    assert found["ifeval"] == TaskData(dataset_path=config["dataset_path"], dataset_name=None,
+                                       split=config["test_split"], revision=None, output_type=config["output_type"])
+    leaves = [item for item in expand_tasks(["mmlu"], catalog.index) if isinstance(item, LeafTask)]
+    paths = {leaf.config["dataset_path"] for leaf in leaves}
+    assert len(leaves) > 50 and len(paths) == 1
+    # Each subject is a configuration of the one dataset: the group names the dataset, not a configuration.
+    assert (found["mmlu"].dataset_path, found["mmlu"].dataset_name) == (paths.pop(), None)
+    assert found["mmlu"].output_type == "multiple_choice"
+
+
+def test_task_data_keeps_what_a_groups_tasks_share_and_drops_local_files() -> None:
+    index = {
+        "group": entry("GROUP", task=["a", "b"]),
+        "a": entry("TASK", dataset_path="org/data", dataset_name="one", test_split="test", output_type="generate_until",
+                   dataset_kwargs={"revision": "abc"}),
+        "b": entry("TASK", dataset_path="org/data", dataset_name="two", test_split="test", output_type="generate_until",
+                   dataset_kwargs={"revision": "abc"}),
+        "mine": entry("TASK", dataset_path="json", validation_split="validation", output_type="multiple_choice",
+                      dataset_kwargs={"data_files": {"validation": "data/mine.jsonl"}}),
+    }
+    found = task_data(["group", "a", "mine"], index)
+    assert found["group"] == TaskData("org/data", None, "test", "abc", "generate_until")
+    assert found["a"] == TaskData("org/data", "one", "test", "abc", "generate_until")
+    assert found["mine"] == TaskData(None, None, "validation", None, "multiple_choice")

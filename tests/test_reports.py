@@ -18,11 +18,13 @@ import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
+import yaml
+from huggingface_hub import ModelCard
 
-from pytest_finetune_bench import cli
+from pytest_finetune_bench import BenchError, cli
 from pytest_finetune_bench.compare.flips import read_flips, write_flips
 from pytest_finetune_bench.compare.scores import display_name
 from pytest_finetune_bench.report.card import END, START, write_cards
@@ -31,7 +33,7 @@ from pytest_finetune_bench.report.facts import comparisons
 from pytest_finetune_bench.report.from_disk import rebuild_summary
 from pytest_finetune_bench.report.github import STEP_SUMMARY_ENV, append_step_summary
 from pytest_finetune_bench.report.html import REPORT_NAME, write_report
-from pytest_finetune_bench.store.benchmark_file import SCHEMA_VERSION, parse_summary
+from pytest_finetune_bench.store.benchmark_file import SCHEMA_VERSION, BenchmarkSummary, parse_summary
 from pytest_finetune_bench.store.files import bench_cache_dir
 from pytest_finetune_bench.store.fingerprint import model_fingerprint
 from pytest_finetune_bench.text import printable
@@ -39,7 +41,7 @@ from tests.bench_sessions import pytest_html_extras
 from tests.cli_runs import run_cli
 from tests.fake_backend import FAKE_ENV
 from tests.fake_sessions import REPO_ROOT, bench_args, make_fake_model, read_summary
-from tests.schema_check import produced_summaries, validate_file
+from tests.schema_check import produced_summaries, validate, validate_file
 from tests.test_recovery import session_with_a_broken
 
 COMMANDS = ("summary", "readme", "report")
@@ -169,14 +171,84 @@ def test_a_second_run_changes_nothing_and_keeps_the_text_around(tmp_path: Path) 
     first = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(model.rglob("*.*"))}
     write_cards(model, golden_summary())
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(model.rglob("*.*"))} == first
-    text = (model / "README.md").read_text()
+    text = card_body(model / "README.md")  # after the metadata block the cards now start with
     assert text.startswith(USER_TEXT) and text.endswith(f"{END}\n" + after)
     assert "old numbers" not in text and text.count(START) == 1
     section = text[text.index(START):text.index(END)]
-    assert (model / "lora" / "README.md").read_text() == USER_TEXT + "\n" + section + f"{END}\n"
+    assert card_body(model / "lora" / "README.md") == USER_TEXT + "\n" + section + f"{END}\n"
     for variant in ("merged_16bit", "merged_4bit", "gguf"):
-        assert (model / variant / "README.md").read_text() == section + f"{END}\n"
+        assert card_body(model / variant / "README.md") == section + f"{END}\n"
         assert (model / variant / CHART_NAME).read_bytes() == (model / CHART_NAME).read_bytes()
+
+
+def card_body(readme: Path) -> str:
+    """A README's Markdown after its metadata block, as huggingface_hub splits them."""
+    return str(ModelCard.load(readme).text)
+
+
+def summary_with_task_data(**changes: Any) -> dict[str, Any]:
+    """The golden summary as version 4 writes it: the dataset of each task recorded, a Hub id as the base."""
+    summary = {**dict(parse_summary(golden_summary(), "golden")), "base_model_name": "HuggingFaceTB/SmolLM2-135M",
+               "task_data": {"ifeval": {"dataset_path": "google/IFEval", "dataset_name": None, "split": "train",
+                                        "revision": "abc123", "output_type": "generate_until"}}}
+    validate(summary, "benchmark")
+    return {**summary, **changes}
+
+
+def our_results(readme: Path) -> dict[tuple[str, str], tuple[Any, ...]]:
+    """The card's eval results this plugin wrote: (task, metric) → dataset type, config, split, revision, value."""
+    card = ModelCard.load(readme)
+    return {(r.task_name, r.metric_type): (r.dataset_type, r.dataset_config, r.dataset_split, r.dataset_revision,
+                                           r.metric_value)
+            for r in card.data.eval_results or () if r.source_name == "pytest-finetune-bench"}
+
+
+def test_the_card_metadata_holds_benchmark_json_numbers_and_loads_with_huggingface_hub(tmp_path: Path) -> None:
+    summary = summary_with_task_data()
+    write_cards(tmp_path, cast(BenchmarkSummary, summary))
+    readme = tmp_path / "README.md"
+    card = ModelCard(readme.read_text())
+    assert card.data.base_model == "HuggingFaceTB/SmolLM2-135M"
+    assert [r.task_type for r in card.data.eval_results] == ["text-generation"]
+    expected = {(task, c["metric"].split(",")[0]): ("google/IFEval", None, "train", "abc123", c["finetuned_accuracy"])
+                for task, c in summary["comparison"].items()}
+    assert our_results(readme) == expected and expected
+
+
+def test_the_users_metadata_stays_and_our_results_are_replaced_not_added(tmp_path: Path) -> None:
+    user_result = {"task": {"type": "text-generation"}, "dataset": {"name": "MMLU", "type": "cais/mmlu"},
+                   "metrics": [{"type": "acc", "value": 0.5}],
+                   "source": {"name": "Open LLM Leaderboard", "url": "https://example.org/leaderboard"}}
+    metadata = {"license": "apache-2.0", "tags": ["sft"], "base_model": "org/their-base",
+                "model-index": [{"name": "my-model", "results": [user_result]}]}
+    readme = tmp_path / "README.md"
+    readme.write_text("---\n" + yaml.safe_dump(metadata, sort_keys=False) + "---\n" + USER_TEXT)
+    earlier = summary_with_task_data(base_model_name="/data/model-base")  # a local base: their base_model stays
+    earlier["task_data"] = {"ifeval": {**earlier["task_data"]["ifeval"], "revision": "an-older-one"}}
+    write_cards(tmp_path, cast(BenchmarkSummary, earlier))
+    summary = summary_with_task_data(base_model_name="/data/model-base")
+    write_cards(tmp_path, cast(BenchmarkSummary, summary))
+    first = readme.read_bytes()
+    write_cards(tmp_path, cast(BenchmarkSummary, summary))
+    assert readme.read_bytes() == first
+    card = ModelCard.load(readme)
+    assert (card.data.license, card.data.tags, card.data.base_model) == ("apache-2.0", ["sft"], "org/their-base")
+    assert card.data.model_name == "my-model"
+    assert {r.source_name: (r.dataset_revision, r.metric_value) for r in card.data.eval_results} == {
+        "Open LLM Leaderboard": (None, 0.5),
+        "pytest-finetune-bench": ("abc123", summary["comparison"]["ifeval"]["finetuned_accuracy"])}
+    assert card.text.startswith(USER_TEXT)
+
+
+def test_card_metadata_huggingface_hub_cannot_read_is_one_line_saying_what_to_do(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("---\nmodel-index:\n- results: []\n---\n" + USER_TEXT)
+    with pytest.raises(BenchError) as raised:
+        write_cards(tmp_path, golden_summary())
+    message = str(raised.value)
+    assert message.startswith(f"{readme}: huggingface_hub cannot read its metadata") and "\n" not in message
+    assert message.endswith("fix or remove that block, then write the cards again")
+    assert readme.read_text().endswith(USER_TEXT)  # left as it was
 
 
 def test_readme_command_writes_every_readme_once(tmp_path: Path) -> None:
@@ -423,8 +495,13 @@ def test_the_session_writes_every_card_and_leaves_the_fingerprint_alone(fake_run
         readme = (fake_run.model / folder / "README.md").read_text()
         assert readme.count("## Benchmark Results") == 1, folder
         assert (fake_run.model / folder / CHART_NAME).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
-    main = (fake_run.model / "README.md").read_text()
+    main = card_body(fake_run.model / "README.md")
     assert main.startswith(USER_TEXT)
+    comparison = fake_run.summary["comparison"]["ifeval"]
+    for folder in ("", "lora", "merged_16bit", "merged_4bit"):  # the fake session planned lm-eval's own IFEval
+        metadata = ModelCard.load(fake_run.model / folder / "README.md").data
+        assert [(r.dataset_type, r.metric_value) for r in metadata.eval_results] == [
+            (fake_run.summary["task_data"]["ifeval"]["dataset_path"], comparison["finetuned_accuracy"])]
     assert "`merged_16bit`" in main and "via fake" in main  # from benchmark.json, not a fixed line
     assert "dataset: demo_train" in main and "final loss: 1.0815" in main
     fingerprint = fake_run.summary["reproduce"]["identity"]["fine-tuned"]["model_fingerprint"]

@@ -9,7 +9,7 @@ it, so nothing about what is measured can depend on the order in which things ha
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytest_finetune_bench.backends import Backend
@@ -18,6 +18,7 @@ from pytest_finetune_bench.plan.choices import BenchOptions
 from pytest_finetune_bench.plan.gates import Gate
 from pytest_finetune_bench.plan.metrics import Headline
 from pytest_finetune_bench.plan.models import ModelLocation
+from pytest_finetune_bench.plan.task_data import TaskData
 
 ROLES = ("base", "fine-tuned")
 
@@ -41,6 +42,8 @@ class Plan:
     label: str = ""
     # One per gated task and kind (plan/gates.py), in the order of the tasks; none without a comparison.
     gates: tuple[Gate, ...] = ()
+    # Where each task's data comes from, as lm-eval's task config names it (before any offline overlay).
+    task_data: Mapping[str, TaskData] = field(default_factory=dict)
 
     @property
     def roles(self) -> tuple[str, ...]:

@@ -156,6 +156,11 @@ def resolve_base(value: str, location: ModelLocation, cwd: Path) -> str:
     raise BenchError(f"base model {value!r} is neither a model folder nor a Hub id: pass --bench-base PATH_OR_ID")
 
 
+def is_hub_id(name: str) -> bool:
+    """Whether `name` reads as a Hub model id (`org/name`) rather than a folder (a resolved base is absolute)."""
+    return bool(_HUB_ID.match(name)) and not Path(name).expanduser().is_absolute()
+
+
 def is_experiment(folder: Path) -> bool:
     """Whether `folder` is one fine-tune: the pipeline layout (lora/, merged_*/, gguf/) or a plain model folder."""
     return (folder / "config.json").is_file() or any((folder / part).is_dir() for part in EXPERIMENT_PARTS)

@@ -188,7 +188,8 @@ OPTIONS: tuple[Option, ...] = (
            _limit, metavar="N"),
     Option("num-fewshot", "few-shot examples per prompt (default: each task's own)", "num_fewshot", _few_shot,
            metavar="N"),
-    Option("batch-size", "batch size, an integer or auto (default: auto on CUDA, 4 elsewhere)", "batch_size",
+    Option("batch-size", "batch size: a positive integer, auto or auto:N (default: auto on CUDA, 4 elsewhere, 1 when "
+           "both models are on a server)", "batch_size",
            _batch_size, "default", metavar="N"),
     Option("device", "device: auto (cuda, else mps, else cpu), cpu, mps, cuda or cuda:N", "device",
            _given(parse_device), "auto", metavar="DEVICE"),
@@ -246,16 +247,18 @@ OPTIONS: tuple[Option, ...] = (
     Option("metric", "the metric that gates a task, as TASK=METRIC[,FILTER] (repeatable), e.g. "
            "gsm8k=exact_match,flexible-extract or wikitext=bits_per_byte (default: each task's usual headline)",
            "metrics", _metrics, metavar="TASK=METRIC", multiple=True),
-    Option("confidence", "make the gates statistical at this confidence level, e.g. 0.95: improves needs the "
-           "paired confidence interval's lower bound above the min gain, no_regression fails only when its upper "
-           "bound is below minus the max drop", "confidence", _optional(parse_confidence), metavar="LEVEL"),
+    Option("confidence", "make the gates statistical at this confidence level, from 0.5 to 0.999 (95 reads as "
+           "0.95): improves needs the paired confidence interval's lower bound at or above the min gain, "
+           "no_regression fails only when its upper bound is below minus the max drop [default: off, the point "
+           "estimate decides]", "confidence", _optional(parse_confidence), metavar="LEVEL"),
     Option("early-stop", "evaluate the fine-tuned model in a seeded random order, in chunks, and stop a task as "
            "soon as an anytime-valid confidence sequence settles every gate on it (see docs/thresholds.md)",
            "early_stop", _switch, switch=True),
     Option("error-rate", "the chance that --bench-early-stop settles a gate wrongly", "error_rate",
            _given(parse_error_rate), "0.05", metavar="ALPHA"),
     Option("cache-dir", "where every cache of the plugin lives: base-model scores, lm-eval's response caches, "
-           "the task index and the model file digests [default: ~/.cache/pytest-finetune-bench]", "cache_dir",
+           "the task index and the model file digests [default: $XDG_CACHE_HOME/pytest-finetune-bench, else "
+           "~/.cache/pytest-finetune-bench]", "cache_dir",
            _optional(_path), metavar="DIR", env=CACHE_ENV),
     Option("refresh-base", "recompute the base model's scores instead of using the cache", "refresh_base", _switch,
            switch=True),
@@ -264,7 +267,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("plan", "print the resolved plan (models, backends, settings, tasks, gates, cache keys) and exit "
            "without running anything", "plan", _switch, switch=True),
     Option("readme", "after a complete session, write a Benchmark Results section (and a chart) into the model's "
-           "README.md and its lora/, merged_16bit/, merged_4bit/, gguf/ READMEs", "readme", _switch, switch=True),
+           "README.md and its lora/, merged_16bit/, merged_4bit/, gguf/ READMEs, and the scores into their metadata "
+           "(model-index)", "readme", _switch, switch=True),
     Option("json", "also copy this session's benchmark.json to PATH (for CI artifacts)", "json_copy",
            _optional(_path), metavar="PATH"),
     Option("log", "after the session, log its results (settings, scores, gate outcomes, benchmark.json and "

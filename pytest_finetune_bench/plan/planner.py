@@ -31,6 +31,7 @@ from pytest_finetune_bench.plan.gates import Gate, make_gates
 from pytest_finetune_bench.plan.metrics import Headline, choose_headlines
 from pytest_finetune_bench.plan.models import ModelLocation, detect_base, expand_models, locate_model, resolve_base
 from pytest_finetune_bench.plan.parallel import parallel_settings
+from pytest_finetune_bench.plan.task_data import task_data
 from pytest_finetune_bench.plan.tasks import TaskCatalog, lm_eval_version
 from pytest_finetune_bench.store.fingerprint import adapter_fingerprint
 
@@ -136,6 +137,7 @@ def make_plan(options: BenchOptions, cwd: Path, say: Say, catalog: TaskCatalog |
         headlines=headlines,
         label=label or location.source,
         gates=_gates(options, headlines) if base and finetuned else (),
+        task_data=task_data(tasks, catalog.index),
     )
 
 

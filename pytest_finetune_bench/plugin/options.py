@@ -21,6 +21,7 @@ def register(parser: pytest.Parser) -> None:
     group = parser.getgroup(GROUP, "benchmark a fine-tuned model against its base (pytest-finetune-bench)")
     for opt in OPTIONS:
         default = f" [default: {opt.default}]" if opt.default not in (None, "default") else ""
+        default += f"; environment: {opt.env}" if opt.env else ""
         if opt.switch:
             group.addoption(opt.flag, dest=opt.ini, action="store_const", const="true", default=None,
                             help=f"{opt.help}; ini: {opt.ini} = true")

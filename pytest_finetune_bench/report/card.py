@@ -1,5 +1,8 @@
 """Model cards: a "Benchmark Results" section in the model's README files (no pytest here).
 
+Each README also gets the numbers as metadata in its YAML front matter (report/model_index.py),
+which the Hub shows as the model's evaluation results.
+
 The pipelines users come from end by writing their numbers into outputs/<name>/README.md and into
 each export's README (lora/, merged_16bit/, merged_4bit/, gguf/). The section sits between two
 markers: a new run replaces what is between them and nothing else, and the same benchmark.json
@@ -25,6 +28,7 @@ from pytest_finetune_bench.report.facts import (
     settings_facts,
     training_facts,
 )
+from pytest_finetune_bench.report.model_index import with_model_index
 from pytest_finetune_bench.store.benchmark_file import BenchmarkSummary, comparison_of
 from pytest_finetune_bench.store.files import atomic_write_bytes, atomic_write_text
 from pytest_finetune_bench.text import markdown_inline
@@ -57,7 +61,7 @@ def write_cards(model_dir: Path, summary: BenchmarkSummary) -> list[Path]:
         _write_if_changed(folder / CHART_NAME, chart)
         readme = folder / README
         old = readme.read_text(encoding="utf-8") if readme.is_file() else ""
-        new = with_section(old, section)
+        new = with_model_index(with_section(old, section), summary, str(readme))
         if new != old:
             atomic_write_text(readme, new)
         readmes.append(readme)

@@ -41,6 +41,8 @@ def build_summary(
         **headline_scores(plan, execution.runs),
         "training": dict(training_facts(plan.location.root)) if plan.location.root else {},
         "skipped_tasks": dict(plan.skipped),
+        # The dataset behind each task as lm-eval's config names it, also when --bench-data-dir read local copies.
+        "task_data": {task: data.to_json() for task, data in plan.task_data.items()},
         "backends": {role: plan.side(role).backend for role in plan.roles},
         "reproduce": reproduce(plan, execution),
     }

@@ -7,9 +7,10 @@ xdist worker) enters the package: it checks the schema version and the shape of 
 readers rely on, and answers a file it cannot read with a one-line BenchError that says what to do.
 It needs no `jsonschema`: the tests validate every file the suite writes against the schema itself.
 
-Versions: 3 records each gate's decision (`{outcome, threshold, rule, decided_by, documents}`);
-2 recorded the outcome alone, and is read as 3 with the rest unknown (null), so an earlier run
-still serves `--bench-compare-to`, `history` and the reports.
+Versions: 4 adds `task_data` (the dataset behind each task, as lm-eval's config names it; a version 3
+file is read as 4 without it); 3 records each gate's decision (`{outcome, threshold, rule, decided_by,
+documents}`); 2 recorded the outcome alone, and is read with the rest unknown (null), so an earlier
+run still serves `--bench-compare-to`, `history`, the reports and the model cards.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any, TypedDict, cast
 from pytest_finetune_bench import BenchError, __version__
 from pytest_finetune_bench.store.files import read_json_file
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 OLDEST_READABLE = 2  # versions from here to SCHEMA_VERSION are read (older ones are upgraded on read)
 RANKING_SCHEMA_VERSION = 2
 SCHEMA_FILES = {"benchmark": "benchmark.schema.json", "ranking": "benchmarks-summary.schema.json",
@@ -85,6 +86,16 @@ class HeadlineRecord(TypedDict):
     unit: str
 
 
+class TaskDataRecord(TypedDict):
+    """Where a task's data comes from (plan/task_data.py `TaskData.to_json`); null where it is not known."""
+
+    dataset_path: str | None
+    dataset_name: str | None
+    split: str | None
+    revision: str | None
+    output_type: str | None
+
+
 class BenchmarkSummary(TypedDict, total=False):
     """benchmark.json. A summary that holds the scores only (its building failed) has the header and the sides."""
 
@@ -108,13 +119,14 @@ class BenchmarkSummary(TypedDict, total=False):
     scores: dict[str, dict[str, float | None]]
     training: dict[str, Any]
     skipped_tasks: dict[str, str]
+    task_data: dict[str, TaskDataRecord]
     backends: dict[str, str]
     reproduce: dict[str, Any]
 
 
 SIDE_KEYS = {"base": "base_model", "fine-tuned": "fine_tuned_model"}
 # Parts that hold one JSON object per task (or per name), and the parts that are one object.
-_OBJECTS_OF_OBJECTS = ("comparison", "gates", "headlines", "scores")
+_OBJECTS_OF_OBJECTS = ("comparison", "gates", "headlines", "scores", "task_data")
 _OBJECTS = ("run_status", "errors", "training", "skipped_tasks", "backends", "reproduce")
 
 
@@ -135,6 +147,8 @@ def parse_summary(data: object, source: str | Path) -> BenchmarkSummary:
     summary = cast(BenchmarkSummary, data)
     if data["schema_version"] < 3:
         summary = _from_version_2(summary)
+    elif data["schema_version"] < SCHEMA_VERSION:  # version 3 is version 4 without the optional `task_data`
+        summary = cast(BenchmarkSummary, {**summary, "schema_version": SCHEMA_VERSION})
     return summary
 
 
@@ -154,6 +168,11 @@ def comparison_of(summary: BenchmarkSummary) -> dict[str, ComparisonRecord]:
 
 def gates_of(summary: BenchmarkSummary) -> dict[str, GateRecord]:
     return summary.get("gates") or {}
+
+
+def task_data_of(summary: BenchmarkSummary, task: str) -> TaskDataRecord | None:
+    """Where `task`'s data came from; None in files written before version 4 recorded it."""
+    return (summary.get("task_data") or {}).get(task)
 
 
 def _check_version(data: Mapping[str, Any], source: str | Path) -> None:
