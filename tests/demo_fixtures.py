@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from pytest_finetune_bench.demo.build import build_demo, prepare_base
+from tests.models import built_once
 
 
 def _say(line: str) -> None:
@@ -23,4 +24,5 @@ def demo_outputs(cache_root: Path) -> Path:
 @pytest.fixture(scope="session")
 def demo_model(cache_root: Path) -> Path:
     """outputs/demo-smollm2 (lora/, merged_16bit/), as `python -m pytest_finetune_bench demo` makes it."""
-    return demo_outputs(cache_root)
+    with built_once(cache_root):
+        return demo_outputs(cache_root)

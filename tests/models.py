@@ -6,7 +6,11 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from filelock import FileLock
 
 from pytest_finetune_bench.demo.smollm2 import base_model_dir
 from pytest_finetune_bench.plan.tasks import INDEX_CACHE_DIR, load_task_index
@@ -19,6 +23,14 @@ def test_cache_root() -> Path:
     root = Path(env) if env else Path.home() / ".cache" / "pytest-finetune-bench" / "test-cache"
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+@contextmanager
+def built_once(cache: Path) -> Iterator[None]:
+    """Hold the test cache's build lock: under pytest-xdist each worker sets up the session fixtures, and a
+    worker that finds a model being built waits for it instead of building it again (the LoRA takes minutes)."""
+    with FileLock(cache / ".build.lock"):
+        yield
 
 
 def smollm2_base(cache: Path) -> Path:
