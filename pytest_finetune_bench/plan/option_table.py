@@ -27,11 +27,14 @@ from pytest_finetune_bench.plan.choices import (
     parse_device,
     parse_duration,
     parse_error_rate,
+    parse_family_adjust,
     parse_fraction,
+    parse_gate_rule,
     parse_gen_kwargs,
     parse_limit,
     parse_points,
     parse_suites,
+    parse_task_entries,
     parse_task_values,
 )
 from pytest_finetune_bench.plan.metrics import parse_metric_choices
@@ -155,6 +158,11 @@ def _thresholds(default: str) -> Parser:
     return lambda value, known: parse_task_values(list(value), parse_points(default))
 
 
+def _gate_rules(value: list[str | None], known: Known) -> tuple[str | None, dict[str, str]]:
+    """RULE and TASK=RULE entries: (RULE or None, {TASK: RULE})."""
+    return parse_task_entries(value, None, parse_gate_rule)
+
+
 def _metrics(value: list[str], known: Known) -> Any:
     return parse_metric_choices([entry for entry in value if entry])
 
@@ -248,6 +256,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("confidence", "make the gates statistical at this confidence level, e.g. 0.95: improves needs the "
            "paired confidence interval's lower bound above the min gain, no_regression fails only when its upper "
            "bound is below minus the max drop", "confidence", _optional(parse_confidence), metavar="LEVEL"),
+    Option("gate-rule", "how the gates decide, as RULE or TASK=RULE (repeatable): point (the point estimate), "
+           "interval (fail only on a whole interval beyond the bar) or proven (pass only on an interval whose lower "
+           "end is above the bar) [default: interval with --bench-confidence, else point]", "gate_rule", _gate_rules,
+           metavar="RULE", multiple=True, per_task="gate_rule_per_task"),
+    Option("family-adjust", "holm: adjust the interval and proven gates' levels together (Holm), so the chance "
+           "that any of them errs stays below 1 - confidence; none: each on its own", "family_adjust",
+           _given(parse_family_adjust), "holm", metavar="METHOD"),
     Option("early-stop", "evaluate the fine-tuned model in a seeded random order, in chunks, and stop a task as "
            "soon as an anytime-valid confidence sequence settles every gate on it (see docs/thresholds.md)",
            "early_stop", _switch, switch=True),
