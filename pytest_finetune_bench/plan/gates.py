@@ -251,5 +251,5 @@ class Family:
 def make_family(gates: Iterable[Gate], adjust: str, confidence: float | None) -> Family:
     """The family of the statistical gates among `gates`."""
     statistical = [gate for gate in gates if gate.statistical]
-    alpha = 1.0 - (confidence or DEFAULT_CONFIDENCE)
+    alpha = round(1.0 - (confidence or DEFAULT_CONFIDENCE), 12)  # 0.05, not 0.050000000000000044
     return Family(adjust, alpha, tuple(g.name for g in statistical), tuple(dict.fromkeys(g.task for g in statistical)))
