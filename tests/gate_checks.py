@@ -14,7 +14,7 @@ def gate_for(comp: TaskComparison, kind: str, amount: float, confidence: float |
     """The plan's gate for `comp`'s task: `amount` in points for a fraction, else in the metric's unit."""
     fraction = comp.unit == UNIT_POINTS
     return Gate(comp.task, kind, amount / POINTS_PER_FRACTION if fraction else amount, comp.higher_is_better,
-                fraction, plan_rule(confidence, early_stop=False), confidence)
+                fraction, plan_rule(confidence), confidence)
 
 
 def _failure(comp: TaskComparison, kind: str, amount: float, analysis: TaskAnalysis | None,

@@ -196,7 +196,7 @@ def test_a_user_suite_selects_the_task_and_its_marked_tests(pytester: pytest.Pyt
     plan = pytester.runpytest(f"--bench-model={model}", f"--bench-output={out}", "--bench-suite=domain",
                               "--bench-device=cpu", "--bench-plan", "-p", "no:cacheprovider")
     plan.stdout.fnmatch_lines(["tasks: my_task", "  headline my_task: mentions_answer,none (higher is better; *",
-                               f"  include_path: {out / 'tasks'}", "gates my_task: improves by +2, *"])
+                               f"  include_path: {out / 'tasks'}", "gates my_task: improves by +2 (point), *"])
     collected = pytester.runpytest(f"--bench-model={model}", f"--bench-output={out}",
                                    "--bench-suite=domain", "--collect-only", "-q", "-p", "no:cacheprovider")
     collected.stdout.fnmatch_lines(["test_*::test_domain", "test_*::test_core", "finetune-bench::my_task::improves",

@@ -19,7 +19,7 @@ from pytest_finetune_bench.compare.gates import BY_SEQUENCE, decide
 from pytest_finetune_bench.compare.scores import TaskComparison
 from pytest_finetune_bench.compare.sequential import early_stop_lines
 from pytest_finetune_bench.plan.choices import parse_error_rate
-from pytest_finetune_bench.plan.gates import FAILED, IMPROVES, NO_REGRESSION, PASSED, RULE_SEQUENCE, Gate
+from pytest_finetune_bench.plan.gates import FAILED, IMPROVES, NO_REGRESSION, PASSED, RULE_POINT, RULE_PROVEN, Gate
 from pytest_finetune_bench.report.table import evidence_columns
 from pytest_finetune_bench.run.child_early_stop import chunk_scores
 from pytest_finetune_bench.run.early_stop import MIN_CHUNK, TaskMonitor, task_seed
@@ -116,9 +116,9 @@ def test_gates_of_a_task_that_stopped_early_are_the_verdicts_the_child_recorded(
     assert "did not improve by -10.00 points" in (improves_failure(regressed, -10.0) or "")
     assert improves_failure(regressed, -50.0) is None
     # The decision is recorded with what decided it and on how many documents.
-    decision = decide(Gate("ifeval", NO_REGRESSION, 0.05, rule=RULE_SEQUENCE), regressed)
-    assert decision.to_json() == {"outcome": FAILED, "threshold": 0.05, "rule": RULE_SEQUENCE,
-                                  "decided_by": BY_SEQUENCE, "documents": 40}
+    decision = decide(Gate("ifeval", NO_REGRESSION, 0.05, rule=RULE_POINT), regressed)
+    assert decision.to_json() == {"outcome": FAILED, "threshold": 0.05, "rule": RULE_POINT,
+                                  "decided_by": BY_SEQUENCE, "documents": 40, "level": None}
     columns = evidence_columns({"ifeval": regressed}, 0.95)
     assert columns["95% CI (points)"]["ifeval"] == "[-45.0, -12.0]"
     assert columns["CI method"]["ifeval"] == "sequence (95%)"
@@ -185,7 +185,7 @@ def sessions(tmp_path_factory: pytest.TempPathFactory, regressed_outputs: Path, 
     """Three sessions in one folder: the regressed fine-tune early-stopped, then in full; the unchanged one."""
     cwd = tmp_path_factory.mktemp("early")
     out: dict[str, Any] = {}
-    for name, model, extra in (("early", regressed_outputs, ("--bench-early-stop",)),
+    for name, model, extra in (("early", regressed_outputs, ("--bench-early-stop", "--bench-gate-rule", "proven")),
                                ("resumed", regressed_outputs, ()),
                                ("unchanged", unchanged_outputs, ("--bench-early-stop",))):
         session = run_bench(cwd, model, early_data, *GEN, *extra)
@@ -218,8 +218,15 @@ def test_a_regressed_fine_tune_stops_early_with_a_failed_gate(sessions: dict[str
     assert isinstance(record["order_seed"], int) and len(record["evaluated_ids"]) == evaluated
     assert record["chunks"][-1]["documents"] == evaluated and record["chunks"][-1]["delta_high"] < -0.05
     # The gate is the verdict the child settled, recorded with what decided it and on how many documents.
-    assert summary["gates"]["ifeval::no_regression"] == {"outcome": FAILED, "threshold": 0.05, "rule": RULE_SEQUENCE,
-                                                         "decided_by": BY_SEQUENCE, "documents": evaluated}
+    # Under the proven rule: the sequence settled it (so no fixed-n level), the rule in the record and the table.
+    assert summary["gates"]["ifeval::no_regression"] == {"outcome": FAILED, "threshold": 0.05, "rule": RULE_PROVEN,
+                                                         "decided_by": BY_SEQUENCE, "documents": evaluated,
+                                                         "level": None}
+    assert record["rules"] == {IMPROVES: RULE_PROVEN, NO_REGRESSION: RULE_PROVEN}
+    assert "no_regression ≥ -5.00 (proven): failed" in out
+    # Two proven gates on one task: Holm over both, and the one task's sequence keeps the whole error rate.
+    assert summary["family"]["statement"] == "family-wise error ≤ 0.05 over 2 gates (Holm)"
+    assert record["error_rate"] == 0.05 and "gates: family-wise error ≤ 0.05 over 2 gates (Holm)" in out
 
 
 def test_a_resumed_full_run_generates_only_the_documents_not_evaluated(sessions: dict[str, Any]) -> None:
@@ -241,7 +248,7 @@ def test_an_unchanged_model_is_not_declared_different(sessions: dict[str, Any]) 
     record = comp["early_stop"]
     assert record["verdicts"].get(NO_REGRESSION, PASSED) == PASSED
     gate = unchanged["summary"]["gates"]["ifeval::no_regression"]
-    assert gate["rule"] == RULE_SEQUENCE and gate["outcome"] == PASSED
+    assert gate["rule"] == RULE_POINT and gate["outcome"] == PASSED
     assert gate["decided_by"] == (BY_SEQUENCE if record["stopped_early"] else "point estimate")
     if not record["stopped_early"]:  # undecided to the end: the full run, compared exactly as without early stop
         assert unchanged["summary"]["fine_tuned_model"]["results"]["ifeval"]["sample_len"] == DOCUMENTS

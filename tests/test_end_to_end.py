@@ -88,7 +88,7 @@ def test_benchmark_json_has_the_known_keys_and_lm_eval_results(regressed: Sessio
     assert repro["device"] == "cpu" and repro["backend"] == "hf" and repro["dtype"] == "float32"
     assert repro["apply_chat_template"] is True
     # Each gate's decision, with the threshold it was held to in the metric's own unit (defaults: 2 and 5 points).
-    decided = {"outcome": "failed", "rule": "point", "decided_by": "point estimate", "documents": 10}
+    decided = {"outcome": "failed", "rule": "point", "decided_by": "point estimate", "documents": 10, "level": None}
     assert summary["gates"] == {"ifeval::improves": {**decided, "threshold": 0.02},
                                 "ifeval::no_regression": {**decided, "threshold": 0.05}}
 
@@ -240,8 +240,12 @@ def test_compare_to_an_earlier_run_and_refuse_other_settings(
 
 
 def test_full_suite_wiring_one_row_per_task(unchanged_outputs: Path, demo_data: Path, tmp_path: Path) -> None:
-    """Core + MMLU on one offline row each: each task's headline metric, MMLU as one aggregate row."""
-    session = run_bench(tmp_path, unchanged_outputs, demo_data, "--bench-suite", "full", "--bench-limit", "1")
+    """Core + MMLU on one offline row each: each task's headline metric, MMLU as one aggregate row.
+
+    The gates are statistical (interval, and proven for MMLU): five gates in one Holm family.
+    """
+    session = run_bench(tmp_path, unchanged_outputs, demo_data, "--bench-suite", "full", "--bench-limit", "1",
+                        "--bench-gate-rule", "interval", "--bench-gate-rule", "mmlu=proven")
     comparison = session.summary["comparison"]
     assert list(comparison) == ["ifeval", "gsm8k", "hellaswag", "mmlu"]
     assert comparison["gsm8k"]["metric"] == "exact_match,strict-match"
@@ -252,3 +256,16 @@ def test_full_suite_wiring_one_row_per_task(unchanged_outputs: Path, demo_data: 
     assert len(rows) == 3, session.proc.stdout
     assert session.proc.returncode == 1  # ifeval cannot improve on an unchanged model
     assert "mmlu_anatomy" not in "\n".join(rows)
+    # No interval claims anything on an unchanged model, so Holm decides every gate at α/5: 99%.
+    gates, out = session.summary["gates"], session.proc.stdout
+    assert session.summary["family"]["statement"] == "family-wise error ≤ 0.05 over 5 gates (Holm)"
+    assert "gates: family-wise error ≤ 0.05 over 5 gates (Holm)" in out
+    assert {name: (g["rule"], g["outcome"], round(g["level"], 6)) for name, g in gates.items()} == {
+        "ifeval::improves": ("interval", "failed", 0.99),
+        "ifeval::no_regression": ("interval", "passed", 0.99),
+        "gsm8k::no_regression": ("interval", "passed", 0.99),
+        "hellaswag::no_regression": ("interval", "passed", 0.99),
+        # 57 unchanged questions cannot prove a loss of less than 5 points at 99%: proven fails, interval passes.
+        "mmlu::no_regression": ("proven", "failed", 0.99),
+    }, out
+    assert "no_regression ≥ -5.00 (proven at 99%): failed" in out

@@ -251,7 +251,7 @@ def test_bench_plan_prints_the_resolved_plan_and_runs_nothing(pytester: pytest.P
         "  limit: 7",
         "  device: cpu",
         "  gen_kwargs: max_gen_toks=16",
-        "gates ifeval: improves by +2, no_regression beyond -3",
+        "gates ifeval: improves by +2 (point), no_regression beyond -3 (point)",
     ])
     keys = [line.split("cache key: ")[1] for line in result.stdout.lines if "cache key: " in line]
     assert len(keys) == 2 and keys[0] != keys[1]  # the two models' contents differ

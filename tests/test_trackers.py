@@ -162,6 +162,8 @@ def wandb_records(run_dir: Path) -> dict[str, Any]:
 
 
 def check_wandb_run(run_dir: Path, summary: dict[str, Any]) -> None:
+    # wandb's service writes the run file after finish() returns; teardown waits for it, as a process's end does.
+    wandb.teardown()
     records = wandb_records(run_dir)
     metrics = {k: v for k, v in records["summary"].items() if "/" in k and not k.startswith("_")}
     assert metrics == pytest.approx(expected_metrics(summary))

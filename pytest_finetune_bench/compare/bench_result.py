@@ -83,7 +83,7 @@ class BenchResult:
         __tracebackhide__ = True
         comp = self.comparison(task)
         gate = Gate(task, kind, threshold, comp.higher_is_better, comp.unit == UNIT_POINTS,
-                    plan_rule(confidence, early_stop=False), confidence)
+                    plan_rule(confidence), confidence)
         decision = decide(gate, comp, self.analyses.get(task))
         if not decision.passed:
             raise AssertionError(decision.message)

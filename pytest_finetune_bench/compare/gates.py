@@ -7,10 +7,11 @@ and the ranking all read the `Decision` made here. The rules themselves are the 
 - A task that stopped early (--bench-early-stop) was decided by the early-stopping child on its
   confidence sequence, which holds at the stop whatever the stopping; its recorded verdict is the
   decision, never recomputed here.
-- With a confidence level, the gate is decided on the paired confidence interval of the gain
-  (stats.py), which for lower-is-better metrics is the delta's interval mirrored. A metric without
-  per-document scores has no interval; its gate compares the point estimate, and says so.
-- Otherwise the point estimate of the gain is compared with the threshold.
+- A gate of a statistical rule (`interval`, `proven`) is decided on the paired confidence interval
+  of the gain (stats.py) at the gate's level, which for lower-is-better metrics is the delta's
+  interval mirrored. A metric without per-document scores has no interval; its gate compares the
+  point estimate, and says so.
+- Otherwise (`point`) the point estimate of the gain is compared with the threshold.
 
 A gate decided on an interval its method does not vouch for (too few changed documents for the
 bootstrap) says so: in its failure message, or in a warning when it passes.
@@ -27,7 +28,7 @@ from pytest_finetune_bench.compare.flips import format_flips
 from pytest_finetune_bench.compare.scores import UNIT_POINTS, TaskComparison
 from pytest_finetune_bench.compare.sequential import early_stop_line, early_stop_record, sequence_gain_interval
 from pytest_finetune_bench.compare.stats import PairedStats
-from pytest_finetune_bench.plan.gates import EPS, FAILED, IMPROVES, PASSED, SKIPPED, Gate
+from pytest_finetune_bench.plan.gates import DEFAULT_CONFIDENCE, EPS, FAILED, IMPROVES, PASSED, SKIPPED, Gate
 
 BY_POINT = "point estimate"
 BY_INTERVAL = "interval"
@@ -53,10 +54,17 @@ class Decision:
     def passed(self) -> bool:
         return self.outcome == PASSED
 
+    @property
+    def claimed(self) -> bool:
+        """The gate's interval made its rule's claim (a proven pass, or a proven violation): what Holm counts."""
+        return self.decided_by == BY_INTERVAL and self.passed == self.gate.claims_pass
+
     def to_json(self) -> dict[str, Any]:
-        """benchmark.json's record of the gate (the threshold in the metric's own unit)."""
+        """benchmark.json's record of the gate (the threshold in the metric's own unit; the level of the interval
+        that decided it, null when none did)."""
+        level = self.gate.confidence if self.decided_by == BY_INTERVAL else None
         return {"outcome": self.outcome, "threshold": self.gate.threshold, "rule": self.gate.rule,
-                "decided_by": self.decided_by, "documents": self.documents}
+                "decided_by": self.decided_by, "documents": self.documents, "level": level}
 
 
 def skipped(gate: Gate, reason: str) -> Decision:
@@ -75,8 +83,8 @@ def decide(gate: Gate, comp: TaskComparison, analysis: TaskAnalysis | None = Non
         return failed(gate, "no score", f"{comp.task}: no score to compare ({comp.describe()})")
     if early_stop_record(comp) is not None:
         return _decided_early(gate, comp, analysis)
-    stats = None if analysis is None else analysis.stats(gate.confidence or 0.95)
-    if stats is not None and gate.confidence is not None:
+    stats = None if analysis is None else analysis.stats(gate.confidence or DEFAULT_CONFIDENCE)
+    if stats is not None and gate.statistical:
         return _on_interval(gate, comp, stats, analysis)
     return _on_point(gate, comp, comp.gain, stats, analysis)
 
@@ -86,7 +94,7 @@ def _on_point(gate: Gate, comp: TaskComparison, gain: float, stats: PairedStats 
     documents = stats.n if stats is not None else None
     if gate.passes_point(gain):
         warning = None
-        if gate.confidence is not None and analysis is not None and analysis.note is not None:
+        if gate.statistical and analysis is not None and analysis.note is not None:
             # A confidence was asked for, but the metric has no per-document scores to build an interval from.
             warning = f"{comp.task} {gate.kind} passed on the point estimate: {analysis.note}"
         return Decision(gate, PASSED, BY_POINT, documents, warning=warning)
@@ -100,8 +108,8 @@ def _on_interval(gate: Gate, comp: TaskComparison, stats: PairedStats, analysis:
     low, high = stats.gain_interval
     if low is None and stats.n > 0:
         low = high = stats.gain
-    if low is None or high is None:  # no paired documents at all: no evidence either way
-        passed = gate.kind != IMPROVES
+    if low is None or high is None:  # no paired documents at all: nothing is proven either way
+        passed = not gate.claims_pass
     else:
         passed = gate.passes(low, high)
     how = _how_decided(stats)
@@ -109,7 +117,7 @@ def _on_interval(gate: Gate, comp: TaskComparison, stats: PairedStats, analysis:
     if passed:
         warning = f"{comp.task} {gate.kind} passed{how}: {_summary(stats, comp)}" if how else None
         return Decision(gate, PASSED, decided_by, stats.n, warning=warning)
-    evidence = f" with {gate.confidence:.0%} confidence" if gate.confidence is not None else ""
+    evidence = f" with {100 * gate.confidence:.4g}% confidence ({gate.rule})" if gate.confidence is not None else ""
     return Decision(gate, FAILED, decided_by, stats.n,
                     _failure(gate, comp, f"; {_summary(stats, comp)}{how}", analysis, evidence))
 
@@ -124,9 +132,10 @@ def _decided_early(gate: Gate, comp: TaskComparison, analysis: TaskAnalysis | No
     assert record is not None
     interval = sequence_gain_interval(comp)
     recorded = (record.get("gates") or {}).get(gate.kind)
-    if isinstance(recorded, (int, float)) and abs(recorded - gate.threshold) <= EPS:
-        passed = (record.get("verdicts") or {}).get(gate.kind) == PASSED if gate.kind == IMPROVES else \
-            (record.get("verdicts") or {}).get(gate.kind) != FAILED
+    same_rule = (record.get("rules") or {}).get(gate.kind, gate.rule) == gate.rule
+    if isinstance(recorded, (int, float)) and abs(recorded - gate.threshold) <= EPS and same_rule:
+        verdict = (record.get("verdicts") or {}).get(gate.kind)
+        passed = verdict == PASSED if gate.claims_pass else verdict != FAILED
     else:
         passed = interval is not None and gate.passes(interval[0] / comp.scale, interval[1] / comp.scale)
     documents = record.get("evaluated")
@@ -161,6 +170,14 @@ def _how_decided(stats: PairedStats) -> str:
     return ""
 
 
+def _rule_text(record: Mapping[str, Any]) -> str:
+    """` (proven at 97.5%)`: the rule and, for a statistical one, its interval's level; none for an old record."""
+    rule, level = record.get("rule"), record.get("level")
+    if not rule:
+        return ""
+    return f" ({rule} at {100 * level:.4g}%)" if isinstance(level, (int, float)) else f" ({rule})"
+
+
 def _summary(stats: PairedStats, comp: TaskComparison) -> str:
     unit = "pts" if comp.unit == UNIT_POINTS else comp.metric_name
     return stats.summary(comp.scale, unit)
@@ -168,7 +185,7 @@ def _summary(stats: PairedStats, comp: TaskComparison) -> str:
 
 def gate_column(gates: Mapping[str, Mapping[str, Any]],
                 comparisons: Mapping[str, TaskComparison]) -> dict[str, dict[str, str]]:
-    """The terminal table's Gates column from the recorded decisions (`improves ≥ +2.00: passed`); none without any.
+    """The terminal table's Gates column from the recorded decisions (`improves ≥ +2.00 (point): passed`), if any.
 
     The bar is shown in the table's unit: points for accuracies, the metric's own unit otherwise.
     """
@@ -180,5 +197,5 @@ def gate_column(gates: Mapping[str, Mapping[str, Any]],
         if comp is not None and isinstance(threshold, (int, float)):
             value = (threshold if kind == IMPROVES else -threshold) * comp.scale
             bar = f" ≥ {value:+.2f}" if comp.unit == UNIT_POINTS else f" ≥ {value:+.4g}"
-        cells.setdefault(task, []).append(f"{kind}{bar}: {record.get('outcome')}")
+        cells.setdefault(task, []).append(f"{kind}{bar}{_rule_text(record)}: {record.get('outcome')}")
     return {"Gates": {task: ", ".join(parts) for task, parts in cells.items()}} if cells else {}

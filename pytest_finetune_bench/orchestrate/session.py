@@ -6,12 +6,14 @@ before (plan/planner.py), so everything here only executes and reads it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.compare.evidence import TaskAnalysis, add_evidence
+from pytest_finetune_bench.compare.family import family_levels
 from pytest_finetune_bench.compare.gates import Decision, decide, failed, skipped
 from pytest_finetune_bench.compare.scores import TaskComparison, compare
 from pytest_finetune_bench.core.records import RunRecord
@@ -39,6 +41,7 @@ class BenchSession:
         self._analyses: dict[str, TaskAnalysis] = {}
         self.analysis_error: str | None = None
         self.gate_decisions: dict[str, Decision] = {}  # "ifeval::improves" → its decision, once its test ran
+        self._levels: Mapping[str, float] | None = None  # each statistical gate's level after the family's adjustment
 
     @property
     def active(self) -> bool:
@@ -89,8 +92,17 @@ class BenchSession:
 
     def decide(self, gate: Gate) -> Decision:
         """Decide one of the plan's gates (running what it needs) and record the decision for benchmark.json."""
-        self.gate_decisions[gate.name] = decision = self._decision(gate)
+        self.gate_decisions[gate.name] = decision = self._decision(self.at_family_level(gate))
         return decision
+
+    def at_family_level(self, gate: Gate) -> Gate:
+        """`gate` at the level its family gives it (Holm over the session's statistical gates; compare/family.py)."""
+        if not gate.statistical:
+            return gate
+        if self._levels is None:
+            self._levels = family_levels(self.plan.family, self.plan.gates, self._decision)
+        level = self._levels.get(gate.name)
+        return gate if level is None else dataclasses.replace(gate, confidence=level)
 
     def record_failure(self, gate: Gate, error: BaseException) -> None:
         """A gate whose decision raised: it failed, and benchmark.json says so."""

@@ -15,7 +15,7 @@ from pathlib import Path
 from pytest_finetune_bench.backends import Backend
 from pytest_finetune_bench.core.settings import EvalSettings, Side, cache_key, identity, lm_eval_arguments
 from pytest_finetune_bench.plan.choices import BenchOptions
-from pytest_finetune_bench.plan.gates import Gate
+from pytest_finetune_bench.plan.gates import Family, Gate, make_family
 from pytest_finetune_bench.plan.metrics import Headline
 from pytest_finetune_bench.plan.models import ModelLocation
 from pytest_finetune_bench.plan.task_data import TaskData
@@ -74,6 +74,11 @@ class Plan:
     def requested_tasks(self) -> tuple[str, ...]:
         return self.options.task_list
 
+    @property
+    def family(self) -> Family:
+        """The statistical gates and how their error is controlled together (--bench-family-adjust)."""
+        return make_family(self.gates, self.options.family_adjust, self.options.confidence)
+
     def gates_of(self, task: str) -> tuple[Gate, ...]:
         """`task`'s gates: `improves` (when it is a target) before `no_regression`."""
         return tuple(gate for gate in self.gates if gate.task == task)
@@ -118,9 +123,11 @@ class Plan:
             yield f"  {name}: {shared[name]}"
         yield f"  dtype: {self.settings.dtype}; lm-eval {self.settings.lm_eval_version}"
         for task in self.tasks if self.compares else ():
-            gates = [gate.describe() for gate in self.gates_of(task)]
-            yield f"gates {task}: {', '.join(gates)}" + (
-                f" (at {self.options.confidence:.0%} confidence)" if self.options.confidence else "")
+            yield f"gates {task}: {', '.join(gate.describe() for gate in self.gates_of(task))}"
+        statement = self.family.statement() if self.compares else None
+        if statement is not None:
+            adjusted = "; each gate's interval at its Holm level once the scores are in" if self.family.adjusted else ""
+            yield f"{statement}{adjusted}"
         if self.options.early_stop:
             yield (f"early stop: on, error ≤ {self.options.error_rate:g} (tasks with per-document scores in [0, 1], "
                    "zero-shot)")

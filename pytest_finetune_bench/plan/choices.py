@@ -6,10 +6,13 @@ Nothing here touches a model or lm-eval: planner.py turns these choices into a P
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from pytest_finetune_bench import BenchError
+from pytest_finetune_bench.plan.gates import FAMILY_ADJUSTS, RULES, plan_rule
 from pytest_finetune_bench.plan.metrics import MetricChoice
 from pytest_finetune_bench.store.files import bench_cache_dir
 
@@ -36,6 +39,8 @@ SUITES: dict[str, Suite] = {
 }
 SUITE_ORDER = tuple(SUITES)
 
+T = TypeVar("T")
+D = TypeVar("D")
 NO_BASE = "none"
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 DEVICES_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -71,6 +76,9 @@ class BenchOptions:
     target_tasks: tuple[str, ...] = ("ifeval",)
     metrics: dict[str, MetricChoice] = field(default_factory=dict)  # --bench-metric: task → (metric, filter)
     confidence: float | None = None
+    gate_rule: str | None = None  # --bench-gate-rule: point | interval | proven; None: interval with a confidence
+    gate_rule_per_task: dict[str, str] = field(default_factory=dict)
+    family_adjust: str = "holm"  # --bench-family-adjust: holm | none, over the statistical gates
     cache_dir: Path | None = None
     refresh_base: bool = False
     compare_to: Path | None = None
@@ -130,6 +138,10 @@ class BenchOptions:
     def max_drop_for(self, task: str) -> float:
         return self.max_drop_per_task.get(task, self.max_drop)
 
+    def gate_rule_for(self, task: str) -> str:
+        """The rule of `task`'s gates: its own, else the session's, else `interval` with a confidence level."""
+        return plan_rule(self.confidence, self.gate_rule_per_task.get(task, self.gate_rule))
+
 
 _SUITE_NAME = re.compile(r"([A-Za-z0-9_][\w.-]*)\s*:")
 
@@ -167,17 +179,24 @@ def parse_points(text: str) -> float:
 
 def parse_task_values(entries: list[str], default: float) -> tuple[float, dict[str, float]]:
     """Parse ["3", "gsm8k=1.5"] into (default=3.0, {"gsm8k": 1.5})."""
-    per_task: dict[str, float] = {}
+    return parse_task_entries(entries, default, parse_points)
+
+
+def parse_task_entries(entries: Sequence[str | None], default: D,
+                       parse: Callable[[str], T]) -> tuple[D | T, dict[str, T]]:
+    """Parse ["proven", "gsm8k=point"] into (default, {TASK: value}), each value read by `parse`."""
+    per_task: dict[str, T] = {}
+    value_all: D | T = default
     for raw in entries:
-        for item in filter(None, (p.strip() for p in raw.split(","))):
+        for item in filter(None, (p.strip() for p in (raw or "").split(","))):
             task, sep, value = item.partition("=")
             if sep:
                 if not task.strip():
                     raise BenchError(f"{item!r} has no task name before '='")
-                per_task[task.strip()] = parse_points(value)
+                per_task[task.strip()] = parse(value)
             else:
-                default = parse_points(item)
-    return default, per_task
+                value_all = parse(item)
+    return value_all, per_task
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(h|hr|hours?|m|min|mins|minutes?|s|sec|secs|seconds?)?\s*$", re.I)
@@ -244,6 +263,16 @@ def parse_confidence(text: str) -> float:
     if not 0.5 <= value < 1:
         raise BenchError(f"{text!r} is not a confidence level: use a value from 0.5 to 0.999, e.g. 0.95")
     return value
+
+
+def parse_gate_rule(text: str) -> str:
+    """A gate rule: point, interval or proven."""
+    return parse_choice(text, RULES, "gate rule")
+
+
+def parse_family_adjust(text: str) -> str:
+    """How the statistical gates' error is controlled together: holm or none."""
+    return parse_choice(text, FAMILY_ADJUSTS, "family-wise adjustment")
 
 
 def parse_error_rate(text: str) -> float:

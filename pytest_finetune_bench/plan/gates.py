@@ -8,15 +8,20 @@ Thresholds are in the metric's own unit: a fraction for a mean of per-document s
 (an accuracy: 0.02 = 2 points), the metric's value otherwise (5 = 5 word_perplexity). The options
 take accuracies in points (`--bench-min-gain 2`); `make_gates` converts them here, once.
 
-A gate is decided by one of three rules, chosen in the plan:
+A gate is decided by one of three rules, per task (--bench-gate-rule, plan/choices.py):
 - `point`: the point estimate of the gain against the threshold;
-- `interval` (--bench-confidence): `improves` needs the whole paired interval of the gain at or
-  above the threshold, and above 0 for a threshold of 0 or more (an interval touching 0 is one the
-  exact paired test does not reject "no difference" for); `no_regression` fails only when the whole
-  interval lies below minus the allowed drop;
-- `sequence` (--bench-early-stop): the interval rule on the anytime-valid confidence sequence of a
-  task that stopped early (compare/sequential.py). A task that ran in full falls back to `interval`
-  or `point`.
+- `interval`: `improves` needs the whole paired interval of the gain at or above the threshold, and
+  above 0 for a threshold of 0 or more (an interval touching 0 is one the exact paired test does not
+  reject "no difference" for); `no_regression` fails only when the whole interval lies below minus
+  the allowed drop (an interval touching it does not fail);
+- `proven`: both kinds pass only when the interval's lower end lies strictly above the bar
+  (non-inferiority for `no_regression`, superiority for `improves`); an interval touching the bar fails.
+With --bench-early-stop a task that stopped early is decided on its anytime-valid confidence sequence
+(compare/sequential.py) by the same rule; a task that ran in full by its fixed-n interval or point.
+
+The rule's claim is what its error rate bounds: a pass for `improves` and for `proven`, a failure
+for `no_regression` under `interval`. `claims_pass` says which; the Holm adjustment over a session's
+statistical gates (compare/family.py) counts those claims.
 
 `passes` and `settled` are the one statement of these rules; compare/gates.py decides a gate from a
 comparison with them, early stopping (run/early_stop.py) settles gates chunk by chunk with them.
@@ -42,7 +47,10 @@ FAILED = "failed"
 SKIPPED = "skipped"
 RULE_POINT = "point"
 RULE_INTERVAL = "interval"
-RULE_SEQUENCE = "sequence"
+RULE_PROVEN = "proven"
+RULES = (RULE_POINT, RULE_INTERVAL, RULE_PROVEN)
+STATISTICAL_RULES = (RULE_INTERVAL, RULE_PROVEN)
+DEFAULT_CONFIDENCE = 0.95  # the level of a statistical rule without --bench-confidence
 # A bound exactly at a threshold passes, whatever float rounding did to either.
 EPS = 1e-9
 # The options' points per unit of a fraction.
@@ -62,11 +70,23 @@ class Gate:
     higher_is_better: bool = True  # the metric's direction (from its headline)
     fraction: bool = True  # the metric is a fraction (an accuracy): the options gave its threshold in points
     rule: str = RULE_POINT
-    confidence: float | None = None  # the interval's level, for RULE_INTERVAL
+    confidence: float | None = None  # the interval's level (for a statistical rule: after the family's adjustment)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown gate {self.kind!r}")
+        if self.rule not in RULES:
+            raise ValueError(f"unknown gate rule {self.rule!r}")
+
+    @property
+    def statistical(self) -> bool:
+        """Decided on an interval (`interval`, `proven`), not on the point estimate."""
+        return self.rule in STATISTICAL_RULES
+
+    @property
+    def claims_pass(self) -> bool:
+        """Whether the rule's error-controlled claim is a pass (`improves`, `proven`) rather than a failure."""
+        return self.kind == IMPROVES or self.rule == RULE_PROVEN
 
     @property
     def name(self) -> str:
@@ -83,15 +103,20 @@ class Gate:
         return gain + EPS >= self.bar
 
     def passes(self, gain_low: float, gain_high: float) -> bool:
-        """The interval rule on the gain's interval: `improves` on its lower bound, `no_regression` on its upper."""
+        """The gate's rule on the gain's interval: a claimed pass needs the lower end clear of the bar, and
+        otherwise (`no_regression` under `interval`) only the upper end below it fails."""
         passed, failed = self.settled(np.array([gain_low]), np.array([gain_high]))
-        return bool(passed[0]) if self.kind == IMPROVES else not bool(failed[0])
+        return bool(passed[0]) if self.claims_pass else not bool(failed[0])
 
     def settled(self, gain_low: FloatArray, gain_high: FloatArray) -> tuple[BoolArray, BoolArray]:
-        """(passed, failed) per interval: passed once the whole interval clears the bar, failed once it is below.
+        """(passed, failed) per interval: passed once the interval clears the bar, failed once it cannot.
 
-        A minimum gain of 0 or more also needs the interval above 0 (see the module's docstring).
+        `proven` needs the lower end strictly above the bar (touching it is not proof) and fails once the
+        upper end is at or below it; the other rules pass at the bar and fail once the whole interval is
+        below. A minimum gain of 0 or more also needs the interval above 0 (see the module's docstring).
         """
+        if self.rule == RULE_PROVEN:
+            return gain_low > self.bar + EPS, gain_high <= self.bar + EPS
         passed = gain_low + EPS >= self.bar
         if self.kind == IMPROVES and self.threshold >= 0:
             passed &= gain_low > 0
@@ -123,10 +148,12 @@ class Gate:
         return self.threshold * POINTS_PER_FRACTION if self.fraction else self.threshold
 
     def describe(self) -> str:
-        """`improves by +2` / `no_regression beyond -5`, in the options' numbers."""
+        """`improves by +2 (point)` / `no_regression beyond -5 (proven at 97.5%)`, in the options' numbers."""
+        level = f" at {100 * self.confidence:.4g}%" if self.statistical and self.confidence is not None else ""
+        rule = f" ({self.rule}{level})"
         if self.kind == IMPROVES:
-            return f"improves by {self.option_amount:+g}"
-        return f"no_regression beyond -{self.option_amount:g}"
+            return f"improves by {self.option_amount:+g}{rule}"
+        return f"no_regression beyond -{self.option_amount:g}{rule}"
 
     def to_spec(self) -> dict[str, Any]:
         """The gate as the early-stopping child is told it (JSON)."""
@@ -137,29 +164,92 @@ class Gate:
         return cls(**{f.name: spec[f.name] for f in dataclasses.fields(cls) if f.name in spec})
 
 
-def plan_rule(confidence: float | None, early_stop: bool) -> str:
-    """The rule the options ask for: a sequence with early stopping, an interval with a confidence level."""
-    return RULE_SEQUENCE if early_stop else RULE_INTERVAL if confidence is not None else RULE_POINT
+def plan_rule(confidence: float | None, rule: str | None = None) -> str:
+    """The rule of a gate: the one asked for, else `interval` with a confidence level, else `point`."""
+    return rule if rule is not None else RULE_INTERVAL if confidence is not None else RULE_POINT
+
+
+def gate_level(rule: str, confidence: float | None) -> float | None:
+    """The interval's level a gate is told: a statistical rule always has one (95% unless asked otherwise)."""
+    return (confidence or DEFAULT_CONFIDENCE) if rule in STATISTICAL_RULES else confidence
 
 
 def make_gates(
     tasks: Iterable[str], headlines: Mapping[str, Headline], min_gain: Mapping[str, float | None],
-    max_drop: Mapping[str, float], confidence: float | None, early_stop: bool,
+    max_drop: Mapping[str, float], rules: Mapping[str, str], confidence: float | None,
 ) -> tuple[Gate, ...]:
     """The plan's gates: `improves` where a minimum gain is set, `no_regression` on every task.
 
     `min_gain` and `max_drop` are the options' values (points for a per-document metric, the metric's
-    own unit otherwise). A task whose headline comes from its results (defined in Python) is taken for
-    a higher-is-better fraction until they say otherwise (`Gate.for_metric`).
+    own unit otherwise); `rules` each task's rule. A task whose headline comes from its results (defined
+    in Python) is taken for a higher-is-better fraction until they say otherwise (`Gate.for_metric`).
     """
-    rule = plan_rule(confidence, early_stop)
     gates = []
     for task in tasks:
+        rule = rules[task]
         headline = headlines.get(task)
         fraction = headline.per_document if headline is not None else True
         higher = headline.higher_is_better if headline is not None else True
         scale = POINTS_PER_FRACTION if fraction else 1.0
         wanted = ((IMPROVES, min_gain.get(task)), (NO_REGRESSION, max_drop[task]))
-        gates += [Gate(task, kind, amount / scale, higher, fraction, rule, confidence)
+        gates += [Gate(task, kind, amount / scale, higher, fraction, rule, gate_level(rule, confidence))
                   for kind, amount in wanted if amount is not None]
     return tuple(gates)
+
+
+ADJUST_HOLM = "holm"
+ADJUST_NONE = "none"
+FAMILY_ADJUSTS = (ADJUST_HOLM, ADJUST_NONE)
+
+
+@dataclass(frozen=True)
+class Family:
+    """A plan's statistical gates (`interval`, `proven`) and how their error is controlled together.
+
+    With `holm` (the default) and more than one such gate, each gate's interval is taken at its Holm
+    level (compare/family.py), so the chance that any of them makes a wrong claim is at most `alpha`;
+    early-stopping sequences of their tasks each get `error_rate / tasks` (Bonferroni).
+    """
+
+    adjust: str  # ADJUST_HOLM or ADJUST_NONE
+    alpha: float  # 1 - the confidence level
+    gates: tuple[str, ...]  # the statistical gates' names
+    tasks: tuple[str, ...]  # their tasks
+
+    @property
+    def adjusted(self) -> bool:
+        """Whether the levels are adjusted: Holm asked for, and more than one gate to adjust over."""
+        return self.adjust == ADJUST_HOLM and len(self.gates) > 1
+
+    @property
+    def controlled(self) -> float | None:
+        """The family-wise error rate the session controls; None when the gates are not adjusted together."""
+        return self.alpha if self.adjusted or len(self.gates) == 1 else None
+
+    def sequence_alpha(self, task: str, error_rate: float) -> float:
+        """The error rate of `task`'s early-stopping sequence: Bonferroni over the family's tasks."""
+        return error_rate / len(self.tasks) if self.adjusted and task in self.tasks else error_rate
+
+    def statement(self) -> str | None:
+        """`family-wise error ≤ 5% over 6 gates (Holm)`; None without statistical gates."""
+        m = len(self.gates)
+        if m == 0:
+            return None
+        if self.adjusted:
+            return f"family-wise error ≤ {self.alpha:.3g} over {m} gates (Holm)"
+        if m == 1:
+            return f"family-wise error ≤ {self.alpha:.3g} over 1 gate"
+        return (f"no family-wise adjustment (--bench-family-adjust none): each of {m} gates errs ≤ {self.alpha:.3g}, "
+                f"together up to {min(1.0, m * self.alpha):.3g}")
+
+    def to_json(self) -> dict[str, Any]:
+        """benchmark.json's `family`."""
+        return {"adjust": self.adjust, "alpha": self.alpha, "gates": list(self.gates),
+                "family_wise_error": self.controlled, "statement": self.statement()}
+
+
+def make_family(gates: Iterable[Gate], adjust: str, confidence: float | None) -> Family:
+    """The family of the statistical gates among `gates`."""
+    statistical = [gate for gate in gates if gate.statistical]
+    alpha = round(1.0 - (confidence or DEFAULT_CONFIDENCE), 12)  # 0.05, not 0.050000000000000044
+    return Family(adjust, alpha, tuple(g.name for g in statistical), tuple(dict.fromkeys(g.task for g in statistical)))

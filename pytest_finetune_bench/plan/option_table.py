@@ -27,11 +27,14 @@ from pytest_finetune_bench.plan.choices import (
     parse_device,
     parse_duration,
     parse_error_rate,
+    parse_family_adjust,
     parse_fraction,
+    parse_gate_rule,
     parse_gen_kwargs,
     parse_limit,
     parse_points,
     parse_suites,
+    parse_task_entries,
     parse_task_values,
     parse_trackers,
 )
@@ -156,6 +159,11 @@ def _thresholds(default: str) -> Parser:
     return lambda value, known: parse_task_values(list(value), parse_points(default))
 
 
+def _gate_rules(value: list[str | None], known: Known) -> tuple[str | None, dict[str, str]]:
+    """RULE and TASK=RULE entries: (RULE or None, {TASK: RULE})."""
+    return parse_task_entries(value, None, parse_gate_rule)
+
+
 def _metrics(value: list[str], known: Known) -> Any:
     return parse_metric_choices([entry for entry in value if entry])
 
@@ -247,10 +255,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("metric", "the metric that gates a task, as TASK=METRIC[,FILTER] (repeatable), e.g. "
            "gsm8k=exact_match,flexible-extract or wikitext=bits_per_byte (default: each task's usual headline)",
            "metrics", _metrics, metavar="TASK=METRIC", multiple=True),
-    Option("confidence", "make the gates statistical at this confidence level, from 0.5 to 0.999 (95 reads as "
-           "0.95): improves needs the paired confidence interval's lower bound at or above the min gain, "
-           "no_regression fails only when its upper bound is below minus the max drop [default: off, the point "
-           "estimate decides]", "confidence", _optional(parse_confidence), metavar="LEVEL"),
+    Option("confidence", "the confidence level of the statistical gate rules, from 0.5 to 0.999 (95 reads as 0.95); given without --bench-gate-rule it makes every gate interval: improves needs the paired confidence interval's lower bound at or above the min gain, no_regression fails only when its upper bound is below minus the max drop [default: off, the point estimate decides; 0.95 for the interval and proven rules]", "confidence", _optional(parse_confidence), metavar="LEVEL"),
+    Option("gate-rule", "how the gates decide, as RULE or TASK=RULE (repeatable): point (the point estimate), "
+           "interval (fail only on a whole interval beyond the bar) or proven (pass only on an interval whose lower "
+           "end is above the bar) [default: interval with --bench-confidence, else point]", "gate_rule", _gate_rules,
+           metavar="RULE", multiple=True, per_task="gate_rule_per_task"),
+    Option("family-adjust", "holm: adjust the interval and proven gates' levels together (Holm), so the chance "
+           "that any of them errs stays below 1 - confidence; none: each on its own", "family_adjust",
+           _given(parse_family_adjust), "holm", metavar="METHOD"),
     Option("early-stop", "evaluate the fine-tuned model in a seeded random order, in chunks, and stop a task as "
            "soon as an anytime-valid confidence sequence settles every gate on it (see docs/thresholds.md)",
            "early_stop", _switch, switch=True),

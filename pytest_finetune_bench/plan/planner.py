@@ -145,7 +145,8 @@ def _gates(options: BenchOptions, headlines: Mapping[str, Headline]) -> tuple[Ga
     """One gate per requested task and kind, thresholds in each metric's own unit (plan/gates.py)."""
     tasks = options.task_list
     return make_gates(tasks, headlines, {t: options.min_gain_for(t) for t in tasks},
-                      {t: options.max_drop_for(t) for t in tasks}, options.confidence, options.early_stop)
+                      {t: options.max_drop_for(t) for t in tasks}, {t: options.gate_rule_for(t) for t in tasks},
+                      options.confidence)
 
 
 @dataclass(frozen=True)

@@ -326,8 +326,10 @@ def _worker_summary_lines(config: pytest.Config, bench: BenchSession) -> list[st
     comparisons = comparisons_from_summary(summary)
     columns = {**evidence_columns(comparisons, bench.plan.options.confidence or 0.95),
                **gate_column(gates_of(summary), comparisons)}
+    family = summary.get("family")
+    statement = family["statement"] if family else None
     return [f"======== fine-tune benchmark: {bench.plan.location.name} (from xdist workers)",
-            comparison_table(comparisons, columns)]
+            comparison_table(comparisons, columns), *([f"gates: {statement}"] if statement else [])]
 
 
 def _summary_lines(bench: BenchSession, summary_path: Path | None = None) -> Iterator[str]:
@@ -361,6 +363,9 @@ def _summary_lines(bench: BenchSession, summary_path: Path | None = None) -> Ite
     partial = incomplete_reason((base, finetuned))
     if partial:
         yield f"PARTIAL SCORES: {partial}"
+    statement = plan.family.statement()
+    if statement is not None and decisions:
+        yield f"gates: {statement}"
     yield from early_stop_lines(comparisons)
     for table in detail_tables(comparisons, base.results, finetuned.results):
         yield ""

@@ -38,6 +38,7 @@ def build_summary(
         **{SIDE_KEYS[role]: _side_summary(plan, execution.runs.get(role)) for role in ROLES},
         "comparison": {task: c.to_json() for task, c in comparisons.items()},
         "gates": {name: dict(record) for name, record in (gates or {}).items()},
+        **({"family": plan.family.to_json()} if plan.gates else {}),
         **headline_scores(plan, execution.runs),
         "training": dict(training_facts(plan.location.root)) if plan.location.root else {},
         "skipped_tasks": dict(plan.skipped),

@@ -124,7 +124,7 @@ def evidence_columns(comparisons: Mapping[str, TaskComparison], confidence: floa
         sequence = sequence_interval(comp)
         if sequence is not None:  # stopped early: the fixed-n interval would not hold; the sequence does
             interval[task] = f"[{sequence[0]:+.1f}, {sequence[1]:+.1f}]"
-            methods[task] = f"sequence ({1 - comp.extra[EARLY_STOP]['error_rate']:.0%})"
+            methods[task] = f"sequence ({100 * (1 - comp.extra[EARLY_STOP]['error_rate']):.4g}%)"
         if flipped:
             flips[task] = f"{flipped['regressed']}↓ {flipped['improved']}↑ of {stats.get('n', '?')}"
     return {f"{confidence:.0%} CI (points)": interval, "CI method": methods, "p": p_values, "Flips": flips}

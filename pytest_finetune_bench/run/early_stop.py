@@ -131,20 +131,24 @@ class TaskMonitor:
             "stopped_early": self.stopped_early,
             "verdicts": dict(self.verdicts),
             "gates": {rule.kind: rule.threshold for rule in self.rules},
+            "rules": {rule.kind: rule.rule for rule in self.rules},
             "chunks": list(self.chunks),
             "note": self.note,
         }
 
     @classmethod
     def from_spec(cls, task: str, entry: Mapping[str, Any], alpha: float, seed: int, batch_size: str) -> TaskMonitor:
-        """The monitor the parent's instructions describe; `batch_size` is lm-eval's (a number, or auto)."""
+        """The monitor the parent's instructions describe; `batch_size` is lm-eval's (a number, or auto).
+
+        `alpha` is the session's error rate; a task's own (its share of the family's) takes its place.
+        """
         return cls(
             task=task,
             metric=entry["metric"],
             higher_is_better=bool(entry["higher_is_better"]),
             base={int(doc): float(value) for doc, value in entry["base"].items()},
             rules=[Gate.from_spec(spec) for spec in entry["gates"]],
-            alpha=alpha,
+            alpha=float(entry.get("error_rate", alpha)),
             order_seed=task_seed(seed, task),
             batch_size=int(batch_size) if str(batch_size).isdigit() and int(batch_size) > 0 else 1,
         )
@@ -185,8 +189,11 @@ def with_early_stop(request: RunRequest, plan: Plan, base: RunRecord | None, say
     if not tasks:
         return request
     spec = {"error_rate": plan.options.error_rate, "seed": plan.settings.seeds[0], "tasks": tasks}
+    rates = sorted({entry["error_rate"] for entry in tasks.values()})
+    share = (f"; the interval and proven gates' sequences each at {rates[0]:.3g} (Bonferroni over "
+             f"{len(plan.family.tasks)} tasks)" if len(rates) > 1 or rates[0] != plan.options.error_rate else "")
     say(f"[bench] early stop: {', '.join(tasks)} evaluated in a seeded random order until every gate is settled "
-        f"(error ≤ {plan.options.error_rate:g})")
+        f"(error ≤ {plan.options.error_rate:g}{share})")
     return dataclasses.replace(request, mode=EARLY_STOP, early_stop=spec)
 
 
@@ -215,6 +222,8 @@ def _task_entry(plan: Plan, base: RunRecord, task: str) -> tuple[dict[str, Any] 
         "higher_is_better": headline.higher_is_better,
         "base": {str(doc): s.value for doc, s in samples.items()},
         "gates": [gate.to_spec() for gate in gates],
+        # Bonferroni over the family's tasks: every sequence that can settle a statistical gate shares the error.
+        "error_rate": plan.family.sequence_alpha(task, plan.options.error_rate),
     }, ""
 
 

@@ -31,14 +31,30 @@ SCHEMA_FILES = {"benchmark": "benchmark.schema.json", "ranking": "benchmarks-sum
                 "history": "history.schema.json"}
 
 
-class GateRecord(TypedDict):
-    """One gate's decision (compare/gates.py `Decision.to_json`); the threshold is in the metric's own unit."""
+class _GateDecision(TypedDict):
+    """What every gate record holds."""
 
     outcome: str  # passed | failed | skipped
     threshold: float | None
-    rule: str | None  # point | interval | sequence
+    rule: str | None  # point | interval | proven (files before the rules: sequence for an early-stopping session)
     decided_by: str | None  # point estimate | interval | confidence sequence (early stop) | why nothing compared
     documents: int | None  # the paired documents the decision rests on
+
+
+class GateRecord(_GateDecision, total=False):
+    """One gate's decision (compare/gates.py `Decision.to_json`); the threshold is in the metric's own unit."""
+
+    level: float | None  # a statistical gate's interval level, after the family's adjustment (absent before)
+
+
+class FamilyRecord(TypedDict):
+    """How the statistical gates' error is controlled together (plan/gates.py `Family.to_json`)."""
+
+    adjust: str  # holm | none
+    alpha: float
+    gates: list[str]
+    family_wise_error: float | None  # the rate the session controls; null when the gates are not adjusted together
+    statement: str | None
 
 
 class ComparisonRecord(TypedDict, total=False):
@@ -115,6 +131,7 @@ class BenchmarkSummary(TypedDict, total=False):
     fine_tuned_model: SideRecord | None
     comparison: dict[str, ComparisonRecord]
     gates: dict[str, GateRecord]
+    family: FamilyRecord
     headlines: dict[str, HeadlineRecord]
     scores: dict[str, dict[str, float | None]]
     training: dict[str, Any]
@@ -127,7 +144,7 @@ class BenchmarkSummary(TypedDict, total=False):
 SIDE_KEYS = {"base": "base_model", "fine-tuned": "fine_tuned_model"}
 # Parts that hold one JSON object per task (or per name), and the parts that are one object.
 _OBJECTS_OF_OBJECTS = ("comparison", "gates", "headlines", "scores", "task_data")
-_OBJECTS = ("run_status", "errors", "training", "skipped_tasks", "backends", "reproduce")
+_OBJECTS = ("run_status", "errors", "training", "skipped_tasks", "backends", "reproduce", "family")
 
 
 def parse_summary(data: object, source: str | Path) -> BenchmarkSummary:
