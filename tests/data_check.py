@@ -19,11 +19,13 @@ import re
 import sys
 from pathlib import Path
 
+from pytest_finetune_bench.demo import demo_data_dir
+
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "pytest_finetune_bench" / "data" / "demo"
+# The installed package's copy: in a wheel's test run that is the data the wheel ships.
+DATA = demo_data_dir()
 
 # Instructions whose checks need nltk punkt (not downloadable offline) or are
 # flaky with langdetect; the demo data must not use them.

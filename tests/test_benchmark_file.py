@@ -11,6 +11,7 @@ from typing import Any
 import jsonschema
 import pytest
 
+import pytest_finetune_bench
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.report.history import history_rows, render, summary_files
 from pytest_finetune_bench.store.benchmark_file import SCHEMA_FILES, SCHEMA_VERSION, parse_summary, read_summary
@@ -18,7 +19,8 @@ from tests.schema_check import validate
 from tests.test_reports import golden_model
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGE = ROOT / "pytest_finetune_bench"
+# The imported package, not the checkout's folder: against an installed wheel, what the wheel ships.
+PACKAGE = Path(pytest_finetune_bench.__file__).resolve().parent
 
 
 def docs_example() -> dict[str, Any]:

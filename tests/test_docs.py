@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import pytest_finetune_bench
 from pytest_finetune_bench.plan.option_docs import markdown_table
 from pytest_finetune_bench.plan.option_table import OPTIONS
 from pytest_finetune_bench.plan.tasks import LM_EVAL_INSTALL
@@ -24,6 +25,8 @@ DOCS = ROOT / "docs"
 # Every Markdown page users read: the docs, the README and the examples' READMEs.
 PAGES = [*sorted(DOCS.glob("*.md")), ROOT / "README.md", *sorted((ROOT / "conftest_examples").glob("*/README.md"))]
 CONFIGURATION = DOCS / "configuration.md"
+# Where the docs' links into the package lead: the imported package (site-packages when a wheel is tested).
+PACKAGE = Path(pytest_finetune_bench.__file__).resolve().parent
 REQUIRED_PAGES = (
     "quickstart.md", "configuration.md", "backends.md", "servers.md", "offline.md", "thresholds.md",
     "troubleshooting.md", "faq.md", "results.md", "performance.md",
@@ -186,6 +189,12 @@ def anchors(page: Path) -> set[str]:
     return {github_anchor(h) for h in headings}
 
 
+def in_package(path: Path) -> Path:
+    """`path`, or where it is in the imported package when it is a file of the checkout's package folder."""
+    source = ROOT / PACKAGE.name
+    return PACKAGE / path.relative_to(source) if path.is_relative_to(source) else path
+
+
 def test_relative_links_resolve() -> None:
     broken = []
     for page in PAGES:
@@ -193,7 +202,7 @@ def test_relative_links_resolve() -> None:
             if re.match(r"^[a-z]+:", target):
                 continue  # http(s), mailto: outside the repository
             path_part, _, anchor = target.partition("#")
-            resolved = (page.parent / path_part).resolve() if path_part else page
+            resolved = in_package((page.parent / path_part).resolve()) if path_part else page
             if not resolved.exists():
                 broken.append(f"{page.relative_to(ROOT)}: {target} (no such file)")
             elif anchor and resolved.suffix == ".md" and anchor not in anchors(resolved):

@@ -10,6 +10,8 @@ answers the repeated prompts.
 
 from __future__ import annotations
 
+import fnmatch
+import importlib.metadata
 import json
 import os
 import shlex
@@ -171,6 +173,16 @@ def test_workflow_runs_pytest_with_existing_options_only(pytester: pytest.Pytest
     folder = report["with"]["path"].rstrip("/")
     assert {Path(junit).parent, Path(values["--bench-json"]).parent} == {Path("/w") / folder}
     assert report["if"] == "always()"
+
+
+def test_workflow_installs_the_wheel_build_writes() -> None:
+    # Not on PyPI: `pip install pytest-finetune-bench` would fail, so the job installs the wheel the
+    # example's README says to put in bench-gate/, whose name `python -m build` derives from the metadata.
+    [install] = [s for s in workflow()["jobs"]["bench"]["steps"] if s.get("name") == "Install"]
+    pip, _, target = install["run"].partition("python -m pip install ")
+    assert not pip and Path(target).parent == Path("bench-gate"), install["run"]
+    built = f"pytest_finetune_bench-{importlib.metadata.version('pytest-finetune-bench')}-py3-none-any.whl"
+    assert fnmatch.fnmatch(built, Path(target).name), (built, target)
 
 
 # ---------------------------------------------------------------------------------------------- real runs

@@ -8,6 +8,8 @@ session (small limits, offline data) after the --yes run.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
+import importlib.metadata
 import json
 import os
 import re
@@ -260,6 +262,10 @@ def test_the_workflow_runs_the_printed_command(tmp_path: Path) -> None:
     steps = {step.get("name"): step for step in workflow["jobs"]["bench"]["steps"]}
     assert steps["Benchmark"]["run"].startswith(f"python -m {shlex.join(printed_command(proc.stdout))} ")
     assert "test -d outputs/exp" in steps["Check the models are here"]["run"]
+    # Not on PyPI: the job installs the wheel `python -m build` writes, by the name it gives it.
+    built = f"pytest_finetune_bench-{importlib.metadata.version('pytest-finetune-bench')}-py3-none-any.whl"
+    wheel = steps["Install"]["run"].removeprefix("python -m pip install ")
+    assert fnmatch.fnmatch(f"wheels/{built}", wheel), wheel
     assert workflow["jobs"]["bench"]["runs-on"] == ["self-hosted", "gpu"]
     again = run_init(tmp_path, "--yes", "--ci")
     assert again.returncode == 2 and "bench.yml already exists and is left alone" in again.stderr

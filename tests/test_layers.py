@@ -13,8 +13,11 @@ from pathlib import Path
 
 import pytest
 
+import pytest_finetune_bench
+
 PACKAGE = "pytest_finetune_bench"
-ROOT = Path(__file__).resolve().parent.parent / PACKAGE
+# The imported package's source (the checkout under an editable install, site-packages under a wheel's).
+ROOT = Path(pytest_finetune_bench.__file__).resolve().parent
 # Top to bottom. A module may import its own package and the packages of lower layers; the packages
 # of one layer are independent of each other. "" is the package's own __init__ (BenchError).
 LAYERS: tuple[tuple[str, ...], ...] = (

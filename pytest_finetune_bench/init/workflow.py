@@ -6,6 +6,8 @@ import shlex
 from pathlib import Path
 
 WORKFLOW = Path(".github") / "workflows" / "bench.yml"
+# Where the job finds the plugin, named as `python -m build` names its wheels.
+WHEEL = "wheels/pytest_finetune_bench-*-py3-none-any.whl"
 
 _TEMPLATE = """\
 # Written by `pytest-finetune-bench init`. Benchmarks the fine-tunes against their base models with
@@ -31,9 +33,10 @@ jobs:
         with:
           python-version: "3.11"
 
-      # Install the plugin as your project pins it (with the torch build that matches the runner).
+      # pytest-finetune-bench is not on PyPI: commit to wheels/ the wheel `python -m build` writes in a checkout
+      # of it (and install first the torch build that matches the runner, where the default one does not).
       - name: Install
-        run: python -m pip install pytest-finetune-bench
+        run: python -m pip install {wheel}
 
       - name: Restore the base-model scores
         uses: actions/cache@v4
@@ -69,4 +72,4 @@ def workflow_text(command: list[str], models: list[str], config: str, gpu: bool)
     runner, note = (("[self-hosted, gpu]", "A runner with a GPU: this suite takes hours per model on a CPU.") if gpu
                     else ("ubuntu-latest", "The test suite fits a CPU runner; other suites want a GPU runner."))
     return _TEMPLATE.format(config=config, runner=runner, runner_note=note, checks=checks, results=results,
-                            command=shlex.join(command))
+                            wheel=WHEEL, command=shlex.join(command))
