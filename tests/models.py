@@ -26,10 +26,11 @@ def test_cache_root() -> Path:
 
 
 @contextmanager
-def built_once(cache: Path) -> Iterator[None]:
-    """Hold the test cache's build lock: under pytest-xdist each worker sets up the session fixtures, and a
-    worker that finds a model being built waits for it instead of building it again (the LoRA takes minutes)."""
-    with FileLock(cache / ".build.lock"):
+def built_once(cache: Path, name: str) -> Iterator[None]:
+    """Hold the test cache's lock on model `name` while it is looked up or built: under pytest-xdist each
+    worker sets up the session fixtures, and a worker that finds the model being built waits for it
+    instead of building it again (the demo's LoRA takes minutes)."""
+    with FileLock(cache / f".{name}.lock"):
         yield
 
 

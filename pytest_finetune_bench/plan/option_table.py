@@ -255,7 +255,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("metric", "the metric that gates a task, as TASK=METRIC[,FILTER] (repeatable), e.g. "
            "gsm8k=exact_match,flexible-extract or wikitext=bits_per_byte (default: each task's usual headline)",
            "metrics", _metrics, metavar="TASK=METRIC", multiple=True),
-    Option("confidence", "the confidence level of the statistical gate rules, from 0.5 to 0.999 (95 reads as 0.95); given without --bench-gate-rule it makes every gate interval: improves needs the paired confidence interval's lower bound at or above the min gain, no_regression fails only when its upper bound is below minus the max drop [default: off, the point estimate decides; 0.95 for the interval and proven rules]", "confidence", _optional(parse_confidence), metavar="LEVEL"),
+    Option("confidence", "the confidence level of the statistical gate rules, from 0.5 to 0.999 (95 reads as "
+           "0.95); given without --bench-gate-rule it makes every gate interval: improves needs the paired "
+           "confidence interval's lower bound at or above the min gain, no_regression fails only when its upper "
+           "bound is below minus the max drop [default: off, the point estimate decides; 0.95 for the interval "
+           "and proven rules]", "confidence", _optional(parse_confidence), metavar="LEVEL"),
     Option("gate-rule", "how the gates decide, as RULE or TASK=RULE (repeatable): point (the point estimate), "
            "interval (fail only on a whole interval beyond the bar) or proven (pass only on an interval whose lower "
            "end is above the bar) [default: interval with --bench-confidence, else point]", "gate_rule", _gate_rules,
