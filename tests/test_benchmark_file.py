@@ -55,7 +55,7 @@ def test_the_schemas_ship_in_the_package() -> None:
     (1, "is schema version 1 (written by pytest-finetune-bench 0.0.9); this plugin (*) reads versions 2 to 4: "
         "re-run the benchmark with this version, or read it with pytest-finetune-bench 0.0.9"),
     (5, "is schema version 5 (written by pytest-finetune-bench 0.0.9); this plugin (*) reads versions 2 to 4: "
-        "upgrade pytest-finetune-bench to read it (pip install -U pytest-finetune-bench)"),
+        "upgrade pytest-finetune-bench to read it (install a newer wheel or checkout)"),
     (None, "is schema version unknown (none recorded)*re-run the benchmark with this version*"),
 ])
 def test_another_schema_version_is_one_line_saying_what_to_do(tmp_path: Path, version: int | None, says: str) -> None:
@@ -107,4 +107,4 @@ def test_history_skips_a_file_of_another_version_with_a_note(tmp_path: Path) -> 
     assert rows == [] and notes == [f"skipped benchmark.json at {newer} is schema version {SCHEMA_VERSION + 1} "
                                     "(written by pytest-finetune-bench 0.1.0); "
                                     f"this plugin (0.1.0) reads versions 2 to {SCHEMA_VERSION}: upgrade "
-                                    "pytest-finetune-bench to read it (pip install -U pytest-finetune-bench)"]
+                                    "pytest-finetune-bench to read it (install a newer wheel or checkout)"]

@@ -220,7 +220,7 @@ def test_a_missing_tracker_package_names_its_extra(monkeypatch: pytest.MonkeyPat
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
     assert choices.parse_trackers(" mlflow ,mlflow") == ("mlflow",)
-    with pytest.raises(BenchError, match=r"wandb is not installed: pip install 'pytest-finetune-bench\[wandb\]'"):
+    with pytest.raises(BenchError, match=r"wandb is not installed: pip install wandb \(the `wandb` extra\)"):
         choices.parse_trackers("mlflow,wandb")
 
 

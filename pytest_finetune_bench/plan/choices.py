@@ -312,20 +312,21 @@ def parse_backends(value: str, known: tuple[str, ...]) -> tuple[str, ...]:
     return names
 
 
-# Experiment trackers a session can log its results into (--bench-log), and the extra that installs each.
-TRACKERS = {"mlflow": "mlflow", "wandb": "wandb"}
+# Experiment trackers a session can log its results into (--bench-log), and the PyPI package that provides each
+# (the package's extra of the same name installs it; the package itself is not on PyPI).
+TRACKERS = {"mlflow": "mlflow-skinny", "wandb": "wandb"}
 
 
 def parse_trackers(value: str | None) -> tuple[str, ...]:
     """`mlflow`, `wandb` or both, comma-separated (none when unset); each must be importable, or the error names
-    the extra that installs it."""
+    the package that provides it."""
     import importlib.util
 
     names = tuple(dict.fromkeys(parse_choice(part, tuple(TRACKERS), "tracker")
                                 for part in (value or "").split(",") if part.strip()))
     for name in names:
         if importlib.util.find_spec(name) is None:
-            raise BenchError(f"{name} is not installed: pip install 'pytest-finetune-bench[{TRACKERS[name]}]'")
+            raise BenchError(f"{name} is not installed: pip install {TRACKERS[name]} (the `{name}` extra)")
     return names
 
 

@@ -201,7 +201,7 @@ def _check_version(data: Mapping[str, Any], source: str | Path) -> None:
     reads = f"this plugin ({__version__}) reads versions {OLDEST_READABLE} to {SCHEMA_VERSION}"
     if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
         raise BenchError(f"benchmark.json at {source} is schema version {version}{by}; {reads}: upgrade "
-                         "pytest-finetune-bench to read it (pip install -U pytest-finetune-bench)")
+                         "pytest-finetune-bench to read it (install a newer wheel or checkout)")
     shown = version if isinstance(version, int) else "unknown (none recorded)"
     raise BenchError(f"benchmark.json at {source} is schema version {shown}{by}; {reads}: re-run the benchmark "
                      f"with this version{f', or read it with pytest-finetune-bench {written}' if written else ''}")
