@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 # In-process pytester runs drop the modules they imported afterwards. `datasets` (pyarrow extension
 # types), lm-eval (its metric registry) and torch (its C extensions, which the plan imports to pick
@@ -105,6 +106,16 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     import os
 
     link_task_index(Path(os.environ["PYTEST_FINETUNE_BENCH_CACHE"]), test_cache_root())
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under `-n`, each test file runs on one worker: a module's real-model session (a module-scoped fixture)
+    then runs once, not once per worker that gets one of its tests. Set here rather than by `--dist` in
+    pyproject.toml, which would break every pytest run in this checkout without pytest-xdist (the demo's)."""
+    from xdist.scheduler import LoadFileScheduling
+
+    return LoadFileScheduling(config, log)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
