@@ -55,6 +55,7 @@ class PowerPlan:
 
     gate: Gate  # decided at gate.confidence (after any family adjustment)
     base: float  # the base score, a fraction
+    base_source: str  # where the base score came from
     gain: float  # the expected true gain, a fraction
     gain_source: str  # "given", or how the default was made
     discordance: float  # the expected share of documents the two models disagree on
@@ -80,7 +81,8 @@ class PowerPlan:
     def assumptions(self) -> str:
         """What the number rests on, in one line (points and percents)."""
         improve, regress = cell_probabilities(self.base, self.gain, self.discordance)
-        return (f"base score {_percent(self.base)}, true gain {100 * self.gain:+.4g} pts ({self.gain_source}), "
+        return (f"base score {_percent(self.base)} ({self.base_source}), "
+                f"true gain {100 * self.gain:+.4g} pts ({self.gain_source}), "
                 f"discordance {_percent(self.discordance)} ({self.discordance_source}): {_percent(improve)} of "
                 f"documents improve, {_percent(regress)} regress")
 
@@ -159,8 +161,8 @@ def power(gate: Gate, documents: int, improve: float, regress: float, *, gain: f
 
 
 def plan_documents(gate: Gate, base: float, gain: float | None = None, discordance: float | None = None, *,
-                   discordance_source: str | None = None, target: float = TARGET_POWER, cap: int = MAX_DOCUMENTS,
-                   sessions: int = SESSIONS, seed: int = SEED) -> PowerPlan:
+                   base_source: str = "given", discordance_source: str | None = None, target: float = TARGET_POWER,
+                   cap: int = MAX_DOCUMENTS, sessions: int = SESSIONS, seed: int = SEED) -> PowerPlan:
     """The least number of documents at which `gate` reaches the right verdict with chance `target`.
 
     `gain` defaults to `default_gain(gate)`, `discordance` to `assumed_discordance`. Only gates on
@@ -181,8 +183,8 @@ def plan_documents(gate: Gate, base: float, gain: float | None = None, discordan
 
     found = _search(measured, target, cap)
     at = found if found is not None else cap
-    return PowerPlan(gate, base, gain, gain_source, discordance, discordance_source or "given", target, found,
-                     measured(at), cap, sessions)
+    return PowerPlan(gate, base, base_source, gain, gain_source, discordance, discordance_source or "given", target,
+                     found, measured(at), cap, sessions)
 
 
 def _search(measured: Callable[[int], float], target: float, cap: int) -> int | None:
