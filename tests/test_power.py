@@ -199,8 +199,8 @@ def _plan(pytester: pytest.Pytester) -> pytest.RunResult:
     model = make_fake_model(pytester.path)
     return pytester.runpytest(f"--bench-model={model}", f"--bench-output={pytester.path / 'out'}",
                               f"--bench-data-dir={demo_data_dir()}", "--bench-device=cpu", "--bench-plan",
-                              "--bench-tasks=ifeval", "--bench-gate-rule=proven", "--bench-target-tasks=ifeval", "--bench-max-drop=5",
-                              "-p", "no:cacheprovider")
+                              "--bench-tasks=ifeval", "--bench-gate-rule=proven", "--bench-target-tasks=ifeval",
+                              "--bench-max-drop=5", "-p", "no:cacheprovider")
 
 
 def test_the_plan_shows_the_documents_each_gate_needs_on_stated_assumptions(pytester: pytest.Pytester) -> None:

@@ -76,10 +76,10 @@ def _gate_lines(gate: Gate, earlier: ComparisonRecord | None) -> Iterator[str]:
 
 def _discordance(stats: dict[str, Any]) -> tuple[float | None, str | None]:
     """An earlier pass/fail run's share of documents that changed, or None (the assumption) without one."""
-    counts = [stats.get(key) for key in ("improved", "regressed", "n")]
-    if stats.get("interval") != INTERVAL_TANGO or not all(isinstance(c, int) for c in counts):
+    improved, regressed, documents = (stats.get(key) for key in ("improved", "regressed", "n"))
+    if stats.get("interval") != INTERVAL_TANGO or not (
+            isinstance(improved, int) and isinstance(regressed, int) and isinstance(documents, int)):
         return None, None
-    improved, regressed, documents = (int(c) for c in counts)  # type: ignore[arg-type]
     if documents <= 0 or improved + regressed == 0:
         return None, None
     return observed_discordance(improved, regressed, documents), \
