@@ -3,6 +3,7 @@
 `demo` fine-tunes SmolLM2-135M-Instruct for a few minutes on CPU, writes it as `outputs/demo-smollm2`
 (the layout an Unsloth run leaves) and benchmarks it against its base with the plugin, all offline.
 `summary` rebuilds benchmark.json from the run files on disk. `init` is the guided set-up (init/).
+`power` says how many documents a gate needs (compare/power.py).
 """
 
 from __future__ import annotations
