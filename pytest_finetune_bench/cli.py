@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from pytest_finetune_bench import BenchError
-from pytest_finetune_bench.compare.power import TARGET_POWER, at_level, plan_documents
+from pytest_finetune_bench.compare.power import DEFAULT_MARGIN, TARGET_POWER, at_level, plan_documents
 from pytest_finetune_bench.demo.build import DEFAULT_STEPS
 from pytest_finetune_bench.plan.choices import parse_confidence, parse_points
 from pytest_finetune_bench.plan.gates import (
@@ -152,7 +152,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         help="how many documents a gate needs to reach the right verdict (sample-size planning)",
         description=(
             "The least number of documents at which a gate on a pass/fail metric reaches the verdict the true "
-            "gain deserves with the chosen chance (80%%): estimated from seeded simulated sessions, each decided "
+            "gain deserves with the chosen chance (80%): estimated from seeded simulated sessions, each decided "
             "by the gate's own rule on the paired interval the session uses. Prints the number and what it assumes."
         ),
     ))
@@ -162,7 +162,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
 def _add_power_arguments(command: argparse.ArgumentParser) -> None:
     """The gate (kind, rule, threshold, level) and what the plan must assume about the models."""
     command.add_argument("--base", required=True, type=_share, metavar="SCORE",
-                         help="the base model's score on the task: 0.62 or 62 (percent)")
+                         help="the base model's score on the task: 0.62, or 62 (a value above 1 is a percent)")
     command.add_argument("--kind", choices=KINDS, default=NO_REGRESSION, help="the gate [default: no_regression]")
     command.add_argument("--rule", choices=RULES, default=RULE_PROVEN, help="its rule [default: proven]")
     command.add_argument("--min-gain", type=_points, default=float(MIN_GAIN), metavar="POINTS",
@@ -170,8 +170,8 @@ def _add_power_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--max-drop", type=_points, default=float(MAX_DROP), metavar="POINTS",
                          help=f"no_regression: the allowed drop [default: {MAX_DROP}]")
     command.add_argument("--gain", type=_points, default=None, metavar="POINTS",
-                         help="the true gain to plan for [default: improves: the minimum gain + 2; "
-                              "no_regression: 0, no change]")
+                         help=f"the true gain to plan for [default: improves: the minimum gain + "
+                              f"{100 * DEFAULT_MARGIN:g}; no_regression: 0, no change]")
     command.add_argument("--discordance", type=_share, default=None, metavar="SHARE",
                          help="the share of documents the two models disagree on, e.g. 0.2 (from an earlier run's "
                               "improved + regressed documents) [default: half of what two independent models "

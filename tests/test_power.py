@@ -167,6 +167,20 @@ def test_the_power_command_defaults_say_what_they_assumed(capsys: pytest.Capture
     assert "true gain +4 pts (the minimum gain plus 2 pts)" in out and "(assumed)" in out
 
 
+def test_the_power_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["power", "--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m pytest_finetune_bench power") and "--discordance SHARE" in out
+
+
+def test_the_interval_rules_no_regression_says_why_it_needs_so_few(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["power", "--base", "0.6", "--rule", "interval"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == "needs: 1 document (power 100.0%)" and lines[-1].startswith("note: no_regression under interval")
+
+
 @pytest.mark.parametrize(("args", "says"), [
     (["--base", "0.6", "--rule", "strict"], "argument --rule: invalid choice: 'strict'"),
     (["--base", "0.6", "--gain", "lots"], "argument --gain: 'lots' is not a number of points"),

@@ -72,6 +72,9 @@ def _gate_lines(gate: Gate, earlier: ComparisonRecord | None) -> Iterator[str]:
     level = gate.confidence or DEFAULT_CONFIDENCE
     yield f"documents {gate.name} ({gate.rule} at {100 * level:.4g}%): needs {planned.documents_text()}"
     yield f"  assuming {planned.assumptions()}"
+    note = planned.note()
+    if note is not None:
+        yield f"  note: {note}"
 
 
 def _discordance(stats: dict[str, Any]) -> tuple[float | None, str | None]:
