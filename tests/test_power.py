@@ -126,13 +126,22 @@ def test_defaults_are_stated() -> None:
     (0.5, 0.05, 0.02, "needs the models to disagree on at least 5%"),
     (0.98, 0.0, 0.3, "cannot go together"),
     (1.2, 0.0, 0.1, "not between 0 and 100%"),
-    (0.5, 0.0, 0.0, "must be above 0"),
+    (0.5, 0.0, 1.5, "not between 0 and 100%"),
+    (0.99, 0.04, None, "a document can only improve where the base fails"),
 ])
-def test_impossible_assumptions_are_one_line_errors(base: float, gain: float, discordance: float, says: str) -> None:
+def test_impossible_assumptions_are_one_line_errors(base: float, gain: float, discordance: float | None,
+                                                    says: str) -> None:
     gate = Gate("task", NO_REGRESSION, 0.05, rule=RULE_PROVEN, confidence=0.95)
     with pytest.raises(BenchError, match=says) as caught:
         plan_documents(gate, base, gain, discordance)
     assert "\n" not in str(caught.value)
+
+
+def test_a_fine_tune_that_changes_nothing_is_planned_too() -> None:
+    # No document changes: the interval around 0 narrows as documents are added, until it clears the drop.
+    gate = Gate("task", NO_REGRESSION, 0.05, rule=RULE_PROVEN, confidence=0.95)
+    planned = plan_documents(gate, 0.0)
+    assert planned.discordance == 0.0 and planned.documents is not None and planned.power == 1.0
 
 
 def test_a_metric_in_its_own_unit_is_not_planned() -> None:

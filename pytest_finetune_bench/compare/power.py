@@ -126,8 +126,8 @@ def cell_probabilities(base: float, gain: float, discordance: float) -> tuple[fl
     """(p_b, p_c): the chances a document improves and regresses; BenchError when the numbers cannot go together."""
     if not 0.0 <= base <= 1.0:
         raise BenchError(f"base score {100 * base:g}% is not between 0 and 100%: give it in percent")
-    if not 0.0 < discordance <= 1.0:
-        raise BenchError(f"discordance {100 * discordance:g}% must be above 0 and at most 100%")
+    if not 0.0 <= discordance <= 1.0:
+        raise BenchError(f"discordance {100 * discordance:g}% is not between 0 and 100%: give it in percent")
     if abs(gain) > discordance + EPS:
         raise BenchError(f"a gain of {100 * gain:+g} pts needs the models to disagree on at least {100 * abs(gain):g}% "
                          f"of documents, not {100 * discordance:g}%: raise the discordance or lower the gain")
@@ -135,7 +135,8 @@ def cell_probabilities(base: float, gain: float, discordance: float) -> tuple[fl
     if regress > base + EPS or improve > 1.0 - base + EPS:
         raise BenchError(f"base {100 * base:g}%, gain {100 * gain:+g} pts and discordance {100 * discordance:g}% "
                          f"cannot go together ({100 * improve:g}% of documents improving, {100 * regress:g}% "
-                         "regressing): lower the discordance")
+                         "regressing): a document can only improve where the base fails and regress where it "
+                         "passes; lower the discordance or the gain")
     return max(improve, 0.0), max(regress, 0.0)
 
 
