@@ -166,7 +166,7 @@ def test_the_power_command_prints_the_documents_and_the_assumptions(capsys: pyte
     assert out[1] == f"needs: {planned.documents_text()}"
     assert out[2] == ("assuming: base score 62% (given), true gain +3 pts (given), discordance 20% (given): "
                       "11.5% of documents improve, 8.5% regress")
-    assert out[3].startswith("target: a 80% chance to pass")
+    assert out[3].startswith("target: pass in at least 80% of runs")
 
 
 def test_the_power_command_defaults_say_what_they_assumed(capsys: pytest.CaptureFixture[str]) -> None:

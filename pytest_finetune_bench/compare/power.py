@@ -94,8 +94,9 @@ class PowerPlan:
                 "that deserves a pass passes at any size; plan for the loss it must catch with a gain below the bar")
 
     def target_text(self) -> str:
-        """`a 80% chance to pass, in 4000 simulated sessions per n`."""
-        return f"a {self.target:.0%} chance to {self.verdict}, in {self.sessions} seeded simulated sessions per n"
+        """`pass in at least 80% of runs (4000 seeded simulated sessions per size tried)`."""
+        return (f"{self.verdict} in at least {self.target:.0%} of runs "
+                f"({self.sessions} seeded simulated sessions per size tried)")
 
 
 def _percent(value: float) -> str:
