@@ -218,12 +218,12 @@ def test_assumptions_that_cannot_go_together_are_one_line_errors(capsys: pytest.
 # ---------------------------------------------------------------------------------------------
 
 
-def _plan(pytester: pytest.Pytester) -> pytest.RunResult:
+def _plan(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     model = make_fake_model(pytester.path)
     return pytester.runpytest(f"--bench-model={model}", f"--bench-output={pytester.path / 'out'}",
                               f"--bench-data-dir={demo_data_dir()}", "--bench-device=cpu", "--bench-plan",
                               "--bench-tasks=ifeval", "--bench-gate-rule=proven", "--bench-target-tasks=ifeval",
-                              "--bench-max-drop=5", "-p", "no:cacheprovider")
+                              "--bench-max-drop=5", "-p", "no:cacheprovider", *args)
 
 
 def test_the_plan_shows_the_documents_each_gate_needs_on_stated_assumptions(pytester: pytest.Pytester) -> None:
@@ -257,6 +257,13 @@ def test_the_plan_reads_an_earlier_runs_paired_counts(pytester: pytest.Pytester)
         "(earlier run: 2 of 10 documents changed)*",
         "time: unknown (benchmark.json records no run durations)",
     ])
+
+
+def test_the_plan_says_when_the_limit_is_below_what_a_gate_needs(pytester: pytest.Pytester) -> None:
+    result = _plan(pytester, "--bench-limit=24")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    result.stdout.fnmatch_lines(["documents ifeval::improves (proven at 97.5%): needs * documents (power *); "
+                                 "--bench-limit evaluates at most 24"])
 
 
 def test_an_unreadable_earlier_run_falls_back_to_the_assumptions(pytester: pytest.Pytester) -> None:

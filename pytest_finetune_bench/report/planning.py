@@ -37,7 +37,7 @@ def documents_lines(plan: Plan) -> Iterator[str]:
     size = len(family.gates) if family.adjusted else 1
     for gate in gates:
         decided = at_level(gate, 1.0 - family.alpha if gate.confidence is None else gate.confidence, size)
-        yield from _gate_lines(decided, (earlier or {}).get(gate.task))
+        yield from _gate_lines(decided, (earlier or {}).get(gate.task), plan.settings.limit)
     yield "time: unknown (no earlier run)" if earlier is None else \
         "time: unknown (benchmark.json records no run durations)"
 
@@ -53,7 +53,7 @@ def _earlier(path: Path) -> tuple[dict[str, ComparisonRecord] | None, str | None
     return comparison_of(summary), None
 
 
-def _gate_lines(gate: Gate, earlier: ComparisonRecord | None) -> Iterator[str]:
+def _gate_lines(gate: Gate, earlier: ComparisonRecord | None, limit: float | None) -> Iterator[str]:
     if not gate.fraction:
         yield f"documents {gate.name}: not planned (a metric in its own unit, not a pass/fail score)"
         return
@@ -70,7 +70,9 @@ def _gate_lines(gate: Gate, earlier: ComparisonRecord | None) -> Iterator[str]:
         yield f"documents {gate.name}: not planned: {printable(str(exc))}"
         return
     level = gate.confidence or DEFAULT_CONFIDENCE
-    yield f"documents {gate.name} ({gate.rule} at {100 * level:.4g}%): needs {planned.documents_text()}"
+    short = limit is not None and limit >= 1 and (planned.documents is None or planned.documents > limit)
+    beyond = f"; --bench-limit evaluates at most {limit:g}" if short else ""
+    yield f"documents {gate.name} ({gate.rule} at {100 * level:.4g}%): needs {planned.documents_text()}{beyond}"
     yield f"  assuming {planned.assumptions()}"
     note = planned.note()
     if note is not None:
