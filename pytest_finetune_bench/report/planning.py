@@ -37,7 +37,7 @@ def documents_lines(plan: Plan) -> Iterator[str]:
     size = len(family.gates) if family.adjusted else 1
     for gate in gates:
         decided = at_level(gate, 1.0 - family.alpha if gate.confidence is None else gate.confidence, size)
-        yield from _gate_lines(decided, (earlier or {}).get(gate.task), plan.settings.limit)
+        yield from _gate_lines(decided, earlier, plan.settings.limit)
     yield "time: unknown (no earlier run)" if earlier is None else \
         "time: unknown (benchmark.json records no run durations)"
 
@@ -53,15 +53,17 @@ def _earlier(path: Path) -> tuple[dict[str, ComparisonRecord] | None, str | None
     return comparison_of(summary), None
 
 
-def _gate_lines(gate: Gate, earlier: ComparisonRecord | None, limit: float | None) -> Iterator[str]:
+def _gate_lines(gate: Gate, earlier: dict[str, ComparisonRecord] | None, limit: float | None) -> Iterator[str]:
     if not gate.fraction:
         yield f"documents {gate.name}: not planned (a metric in its own unit, not a pass/fail score)"
         return
-    base, base_source = ASSUMED_BASE, "assumed: no earlier run"
+    record = (earlier or {}).get(gate.task) or ComparisonRecord()
+    base, base_source = ASSUMED_BASE, "assumed: no earlier run" if earlier is None else "assumed: no earlier score"
     stats: dict[str, Any] = {}
-    if earlier is not None and isinstance(earlier.get("base_accuracy"), (int, float)):
-        base, base_source = float(earlier["base_accuracy"] or 0.0), "earlier run"
-        stats = earlier.get("stats") or {}
+    earlier_base = record.get("base_accuracy")
+    if isinstance(earlier_base, (int, float)):
+        base, base_source = float(earlier_base), "earlier run"
+        stats = record.get("stats") or {}
     discordance, discordance_source = _discordance(stats)
     try:
         planned = plan_documents(gate, base, discordance=discordance, base_source=base_source,
