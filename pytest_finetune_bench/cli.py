@@ -3,6 +3,7 @@
 `demo` fine-tunes SmolLM2-135M-Instruct for a few minutes on CPU, writes it as `outputs/demo-smollm2`
 (the layout an Unsloth run leaves) and benchmarks it against its base with the plugin, all offline.
 `summary` rebuilds benchmark.json from the run files on disk. `init` is the guided set-up (init/).
+`power` says how many documents a gate needs (compare/power.py).
 """
 
 from __future__ import annotations
@@ -17,8 +18,20 @@ from pathlib import Path
 from typing import NoReturn
 
 from pytest_finetune_bench import BenchError
+from pytest_finetune_bench.compare.power import DEFAULT_MARGIN, TARGET_POWER, at_level, plan_documents
 from pytest_finetune_bench.demo.build import DEFAULT_STEPS
-from pytest_finetune_bench.plan.option_table import option
+from pytest_finetune_bench.plan.choices import parse_confidence, parse_points
+from pytest_finetune_bench.plan.gates import (
+    DEFAULT_CONFIDENCE,
+    IMPROVES,
+    KINDS,
+    NO_REGRESSION,
+    POINTS_PER_FRACTION,
+    RULE_PROVEN,
+    RULES,
+    Gate,
+)
+from pytest_finetune_bench.plan.option_table import MAX_DROP, MIN_GAIN, option
 from pytest_finetune_bench.report.history import FORMATS as HISTORY_FORMATS
 from pytest_finetune_bench.report.history import history_rows, plot_history, render, summary_files
 from pytest_finetune_bench.run.watchdog import format_duration
@@ -34,6 +47,7 @@ DEMO_GEN_KWARGS = "max_gen_toks=256"  # IFEval's default 1280 tokens is minutes 
 # (case changes, quotes, an end phrase) are the ones a 135M model learns least in 30 steps.
 DEMO_LIMIT = "24"
 LM_EVAL_COMMAND = "lm-eval"
+POWER_COMMAND = "power"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -133,7 +147,42 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                          help="table (default), markdown, csv or json")
     history.add_argument("--plot", type=Path, default=None, metavar="FILE",
                          help="also draw Δ per experiment and task over time, with intervals (PNG, SVG or PDF)")
+    _add_power_arguments(commands.add_parser(
+        POWER_COMMAND,
+        help="how many documents a gate needs to reach the right verdict (sample-size planning)",
+        description=(
+            "The least number of documents at which a gate on a pass/fail metric reaches the verdict the true "
+            "gain deserves with the chosen chance (80%): estimated from seeded simulated sessions, each decided "
+            "by the gate's own rule on the paired interval the session uses. Prints the number and what it assumes."
+        ),
+    ))
     return parser
+
+
+def _add_power_arguments(command: argparse.ArgumentParser) -> None:
+    """The gate (kind, rule, threshold, level) and what the plan must assume about the models."""
+    command.add_argument("--base", required=True, type=_share, metavar="SCORE",
+                         help="the base model's score on the task: 0.62, or 62 (a value above 1 is a percent)")
+    command.add_argument("--kind", choices=KINDS, default=NO_REGRESSION, help="the gate [default: no_regression]")
+    command.add_argument("--rule", choices=RULES, default=RULE_PROVEN, help="its rule [default: proven]")
+    command.add_argument("--min-gain", type=_points, default=float(MIN_GAIN), metavar="POINTS",
+                         help=f"improves: the minimum gain [default: {MIN_GAIN}]")
+    command.add_argument("--max-drop", type=_points, default=float(MAX_DROP), metavar="POINTS",
+                         help=f"no_regression: the allowed drop [default: {MAX_DROP}]")
+    command.add_argument("--gain", type=_points, default=None, metavar="POINTS",
+                         help=f"the true gain to plan for [default: improves: the minimum gain + "
+                              f"{100 * DEFAULT_MARGIN:g}; no_regression: 0, no change]")
+    command.add_argument("--discordance", type=_share, default=None, metavar="SHARE",
+                         help="the share of documents the two models disagree on, e.g. 0.2 (from an earlier run's "
+                              "improved + regressed documents) [default: half of what two independent models "
+                              "with these scores would disagree on]")
+    command.add_argument("--confidence", type=_confidence, default=DEFAULT_CONFIDENCE, metavar="LEVEL",
+                         help=f"the statistical rules' level [default: {DEFAULT_CONFIDENCE}]")
+    command.add_argument("--gates", type=_positive_int, default=1, metavar="N",
+                         help="statistical gates in the session (Holm): planned at the strictest level, "
+                              "1 - (1 - confidence) / N [default: 1]")
+    command.add_argument("--power", type=_share, default=TARGET_POWER, metavar="SHARE",
+                         help=f"the chance of the right verdict to reach [default: {TARGET_POWER}]")
 
 
 def _add_init_arguments(command: argparse.ArgumentParser) -> None:
@@ -175,6 +224,32 @@ def _add_model_arguments(command: argparse.ArgumentParser) -> None:
                          help="the outputs/<name> folder that was benchmarked (default: the current folder)")
     command.add_argument("--output", type=Path, default=None, metavar="DIR",
                          help="the benchmarks folder, when --bench-output put it elsewhere (default: MODEL/benchmarks)")
+
+
+def _share(text: str) -> float:
+    """A share: 0.62, 62 or 62% (percent)."""
+    try:
+        value = float(text.strip().removesuffix("%"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a share: use e.g. 0.62 or 62%") from None
+    value = value / 100 if value > 1 else value
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a share: use a value from 0 to 1, or a percent")
+    return value
+
+
+def _points(text: str) -> float:
+    try:
+        return parse_points(text)
+    except BenchError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _confidence(text: str) -> float:
+    try:
+        return parse_confidence(text)
+    except BenchError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_int(text: str) -> int:
@@ -328,7 +403,28 @@ def show_history(paths: Sequence[Path], fmt: str, plot: Path | None) -> int:
     return 0
 
 
+def plan_power(args: argparse.Namespace) -> int:
+    """`power`: the documents one gate needs, and the assumptions behind the number."""
+    threshold = args.min_gain if args.kind == IMPROVES else args.max_drop
+    gate = at_level(Gate("task", args.kind, threshold / POINTS_PER_FRACTION, rule=args.rule),
+                    args.confidence, args.gates)
+    gain = None if args.gain is None else args.gain / POINTS_PER_FRACTION
+    plan = plan_documents(gate, args.base, gain, args.discordance, target=args.power)
+    family = (f"; Holm's strictest level for {args.gates} gates at {100 * args.confidence:.4g}%"
+              if gate.statistical and args.gates > 1 else "")
+    print(f"gate: {gate.describe()}{family}")
+    print(f"needs: {plan.documents_text()}")
+    print(f"assuming: {plan.assumptions()}")
+    print(f"target: {plan.target_text()}")
+    note = plan.note()
+    if note is not None:
+        print(f"note: {note}")
+    return 0
+
+
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == POWER_COMMAND:
+        return plan_power(args)
     if args.command == "history":
         return show_history(args.paths, args.format, args.plot)
     if args.command == "init":

@@ -249,10 +249,11 @@ def test_acceptance_per_task_thresholds_and_compare_to(
     args = bench_args(unchanged_outputs, demo_data, shared_output, *LIMIT)
 
     first = pytester.runpytest_subprocess(*args, timeout=RUN_TIMEOUT_S)
-    # pytest.ini's per-task threshold (ifeval=5, not the default 2) at its confidence level (90%).
+    # pytest.ini's per-task threshold (ifeval=5, not the default 2) at its confidence level (90%), which
+    # Holm shares between IFEval's two interval gates: here each is held to 95%.
     first.assert_outcomes(passed=2, failed=1, skipped=1)
     first.stdout.fnmatch_lines(
-        ["configfile: pytest.ini", "*ifeval did not improve by +5.00 points with 90% confidence*"]
+        ["configfile: pytest.ini", "*ifeval did not improve by +5.00 points with 95% confidence*"]
     )
     experiment_1 = read_json(shared_output / "benchmark.json")
     run_folder = Path(experiment_1["fine_tuned_model"]["benchmark_dir"])

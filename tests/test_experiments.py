@@ -211,7 +211,7 @@ def test_experiments_share_one_base_run_and_each_get_their_own_files(
         summary = read_json(outputs / name / "benchmarks" / "benchmark.json")
         assert summary["label"] == f"{outputs}/{name}"
         # Each gate's decision with the threshold it was held to, in the metric's unit (fractions).
-        decided = {"outcome": "passed", "rule": "point", "decided_by": "point estimate", "documents": 10}
+        decided = {"outcome": "passed", "rule": "point", "decided_by": "point estimate", "documents": 10, "level": None}
         assert summary["gates"] == {"ifeval::improves": {**decided, "threshold": 0.0},
                                     "ifeval::no_regression": {**decided, "threshold": 0.05}}
         assert summary["training"]["learning rate"] == str(LEARNING_RATES[name])

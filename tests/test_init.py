@@ -358,7 +358,7 @@ def test_terminal_session_then_the_printed_command(tmp_path: Path, base_model: P
     assert plan.returncode == 0, plan.stdout + plan.stderr
     assert "model under test: outputs/exp-a (merged_16bit)" in plan.stdout
     assert f"base: {base_model} via hf" in plan.stdout and "  limit: 5" in plan.stdout
-    assert "gates ifeval: improves by +0, no_regression beyond -10" in plan.stdout
+    assert "gates ifeval: improves by +0 (point), no_regression beyond -10 (point)" in plan.stdout
 
 
 def test_yes_then_the_printed_command_benchmarks_and_passes(tmp_path: Path, base_model: Path,

@@ -30,6 +30,8 @@ from pytest_finetune_bench.compare.stats import (
     PairedStats,
     _bootstrap_means_by_counts,
     _bootstrap_means_by_index,
+    _mcnemar_critical,
+    _mcnemar_criticals_walked,
     mcnemar_exact_p,
     mcnemar_rejects,
     paired_proportion_ci,
@@ -261,6 +263,18 @@ def test_vectorised_exact_decision_matches_the_p_value() -> None:
     p = np.array([mcnemar_exact_p(int(x), int(y)) for x, y in zip(b, c, strict=True)])
     for alpha in (0.5, 0.1, 0.05, 0.01, 0.001):
         assert np.array_equal(mcnemar_rejects(b, c, alpha), p < alpha)
+
+
+def test_walked_critical_values_match_the_search_for_each_count() -> None:
+    # Many distinct discordant counts are walked (compare/power.py's simulated sessions); a few are searched.
+    counts = np.array([0, 1, 2, 5, 6, 39, 40, 41, 300, 777, 2000, 2001, 4096])
+    for alpha in (0.5, 0.05, 0.05 / 6, 1e-6):
+        walked = mcnemar_rejects(counts // 2, counts - counts // 2, alpha)
+        searched = [mcnemar_exact_p(int(m // 2), int(m - m // 2)) < alpha for m in counts]
+        assert walked.tolist() == searched
+        edge = np.array([_mcnemar_critical(int(m), alpha) for m in counts])
+        assert np.array_equal(_mcnemar_criticals_walked(counts, alpha), edge)
+        assert np.array_equal(mcnemar_rejects(edge.clip(0), counts - edge.clip(0), alpha), edge >= 0)
 
 
 def test_widening_to_zero_keeps_a_gate_from_passing_an_insignificant_gain() -> None:

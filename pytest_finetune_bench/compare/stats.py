@@ -69,6 +69,9 @@ _EXACT_SIGN_FLIP_MAX_PAIRS = 16
 _BLOCK_ELEMENTS = 1 << 22
 # With this few distinct differences, resampling counts per value beats resampling indices.
 _MAX_DISTINCT_FOR_COUNTS = 64
+# Up to this many distinct numbers of discordant documents, each critical value is searched (and cached);
+# beyond, one walk over their range finds them all.
+_CACHED_CRITICALS = 8
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -373,9 +376,41 @@ def mcnemar_rejects(improved: npt.ArrayLike, regressed: npt.ArrayLike, alpha: fl
     b, c = (np.asarray(x, dtype=np.int64) for x in np.broadcast_arrays(improved, regressed))
     # One critical value per number of discordant documents, instead of one p-value per element.
     discordant, where = np.unique(b + c, return_inverse=True)
-    critical = np.array([_mcnemar_critical(int(m), alpha) for m in discordant], dtype=np.int64)
+    if len(discordant) <= _CACHED_CRITICALS:
+        critical = np.array([_mcnemar_critical(int(m), alpha) for m in discordant], dtype=np.int64)
+    else:
+        critical = _mcnemar_criticals_walked(discordant, alpha)
     rejects: BoolArray = np.minimum(b, c) <= critical[where].reshape(b.shape)
     return rejects
+
+
+def _mcnemar_criticals_walked(discordant: npt.NDArray[np.int64], alpha: float) -> npt.NDArray[np.int64]:
+    """`_mcnemar_critical` of each of the sorted `discordant` counts, from one walk up their range.
+
+    The binomial tail T(k, m) = sum of C(m, i) for i <= k moves to m + 1 as 2 T(k, m) - C(m, k), and the
+    critical k never falls as m grows, so each step costs a few exact integer operations instead of a
+    search of its own: what many simulated sessions (compare/power.py) need.
+    """
+    wanted = set(discordant.tolist())
+    found: dict[int, int] = {}
+    m, k, tail, term = int(discordant[0]), -1, 0, 0  # term = C(m, k), 0 for k = -1
+
+    def raise_k() -> None:
+        nonlocal k, tail, term
+        while k + 1 <= m // 2:
+            following = 1 if k < 0 else term * (m - k) // (k + 1)  # C(m, k + 1)
+            if min(1.0, 2 * (tail + following) / (1 << m)) >= alpha:
+                return
+            k, tail, term = k + 1, tail + following, following
+
+    raise_k()
+    found[m] = k
+    while m < int(discordant[-1]):
+        tail, term, m = 2 * tail - term, term * (m + 1) // (m + 1 - k) if k >= 0 else 0, m + 1
+        raise_k()
+        if m in wanted:
+            found[m] = k
+    return np.array([found[int(m)] for m in discordant], dtype=np.int64)
 
 
 @functools.lru_cache(maxsize=8192)

@@ -33,6 +33,7 @@ from pytest_finetune_bench.report.card import write_cards
 from pytest_finetune_bench.report.github import append_step_summary, step_summary_file
 from pytest_finetune_bench.report.html import REPORT_NAME, write_report
 from pytest_finetune_bench.report.mlflow_tracker import log_to_mlflow
+from pytest_finetune_bench.report.planning import documents_lines
 from pytest_finetune_bench.report.ranking import ranking_lines
 from pytest_finetune_bench.report.summary import headline_scores
 from pytest_finetune_bench.report.table import (
@@ -94,7 +95,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     if show_plan_only(config):
         for index, plan in enumerate(plans):
-            for line in ([""] if index else []) + list(plan.describe()):
+            for line in ([""] if index else []) + [*plan.describe(), *documents_lines(plan)]:
                 print(line, flush=True)
         pytest.exit("--bench-plan: the plan above was not run", returncode=0)
     experiments = Experiments(plans, say, cwd)
