@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,7 @@ def pytest_configure(config: pytest.Config) -> None:
     import os
     import tempfile
 
+    share_cores_between_workers()
     if "PYTEST_FINETUNE_BENCH_CACHE" not in os.environ:
         os.environ["PYTEST_FINETUNE_BENCH_CACHE"] = tempfile.mkdtemp(prefix="bench-cache-")
         link_task_index(test_cache_root(), Path(os.environ["PYTEST_FINETUNE_BENCH_CACHE"]))
@@ -82,6 +84,26 @@ def pytest_configure(config: pytest.Config) -> None:
                                        "(deselect with -m 'not slow')")
     config.addinivalue_line("markers", "handwritten_summaries: the test writes benchmark.json files of its own "
                                        "(older versions, broken ones), so they are not checked against the schema")
+
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def share_cores_between_workers() -> None:
+    """Under `-n N`, give each worker's processes its share of the cores (unless the threads are set already).
+
+    Every lm-eval child otherwise starts one torch thread per core: two workers on two cores then run
+    four spinning threads, and the suite took 42 minutes against 30 in one process.
+    """
+    import os
+
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers <= 1:
+        return
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    for var in THREAD_VARIABLES:
+        os.environ.setdefault(var, str(threads))
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(autouse=True)
@@ -119,7 +141,13 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that needs a real model as `slow`, whatever its module."""
+    """Mark every test that needs a real model as `slow`, whatever its module; run the slowest modules first.
+
+    Under `-n` each module goes whole to the next free worker, in this order: the modules with the most
+    slow tests start first, so the workers do not end with one long module running on its own.
+    """
     for item in items:
         if REAL_MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    slow_tests = Counter(item.path for item in items if item.get_closest_marker("slow") is not None)
+    items.sort(key=lambda item: -slow_tests[item.path])  # stable: a module's own order is kept
