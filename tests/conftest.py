@@ -14,7 +14,7 @@ from typing import Any
 import datasets  # noqa: F401
 import lm_eval.tasks  # noqa: F401
 import pytest
-import torch  # noqa: F401
+import torch
 
 from pytest_finetune_bench.demo import demo_data_dir
 from tests.llama_server import llama_server  # noqa: F401 - session fixture: a real llama.cpp server
