@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from huggingface_hub import ModelCard
 
+from pytest_finetune_bench.run.watchdog import format_duration
 from tests.bench_sessions import LIMIT, Session, assert_scores_equal_the_lm_eval_cli, pytest_html_extras, run_bench
 from tests.cli_runs import run_cli
 from tests.conftest import FAST_ARGS, read_json
@@ -142,6 +143,26 @@ def test_results_land_in_the_layout_users_know(regressed: Session) -> None:
     counted = regressed.summary["comparison"]["ifeval"]["flips"]
     assert counted["regressed"] == sum(f["direction"] == "regressed" for f in flips) >= 1
     assert counted["improved"] == sum(f["direction"] == "improved" for f in flips)
+
+
+def test_both_runs_are_timed_and_the_next_plan_turns_documents_into_time(regressed: Session,
+                                                                          regressed_outputs: Path,
+                                                                          demo_data: Path) -> None:
+    summary = regressed.summary
+    for side in ("base_model", "fine_tuned_model"):
+        assert summary[side]["seconds"] > 0 and summary[side]["generated"] > 0, summary[side]
+    cwd = regressed.output.parent
+    planned = run_bench(cwd, regressed_outputs, demo_data, *_own_cache(cwd), "--bench-plan",
+                        "--bench-gate-rule=proven")
+    assert planned.proc.returncode == 0, planned.proc.stdout
+    ft = summary["fine_tuned_model"]
+    documents = sum(task["done"] for task in ft["samples"].values())
+    pace = (f"time: per model, at the earlier fine-tuned run's pace on this machine ({documents} documents in "
+            f"{format_duration(ft['seconds'])}, its tasks together")
+    assert pace in planned.proc.stdout, planned.proc.stdout
+    needs = [line for line in planned.proc.stdout.splitlines() if line.startswith("documents ifeval::")]
+    # A gate the simulation cannot decide within its cap has no number of documents to time.
+    assert len(needs) == 2 and all((", about " in line) != ("needs more than" in line) for line in needs), needs
 
 
 def test_delta_comes_with_paired_statistics(regressed: Session) -> None:

@@ -36,6 +36,7 @@ from pytest_finetune_bench.plan.gates import (
     RULE_PROVEN,
     Gate,
 )
+from pytest_finetune_bench.run.watchdog import format_duration
 from tests.fake_sessions import make_fake_model
 
 GOLDEN = Path(__file__).parent / "golden" / "model" / "benchmarks"
@@ -255,8 +256,37 @@ def test_the_plan_reads_an_earlier_runs_paired_counts(pytester: pytest.Pytester)
         f"documents ifeval::no_regression (proven at 97.5%): needs {planned.documents_text()}",
         "  assuming base score 30% (earlier run), true gain +0 pts (no change), discordance 20% "
         "(earlier run: 2 of 10 documents changed)*",
-        "time: unknown (benchmark.json records no run durations)",
+        "time: unknown (the earlier fine-tuned run was not timed, or its answers came from a cache)",
     ])
+
+
+@pytest.mark.parametrize(("seconds", "generated", "timed"), [(42.0, 10, True), (42.0, 0, False), (None, 10, False)])
+def test_the_plan_turns_documents_into_time_at_a_timed_earlier_runs_pace(
+        pytester: pytest.Pytester, seconds: float | None, generated: int, timed: bool) -> None:
+    """Only a run that generated its own answers and was timed sets the pace; one answered by a cache would not."""
+    summary = json.loads((GOLDEN / "benchmark.json").read_text())
+    summary["fine_tuned_model"].update(seconds=seconds, generated=generated)  # 10 documents done
+    (pytester.path / "out").mkdir()
+    (pytester.path / "out" / "benchmark.json").write_text(json.dumps(summary))
+    result = _plan(pytester)
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    no_regression = at_level(Gate("ifeval", NO_REGRESSION, 0.05, rule=RULE_PROVEN), 0.95, 2)
+    planned = plan_documents(no_regression, 0.3, discordance=2 / 10, base_source="earlier run",
+                             discordance_source="earlier run: 2 of 10 documents changed")
+    assert planned.documents is not None
+    if timed:
+        took = format_duration(planned.documents * 42.0 / 10)
+        result.stdout.fnmatch_lines([
+            f"documents ifeval::no_regression (proven at 97.5%): needs {planned.documents_text()}, about {took}",
+            "time: per model, at the earlier fine-tuned run's pace on this machine (10 documents in 42s, its tasks "
+            "together, model loading included); the base takes about as long again unless its scores are cached",
+        ])
+    else:
+        result.stdout.fnmatch_lines([
+            f"documents ifeval::no_regression (proven at 97.5%): needs {planned.documents_text()}",
+            "time: unknown (the earlier fine-tuned run was not timed, or its answers came from a cache)",
+        ])
+        assert ", about " not in result.stdout.str()
 
 
 def test_the_plan_says_when_the_limit_is_below_what_a_gate_needs(pytester: pytest.Pytester) -> None:

@@ -96,6 +96,8 @@ class RunRecord:
     status: str = "complete"
     generated: int = 0
     from_cache: bool = False
+    # Wall time of this session's evaluation (retries included); None for scores from a cache or another experiment.
+    seconds: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     # {task: {"done": n, "total": m}}: samples scored of those asked for; done < total for a partial run
     progress: dict[str, dict[str, int]] = field(default_factory=dict)

@@ -2,12 +2,14 @@
 
 An earlier benchmark.json of the same experiment in the output folder, when there is one, gives each
 task's base score and how many documents its two models disagreed on (the paired counts of its
-statistics); without one, both are assumptions, and the lines say which.
+statistics); without one, both are assumptions, and the lines say which. Its fine-tuned run's wall time
+over the documents it evaluated gives the pace that turns documents into time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,14 @@ from pytest_finetune_bench.compare.power import at_level, observed_discordance, 
 from pytest_finetune_bench.compare.stats import INTERVAL_TANGO
 from pytest_finetune_bench.plan import Plan
 from pytest_finetune_bench.plan.gates import DEFAULT_CONFIDENCE, Gate
-from pytest_finetune_bench.store.benchmark_file import BenchmarkSummary, ComparisonRecord, comparison_of, read_summary
+from pytest_finetune_bench.run.watchdog import format_duration
+from pytest_finetune_bench.store.benchmark_file import (
+    BenchmarkSummary,
+    ComparisonRecord,
+    comparison_of,
+    read_summary,
+    side_of,
+)
 from pytest_finetune_bench.store.summaries import SUMMARY
 from pytest_finetune_bench.text import printable
 
@@ -30,30 +39,65 @@ def documents_lines(plan: Plan) -> Iterator[str]:
     if not gates:
         return
     path = plan.output_dir / SUMMARY
-    earlier, why = _earlier(path)
+    summary, why = _earlier(path)
     if why is not None:
         yield f"documents: {why}"
+    earlier = None if summary is None else comparison_of(summary)
+    pace = None if summary is None else Pace.of(summary)
     family = plan.family
     size = len(family.gates) if family.adjusted else 1
     for gate in gates:
         decided = at_level(gate, 1.0 - family.alpha if gate.confidence is None else gate.confidence, size)
-        yield from _gate_lines(decided, earlier, plan.settings.limit)
-    yield "time: unknown (no earlier run)" if earlier is None else \
-        "time: unknown (benchmark.json records no run durations)"
+        yield from _gate_lines(decided, earlier, plan.settings.limit, pace)
+    if pace is not None:
+        yield f"time: {pace.describe()}"
+    else:
+        yield "time: unknown (no earlier run)" if summary is None else \
+            "time: unknown (the earlier fine-tuned run was not timed, or its answers came from a cache)"
 
 
-def _earlier(path: Path) -> tuple[dict[str, ComparisonRecord] | None, str | None]:
-    """The earlier run's comparison, or None with why not (None when there is simply no earlier run)."""
+@dataclass(frozen=True)
+class Pace:
+    """Seconds a document took in an earlier fine-tuned run on this machine, over all its tasks together."""
+
+    documents: int
+    seconds: float
+
+    @classmethod
+    def of(cls, summary: BenchmarkSummary) -> Pace | None:
+        """The earlier fine-tuned run's pace, when it was timed, generated its answers and evaluated documents.
+
+        A run whose answers came from the response cache would make the model look far faster than it is.
+        """
+        side = side_of(summary, "fine-tuned") or {}
+        seconds, generated, samples = side.get("seconds"), side.get("generated"), side.get("samples")
+        if not isinstance(seconds, (int, float)) or not isinstance(generated, int) or generated <= 0:
+            return None
+        documents = sum(done.get("done", 0) for done in samples.values() if isinstance(done, dict)) \
+            if isinstance(samples, dict) else 0
+        return cls(documents, float(seconds)) if isinstance(documents, int) and documents > 0 else None
+
+    def for_documents(self, documents: int) -> str:
+        return format_duration(documents * self.seconds / self.documents)
+
+    def describe(self) -> str:
+        return (f"per model, at the earlier fine-tuned run's pace on this machine ({self.documents:,} documents in "
+                f"{format_duration(self.seconds)}, its tasks together, model loading included); the base takes "
+                "about as long again unless its scores are cached")
+
+
+def _earlier(path: Path) -> tuple[BenchmarkSummary | None, str | None]:
+    """The earlier run's benchmark.json, or None with why not (None when there is simply no earlier run)."""
     if not path.is_file():
         return None, None
     try:
-        summary: BenchmarkSummary = read_summary(path, "run the benchmark again")
+        return read_summary(path, "run the benchmark again"), None
     except BenchError as exc:
         return None, f"the earlier results are not used: {printable(str(exc))}"
-    return comparison_of(summary), None
 
 
-def _gate_lines(gate: Gate, earlier: dict[str, ComparisonRecord] | None, limit: float | None) -> Iterator[str]:
+def _gate_lines(gate: Gate, earlier: dict[str, ComparisonRecord] | None, limit: float | None,
+                pace: Pace | None) -> Iterator[str]:
     if not gate.fraction:
         yield f"documents {gate.name}: not planned (a metric in its own unit, not a pass/fail score)"
         return
@@ -74,7 +118,8 @@ def _gate_lines(gate: Gate, earlier: dict[str, ComparisonRecord] | None, limit: 
     level = gate.confidence or DEFAULT_CONFIDENCE
     short = limit is not None and limit >= 1 and (planned.documents is None or planned.documents > limit)
     beyond = f"; --bench-limit evaluates at most {limit:g}" if short else ""
-    yield f"documents {gate.name} ({gate.rule} at {100 * level:.4g}%): needs {planned.documents_text()}{beyond}"
+    took = "" if pace is None or planned.documents is None else f", about {pace.for_documents(planned.documents)}"
+    yield f"documents {gate.name} ({gate.rule} at {100 * level:.4g}%): needs {planned.documents_text()}{took}{beyond}"
     yield f"  assuming {planned.assumptions()}"
     note = planned.note()
     if note is not None:

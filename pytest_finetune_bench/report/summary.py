@@ -109,6 +109,7 @@ def _side_summary(plan: Plan, record: RunRecord | None) -> dict[str, Any] | None
         "partial_reason": record.extra.get("failure"),
         "generated": record.generated,
         "from_cache": record.from_cache,
+        "seconds": None if record.seconds is None else round(record.seconds, 1),
         "backend": side.backend,
         "lm_eval_model": side.lm_eval_model,
         # Who rendered the chat template: lm-eval with the tokenizer's, or the server with the model's own.

@@ -10,6 +10,7 @@ with someone else's model is never loaded), and only files the user owns are kep
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
@@ -129,7 +130,8 @@ class Executor:
                                                   self.request("base").results_dir)
         self.say(f"[bench] base: scores shared with {label} (same base, same settings)")
         return replace(record, model=self.plan.side("base").model, results_file=results_file,
-                       samples_files=samples_files, generated=0, extra={**record.extra, "shared_with": label})
+                       samples_files=samples_files, generated=0, seconds=None,
+                       extra={**record.extra, "shared_with": label})
 
     def _cached_or_run_base(self) -> RunRecord:
         identity = self.plan.identity("base")
@@ -178,7 +180,10 @@ class Executor:
         request = with_early_stop(self.request(role), self.plan, self.runs.get("base"), self.say)
         self.say(f"[bench] {role}: evaluating {request.model} via {request.side.backend} on "
                  f"{', '.join(request.settings.tasks)}")
-        return evaluate_with_recovery(request, ProgressPrinter(self.say), self.say, self.plan.options.timeout_s)
+        started = time.monotonic()
+        record = evaluate_with_recovery(request, ProgressPrinter(self.say), self.say, self.plan.options.timeout_s)
+        record.seconds = time.monotonic() - started
+        return record
 
     def request(self, role: str) -> RunRequest:
         """What the child is asked to do for `role` (made once: the fine-tuned folder is new each session)."""

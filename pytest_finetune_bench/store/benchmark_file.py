@@ -91,6 +91,7 @@ class SideRecord(TypedDict, total=False):
     partial_reason: str | None
     generated: int | None
     from_cache: bool
+    seconds: float | None
     backend: str
     lm_eval_model: str
     chat_template: str | None
