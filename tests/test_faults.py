@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from filelock import FileLock, Timeout
 
+from pytest_finetune_bench.store.files import remove_stale_staging, staging_dir
 from tests.conftest import read_json
 from tests.models import share_task_index
 
@@ -209,3 +210,15 @@ def test_sigkill_at_random_points_then_a_rerun_gives_the_uninterrupted_scores(
         assert _scores(summary, side) == _scores(reference, side)
     assert _torn_files(tmp_path, scratch_too=True) == []
     assert _held_locks(tmp_path) == []
+    # The killed sessions' scratch folders are gone: the rerun removed those whose process had died.
+    assert list((tmp_path / "out").rglob(".staging-*")) == []
+
+
+def test_only_scratch_folders_of_dead_processes_are_removed(tmp_path: Path) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (tmp_path / f".staging-fine-tuned-{dead.pid}-1").mkdir()  # a killed session's
+    running = staging_dir(tmp_path, "base")  # this process's own
+    (tmp_path / ".staging-notes").mkdir()  # not ours: no process id in its name
+    remove_stale_staging(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([running.name, ".staging-notes"])

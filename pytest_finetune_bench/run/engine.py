@@ -19,7 +19,7 @@ from typing import Any
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.backends.openai import child_api_key, without_key
 from pytest_finetune_bench.core.records import RunRecord, RunRequest
-from pytest_finetune_bench.store.files import read_json_file
+from pytest_finetune_bench.store.files import read_json_file, staging_dir
 
 Event = dict[str, Any]
 EventSink = Callable[[Event], None]
@@ -54,8 +54,7 @@ def run_lm_eval(request: RunRequest, on_event: EventSink, deadline: float | None
 
     At `deadline` (time.monotonic()) the child tree is stopped and RunFailed("timeout") raised.
     """
-    staging = request.results_dir.parent / f".staging-{request.role}-{os.getpid()}-{time.time_ns()}"
-    staging.mkdir(parents=True)
+    staging = staging_dir(request.results_dir.parent, request.role)
     try:
         spec_file = staging / "spec.json"
         spec_file.write_text(json.dumps(request.child_spec(staging / "out")))

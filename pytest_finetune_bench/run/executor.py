@@ -23,7 +23,7 @@ from pytest_finetune_bench.run.early_stop import with_early_stop
 from pytest_finetune_bench.run.progress import ProgressPrinter
 from pytest_finetune_bench.run.recovery import evaluate_with_recovery, interrupted, overall_status
 from pytest_finetune_bench.store.base_cache import BaseCache, describe_age, place_files, restore
-from pytest_finetune_bench.store.files import claim_cache_dir, distrust, unique_dir
+from pytest_finetune_bench.store.files import claim_cache_dir, distrust, remove_stale_staging, unique_dir
 from pytest_finetune_bench.store.locks import locked
 from pytest_finetune_bench.store.reference import load_reference, settings_differences
 
@@ -192,6 +192,9 @@ class Executor:
         return self.requests[role]
 
     def _build_request(self, role: str) -> RunRequest:
+        # Runs of a killed session left their scratch folders here; their answers are in the response cache.
+        for folder in (self.plan.output_dir / "base", *(self.plan.output_dir / "fine-tuned").glob("*")):
+            remove_stale_staging(folder)
         if role == "base":
             run_dir = self.plan.output_dir / "base"
             log = run_dir / f"run_{self.run_stamp}.log"

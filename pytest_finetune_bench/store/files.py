@@ -9,6 +9,7 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,39 @@ def unique_dir(parent: Path, name: str) -> Path:
             continue
         return candidate
     raise OSError(f"could not create a new folder under {parent}")
+
+
+STAGING_PREFIX = ".staging-"
+
+
+def staging_dir(parent: Path, role: str) -> Path:
+    """A new scratch folder in `parent` for one run of `role`, named after this process so a later session
+    can tell whether its owner is gone (remove_stale_staging)."""
+    folder = parent / f"{STAGING_PREFIX}{role}-{os.getpid()}-{time.time_ns()}"
+    folder.mkdir(parents=True)
+    return folder
+
+
+def remove_stale_staging(parent: Path) -> None:
+    """Delete the scratch folders in `parent` whose process is gone (a session killed mid-run).
+
+    They hold the child's instructions and unfinished outputs only: every answer the run produced is in
+    the response cache, so nothing a rerun needs is lost.
+    """
+    for folder in parent.glob(f"{STAGING_PREFIX}*"):
+        pid = folder.name.rsplit("-", 2)[-2] if folder.name.count("-") >= 3 else ""
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def read_json_file(path: Path, what: str) -> dict[str, Any]:
