@@ -203,6 +203,10 @@ def test_unchanged_model_passes_gates_and_user_tests_get_fixtures(
 
         def test_helper_message(bench_result):
             bench_result.assert_improves("ifeval", by=0.05)
+
+        def test_no_change_on_ten_prompts_is_not_proven_harmless(bench_result):
+            bench_result.assert_no_regression("ifeval", max_drop=0.05, rule="interval")
+            bench_result.assert_no_regression("ifeval", max_drop=0.05, rule="proven")
         """
     )
     out = pytester.path / "bench-out"
@@ -210,8 +214,9 @@ def test_unchanged_model_passes_gates_and_user_tests_get_fixtures(
         "--bench-model", str(unchanged_outputs), "--bench-data-dir", str(demo_data), "--bench-output", str(out),
         "--bench-min-gain", "0", *LIMIT, *FAST_ARGS, "-rA",
     )
-    result.assert_outcomes(passed=3, failed=1, skipped=1)
+    result.assert_outcomes(passed=3, failed=2, skipped=1)
     for pattern in (
+        "*ifeval regressed by more than 5.00 points with 95% confidence (proven): *Δ +0.00 points*",
         "*PASSED *finetune-bench::ifeval::improves*",
         "*PASSED *finetune-bench::ifeval::no_regression*",
         "*ifeval did not improve by +5.00 points: base * → fine-tuned *: Δ +0.00 points (+0.0%)*",

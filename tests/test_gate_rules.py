@@ -9,6 +9,8 @@ import itertools
 import numpy as np
 import pytest
 
+from pytest_finetune_bench import BenchError
+from pytest_finetune_bench.compare.bench_result import BenchResult
 from pytest_finetune_bench.compare.family import holm_divisors, strictest_divisor
 from pytest_finetune_bench.compare.stats import mcnemar_exact_p, paired_proportion_ci
 from pytest_finetune_bench.demo import demo_data_dir
@@ -270,3 +272,9 @@ def test_family_levels_give_each_gate_its_holm_level() -> None:
     assert [decide_at(dataclasses.replace(g, confidence=levels[g.name])).passed for g in gates[:4]] == \
         [True, False, False, False]
     assert family_levels(make_family(gates, "none", 0.95), gates, decide_at) == {g.name: 0.95 for g in gates[:4]}
+
+
+def test_an_assertion_with_an_unknown_rule_names_the_rules() -> None:
+    result = BenchResult.__new__(BenchResult)
+    with pytest.raises(BenchError, match=r"rule='strict' is not a gate rule: use one of point, interval, proven"):
+        result.assert_no_regression("ifeval", rule="strict")

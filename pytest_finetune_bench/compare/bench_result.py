@@ -10,7 +10,7 @@ from pytest_finetune_bench.compare.gates import UnreliableIntervalWarning, decid
 from pytest_finetune_bench.compare.scores import UNIT_POINTS, TaskComparison
 from pytest_finetune_bench.compare.stats import PairedStats
 from pytest_finetune_bench.core.records import RunRecord
-from pytest_finetune_bench.plan.gates import IMPROVES, NO_REGRESSION, Gate, plan_rule
+from pytest_finetune_bench.plan.gates import IMPROVES, NO_REGRESSION, RULES, Gate, gate_level, plan_rule
 
 
 class BenchResult:
@@ -62,28 +62,35 @@ class BenchResult:
             raise BenchError(f"{task}: {self.analyses[task].note}; assert on delta() instead")
         return stats
 
-    def assert_improves(self, task: str, by: float = 0.02, confidence: float | None = None) -> None:
+    def assert_improves(self, task: str, by: float = 0.02, confidence: float | None = None,
+                        rule: str | None = None) -> None:
         """Fail unless `task` improved by at least `by` (0.02 = 2 points; for a perplexity, a fall of `by`).
 
-        With `confidence` (e.g. 0.95) the whole paired confidence interval must clear `by`.
+        `rule` is the gates' (`point`, `interval`, `proven`; docs/thresholds.md): with `confidence`
+        alone (e.g. 0.95) it is `interval`, and a statistical rule without `confidence` decides at 95%.
         """
         __tracebackhide__ = True
-        self._assert(task, IMPROVES, by, confidence)
+        self._assert(task, IMPROVES, by, confidence, rule)
 
-    def assert_no_regression(self, task: str, max_drop: float = 0.05, confidence: float | None = None) -> None:
+    def assert_no_regression(self, task: str, max_drop: float = 0.05, confidence: float | None = None,
+                             rule: str | None = None) -> None:
         """Fail if `task` got worse by more than `max_drop` (0.05 = 5 points; for a perplexity, a rise).
 
-        With `confidence` it fails only when the whole paired confidence interval is below -`max_drop`.
+        Under `interval` (or `confidence` alone) it fails only when the whole paired interval is below
+        -`max_drop`; under `proven` it passes only when the whole interval is above it.
         """
         __tracebackhide__ = True
-        self._assert(task, NO_REGRESSION, max_drop, confidence)
+        self._assert(task, NO_REGRESSION, max_drop, confidence, rule)
 
-    def _assert(self, task: str, kind: str, threshold: float, confidence: float | None) -> None:
+    def _assert(self, task: str, kind: str, threshold: float, confidence: float | None, rule: str | None) -> None:
         """Decide a gate of the test's own, as the built-in gates are decided (compare/gates.py)."""
         __tracebackhide__ = True
+        if rule is not None and rule not in RULES:
+            raise BenchError(f"rule={rule!r} is not a gate rule: use one of {', '.join(RULES)}")
         comp = self.comparison(task)
+        chosen = plan_rule(confidence, rule)
         gate = Gate(task, kind, threshold, comp.higher_is_better, comp.unit == UNIT_POINTS,
-                    plan_rule(confidence), confidence)
+                    chosen, gate_level(chosen, confidence))
         decision = decide(gate, comp, self.analyses.get(task))
         if not decision.passed:
             raise AssertionError(decision.message)
