@@ -87,10 +87,6 @@ def group_note(group: Any, metric_key: str, leaves: list[str]) -> str | None:
     tasks = group.get_all_tasks()
     if sorted(task.task_name for task in tasks) != leaves:
         return "its leaf tasks are not those of the base's run; it runs in full"
-    averaged = [task for task in tasks if task.aggregation().get(metric) is not aggregation_registry["mean"]]
-    if averaged:
-        return (f"{averaged[0].task_name} does not score {metric} as the mean of its documents, so the group's "
-                "aggregate is not the mean over all its documents; it runs in full")
     for level in [group, *group.get_all_groups()]:
         if not isinstance(level, Group):
             return f"lm-eval built {level!r}, which is not a group; it runs in full"
@@ -102,6 +98,10 @@ def group_note(group: Any, metric_key: str, leaves: list[str]) -> str | None:
         if unweighted:
             return (f"{level.name} averages its tasks' {metric} without weighting them by size (weight_by_size: "
                     "false), so its score is not the mean over all its documents; it runs in full")
+    averaged = [task for task in tasks if task.aggregation().get(metric) is not aggregation_registry["mean"]]
+    if averaged:
+        return (f"{averaged[0].task_name} does not score {metric} as the mean of its documents, so the group's "
+                "aggregate is not the mean over all its documents; it runs in full")
     return None
 
 
@@ -151,17 +151,17 @@ def _final_task(task: str, evaluated: Mapping[str, list[Doc]], loaded: Mapping[s
     """
     if task not in evaluated or task not in loaded["groups"]:
         return task
-    return _pruned(loaded["groups"][task], {leaf for leaf, _ in evaluated[task]})
+    return pruned_group(loaded["groups"][task], {leaf for leaf, _ in evaluated[task]})
 
 
-def _pruned(group: Any, keep: set[str]) -> Any:
+def pruned_group(group: Any, keep: set[str]) -> Any:
     """A copy of lm-eval's `group` holding only the leaves in `keep` (and the subgroups holding any)."""
     from lm_eval.api.group import Group
 
     copy = dataclasses.replace(group, _children={})
     for child in group:
         if isinstance(child, Group):
-            child = _pruned(child, keep)
+            child = pruned_group(child, keep)
             if len(child):
                 copy.add(child)
         elif child.task_name in keep:
