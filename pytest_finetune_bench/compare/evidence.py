@@ -74,7 +74,8 @@ def leaf_samples(record: RunRecord, task: str, metric: str) -> dict[str, dict[in
             if (path := record.samples_files.get(leaf)) is not None}
 
 
-def task_samples(record: RunRecord, task: str, metric: str, leaves: Sequence[str] | None = None) -> dict[int, SampleRecord]:
+def task_samples(record: RunRecord, task: str, metric: str,
+                 leaves: Sequence[str] | None = None) -> dict[int, SampleRecord]:
     """The task's per-document values; a group's subtasks pooled, as its size-weighted mean is.
 
     A group's documents are numbered by their leaf's place among `leaves` (by default the record's own,

@@ -10,9 +10,13 @@ the stopping went. A task that stays undecided runs to its last document and is 
 without early stopping.
 
 Only tasks whose headline is a mean of per-document scores in [0, 1] (accuracies, IFEval's
-fractions) can stop early, and only zero-shot ones (lm-eval draws few-shot examples in document
-order, so another order would change the prompts); the others run in full. Every chunk's answers
-go to lm-eval's response cache, so a later session, early-stopping or not, generates none of them again.
+fractions) can stop early, and only those whose prompts do not depend on which documents are
+evaluated: zero-shot ones, and few-shot ones whose examples are the same for every subset (lm-eval's
+`first_n` sampler; its default one draws them in document order, so another order would change the
+prompts); the child decides that from lm-eval's task objects, and the others run in full. A group
+(MMLU) whose score is its leaves' size-weighted mean, the mean over all their documents, is one
+population of (leaf, doc id) documents with one sequence. Every chunk's answers go to lm-eval's
+response cache, so a later session, early-stopping or not, generates none of them again.
 
 This module is the parent's side (which tasks, the child's instructions, the comparison after) and
 the per-task bookkeeping both sides share; no pytest, no lm-eval.
@@ -120,8 +124,9 @@ class TaskMonitor:
         outside = [doc for doc in chunk if doc in scores and not 0.0 <= scores[doc] <= 1.0]
         if missing or outside:
             doc = (missing or outside)[0]
-            self.note = (f"document {_name(doc)} has {'no score' if missing else f'score {scores[doc]}'} for {self.metric} "
-                         "in the fine-tuned run, so its Δ is not in [-1, 1]; the task runs in full")
+            value = "no score" if missing else f"score {scores[doc]}"
+            self.note = (f"document {doc[1]} of {doc[0]} has {value} for {self.metric} in the fine-tuned run, "
+                         "so its Δ is not in [-1, 1]; the task runs in full")
             return
         in_order = self.order[len(self.evaluated):len(self.evaluated) + len(chunk)]
         self.sequence.update([scores[doc] - self.base[doc] for doc in in_order])
@@ -181,10 +186,6 @@ def per_leaf(docs: Iterable[Doc], leaves: Iterable[str] = ()) -> dict[str, list[
     for leaf, doc in sorted(docs):
         selected.setdefault(leaf, []).append(doc)
     return selected
-
-
-def _name(doc: Doc) -> str:
-    return f"{doc[1]} of {doc[0]}"
 
 
 def task_seed(seed: int, task: str) -> int:
