@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -19,7 +20,12 @@ import pytest
 from pytest_finetune_bench.demo import demo_data_dir
 from pytest_finetune_bench.plan.gates import NO_REGRESSION, PASSED
 from pytest_finetune_bench.plan.tasks import TaskCatalog
-from pytest_finetune_bench.run.child_early_stop import fixed_fewshot_contexts, group_note, pruned_group
+from pytest_finetune_bench.run.child_early_stop import (
+    final_samples,
+    fixed_fewshot_contexts,
+    group_note,
+    pruned_group,
+)
 from pytest_finetune_bench.store.files import bench_cache_dir
 from tests.bench_sessions import run_bench
 from tests.conftest import read_json
@@ -146,12 +152,12 @@ def _pooled_mean(side: dict[str, Any], evaluated: dict[str, list[int]], only_eva
     return sum(values) / len(values)
 
 
-def _check_stopped_group(summary: dict[str, Any]) -> dict[str, Any]:
+def _check_stopped_group(summary: dict[str, Any], documents: int = MMLU_DOCUMENTS) -> dict[str, Any]:
     """What every stopped MMLU records; returns its early stop record."""
     comp = summary["comparison"]["mmlu"]
     record = comp["early_stop"]
     assert record["task"] == "mmlu" and record["group"] is True and record["stopped_early"], record
-    assert record["documents"] == MMLU_DOCUMENTS and record["evaluated"] < MMLU_DOCUMENTS
+    assert record["documents"] == documents and record["evaluated"] < documents
     evaluated = record["evaluated_ids"]
     assert len(evaluated) == 57 and sum(map(len, evaluated.values())) == record["evaluated"]
     assert any(not ids for ids in evaluated.values())  # leaves with nothing evaluated yet: left out of the group
@@ -186,29 +192,33 @@ def test_a_group_stops_early_on_the_fake_model(tmp_path: Path) -> None:
     assert f"early stop: mmlu decided after {record['evaluated']} of {MMLU_DOCUMENTS} documents" in done.stdout
 
 
-@pytest.fixture(scope="module")
-def mmlu_sessions(tmp_path_factory: pytest.TempPathFactory, unchanged_outputs: Path) -> dict[str, Any]:
-    """The unchanged SmolLM2 fine-tune on the bundled MMLU: early-stopped, then in full in the same folder."""
-    cwd = tmp_path_factory.mktemp("mmlu-early")
-    out = {}
-    for name, extra in (("early", ("--bench-early-stop",)), ("full", ())):
-        session = run_bench(cwd, unchanged_outputs, demo_data_dir(), "--bench-suite", "test", "--bench-tasks", "mmlu",
-                            "--bench-limit", "none", "--bench-max-drop", "25", *extra)
-        out[name] = {"stdout": session.proc.stdout, "ret": session.proc.returncode, "summary": session.summary}
-    return out
+def test_mmlu_stops_early_on_smollm2_with_lm_evals_scores(tmp_path: Path, unchanged_outputs: Path) -> None:
+    """The unchanged SmolLM2 fine-tune (the base's weights) on one question of each MMLU subject.
 
-
-def test_mmlu_stops_early_on_smollm2_with_the_full_runs_verdict(mmlu_sessions: dict[str, Any]) -> None:
-    early, full = mmlu_sessions["early"], mmlu_sessions["full"]
-    assert early["ret"] == 0 and full["ret"] == 0, early["stdout"] + full["stdout"]
-    record = _check_stopped_group(early["summary"])
-    # The model is the base: lm-eval's score of the stopped group and ours of the base on the same documents agree.
-    assert early["summary"]["comparison"]["mmlu"]["delta"] == 0.0
+    Both scores of the stopped group are lm-eval's on the evaluated documents: the fine-tune's is its
+    own aggregate of the pruned group, the base's our pooled mean of its full run's per-document
+    scores, and the two models are the same, so they must be equal, and the verdict is the full run's.
+    """
+    session = run_bench(tmp_path, unchanged_outputs, demo_data_dir(), "--bench-tasks", "mmlu", "--bench-limit", "1",
+                        "--bench-max-drop", "25", "--bench-early-stop")
+    summary, out = session.summary, session.proc.stdout
+    assert session.proc.returncode == 0 and summary["status"] == "complete", out
+    record = _check_stopped_group(summary, documents=57)
+    assert summary["comparison"]["mmlu"]["delta"] == 0.0
     assert record["verdicts"] == {NO_REGRESSION: PASSED}
-    # The full run, which reuses every response the early one cached, reaches the same verdict on every document.
-    full_comp = full["summary"]["comparison"]["mmlu"]
-    assert "early_stop" not in full_comp and full_comp["delta"] == 0.0
-    assert full["summary"]["fine_tuned_model"]["results"]["mmlu"]["sample_len"] == MMLU_DOCUMENTS
-    assert full["summary"]["fine_tuned_model"]["generated"] == MMLU_DOCUMENTS * 4 - record["evaluated"] * 4
-    assert early["summary"]["gates"]["mmlu::no_regression"]["outcome"] == PASSED
-    assert full["summary"]["gates"]["mmlu::no_regression"]["outcome"] == PASSED
+    assert summary["gates"]["mmlu::no_regression"]["outcome"] == PASSED
+    assert summary["fine_tuned_model"]["generated"] == 4 * record["evaluated"]  # four choices a question
+    assert f"early stop: mmlu decided after {record['evaluated']} of 57 documents" in out
+
+
+def test_the_last_call_selects_a_stopped_groups_evaluated_documents_and_the_limit_for_the_others() -> None:
+    def task(name: str, documents: int) -> SimpleNamespace:
+        return SimpleNamespace(task_name=name, eval_docs=list(range(documents)))
+
+    leaves = [task("g_a", 5), task("g_b", 5)]
+    loaded = {"tasks": {"g_a": leaves[0], "g_b": leaves[1], "solo": task("solo", 10)},
+              "groups": {"g": SimpleNamespace(get_all_tasks=lambda: leaves)}}
+    evaluated = {"g": [("g_a", 3), ("g_a", 1)]}
+    # g_b is left out of the group in that call (an empty selection would select all of it), never given the limit.
+    assert final_samples(evaluated, loaded, 2) == {"g_a": [1, 3], "solo": [0, 1]}
+    assert final_samples(evaluated, loaded, None) == {"g_a": [1, 3]}

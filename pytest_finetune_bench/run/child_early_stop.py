@@ -49,7 +49,7 @@ def evaluate_early(spec: dict[str, Any], events: Events) -> tuple[dict[str, Any]
     stopped = [m for m in monitors if m.stopped_early]
     if stopped:
         evaluated = {m.task: m.evaluated for m in stopped}
-        arguments.update(limit=None, samples=_final_samples(evaluated, loaded, args["limit"]),
+        arguments.update(limit=None, samples=final_samples(evaluated, loaded, args["limit"]),
                          tasks=[_final_task(task, evaluated, loaded) for task in args["tasks"]])
     results = lm_eval.simple_evaluate(model=lm, task_manager=manager, **arguments)
     record = {"error_rate": plan["error_rate"], "seed": plan["seed"], "tasks": {m.task: m.to_json() for m in monitors}}
@@ -180,7 +180,7 @@ def chunk_scores(samples: list[dict[str, Any]], metric_key: str) -> dict[int, fl
     return scores
 
 
-def _final_samples(evaluated: Mapping[str, list[Doc]], loaded: Mapping[str, Any],
+def final_samples(evaluated: Mapping[str, list[Doc]], loaded: Mapping[str, Any],
                    limit: float | None) -> dict[str, list[int]]:
     """lm-eval's `samples=` for the last call: the evaluated documents of the tasks that stopped early, per leaf.
 
