@@ -75,9 +75,11 @@ def _monitor(task: str, entry: Mapping[str, Any], plan: Mapping[str, Any], loade
 def group_note(group: Any, metric_key: str, leaves: list[str]) -> str | None:
     """Why the group's headline is not the mean over all its leaves' documents pooled, or None when it is.
 
-    lm-eval aggregates a group over its leaf tasks, each weighted by its size with `weight_by_size:
+    lm-eval aggregates a group over all its leaf tasks, each weighted by its size with `weight_by_size:
     True`, which makes the aggregate the pooled mean; an unweighted mean of the leaves' scores is not.
-    Every level of the group must weigh by size, so each aggregate it reports is a pooled mean too.
+    lm-eval 0.4.13 aggregates each group straight from its leaves, so the group's own setting decides its
+    score; its subgroups must weigh by size too, so every aggregate the run reports for it is a pooled
+    mean of the documents evaluated (and a level-by-level aggregation would give the same).
     """
     import lm_eval.api.metrics  # noqa: F401 - registers lm-eval's aggregations
     from lm_eval.api.group import Group
