@@ -22,7 +22,7 @@ from pytest_finetune_bench.plan.choices import parse_error_rate
 from pytest_finetune_bench.plan.gates import FAILED, IMPROVES, NO_REGRESSION, PASSED, RULE_POINT, RULE_PROVEN, Gate
 from pytest_finetune_bench.report.table import evidence_columns
 from pytest_finetune_bench.run.child_early_stop import chunk_scores
-from pytest_finetune_bench.run.early_stop import MIN_CHUNK, TaskMonitor, task_seed
+from pytest_finetune_bench.run.early_stop import MIN_CHUNK, TaskMonitor, per_leaf, task_seed
 from tests.bench_sessions import run_bench
 from tests.conftest import read_json
 from tests.gate_checks import improves_failure, regression_failure
@@ -34,17 +34,56 @@ from tests.gate_checks import improves_failure, regression_failure
 
 def _monitor(base: dict[int, float], rules: list[Gate] | None = None) -> TaskMonitor:
     rules = rules or [Gate("task", IMPROVES, 0.02), Gate("task", NO_REGRESSION, 0.05)]
-    return TaskMonitor("ifeval", "prompt_level_strict_acc,none", True, base, rules, 0.05, task_seed(1234, "ifeval"))
+    return TaskMonitor("ifeval", "prompt_level_strict_acc,none", True, {("ifeval", doc): v for doc, v in base.items()},
+                       rules, 0.05, task_seed(1234, "ifeval"))
 
 
 def test_the_order_is_seeded_and_covers_every_document_once() -> None:
     base = {doc: 1.0 for doc in range(30)}
     first, again = _monitor(base), _monitor(base)
-    assert first.order == again.order != sorted(base)
-    assert sorted(first.order) == sorted(base)
+    assert first.order == again.order != sorted(first.base)
+    assert sorted(first.order) == sorted(first.base)
     chunk = first.next_chunk()
     assert chunk == sorted(chunk) and len(chunk) == MIN_CHUNK  # lm-eval's samples= needs ascending ids
-    assert TaskMonitor("other", "m,f", True, base, [], 0.05, task_seed(1234, "other")).order != first.order
+    assert per_leaf(chunk) == {"ifeval": [doc for _, doc in chunk]}
+    other = TaskMonitor("other", "m,f", True, {("other", doc): 1.0 for doc in base}, [], 0.05, task_seed(1234, "other"))
+    assert [doc for _, doc in other.order] != [doc for _, doc in first.order]
+    assert not first.is_group and first.leaves == ["ifeval"]
+
+
+GROUP_SPEC = {"metric": "acc,none", "higher_is_better": True, "gates": [],
+              "leaves": {"mmlu_b": {str(doc): 1.0 for doc in range(3)}, "mmlu_a": {str(doc): 0.0 for doc in range(5)},
+                         "mmlu_c": {"0": 1.0}}}
+
+
+def test_a_groups_documents_are_pooled_in_one_seeded_order() -> None:
+    group = TaskMonitor.from_spec("mmlu", GROUP_SPEC, 0.05, 1234, "1")
+    again = TaskMonitor.from_spec("mmlu", GROUP_SPEC, 0.05, 1234, "1")
+    pooled = sorted((leaf, int(doc)) for leaf, docs in GROUP_SPEC["leaves"].items() for doc in docs)
+    assert group.is_group and group.leaves == ["mmlu_a", "mmlu_b", "mmlu_c"] and group.documents == 9
+    # Every document of every leaf once, in an order the seed fixes and that mixes the leaves.
+    assert group.order == again.order != pooled and sorted(group.order) == pooled
+    assert TaskMonitor.from_spec("mmlu", GROUP_SPEC, 0.05, 99, "1").order != group.order
+    # A chunk goes to lm-eval as `samples=` per leaf, each leaf's ids ascending.
+    chunk = group.next_chunk()
+    selected = per_leaf(chunk)
+    assert len(chunk) == MIN_CHUNK and sum(map(len, selected.values())) == MIN_CHUNK
+    assert all(ids == sorted(ids) and (leaf, ids[0]) in group.base for leaf, ids in selected.items())
+    assert set(chunk) == set(group.order[:MIN_CHUNK])
+    assert per_leaf([("b", 2), ("a", 1), ("b", 0)], ["a", "b", "c"]) == {"a": [1], "b": [0, 2], "c": []}
+
+
+def test_a_stopped_groups_record_lists_its_evaluated_documents_per_leaf() -> None:
+    group = TaskMonitor.from_spec("mmlu", {**GROUP_SPEC, "gates": [Gate("mmlu", NO_REGRESSION, 0.05).to_spec()]},
+                                  0.05, 1234, "1")
+    while group.open:
+        chunk = group.next_chunk()
+        group.add(chunk, {doc: group.base[doc] for doc in chunk})  # unchanged answers: Δ = 0 everywhere
+    record = group.to_json()
+    assert record["group"] is True and record["task"] == "mmlu" and record["documents"] == 9
+    assert record["evaluated_ids"] == per_leaf(group.evaluated, group.leaves)
+    assert sum(map(len, record["evaluated_ids"].values())) == record["evaluated"] == len(group.evaluated)
+    assert "group" not in _monitor({0: 1.0}).to_json()
 
 
 def test_chunks_are_whole_batches() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -67,17 +68,26 @@ def leaf_tasks(results: dict[str, Any], task: str) -> list[str]:
     return leaves
 
 
-def task_samples(record: RunRecord, task: str, metric: str) -> dict[int, SampleRecord]:
-    """The task's per-document values; a group's subtasks pooled, as its size-weighted mean is."""
-    leaves = sorted(leaf_tasks(record.results, task))
+def leaf_samples(record: RunRecord, task: str, metric: str) -> dict[str, dict[int, SampleRecord]]:
+    """{leaf task: its per-document values} of `task` (itself, or a group's leaves), for those with a samples file."""
+    return {leaf: load_samples(path, metric) for leaf in sorted(leaf_tasks(record.results, task))
+            if (path := record.samples_files.get(leaf)) is not None}
+
+
+def task_samples(record: RunRecord, task: str, metric: str,
+                 leaves: Sequence[str] | None = None) -> dict[int, SampleRecord]:
+    """The task's per-document values; a group's subtasks pooled, as its size-weighted mean is.
+
+    A group's documents are numbered by their leaf's place among `leaves` (by default the record's own,
+    sorted): two runs' samples pair up only when numbered over the same leaves, so pass both runs' leaves
+    when one of them may lack some (an early-stopped group scores only the leaves it evaluated).
+    """
+    leaves = sorted(leaf_tasks(record.results, task)) if leaves is None else list(leaves)
     pooled: dict[int, SampleRecord] = {}
-    for index, leaf in enumerate(leaves):
-        path = record.samples_files.get(leaf)
-        if path is None:
-            continue
-        # A group reports its aggregate under the same "metric,filter" key its leaves use.
-        for doc_id, sample in load_samples(path, metric).items():
-            key = doc_id + index * _SUBTASK_STRIDE if len(leaves) > 1 else doc_id
+    # A group reports its aggregate under the same "metric,filter" key its leaves use.
+    for leaf, samples in leaf_samples(record, task, metric).items():
+        for doc_id, sample in samples.items():
+            key = doc_id + leaves.index(leaf) * _SUBTASK_STRIDE if len(leaves) > 1 else doc_id
             pooled[key] = replace(sample, doc_id=key)
     return pooled
 
@@ -116,8 +126,9 @@ def add_evidence(comparisons: dict[str, TaskComparison], base: RunRecord, finetu
 def _paired_analysis(comp: TaskComparison, base: RunRecord, finetuned: RunRecord) -> TaskAnalysis:
     if not comp.per_document:
         return _without_statistics(comp, f"{comp.metric} is computed over the whole corpus, not averaged per document")
-    base_samples = task_samples(base, comp.task, comp.metric)
-    ft_samples = task_samples(finetuned, comp.task, comp.metric)
+    leaves = sorted(set(leaf_tasks(base.results, comp.task)) | set(leaf_tasks(finetuned.results, comp.task)))
+    base_samples = task_samples(base, comp.task, comp.metric, leaves)
+    ft_samples = task_samples(finetuned, comp.task, comp.metric, leaves)
     flips = find_flips(base_samples, ft_samples, comp.higher_is_better)
     return TaskAnalysis(comp.task, base_samples, ft_samples, flips, higher_is_better=comp.higher_is_better)
 

@@ -2,20 +2,24 @@
 
 Each chunk is an ordinary `lm_eval.simple_evaluate` call on the same model object, selecting the
 chunk's documents with `samples=` (task → ascending doc ids), so prompts, generation and scoring
-are lm-eval's own. Every response goes to the run's response cache. At the end one more call, in
-which the cache answers every document already generated, produces the run's results and samples
-files: for a task that stopped early on its evaluated documents, for every other task on all of
-them, exactly as a run without early stopping (the same call, when no task stopped early).
+are lm-eval's own. A group's chunk is its documents spread over its leaf tasks, evaluated as those
+leaves (the task objects lm-eval built for the group, so the group's settings hold). Every response
+goes to the run's response cache. At the end one more call, in which the cache answers every
+document already generated, produces the run's results and samples files: for a task that stopped
+early on its evaluated documents (for a group, on the leaves those fall in, so lm-eval aggregates the
+group over exactly them), for every other task on all of them, exactly as a run without early
+stopping (the same call, when no task stopped early).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
 from pytest_finetune_bench.compare.samples import document_value, split_metric_key
 from pytest_finetune_bench.run.child_lm import Events, as_the_cli_names_it, prepare, simple_evaluate_arguments
-from pytest_finetune_bench.run.early_stop import TaskMonitor
+from pytest_finetune_bench.run.early_stop import Doc, TaskMonitor, per_leaf
 
 
 def evaluate_early(spec: dict[str, Any], events: Events) -> tuple[dict[str, Any], int, dict[str, Any]]:
@@ -24,23 +28,29 @@ def evaluate_early(spec: dict[str, Any], events: Events) -> tuple[dict[str, Any]
 
     args, plan = spec["lm_eval"], spec["early_stop"]
     manager, lm, tracker = prepare(spec, events)
-    loaded = manager.load(args["tasks"])["tasks"]
+    loaded = manager.load(args["tasks"])
     arguments = simple_evaluate_arguments(spec)
     monitors = [_monitor(task, entry, plan, loaded, args) for task, entry in plan["tasks"].items()]
     while active := [m for m in monitors if m.open]:
         chunks = {m.task: m.next_chunk() for m in active}
+        samples = {leaf: ids for chunk in chunks.values() for leaf, ids in per_leaf(chunk).items()}
+        tasks = [_chunk_task(leaf, loaded) for leaf in samples]
         results = lm_eval.simple_evaluate(
-            model=lm, task_manager=manager, **{**arguments, "tasks": list(chunks), "limit": None, "samples": chunks}
+            model=lm, task_manager=manager, **{**arguments, "tasks": tasks, "limit": None, "samples": samples}
         )
         if results is None:
             raise RuntimeError("lm-eval returned no results")
         for monitor in active:
-            monitor.add(chunks[monitor.task], chunk_scores(results["samples"][monitor.task], monitor.metric))
+            scores = {(leaf, doc): value for leaf in monitor.leaves if leaf in results["samples"]
+                      for doc, value in chunk_scores(results["samples"][leaf], monitor.metric).items()}
+            monitor.add(chunks[monitor.task], scores)
             events.send("early_stop", task=monitor.task, **(monitor.chunks[-1] if monitor.chunks else {}),
                         total=monitor.documents, verdicts=monitor.verdicts, note=monitor.note)
-    stopped = {m.task: sorted(m.evaluated) for m in monitors if m.stopped_early}
+    stopped = [m for m in monitors if m.stopped_early]
     if stopped:
-        arguments.update(limit=None, samples=_final_samples(stopped, loaded, args["limit"]))
+        evaluated = {m.task: m.evaluated for m in stopped}
+        arguments.update(limit=None, samples=final_samples(evaluated, loaded, args["limit"]),
+                         tasks=[_final_task(task, evaluated, loaded) for task in args["tasks"]])
     results = lm_eval.simple_evaluate(model=lm, task_manager=manager, **arguments)
     record = {"error_rate": plan["error_rate"], "seed": plan["seed"], "tasks": {m.task: m.to_json() for m in monitors}}
     return as_the_cli_names_it(results, args), tracker.generated, {"early_stop": record}
@@ -48,18 +58,117 @@ def evaluate_early(spec: dict[str, Any], events: Events) -> tuple[dict[str, Any]
 
 def _monitor(task: str, entry: Mapping[str, Any], plan: Mapping[str, Any], loaded: Mapping[str, Any],
              args: Mapping[str, Any]) -> TaskMonitor:
+    """The task's monitor, with a note (it runs in full) when lm-eval's objects show it cannot stop early."""
     monitor = TaskMonitor.from_spec(task, entry, float(plan["error_rate"]), int(plan["seed"]), args["batch_size"])
-    if task not in loaded:
+    if task in loaded["groups"]:
+        monitor.note = group_note(loaded["groups"][task], monitor.metric, monitor.leaves)
+    elif task not in loaded["tasks"] or monitor.is_group:
         monitor.note = "lm-eval did not load it as a task of its own; it runs in full"
-        return monitor
-    fewshot = args["num_fewshot"] if args["num_fewshot"] is not None else loaded[task].get_config("num_fewshot")
-    if fewshot:
-        # lm-eval draws few-shot examples one document after another from one seeded generator.
-        monitor.note = (f"{fewshot}-shot prompts depend on the order lm-eval meets the documents in, so another "
-                        "order would change them; it runs in full")
-    elif max(monitor.base) >= len(loaded[task].eval_docs):
-        monitor.note = "the base's documents are not this task's; it runs in full"
+    for leaf in monitor.leaves:
+        if monitor.note is not None:
+            break
+        monitor.note = _leaf_note(loaded["tasks"][leaf], max(doc for name, doc in monitor.base if name == leaf),
+                                  args["num_fewshot"])
     return monitor
+
+
+def group_note(group: Any, metric_key: str, leaves: list[str]) -> str | None:
+    """Why the group's headline is not the mean over all its leaves' documents pooled, or None when it is.
+
+    lm-eval aggregates a group over all its leaf tasks, each weighted by its size with `weight_by_size:
+    True`, which makes the aggregate the pooled mean; an unweighted mean of the leaves' scores is not.
+    lm-eval 0.4.13 aggregates each group straight from its leaves, so the group's own setting decides its
+    score; its subgroups must weigh by size too, so every aggregate the run reports for it is a pooled
+    mean of the documents evaluated (and a level-by-level aggregation would give the same).
+    """
+    import lm_eval.api.metrics  # noqa: F401 - registers lm-eval's aggregations
+    from lm_eval.api.group import Group
+    from lm_eval.api.registry import aggregation_registry
+
+    metric, filter_name = split_metric_key(metric_key)
+    tasks = group.get_all_tasks()
+    if sorted(task.task_name for task in tasks) != leaves:
+        return "its leaf tasks are not those of the base's run; it runs in full"
+    for level in [group, *group.get_all_groups()]:
+        if not isinstance(level, Group):
+            return f"lm-eval built {level!r}, which is not a group; it runs in full"
+        configs = [c for c in level.aggregate_metric_list or []
+                   if c.metric == metric and (c.filter_list is None or filter_name in c.filter_list)]
+        unweighted = [c for c in configs if not c.weight_by_size]
+        if level is group and not configs:
+            return f"the group does not aggregate {metric_key}; it runs in full"
+        if unweighted:
+            return (f"{level.name} averages its tasks' {metric} without weighting them by size (weight_by_size: "
+                    "false), so its score is not the mean over all its documents; it runs in full")
+    averaged = [task for task in tasks if task.aggregation().get(metric) is not aggregation_registry["mean"]]
+    if averaged:
+        return (f"{averaged[0].task_name} does not score {metric} as the mean of its documents, so the group's "
+                "aggregate is not the mean over all its documents; it runs in full")
+    return None
+
+
+def _leaf_note(task: Any, last_doc: int, num_fewshot: int | None) -> str | None:
+    """Why a leaf task's documents cannot be evaluated in another order, or None when they can."""
+    fewshot = num_fewshot if num_fewshot is not None else task.get_config("num_fewshot")
+    if fewshot and not fixed_fewshot_contexts(task):
+        # lm-eval's default sampler draws few-shot examples one document after another from one seeded generator.
+        return (f"{task.task_name}'s {fewshot}-shot prompts depend on the order lm-eval meets the documents in, so "
+                "another order would change them; it runs in full")
+    if last_doc >= len(task.eval_docs):
+        return f"the base's documents are not {task.task_name}'s; it runs in full"
+    return None
+
+
+def fixed_fewshot_contexts(task: Any) -> bool:
+    """Whether every document gets the same few-shot examples whatever documents are evaluated with it.
+
+    lm-eval's `first_n` sampler (MMLU's) gives each document the first examples of the few-shot split
+    (itself left out); the default one draws them from one generator, seeded once per call, one document
+    after another. A fixed `fewshot_config.samples` list is still drawn from in random order by the
+    default sampler, so only the `first_n` sampler, used by lm-eval's own prompt builder, qualifies.
+    """
+    from lm_eval.api.samplers import FirstNSampler
+    from lm_eval.api.task import ConfigurableTask
+
+    return (type(getattr(task, "sampler", None)) is FirstNSampler
+            and type(task).fewshot_context is ConfigurableTask.fewshot_context)
+
+
+def _chunk_task(leaf: str, loaded: Mapping[str, Any]) -> Any:
+    """What a chunk call evaluates for `leaf`: a task of its own by name, a group's leaf as the group built it."""
+    return leaf if leaf in _top_level(loaded) else loaded["tasks"][leaf]
+
+
+def _top_level(loaded: Mapping[str, Any]) -> set[str]:
+    """The loaded tasks that belong to no group."""
+    in_groups = {task.task_name for group in loaded["groups"].values() for task in group.get_all_tasks()}
+    return set(loaded["tasks"]) - in_groups
+
+
+def _final_task(task: str, evaluated: Mapping[str, list[Doc]], loaded: Mapping[str, Any]) -> Any:
+    """What the last call evaluates for `task`: a stopped group without the leaves it evaluated none of.
+
+    `samples=` cannot select no document of a task (an empty list selects them all), so those leaves
+    are left out of the group; lm-eval aggregates it over the others, whose sizes are what it evaluated.
+    """
+    if task not in evaluated or task not in loaded["groups"]:
+        return task
+    return pruned_group(loaded["groups"][task], {leaf for leaf, _ in evaluated[task]})
+
+
+def pruned_group(group: Any, keep: set[str]) -> Any:
+    """A copy of lm-eval's `group` holding only the leaves in `keep` (and the subgroups holding any)."""
+    from lm_eval.api.group import Group
+
+    copy = dataclasses.replace(group, _children={})
+    for child in group:
+        if isinstance(child, Group):
+            child = pruned_group(child, keep)
+            if len(child):
+                copy.add(child)
+        elif child.task_name in keep:
+            copy.add(child)
+    return copy
 
 
 def chunk_scores(samples: list[dict[str, Any]], metric_key: str) -> dict[int, float]:
@@ -73,19 +182,21 @@ def chunk_scores(samples: list[dict[str, Any]], metric_key: str) -> dict[int, fl
     return scores
 
 
-def _final_samples(stopped: Mapping[str, list[int]], loaded: Mapping[str, Any],
+def final_samples(evaluated: Mapping[str, list[Doc]], loaded: Mapping[str, Any],
                    limit: float | None) -> dict[str, list[int]]:
-    """lm-eval's `samples=` for the last call: the evaluated documents of the tasks that stopped early.
+    """lm-eval's `samples=` for the last call: the evaluated documents of the tasks that stopped early, per leaf.
 
     The other tasks are absent (all their documents), unless a limit was set: `samples=` and `limit`
     cannot be combined, so they get the documents the limit selects, as lm-eval selects them.
     """
     from lm_eval.evaluator_utils import get_sample_size
 
-    selected = dict(stopped)
+    selected = {leaf: ids for docs in evaluated.values() for leaf, ids in per_leaf(docs).items()}
+    stopped_groups = [loaded["groups"][task] for task in evaluated if task in loaded["groups"]]
+    stopped_leaves = {leaf.task_name for group in stopped_groups for leaf in group.get_all_tasks()}
     if limit is not None:
-        for task, obj in loaded.items():
-            if task not in selected:
+        for task, obj in loaded["tasks"].items():
+            if task not in selected and task not in stopped_leaves:
                 size = get_sample_size(obj, limit)
                 selected[task] = list(range(min(size, len(obj.eval_docs)) if size is not None else len(obj.eval_docs)))
     return selected

@@ -10,9 +10,13 @@ the stopping went. A task that stays undecided runs to its last document and is 
 without early stopping.
 
 Only tasks whose headline is a mean of per-document scores in [0, 1] (accuracies, IFEval's
-fractions) can stop early, and only zero-shot ones (lm-eval draws few-shot examples in document
-order, so another order would change the prompts); the others run in full. Every chunk's answers
-go to lm-eval's response cache, so a later session, early-stopping or not, generates none of them again.
+fractions) can stop early, and only those whose prompts do not depend on which documents are
+evaluated: zero-shot ones, and few-shot ones whose examples are the same for every subset (lm-eval's
+`first_n` sampler; its default one draws them in document order, so another order would change the
+prompts); the child decides that from lm-eval's task objects, and the others run in full. A group
+(MMLU) whose score is its leaves' size-weighted mean, the mean over all their documents, is one
+population of (leaf, doc id) documents with one sequence. Every chunk's answers go to lm-eval's
+response cache, so a later session, early-stopping or not, generates none of them again.
 
 This module is the parent's side (which tasks, the child's instructions, the comparison after) and
 the per-task bookkeeping both sides share; no pytest, no lm-eval.
@@ -23,13 +27,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from pytest_finetune_bench.compare.evidence import leaf_tasks, task_samples
+from pytest_finetune_bench.compare.evidence import leaf_samples, leaf_tasks
 from pytest_finetune_bench.compare.samples import CorpusLevelMetric
 from pytest_finetune_bench.compare.scores import TaskComparison
 from pytest_finetune_bench.compare.sequential import EARLY_STOP, FinitePopulationSequence, gain_bounds
@@ -39,6 +43,9 @@ from pytest_finetune_bench.plan.gates import Gate
 from pytest_finetune_bench.plan.metrics import headlines_for_results
 
 Say = Callable[[str], None]
+# A document of a monitored task: (its leaf task, its doc id). A task is its own one leaf; a group's
+# documents are those of all its leaf tasks, pooled.
+Doc = tuple[str, int]
 # Looks per task: enough to stop well before the end, few enough that lm-eval's per-call work
 # (building requests, scoring) stays small next to generation.
 LOOKS = 20
@@ -47,19 +54,23 @@ MIN_CHUNK = 4
 
 @dataclass
 class TaskMonitor:
-    """One task's early stop: its documents in their order, the sequence so far and what it settled."""
+    """One task's early stop: its documents in their order, the sequence so far and what it settled.
+
+    A group's documents are those of all its leaf tasks in one population: its size-weighted
+    aggregate is their mean, so one sequence over them settles the group's gates.
+    """
 
     task: str
     metric: str  # lm-eval's "metric,filter" key
     higher_is_better: bool
-    base: dict[int, float]  # doc id → the base's score
+    base: dict[Doc, float]  # (leaf, doc id) → the base's score
     rules: list[Gate]  # the plan's gates on the task, thresholds as fractions (the metric is one)
     alpha: float
     order_seed: int
     batch_size: int = 1  # the run's batch size when it is a number: chunks are whole batches
-    order: list[int] = field(init=False)
+    order: list[Doc] = field(init=False)
     sequence: FinitePopulationSequence = field(init=False)
-    evaluated: list[int] = field(default_factory=list)
+    evaluated: list[Doc] = field(default_factory=list)
     chunks: list[dict[str, Any]] = field(default_factory=list)
     verdicts: dict[str, str] = field(default_factory=dict)
     note: str | None = None  # why the task stopped monitoring and runs in full
@@ -69,6 +80,15 @@ class TaskMonitor:
         rng = np.random.default_rng(self.order_seed)
         self.order = [ids[i] for i in rng.permutation(len(ids))]
         self.sequence = FinitePopulationSequence(len(ids), self.alpha)
+
+    @property
+    def leaves(self) -> list[str]:
+        """The task's leaf tasks, sorted: the task itself, or the group's."""
+        return sorted({leaf for leaf, _ in self.base})
+
+    @property
+    def is_group(self) -> bool:
+        return self.leaves != [self.task]
 
     @property
     def documents(self) -> int:
@@ -93,19 +113,20 @@ class TaskMonitor:
     def stopped_early(self) -> bool:
         return self.settled and self.note is None and len(self.evaluated) < self.documents
 
-    def next_chunk(self) -> list[int]:
-        """The next documents to evaluate, sorted (lm-eval's `samples=` needs ascending ids)."""
+    def next_chunk(self) -> list[Doc]:
+        """The next documents to evaluate, sorted by leaf and id."""
         start = len(self.evaluated)
         return sorted(self.order[start:start + self.chunk_size])
 
-    def add(self, chunk: list[int], scores: Mapping[int, float]) -> None:
+    def add(self, chunk: list[Doc], scores: Mapping[Doc, float]) -> None:
         """The fine-tuned scores of `chunk`: update the sequence, settle what it settles."""
         missing = [doc for doc in chunk if doc not in scores]
         outside = [doc for doc in chunk if doc in scores and not 0.0 <= scores[doc] <= 1.0]
         if missing or outside:
             doc = (missing or outside)[0]
-            self.note = (f"document {doc} has {'no score' if missing else f'score {scores[doc]}'} for {self.metric} "
-                         "in the fine-tuned run, so its Δ is not in [-1, 1]; the task runs in full")
+            value = "no score" if missing else f"score {scores[doc]}"
+            self.note = (f"document {doc[1]} of {doc[0]} has {value} for {self.metric} in the fine-tuned run, "
+                         "so its Δ is not in [-1, 1]; the task runs in full")
             return
         in_order = self.order[len(self.evaluated):len(self.evaluated) + len(chunk)]
         self.sequence.update([scores[doc] - self.base[doc] for doc in in_order])
@@ -127,13 +148,16 @@ class TaskMonitor:
             "order_seed": self.order_seed,
             "documents": self.documents,
             "evaluated": len(self.evaluated),
-            "evaluated_ids": sorted(self.evaluated),
+            # A group's per leaf: the documents its final lm-eval call scored, and the base is compared on.
+            "evaluated_ids": per_leaf(self.evaluated, self.leaves) if self.is_group
+            else [doc for _, doc in sorted(self.evaluated)],
             "stopped_early": self.stopped_early,
             "verdicts": dict(self.verdicts),
             "gates": {rule.kind: rule.threshold for rule in self.rules},
             "rules": {rule.kind: rule.rule for rule in self.rules},
             "chunks": list(self.chunks),
             "note": self.note,
+            **({"group": True} if self.is_group else {}),
         }
 
     @classmethod
@@ -141,17 +165,27 @@ class TaskMonitor:
         """The monitor the parent's instructions describe; `batch_size` is lm-eval's (a number, or auto).
 
         `alpha` is the session's error rate; a task's own (its share of the family's) takes its place.
+        A group's base scores come per leaf (`leaves`), a task's as its own (`base`).
         """
+        leaves = entry["leaves"] if "leaves" in entry else {task: entry["base"]}
         return cls(
             task=task,
             metric=entry["metric"],
             higher_is_better=bool(entry["higher_is_better"]),
-            base={int(doc): float(value) for doc, value in entry["base"].items()},
+            base={(leaf, int(doc)): float(value) for leaf, docs in leaves.items() for doc, value in docs.items()},
             rules=[Gate.from_spec(spec) for spec in entry["gates"]],
             alpha=float(entry.get("error_rate", alpha)),
             order_seed=task_seed(seed, task),
             batch_size=int(batch_size) if str(batch_size).isdigit() and int(batch_size) > 0 else 1,
         )
+
+
+def per_leaf(docs: Iterable[Doc], leaves: Iterable[str] = ()) -> dict[str, list[int]]:
+    """{leaf: its doc ids, ascending} (lm-eval's `samples=` form); every one of `leaves` listed, if need be empty."""
+    selected: dict[str, list[int]] = {leaf: [] for leaf in leaves}
+    for leaf, doc in sorted(docs):
+        selected.setdefault(leaf, []).append(doc)
+    return selected
 
 
 def task_seed(seed: int, task: str) -> int:
@@ -203,24 +237,25 @@ def _task_entry(plan: Plan, base: RunRecord, task: str) -> tuple[dict[str, Any] 
                                      plan.options.metrics).get(task)
     if headline is None:
         return None, "the base run reported no result for it"
-    if leaf_tasks(base.results, task) != [task]:
-        return None, "it is a group of tasks"
     if not headline.per_document:
         return None, f"{headline.key} is computed over the whole corpus, not averaged per document"
     try:
-        samples = task_samples(base, task, headline.key)
+        samples = leaf_samples(base, task, headline.key)
     except CorpusLevelMetric as exc:
         return None, str(exc)
-    if not samples:
-        return None, "the base run has no per-document scores for it"
-    if any(not 0.0 <= s.value <= 1.0 for s in samples.values()):
+    missing = [leaf for leaf in leaf_tasks(base.results, task) if not samples.get(leaf)]
+    if missing:
+        return None, f"the base run has no per-document scores for {missing[0]}"
+    if any(not 0.0 <= s.value <= 1.0 for docs in samples.values() for s in docs.values()):
         return None, f"{headline.key} has per-document scores outside [0, 1]"
+    scores = {leaf: {str(doc): s.value for doc, s in docs.items()} for leaf, docs in samples.items()}
     # The plan's gates, for the metric the base's results name (a fraction: its scores are in [0, 1]).
     gates = [gate.for_metric(headline.higher_is_better, True) for gate in plan.gates_of(task)]
     return {
         "metric": headline.key,
         "higher_is_better": headline.higher_is_better,
-        "base": {str(doc): s.value for doc, s in samples.items()},
+        # A group's (whose headline the child checks is the size-weighted mean over its leaves) per leaf.
+        **({"base": scores[task]} if list(scores) == [task] else {"leaves": scores}),
         "gates": [gate.to_spec() for gate in gates],
         # Bonferroni over the family's tasks: every sequence that can settle a statistical gate shares the error.
         "error_rate": plan.family.sequence_alpha(task, plan.options.error_rate),
@@ -231,7 +266,8 @@ def apply_early_stop(comparisons: Mapping[str, TaskComparison], base: RunRecord,
     """Record each task's early stop in its comparison; a task that stopped early compares the evaluated documents.
 
     lm-eval scored the fine-tuned model on those documents only, so the base's score is taken on the
-    same ones (the mean of its per-document scores, which is what lm-eval reports for these metrics).
+    same ones (the mean of its per-document scores, which is what lm-eval reports for these metrics; for
+    a group, its size-weighted aggregate over its leaves, the mean of all their documents pooled).
     """
     records = (finetuned.extra.get(EARLY_STOP) or {}).get("tasks") or {}
     for task, record in records.items():
@@ -240,9 +276,12 @@ def apply_early_stop(comparisons: Mapping[str, TaskComparison], base: RunRecord,
             continue
         comp.extra[EARLY_STOP] = record
         if record["stopped_early"]:
-            scores = task_samples(base, task, record["metric"])
+            scores = leaf_samples(base, task, record["metric"])
+            evaluated = record["evaluated_ids"]
+            per_leaf_ids = evaluated if isinstance(evaluated, dict) else {task: evaluated}
             record["base_all_documents"] = comp.base_accuracy
-            comp.base_accuracy = float(np.mean([scores[doc].value for doc in record["evaluated_ids"]]))
+            comp.base_accuracy = float(np.mean([scores[leaf][doc].value for leaf, ids in per_leaf_ids.items()
+                                                for doc in ids]))
 
 
 def early_stop_progress(role: str, event: Mapping[str, Any]) -> str:
