@@ -25,6 +25,7 @@ from pytest_finetune_bench.run.child_early_stop import chunk_scores
 from pytest_finetune_bench.run.early_stop import MIN_CHUNK, TaskMonitor, task_seed
 from tests.bench_sessions import run_bench
 from tests.conftest import read_json
+from tests.fake_sessions import bench_args, make_fake_model, read_summary, use_fake_lm
 from tests.gate_checks import improves_failure, regression_failure
 
 # ---------------------------------------------------------------------------------------------
@@ -253,3 +254,62 @@ def test_an_unchanged_model_is_not_declared_different(sessions: dict[str, Any]) 
     if not record["stopped_early"]:  # undecided to the end: the full run, compared exactly as without early stop
         assert unchanged["summary"]["fine_tuned_model"]["results"]["ifeval"]["sample_len"] == DOCUMENTS
         assert read_json(Path(unchanged["summary"]["fine_tuned_model"]["results_file"]))["config"]["limit"] is None
+
+
+# ---------------------------------------------------------------------------------------------
+# A first session, no base scores yet: both models evaluated chunk by chunk (fake model, slow)
+# ---------------------------------------------------------------------------------------------
+
+
+def lowercase_rows() -> list[dict[str, Any]]:
+    """Prompts whose one instruction is lower-case English: the fake base follows it, a fake that shouts cannot."""
+    return [{"key": 6000 + i, "prompt": f"Describe {topic} in one sentence. Your entire response should be in "
+             "English, and in all lowercase letters.", "instruction_id_list": ["change_case:english_lowercase"],
+             "kwargs": [{}]} for i, topic in enumerate(TOPICS + KEYWORDS)]
+
+
+def _fake_early(pytester: pytest.Pytester, model: Path, *extra: str) -> tuple[pytest.RunResult, dict[str, Any]]:
+    """A fake session on every prompt of lowercase_rows; the fine-tune answers in capitals, so every one regresses."""
+    data = pytester.path / "data"
+    if not data.exists():
+        (data / "ifeval").mkdir(parents=True)
+        (data / "ifeval" / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in lowercase_rows()))
+    output = pytester.path / "out"
+    result = pytester.runpytest_subprocess(*bench_args(model, output, "--bench-limit=none", *extra),
+                                           f"--bench-data-dir={data}")
+    return result, read_summary(output / "benchmark.json")
+
+
+@pytest.mark.slow  # starts lm-eval children (a fake model)
+def test_a_first_session_evaluates_both_models_chunk_by_chunk(pytester: pytest.Pytester,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    model = make_fake_model(pytester.path)
+    use_fake_lm(monkeypatch, "shout_for=merged_16bit")
+    early, summary = _fake_early(pytester, model, "--bench-early-stop", "--bench-max-drop=0")
+    out = early.stdout.str()
+    assert summary["status"] == "complete", out
+    record = summary["comparison"]["ifeval"]["early_stop"]
+    assert record["sides"] == ["base", "fine-tuned"], record
+    evaluated, documents = record["evaluated"], record["documents"]
+    assert record["stopped_early"] and evaluated < documents, record
+    early.stdout.fnmatch_lines(["*early stop: ifeval evaluated on both models*one process holds both models*",
+                                f"*ifeval decided after {evaluated} of {documents} documents*"])
+    # Both sides answered the evaluated documents only, and lm-eval scored each on them.
+    for side in ("base_model", "fine_tuned_model"):
+        assert summary[side]["generated"] == evaluated, side
+        assert summary[side]["results"]["ifeval"]["sample_len"] == evaluated, side
+    assert "base_all_documents" not in record
+    comp = summary["comparison"]["ifeval"]
+    assert comp["base_accuracy"] == summary["base_model"]["results"]["ifeval"][comp["metric"]]
+    # A base on part of the documents is no base run to reuse: nothing enters the base-score cache.
+    assert not list((pytester.path / "base-cache" / "base").glob("*/entry.json"))
+
+    # The next session, without early stop: each side generates only the documents not evaluated yet.
+    full, resumed = _fake_early(pytester, model, "--bench-max-drop=0")
+    assert resumed["status"] == "complete", full.stdout.str()
+    for side in ("base_model", "fine_tuned_model"):
+        assert resumed[side]["generated"] == documents - evaluated, side
+        assert resumed[side]["results"]["ifeval"]["sample_len"] == documents, side
+    assert "early_stop" not in resumed["comparison"]["ifeval"]
+    assert resumed["gates"]["ifeval::no_regression"]["outcome"] == FAILED
+    assert list((pytester.path / "base-cache" / "base").glob("*/entry.json"))  # now a full base run is cached
