@@ -10,7 +10,11 @@ response cache.
 from __future__ import annotations
 
 import json
+import shlex
+import subprocess
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -22,8 +26,8 @@ from pytest_finetune_bench.plan.choices import parse_error_rate
 from pytest_finetune_bench.plan.gates import FAILED, IMPROVES, NO_REGRESSION, PASSED, RULE_POINT, RULE_PROVEN, Gate
 from pytest_finetune_bench.report.table import evidence_columns
 from pytest_finetune_bench.run.child_early_stop import chunk_scores
-from pytest_finetune_bench.run.early_stop import MIN_CHUNK, TaskMonitor, task_seed
-from tests.bench_sessions import run_bench
+from pytest_finetune_bench.run.early_stop import MIN_CHUNK, TaskMonitor, apply_early_stop, paired_early_stop, task_seed
+from tests.bench_sessions import IFEVAL_METRICS, run_bench
 from tests.conftest import read_json
 from tests.fake_sessions import bench_args, make_fake_model, read_summary, use_fake_lm
 from tests.gate_checks import improves_failure, regression_failure
@@ -86,6 +90,59 @@ def test_chunk_scores_read_the_headline_filter_of_logged_samples() -> None:
     ]
     assert chunk_scores(samples, "prompt_level_strict_acc,none") == {3: 1.0, 5: 0.0}
     assert chunk_scores(samples, "inst_level_strict_acc,none") == {3: 0.5, 5: 0.0}
+
+
+def _paired(documents: int) -> TaskMonitor:
+    return TaskMonitor.from_spec("ifeval", {"metric": "prompt_level_strict_acc,none", "higher_is_better": True,
+                                            "gates": [Gate("ifeval", NO_REGRESSION, 0.05).to_spec()]},
+                                 0.05, 1234, "1", population=list(range(documents)))
+
+
+def test_a_paired_monitor_takes_the_base_scores_chunk_by_chunk() -> None:
+    monitor = _paired(200)
+    assert monitor.paired and monitor.base == {} and sorted(monitor.order) == list(range(200))
+    # The same order as a monitor that knew the base's scores up front: a later session repeats it.
+    assert monitor.order == _monitor({doc: 1.0 for doc in range(200)}).order
+    while monitor.open:
+        chunk = monitor.next_chunk()
+        monitor.add(chunk, {doc: 0.0 for doc in chunk}, {doc: 1.0 for doc in chunk})
+    assert monitor.stopped_early and monitor.verdicts == {NO_REGRESSION: FAILED}
+    assert sorted(monitor.base) == sorted(monitor.evaluated)  # the base answered the evaluated documents only
+    record = monitor.to_json()
+    assert record["sides"] == ["base", "fine-tuned"] and record["evaluated"] < 200
+    assert _monitor({0: 1.0}).to_json()["sides"] == ["fine-tuned"]
+
+
+def test_a_base_score_outside_zero_one_hands_the_paired_task_to_the_full_run() -> None:
+    monitor = _paired(20)
+    chunk = monitor.next_chunk()
+    monitor.add(chunk, {doc: 1.0 for doc in chunk}, {doc: 2.0 for doc in chunk})
+    assert not monitor.open and not monitor.stopped_early and monitor.evaluated == []
+    assert monitor.note is not None and "in the base run" in monitor.note and "runs in full" in monitor.note
+
+
+def test_a_paired_stop_keeps_the_base_score_lm_eval_gave() -> None:
+    """The base itself has only the evaluated documents: its score is lm-eval's on them, not recomputed."""
+    record = {**_paired(20).to_json(), "stopped_early": True, "evaluated_ids": [1, 2]}
+    finetuned = SimpleNamespace(extra={"early_stop": {"tasks": {"ifeval": record}}})
+    comp = TaskComparison("ifeval", "prompt_level_strict_acc,none", 0.75, 0.25)
+    apply_early_stop({"ifeval": comp}, SimpleNamespace(), finetuned)  # type: ignore[arg-type]
+    assert comp.base_accuracy == 0.75 and "base_all_documents" not in record and comp.extra["early_stop"] is record
+
+
+def _request(role: str, cache: str | None, engine: str = "hf") -> Any:
+    return SimpleNamespace(role=role, use_cache=cache, side=SimpleNamespace(lm_eval_model=engine))
+
+
+@pytest.mark.parametrize(("base", "why"), [
+    (_request("base", None), "the base is evaluated in full first, because it has no response cache"),
+    (_request("base", "cache/b", "vllm"), "the base is evaluated in full first, because vLLM reserves"),
+])
+def test_a_base_that_cannot_be_paired_is_evaluated_in_full_first(base: Any, why: str) -> None:
+    plan = SimpleNamespace(options=SimpleNamespace(early_stop=True), compares=True)
+    lines: list[str] = []
+    assert paired_early_stop(_request("fine-tuned", "cache/f"), base, plan, lines.append) is None  # type: ignore[arg-type]
+    assert len(lines) == 1 and lines[0].startswith(f"[bench] early stop: {why}")
 
 
 def _stopped(low: float, high: float, verdicts: dict[str, str], higher_is_better: bool = True) -> TaskComparison:
@@ -183,7 +240,8 @@ def early_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def sessions(tmp_path_factory: pytest.TempPathFactory, regressed_outputs: Path, unchanged_outputs: Path,
              early_data: Path) -> dict[str, Any]:
-    """Three sessions in one folder: the regressed fine-tune early-stopped, then in full; the unchanged one."""
+    """Three sessions in one folder: the regressed fine-tune early-stopped (no base scores yet: both models
+    evaluated chunk by chunk), then in full; the unchanged one (its base now cached)."""
     cwd = tmp_path_factory.mktemp("early")
     out: dict[str, Any] = {}
     for name, model, extra in (("early", regressed_outputs, ("--bench-early-stop", "--bench-gate-rule", "proven")),
@@ -210,10 +268,13 @@ def test_a_regressed_fine_tune_stops_early_with_a_failed_gate(sessions: dict[str
     assert evaluated < DOCUMENTS
     assert record["verdicts"][NO_REGRESSION] == FAILED
     assert _outcome(out, "no_regression") == "FAILED" and early["ret"] == 1
-    # Counted: the base answered every prompt, the fine-tune only the ones the early stop evaluated.
-    assert summary["base_model"]["generated"] == DOCUMENTS
-    assert summary["fine_tuned_model"]["generated"] == evaluated
-    assert summary["fine_tuned_model"]["results"]["ifeval"]["sample_len"] == evaluated
+    # The first session had no base scores: both models answered the evaluated documents only, in one process.
+    assert record["sides"] == ["base", "fine-tuned"]
+    assert "one process holds both models in memory" in out
+    for side in ("base_model", "fine_tuned_model"):
+        assert summary[side]["generated"] == evaluated, side
+        assert summary[side]["results"]["ifeval"]["sample_len"] == evaluated, side
+    assert "base_all_documents" not in record
     assert f"ifeval decided after {evaluated} of {DOCUMENTS} documents (error ≤ 0.05)" in out
     # benchmark.json records how: the order's seed, the documents, the bounds after every chunk.
     assert isinstance(record["order_seed"], int) and len(record["evaluated_ids"]) == evaluated
@@ -230,12 +291,29 @@ def test_a_regressed_fine_tune_stops_early_with_a_failed_gate(sessions: dict[str
     assert record["error_rate"] == 0.05 and "gates: family-wise error ≤ 0.05 over 2 gates (Holm)" in out
 
 
+def test_the_base_score_on_the_evaluated_documents_is_the_lm_eval_clis(sessions: dict[str, Any],
+                                                                       tmp_path: Path) -> None:
+    """lm-eval's CLI with `--samples` (the evaluated documents) on the base gives the scores the session reported."""
+    summary = sessions["early"]["summary"]
+    ids = summary["comparison"]["ifeval"]["early_stop"]["evaluated_ids"]
+    command = summary["reproduce"]["commands"]["base"].replace(" OUT", f" {tmp_path}")
+    argv = [*shlex.split(command), "--samples", json.dumps({"ifeval": ids})]
+    assert argv[:5] == ["python", "-m", "pytest_finetune_bench", "lm-eval", "run"] and "--limit" not in argv
+    subprocess.run([sys.executable, *argv[1:]], check=True, capture_output=True, timeout=600)
+    cli = read_json(next(tmp_path.rglob("results_*.json")))["results"]["ifeval"]
+    ours = summary["base_model"]["results"]["ifeval"]
+    for metric in IFEVAL_METRICS:
+        assert ours[metric] == cli[metric], metric
+
+
 def test_a_resumed_full_run_generates_only_the_documents_not_evaluated(sessions: dict[str, Any]) -> None:
     evaluated = sessions["early"]["summary"]["comparison"]["ifeval"]["early_stop"]["evaluated"]
     resumed = sessions["resumed"]["summary"]
     assert resumed["status"] == "complete", sessions["resumed"]["stdout"]
-    assert resumed["fine_tuned_model"]["generated"] == DOCUMENTS - evaluated
-    assert resumed["fine_tuned_model"]["results"]["ifeval"]["sample_len"] == DOCUMENTS
+    # The base cache had no entry (a base on part of the documents is none); each response cache had the rest.
+    for side in ("base_model", "fine_tuned_model"):
+        assert resumed[side]["generated"] == DOCUMENTS - evaluated, side
+        assert resumed[side]["results"]["ifeval"]["sample_len"] == DOCUMENTS, side
     assert "early_stop" not in resumed["comparison"]["ifeval"]
     # The full run agrees with the early verdict.
     assert _outcome(sessions["resumed"]["stdout"], "no_regression") == "FAILED"
@@ -313,3 +391,22 @@ def test_a_first_session_evaluates_both_models_chunk_by_chunk(pytester: pytest.P
     assert "early_stop" not in resumed["comparison"]["ifeval"]
     assert resumed["gates"]["ifeval::no_regression"]["outcome"] == FAILED
     assert list((pytester.path / "base-cache" / "base").glob("*/entry.json"))  # now a full base run is cached
+
+
+@pytest.mark.slow  # starts lm-eval children (a fake model)
+def test_a_paired_run_that_crashes_scores_each_side_from_its_own_cache(pytester: pytest.Pytester,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    model = make_fake_model(pytester.path)
+    # The fine-tune dies (SIGKILL) at its sixth answer: in the second chunk, after the base answered it in full.
+    use_fake_lm(monkeypatch, "shout_for=merged_16bit,crash_after=6,only=merged_16bit")
+    result, summary = _fake_early(pytester, model, "--bench-early-stop", "--bench-max-drop=0")
+    out = result.stdout.str()
+    assert summary["status"] == "crashed", out
+    assert "one process holds both models in memory" in out
+    for side, done in (("base_model", 2 * MIN_CHUNK), ("fine_tuned_model", 6)):
+        assert summary[side]["status"] == "crashed", side
+        assert summary[side]["results"]["ifeval"]["sample_len"] == done, side  # its own cached answers, scored
+        assert "scored" in summary[side]["partial_reason"], side
+    result.stdout.fnmatch_lines(["*fine-tuned: fine-tuned run crashed (*): scored 6 of 24 samples (partial)*",
+                                 "*base: base run crashed (*): scored 8 of 24 samples (partial)*"])
+    assert not list((pytester.path / "base-cache" / "base").glob("*/entry.json"))
