@@ -192,7 +192,7 @@ def task_seed(seed: int, task: str) -> int:
 
 def with_early_stop(request: RunRequest, plan: Plan, base: RunRecord | None, say: Say) -> RunRequest:
     """`request`, made an early-stopping run when --bench-early-stop is on and some task can stop early."""
-    if not plan.options.early_stop or request.role != "fine-tuned" or request.paired_base is not None:
+    if not plan.options.early_stop or request.role != "fine-tuned":
         return request
     if not plan.compares:
         say("[bench] early stop: off, because it decides gates against the base, and this session evaluates "
@@ -335,7 +335,7 @@ def apply_early_stop(comparisons: Mapping[str, TaskComparison], base: RunRecord,
             comp.base_accuracy = float(np.mean([scores[doc].value for doc in record["evaluated_ids"]]))
 
 
-def stopped_early(record: RunRecord) -> list[str]:
+def tasks_stopped_early(record: RunRecord) -> list[str]:
     """The tasks a run stopped early on: its scores of them are on part of their documents, so it is no full run."""
     tasks = (record.extra.get(EARLY_STOP) or {}).get("tasks") or {}
     return [task for task, entry in tasks.items() if entry.get("stopped_early")]

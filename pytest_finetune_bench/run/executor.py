@@ -18,7 +18,7 @@ from pathlib import Path
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.core.records import Execution, RunRecord, RunRequest
 from pytest_finetune_bench.plan import Plan
-from pytest_finetune_bench.run.early_stop import paired_early_stop, stopped_early, with_early_stop
+from pytest_finetune_bench.run.early_stop import paired_early_stop, tasks_stopped_early, with_early_stop
 from pytest_finetune_bench.run.progress import ProgressPrinter
 from pytest_finetune_bench.run.recovery import (
     evaluate_sides_with_recovery,
@@ -191,8 +191,9 @@ class Executor:
                                    self.say) if wanted else None
         if paired is None:
             return self._run_model("base")
-        self.say(f"[bench] base and fine-tuned: evaluating {paired.model} and {self.plan.side('base').model} "
-                 f"via {paired.side.backend} on {', '.join(paired.settings.tasks)}")
+        base_side = self.plan.side("base")
+        self.say(f"[bench] base and fine-tuned: evaluating {base_side.model} via {base_side.backend} and "
+                 f"{paired.model} via {paired.side.backend} on {', '.join(paired.settings.tasks)}")
         try:
             outcomes = evaluate_sides_with_recovery(paired, ProgressPrinter(self.say), self.say,
                                                     self.plan.options.timeout_s)
@@ -210,6 +211,8 @@ class Executor:
         base = outcomes["base"]
         if isinstance(base, BenchError):
             raise base
+        if base.status == "complete":
+            self.say(f"[bench] base: done alongside the fine-tuned model ({base.generated} responses generated)")
         return base
 
     def _run_model(self, role: str) -> RunRecord:
@@ -274,4 +277,4 @@ class Executor:
 
 def _full_run(record: RunRecord) -> bool:
     """Whether a base run may be shared and cached: complete, and on every document (no task stopped early)."""
-    return record.status == "complete" and not stopped_early(record)
+    return record.status == "complete" and not tasks_stopped_early(record)
