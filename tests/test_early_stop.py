@@ -410,3 +410,15 @@ def test_a_paired_run_that_crashes_scores_each_side_from_its_own_cache(pytester:
     result.stdout.fnmatch_lines(["*fine-tuned: fine-tuned run crashed (*): scored 6 of 24 samples (partial)*",
                                  "*base: base run crashed (*): scored 8 of 24 samples (partial)*"])
     assert not list((pytester.path / "base-cache" / "base").glob("*/entry.json"))
+
+
+def test_a_base_with_no_task_to_stop_early_is_evaluated_in_full_first() -> None:
+    """A task defined in Python has its headline only from a run's results: the base's run comes first."""
+    plan = SimpleNamespace(options=SimpleNamespace(early_stop=True), compares=True, tasks=["mine"], headlines={})
+    lines: list[str] = []
+    paired = paired_early_stop(_request("fine-tuned", "cache/f"), _request("base", "cache/b"), plan,  # type: ignore[arg-type]
+                               lines.append)
+    assert paired is None
+    assert lines == ["[bench] early stop: the base is evaluated in full first, because no task can stop early before "
+                     "a run has results (mine: its headline metric is known only from a run's results, and the base "
+                     "has none yet)"]

@@ -205,7 +205,8 @@ def with_early_stop(request: RunRequest, plan: Plan, base: RunRecord | None, say
     if base is None or base.partial:
         say("[bench] early stop: off, because the base scores are incomplete; every document is evaluated")
         return request
-    tasks = _entries(plan, lambda task: _task_entry(plan, base, task), say)
+    tasks, in_full = _entries(plan, lambda task: _task_entry(plan, base, task))
+    _say_in_full(in_full, say)
     if not tasks:
         return request
     spec = {"error_rate": plan.options.error_rate, "seed": plan.settings.seeds[0], "tasks": tasks}
@@ -229,9 +230,13 @@ def paired_early_stop(finetuned: RunRequest, base: RunRequest, plan: Plan, say: 
     if why is not None:
         say(f"[bench] early stop: the base is evaluated in full first, because {why}")
         return None
-    tasks = _entries(plan, lambda task: _paired_entry(plan, task), say)
+    tasks, in_full = _entries(plan, lambda task: _paired_entry(plan, task))
     if not tasks:
+        whys = "; ".join(f"{task}: {why}" for task, why in in_full.items())
+        say(f"[bench] early stop: the base is evaluated in full first, because no task can stop early before "
+            f"a run has results ({whys})")
         return None
+    _say_in_full(in_full, say)
     spec = {"error_rate": plan.options.error_rate, "seed": plan.settings.seeds[0], "tasks": tasks}
     say(f"[bench] early stop: {', '.join(tasks)} evaluated on both models, on the same documents in a seeded "
         f"random order, until every gate is settled (error ≤ {plan.options.error_rate:g}"
@@ -247,17 +252,23 @@ def _why_not_paired(base: RunRequest) -> str | None:
     return None
 
 
-def _entries(plan: Plan, entry_of: Callable[[str], tuple[dict[str, Any] | None, str]],
-             say: Say) -> dict[str, dict[str, Any]]:
-    """The child's instructions for each task that can stop early; a line for each one that runs in full."""
+def _entries(plan: Plan, entry_of: Callable[[str], tuple[dict[str, Any] | None, str]]
+             ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """(the child's instructions for each task that can stop early, why each other task runs in full)."""
     tasks: dict[str, Any] = {}
+    in_full: dict[str, str] = {}
     for task in plan.tasks:
         entry, why = entry_of(task)
         if entry is None:
-            say(f"[bench] early stop: {task} runs in full: {why}")
+            in_full[task] = why
         else:
             tasks[task] = entry
-    return tasks
+    return tasks, in_full
+
+
+def _say_in_full(in_full: Mapping[str, str], say: Say) -> None:
+    for task, why in in_full.items():
+        say(f"[bench] early stop: {task} runs in full: {why}")
 
 
 def _error_share(plan: Plan, tasks: Mapping[str, Mapping[str, Any]]) -> str:

@@ -126,7 +126,9 @@ def _pump(proc: subprocess.Popen[str], request: RunRequest, on_event: EventSink,
             final = event
         on_event(event)
     code = proc.wait()
-    counts = {"generated": generated.pop(request.role, 0), "sides": generated}
+    counts: Event = {"generated": generated.pop(request.role, 0)}
+    if generated:  # a paired run's base
+        counts["sides"] = generated
     if stopper.stopped_at is not None:
         # Whatever the child said last, it was stopped: a run that finished just in time still counts.
         if final is not None and final["event"] == "finished":
