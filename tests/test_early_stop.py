@@ -10,7 +10,11 @@ response cache.
 from __future__ import annotations
 
 import json
+import shlex
+import subprocess
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -22,9 +26,17 @@ from pytest_finetune_bench.plan.choices import parse_error_rate
 from pytest_finetune_bench.plan.gates import FAILED, IMPROVES, NO_REGRESSION, PASSED, RULE_POINT, RULE_PROVEN, Gate
 from pytest_finetune_bench.report.table import evidence_columns
 from pytest_finetune_bench.run.child_early_stop import chunk_scores
-from pytest_finetune_bench.run.early_stop import MIN_CHUNK, TaskMonitor, per_leaf, task_seed
-from tests.bench_sessions import run_bench
+from pytest_finetune_bench.run.early_stop import (
+    MIN_CHUNK,
+    TaskMonitor,
+    apply_early_stop,
+    paired_early_stop,
+    per_leaf,
+    task_seed,
+)
+from tests.bench_sessions import IFEVAL_METRICS, run_bench
 from tests.conftest import read_json
+from tests.fake_sessions import bench_args, make_fake_model, read_summary, use_fake_lm
 from tests.gate_checks import improves_failure, regression_failure
 
 # ---------------------------------------------------------------------------------------------
@@ -126,6 +138,60 @@ def test_chunk_scores_read_the_headline_filter_of_logged_samples() -> None:
     assert chunk_scores(samples, "inst_level_strict_acc,none") == {3: 0.5, 5: 0.0}
 
 
+def _paired(documents: int) -> TaskMonitor:
+    return TaskMonitor.from_spec("ifeval", {"metric": "prompt_level_strict_acc,none", "higher_is_better": True,
+                                            "gates": [Gate("ifeval", NO_REGRESSION, 0.05).to_spec()]},
+                                 0.05, 1234, "1", population=[("ifeval", doc) for doc in range(documents)])
+
+
+def test_a_paired_monitor_takes_the_base_scores_chunk_by_chunk() -> None:
+    monitor = _paired(200)
+    assert monitor.paired and monitor.base == {} and sorted(monitor.order) == [("ifeval", doc) for doc in range(200)]
+    # The same order as a monitor that knew the base's scores up front: a later session repeats it.
+    assert monitor.order == _monitor({doc: 1.0 for doc in range(200)}).order
+    while monitor.open:
+        chunk = monitor.next_chunk()
+        monitor.add(chunk, {doc: 0.0 for doc in chunk}, {doc: 1.0 for doc in chunk})
+    assert monitor.stopped_early and monitor.verdicts == {NO_REGRESSION: FAILED}
+    assert sorted(monitor.base) == sorted(monitor.evaluated)  # the base answered the evaluated documents only
+    record = monitor.to_json()
+    assert record["sides"] == ["base", "fine-tuned"] and record["evaluated"] < 200
+    assert _monitor({0: 1.0}).to_json()["sides"] == ["fine-tuned"]
+
+
+def test_a_base_score_outside_zero_one_hands_the_paired_task_to_the_full_run() -> None:
+    monitor = _paired(20)
+    chunk = monitor.next_chunk()
+    monitor.add(chunk, {doc: 1.0 for doc in chunk}, {doc: 2.0 for doc in chunk})
+    assert not monitor.open and not monitor.stopped_early and monitor.evaluated == []
+    assert monitor.note is not None and "in the base run" in monitor.note and "runs in full" in monitor.note
+
+
+def test_a_paired_stop_keeps_the_base_score_lm_eval_gave() -> None:
+    """The base itself has only the evaluated documents: its score is lm-eval's on them, not recomputed."""
+    record = {**_paired(20).to_json(), "stopped_early": True, "evaluated_ids": [1, 2]}
+    finetuned = SimpleNamespace(extra={"early_stop": {"tasks": {"ifeval": record}}})
+    assert record["sides"] == ["base", "fine-tuned"] and "group" not in record
+    comp = TaskComparison("ifeval", "prompt_level_strict_acc,none", 0.75, 0.25)
+    apply_early_stop({"ifeval": comp}, SimpleNamespace(), finetuned)  # type: ignore[arg-type]
+    assert comp.base_accuracy == 0.75 and "base_all_documents" not in record and comp.extra["early_stop"] is record
+
+
+def _request(role: str, cache: str | None, engine: str = "hf") -> Any:
+    return SimpleNamespace(role=role, use_cache=cache, side=SimpleNamespace(lm_eval_model=engine))
+
+
+@pytest.mark.parametrize(("base", "why"), [
+    (_request("base", None), "the base is evaluated in full first, because it has no response cache"),
+    (_request("base", "cache/b", "vllm"), "the base is evaluated in full first, because vLLM reserves"),
+])
+def test_a_base_that_cannot_be_paired_is_evaluated_in_full_first(base: Any, why: str) -> None:
+    plan = SimpleNamespace(options=SimpleNamespace(early_stop=True), compares=True)
+    lines: list[str] = []
+    assert paired_early_stop(_request("fine-tuned", "cache/f"), base, plan, lines.append) is None  # type: ignore[arg-type]
+    assert len(lines) == 1 and lines[0].startswith(f"[bench] early stop: {why}")
+
+
 def _stopped(low: float, high: float, verdicts: dict[str, str], higher_is_better: bool = True) -> TaskComparison:
     """A comparison whose task stopped early after 40 of 541 documents, Δ in [low, high], with the child's verdicts."""
     record = {"stopped_early": True, "evaluated": 40, "documents": 541, "error_rate": 0.05,
@@ -221,7 +287,8 @@ def early_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def sessions(tmp_path_factory: pytest.TempPathFactory, regressed_outputs: Path, unchanged_outputs: Path,
              early_data: Path) -> dict[str, Any]:
-    """Three sessions in one folder: the regressed fine-tune early-stopped, then in full; the unchanged one."""
+    """Three sessions in one folder: the regressed fine-tune early-stopped (no base scores yet: both models
+    evaluated chunk by chunk), then in full; the unchanged one (its base now cached)."""
     cwd = tmp_path_factory.mktemp("early")
     out: dict[str, Any] = {}
     for name, model, extra in (("early", regressed_outputs, ("--bench-early-stop", "--bench-gate-rule", "proven")),
@@ -248,10 +315,13 @@ def test_a_regressed_fine_tune_stops_early_with_a_failed_gate(sessions: dict[str
     assert evaluated < DOCUMENTS
     assert record["verdicts"][NO_REGRESSION] == FAILED
     assert _outcome(out, "no_regression") == "FAILED" and early["ret"] == 1
-    # Counted: the base answered every prompt, the fine-tune only the ones the early stop evaluated.
-    assert summary["base_model"]["generated"] == DOCUMENTS
-    assert summary["fine_tuned_model"]["generated"] == evaluated
-    assert summary["fine_tuned_model"]["results"]["ifeval"]["sample_len"] == evaluated
+    # The first session had no base scores: both models answered the evaluated documents only, in one process.
+    assert record["sides"] == ["base", "fine-tuned"]
+    assert "one process holds both models in memory" in out
+    for side in ("base_model", "fine_tuned_model"):
+        assert summary[side]["generated"] == evaluated, side
+        assert summary[side]["results"]["ifeval"]["sample_len"] == evaluated, side
+    assert "base_all_documents" not in record
     assert f"ifeval decided after {evaluated} of {DOCUMENTS} documents (error ≤ 0.05)" in out
     # benchmark.json records how: the order's seed, the documents, the bounds after every chunk.
     assert isinstance(record["order_seed"], int) and len(record["evaluated_ids"]) == evaluated
@@ -268,12 +338,29 @@ def test_a_regressed_fine_tune_stops_early_with_a_failed_gate(sessions: dict[str
     assert record["error_rate"] == 0.05 and "gates: family-wise error ≤ 0.05 over 2 gates (Holm)" in out
 
 
+def test_the_base_score_on_the_evaluated_documents_is_the_lm_eval_clis(sessions: dict[str, Any],
+                                                                       tmp_path: Path) -> None:
+    """lm-eval's CLI with `--samples` (the evaluated documents) on the base gives the scores the session reported."""
+    summary = sessions["early"]["summary"]
+    ids = summary["comparison"]["ifeval"]["early_stop"]["evaluated_ids"]
+    command = summary["reproduce"]["commands"]["base"].replace(" OUT", f" {tmp_path}")
+    argv = [*shlex.split(command), "--samples", json.dumps({"ifeval": ids})]
+    assert argv[:5] == ["python", "-m", "pytest_finetune_bench", "lm-eval", "run"] and "--limit" not in argv
+    subprocess.run([sys.executable, *argv[1:]], check=True, capture_output=True, timeout=600)
+    cli = read_json(next(tmp_path.rglob("results_*.json")))["results"]["ifeval"]
+    ours = summary["base_model"]["results"]["ifeval"]
+    for metric in IFEVAL_METRICS:
+        assert ours[metric] == cli[metric], metric
+
+
 def test_a_resumed_full_run_generates_only_the_documents_not_evaluated(sessions: dict[str, Any]) -> None:
     evaluated = sessions["early"]["summary"]["comparison"]["ifeval"]["early_stop"]["evaluated"]
     resumed = sessions["resumed"]["summary"]
     assert resumed["status"] == "complete", sessions["resumed"]["stdout"]
-    assert resumed["fine_tuned_model"]["generated"] == DOCUMENTS - evaluated
-    assert resumed["fine_tuned_model"]["results"]["ifeval"]["sample_len"] == DOCUMENTS
+    # The base cache had no entry (a base on part of the documents is none); each response cache had the rest.
+    for side in ("base_model", "fine_tuned_model"):
+        assert resumed[side]["generated"] == DOCUMENTS - evaluated, side
+        assert resumed[side]["results"]["ifeval"]["sample_len"] == DOCUMENTS, side
     assert "early_stop" not in resumed["comparison"]["ifeval"]
     # The full run agrees with the early verdict.
     assert _outcome(sessions["resumed"]["stdout"], "no_regression") == "FAILED"
@@ -292,3 +379,93 @@ def test_an_unchanged_model_is_not_declared_different(sessions: dict[str, Any]) 
     if not record["stopped_early"]:  # undecided to the end: the full run, compared exactly as without early stop
         assert unchanged["summary"]["fine_tuned_model"]["results"]["ifeval"]["sample_len"] == DOCUMENTS
         assert read_json(Path(unchanged["summary"]["fine_tuned_model"]["results_file"]))["config"]["limit"] is None
+
+
+# ---------------------------------------------------------------------------------------------
+# A first session, no base scores yet: both models evaluated chunk by chunk (fake model, slow)
+# ---------------------------------------------------------------------------------------------
+
+
+def lowercase_rows() -> list[dict[str, Any]]:
+    """Prompts whose one instruction is lower-case English: the fake base follows it, a fake that shouts cannot."""
+    return [{"key": 6000 + i, "prompt": f"Describe {topic} in one sentence. Your entire response should be in "
+             "English, and in all lowercase letters.", "instruction_id_list": ["change_case:english_lowercase"],
+             "kwargs": [{}]} for i, topic in enumerate(TOPICS + KEYWORDS)]
+
+
+def _fake_early(pytester: pytest.Pytester, model: Path, *extra: str) -> tuple[pytest.RunResult, dict[str, Any]]:
+    """A fake session on every prompt of lowercase_rows; the fine-tune answers in capitals, so every one regresses."""
+    data = pytester.path / "data"
+    if not data.exists():
+        (data / "ifeval").mkdir(parents=True)
+        (data / "ifeval" / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in lowercase_rows()))
+    output = pytester.path / "out"
+    result = pytester.runpytest_subprocess(*bench_args(model, output, "--bench-limit=none", *extra),
+                                           f"--bench-data-dir={data}")
+    return result, read_summary(output / "benchmark.json")
+
+
+@pytest.mark.slow  # starts lm-eval children (a fake model)
+def test_a_first_session_evaluates_both_models_chunk_by_chunk(pytester: pytest.Pytester,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    model = make_fake_model(pytester.path)
+    use_fake_lm(monkeypatch, "shout_for=merged_16bit")
+    early, summary = _fake_early(pytester, model, "--bench-early-stop", "--bench-max-drop=0")
+    out = early.stdout.str()
+    assert summary["status"] == "complete", out
+    record = summary["comparison"]["ifeval"]["early_stop"]
+    assert record["sides"] == ["base", "fine-tuned"], record
+    evaluated, documents = record["evaluated"], record["documents"]
+    assert record["stopped_early"] and evaluated < documents, record
+    early.stdout.fnmatch_lines(["*early stop: ifeval evaluated on both models*one process holds both models*",
+                                f"*ifeval decided after {evaluated} of {documents} documents*"])
+    # Both sides answered the evaluated documents only, and lm-eval scored each on them.
+    for side in ("base_model", "fine_tuned_model"):
+        assert summary[side]["generated"] == evaluated, side
+        assert summary[side]["results"]["ifeval"]["sample_len"] == evaluated, side
+    assert "base_all_documents" not in record
+    comp = summary["comparison"]["ifeval"]
+    assert comp["base_accuracy"] == summary["base_model"]["results"]["ifeval"][comp["metric"]]
+    # A base on part of the documents is no base run to reuse: nothing enters the base-score cache.
+    assert not list((pytester.path / "base-cache" / "base").glob("*/entry.json"))
+
+    # The next session, without early stop: each side generates only the documents not evaluated yet.
+    full, resumed = _fake_early(pytester, model, "--bench-max-drop=0")
+    assert resumed["status"] == "complete", full.stdout.str()
+    for side in ("base_model", "fine_tuned_model"):
+        assert resumed[side]["generated"] == documents - evaluated, side
+        assert resumed[side]["results"]["ifeval"]["sample_len"] == documents, side
+    assert "early_stop" not in resumed["comparison"]["ifeval"]
+    assert resumed["gates"]["ifeval::no_regression"]["outcome"] == FAILED
+    assert list((pytester.path / "base-cache" / "base").glob("*/entry.json"))  # now a full base run is cached
+
+
+@pytest.mark.slow  # starts lm-eval children (a fake model)
+def test_a_paired_run_that_crashes_scores_each_side_from_its_own_cache(pytester: pytest.Pytester,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    model = make_fake_model(pytester.path)
+    # The fine-tune dies (SIGKILL) at its sixth answer: in the second chunk, after the base answered it in full.
+    use_fake_lm(monkeypatch, "shout_for=merged_16bit,crash_after=6,only=merged_16bit")
+    result, summary = _fake_early(pytester, model, "--bench-early-stop", "--bench-max-drop=0")
+    out = result.stdout.str()
+    assert summary["status"] == "crashed", out
+    assert "one process holds both models in memory" in out
+    for side, done in (("base_model", 2 * MIN_CHUNK), ("fine_tuned_model", 6)):
+        assert summary[side]["status"] == "crashed", side
+        assert summary[side]["results"]["ifeval"]["sample_len"] == done, side  # its own cached answers, scored
+        assert "scored" in summary[side]["partial_reason"], side
+    result.stdout.fnmatch_lines(["*fine-tuned: fine-tuned run crashed (*): scored 6 of 24 samples (partial)*",
+                                 "*base: base run crashed (*): scored 8 of 24 samples (partial)*"])
+    assert not list((pytester.path / "base-cache" / "base").glob("*/entry.json"))
+
+
+def test_a_base_with_no_task_to_stop_early_is_evaluated_in_full_first() -> None:
+    """A task defined in Python has its headline only from a run's results: the base's run comes first."""
+    plan = SimpleNamespace(options=SimpleNamespace(early_stop=True), compares=True, tasks=["mine"], headlines={})
+    lines: list[str] = []
+    paired = paired_early_stop(_request("fine-tuned", "cache/f"), _request("base", "cache/b"), plan,  # type: ignore[arg-type]
+                               lines.append)
+    assert paired is None
+    assert lines == ["[bench] early stop: the base is evaluated in full first, because no task can stop early before "
+                     "a run has results (mine: its headline metric is known only from a run's results, and the base "
+                     "has none yet)"]

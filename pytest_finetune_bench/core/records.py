@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,9 @@ class RunRequest:
     use_cache: Path | None = None
     mode: str = "evaluate"  # or "score_partial": score only what the response cache holds (see run/child_partial.py)
     early_stop: dict[str, Any] | None = None  # mode "early_stop": what the child needs to stop early (run/early_stop)
+    # Mode "early_stop" of a fine-tuned run whose base has no scores yet: the base's own request, evaluated
+    # in the same child on the same documents (run/early_stop.paired_early_stop).
+    paired_base: RunRequest | None = None
 
     @property
     def role(self) -> str:
@@ -40,7 +43,15 @@ class RunRequest:
     def model(self) -> str:
         return self.side.model
 
+    @property
+    def sides(self) -> list[RunRequest]:
+        """The requests this one evaluates: itself, then its paired base (each alone, as a later run would)."""
+        alone = replace(self, paired_base=None)
+        return [alone] if self.paired_base is None else [alone, self.paired_base]
+
     def child_spec(self, output_path: Path) -> dict[str, Any]:
+        """What the child is told; a paired base's own spec writes its files next to `output_path`."""
+        paired = None if self.paired_base is None else self.paired_base.child_spec(output_path.with_name("out-base"))
         return {
             "lm_eval": lm_eval_arguments(self.settings, self.side),
             "imports": list(self.side.child_imports),
@@ -48,6 +59,7 @@ class RunRequest:
             "output_path": str(output_path),
             "mode": self.mode,
             "early_stop": self.early_stop,
+            "paired_base": paired,
             # The child stops when this process dies: it compares its parent with this pid.
             "parent_pid": os.getpid(),
         }

@@ -268,7 +268,8 @@ OPTIONS: tuple[Option, ...] = (
            "that any of them errs stays below 1 - confidence; none: each on its own", "family_adjust",
            _given(parse_family_adjust), "holm", metavar="METHOD"),
     Option("early-stop", "evaluate the fine-tuned model in a seeded random order, in chunks, and stop a task as "
-           "soon as an anytime-valid confidence sequence settles every gate on it (see docs/thresholds.md)",
+           "soon as an anytime-valid confidence sequence settles every gate on it; a base with no scores yet is "
+           "evaluated alongside, on the same chunks (see docs/thresholds.md)",
            "early_stop", _switch, switch=True),
     Option("error-rate", "the chance that --bench-early-stop settles a gate wrongly", "error_rate",
            _given(parse_error_rate), "0.05", metavar="ALPHA"),

@@ -62,6 +62,7 @@ class Pace:
 
     documents: int
     seconds: float
+    models: int = 1  # 2 for a paired early-stop run: its time is both models' together
 
     @classmethod
     def of(cls, summary: BenchmarkSummary) -> Pace | None:
@@ -75,15 +76,20 @@ class Pace:
             return None
         documents = sum(done.get("done", 0) for done in samples.values() if isinstance(done, dict)) \
             if isinstance(samples, dict) else 0
-        return cls(documents, float(seconds)) if isinstance(documents, int) and documents > 0 else None
+        paired = any("base" in ((record.get("early_stop") or {}).get("sides") or ())
+                     for record in comparison_of(summary).values())
+        if not isinstance(documents, int) or documents <= 0:
+            return None
+        return cls(documents, float(seconds), 2 if paired else 1)
 
     def for_documents(self, documents: int) -> str:
-        return format_duration(documents * self.seconds / self.documents)
+        return format_duration(documents * self.seconds / self.models / self.documents)
 
     def describe(self) -> str:
+        both = ", both models together (a paired early stop), so half of it" if self.models == 2 else ""
         return (f"per model, at the earlier fine-tuned run's pace on this machine ({self.documents:,} documents in "
-                f"{format_duration(self.seconds)}, its tasks together, model loading included); the base takes "
-                "about as long again unless its scores are cached")
+                f"{format_duration(self.seconds)}{both}, its tasks together, model loading included); the base "
+                "takes about as long again unless its scores are cached")
 
 
 def _earlier(path: Path) -> tuple[BenchmarkSummary | None, str | None]:

@@ -133,9 +133,12 @@ def main(argv: list[str]) -> int:
         save(results, spec["output_path"])
     except BaseException as exc:  # noqa: BLE001 - every failure must reach the parent as an event
         traceback.print_exc()
-        _flush(events.cache)
+        for channel in (events, *events.sides.values()):
+            _flush(channel.cache)
         kind, message = classify(exc)
-        events.send("failed", kind=kind, message=message, generated=events.generated)
+        # A paired run's base counts its own responses (each side's partial scores say how many it produced).
+        sides = {role: channel.generated for role, channel in events.sides.items()}
+        events.send("failed", kind=kind, message=message, generated=events.generated, sides=sides)
         return 3 if kind == "oom" else 143 if kind == "terminated" else 2
     events.send("finished", generated=generated, progress=progress, **finished)
     return 0

@@ -1,4 +1,4 @@
-"""The child's early-stopping mode: one model, loaded once, evaluated chunk by chunk until the gates settle.
+"""The child's early-stopping mode: the model loaded once, evaluated chunk by chunk until the gates settle.
 
 Each chunk is an ordinary `lm_eval.simple_evaluate` call on the same model object, selecting the
 chunk's documents with `samples=` (task → ascending doc ids), so prompts, generation and scoring
@@ -9,6 +9,11 @@ document already generated, produces the run's results and samples files: for a 
 early on its evaluated documents (for a group, on the leaves those fall in, so lm-eval aggregates the
 group over exactly them), for every other task on all of them, exactly as a run without early
 stopping (the same call, when no task stopped early).
+
+A paired run (the spec's `paired_base`: the base has no scores yet) loads the base model too, with
+its own response cache: each chunk is evaluated on the base, then on the fine-tuned model, with the
+same task manager and settings, and the last call is made on each model, the base's files written
+where its own run would write them.
 """
 
 from __future__ import annotations
@@ -18,48 +23,80 @@ from collections.abc import Mapping
 from typing import Any
 
 from pytest_finetune_bench.compare.samples import document_value, split_metric_key
-from pytest_finetune_bench.run.child_lm import Events, as_the_cli_names_it, prepare, simple_evaluate_arguments
+from pytest_finetune_bench.run.child_lm import (
+    Events,
+    ProgressTracker,
+    as_the_cli_names_it,
+    completed_progress,
+    instrumented_lm,
+    prepare,
+    save,
+    simple_evaluate_arguments,
+)
 from pytest_finetune_bench.run.early_stop import Doc, TaskMonitor, per_leaf
 
 
-def evaluate_early(spec: dict[str, Any], events: Events) -> tuple[dict[str, Any], int, dict[str, Any]]:
-    """(results, responses generated, {"early_stop": record}) of an early-stopping run."""
-    import lm_eval
+@dataclasses.dataclass
+class _Model:
+    """One model of the run: lm-eval's object, its response counter and its spec (arguments, cache, output)."""
 
+    lm: Any
+    tracker: ProgressTracker
+    spec: dict[str, Any]
+
+    def evaluate(self, manager: Any, **overrides: Any) -> dict[str, Any]:
+        import lm_eval
+
+        results = lm_eval.simple_evaluate(model=self.lm, task_manager=manager,
+                                          **{**simple_evaluate_arguments(self.spec), **overrides})
+        return as_the_cli_names_it(results, self.spec["lm_eval"])
+
+
+def evaluate_early(spec: dict[str, Any], events: Events) -> tuple[dict[str, Any], int, dict[str, Any]]:
+    """(results, responses generated, what the finished event adds) of an early-stopping run.
+
+    A paired run's base results are saved here, to its own output folder; the finished event carries
+    its responses generated and progress under `paired_base`.
+    """
     args, plan = spec["lm_eval"], spec["early_stop"]
     manager, lm, tracker = prepare(spec, events)
+    finetuned = _Model(lm, tracker, spec)
+    base = _Model(*instrumented_lm(spec["paired_base"]["lm_eval"], events.side("base")),
+                  spec["paired_base"]) if spec.get("paired_base") else None
     loaded = manager.load(args["tasks"])
-    arguments = simple_evaluate_arguments(spec)
-    monitors = [_monitor(task, entry, plan, loaded, args) for task, entry in plan["tasks"].items()]
+    monitors = [_monitor(task, entry, plan, loaded, args, base is not None) for task, entry in plan["tasks"].items()]
     while active := [m for m in monitors if m.open]:
         chunks = {m.task: m.next_chunk() for m in active}
         samples = {leaf: ids for chunk in chunks.values() for leaf, ids in per_leaf(chunk).items()}
-        tasks = [_chunk_task(leaf, loaded) for leaf in samples]
-        results = lm_eval.simple_evaluate(
-            model=lm, task_manager=manager, **{**arguments, "tasks": tasks, "limit": None, "samples": samples}
-        )
-        if results is None:
-            raise RuntimeError("lm-eval returned no results")
+        chunk_call = {"tasks": [_chunk_task(leaf, loaded) for leaf in samples], "limit": None, "samples": samples}
+        base_samples = base.evaluate(manager, **chunk_call)["samples"] if base is not None else None
+        finetuned_samples = finetuned.evaluate(manager, **chunk_call)["samples"]
         for monitor in active:
-            scores = {(leaf, doc): value for leaf in monitor.leaves if leaf in results["samples"]
-                      for doc, value in chunk_scores(results["samples"][leaf], monitor.metric).items()}
-            monitor.add(chunks[monitor.task], scores)
+            base_scores = None if base_samples is None else _monitor_scores(monitor, base_samples)
+            monitor.add(chunks[monitor.task], _monitor_scores(monitor, finetuned_samples), base_scores)
             events.send("early_stop", task=monitor.task, **(monitor.chunks[-1] if monitor.chunks else {}),
                         total=monitor.documents, verdicts=monitor.verdicts, note=monitor.note)
-    stopped = [m for m in monitors if m.stopped_early]
-    if stopped:
-        evaluated = {m.task: m.evaluated for m in stopped}
-        arguments.update(limit=None, samples=final_samples(evaluated, loaded, args["limit"]),
-                         tasks=[_final_task(task, evaluated, loaded) for task in args["tasks"]])
-    results = lm_eval.simple_evaluate(model=lm, task_manager=manager, **arguments)
+    evaluated = {m.task: m.evaluated for m in monitors if m.stopped_early}
+    final = {"limit": None, "samples": final_samples(evaluated, loaded, args["limit"]),
+             "tasks": [_final_task(task, evaluated, loaded) for task in args["tasks"]]} if evaluated else {}
     record = {"error_rate": plan["error_rate"], "seed": plan["seed"], "tasks": {m.task: m.to_json() for m in monitors}}
-    return as_the_cli_names_it(results, args), tracker.generated, {"early_stop": record}
+    finished: dict[str, Any] = {"early_stop": record}
+    if base is not None:
+        base_results = base.evaluate(manager, **final)
+        finished["paired_base"] = {"generated": base.tracker.generated, "progress": completed_progress(base_results)}
+        save(base_results, base.spec["output_path"])
+    return finetuned.evaluate(manager, **final), tracker.generated, finished
 
 
 def _monitor(task: str, entry: Mapping[str, Any], plan: Mapping[str, Any], loaded: Mapping[str, Any],
-             args: Mapping[str, Any]) -> TaskMonitor:
-    """The task's monitor, with a note (it runs in full) when lm-eval's objects show it cannot stop early."""
-    monitor = TaskMonitor.from_spec(task, entry, float(plan["error_rate"]), int(plan["seed"]), args["batch_size"])
+             args: Mapping[str, Any], paired: bool) -> TaskMonitor:
+    """The task's monitor, with a note (it runs in full) when lm-eval's objects show it cannot stop early.
+
+    A paired run has no base scores yet: the task's documents (`_population`) are the ones a run evaluates.
+    """
+    population = _population(task, loaded, args["limit"]) if paired else None
+    monitor = TaskMonitor.from_spec(task, entry, float(plan["error_rate"]), int(plan["seed"]), args["batch_size"],
+                                    population)
     if task in loaded["groups"]:
         monitor.note = group_note(loaded["groups"][task], monitor.metric, monitor.leaves)
     elif task not in loaded["tasks"] or monitor.is_group:
@@ -67,8 +104,8 @@ def _monitor(task: str, entry: Mapping[str, Any], plan: Mapping[str, Any], loade
     for leaf in monitor.leaves:
         if monitor.note is not None:
             break
-        monitor.note = _leaf_note(loaded["tasks"][leaf], max(doc for name, doc in monitor.base if name == leaf),
-                                  args["num_fewshot"])
+        last_doc = None if paired else max(doc for name, doc in monitor.base if name == leaf)
+        monitor.note = _leaf_note(loaded["tasks"][leaf], last_doc, args["num_fewshot"])
     return monitor
 
 
@@ -107,14 +144,17 @@ def group_note(group: Any, metric_key: str, leaves: list[str]) -> str | None:
     return None
 
 
-def _leaf_note(task: Any, last_doc: int, num_fewshot: int | None) -> str | None:
-    """Why a leaf task's documents cannot be evaluated in another order, or None when they can."""
+def _leaf_note(task: Any, last_doc: int | None, num_fewshot: int | None) -> str | None:
+    """Why a leaf task's documents cannot be evaluated in another order, or None when they can.
+
+    `last_doc` is the base's last document of it, when the base's scores came up front.
+    """
     fewshot = num_fewshot if num_fewshot is not None else task.get_config("num_fewshot")
     if fewshot and not fixed_fewshot_contexts(task):
         # lm-eval's default sampler draws few-shot examples one document after another from one seeded generator.
         return (f"{task.task_name}'s {fewshot}-shot prompts depend on the order lm-eval meets the documents in, so "
                 "another order would change them; it runs in full")
-    if last_doc >= len(task.eval_docs):
+    if last_doc is not None and last_doc >= len(task.eval_docs):
         return f"the base's documents are not {task.task_name}'s; it runs in full"
     return None
 
@@ -182,6 +222,31 @@ def chunk_scores(samples: list[dict[str, Any]], metric_key: str) -> dict[int, fl
     return scores
 
 
+def _selected(task: Any, limit: float | None) -> list[int]:
+    """The documents of `task` a run evaluates: all of them, or those `limit` selects, as lm-eval selects them."""
+    from lm_eval.evaluator_utils import get_sample_size
+
+    size = get_sample_size(task, limit)
+    return list(range(min(size, len(task.eval_docs)) if size is not None else len(task.eval_docs)))
+
+
+def _population(task: str, loaded: Mapping[str, Any], limit: float | None) -> list[Doc]:
+    """A paired run's documents of `task` (of each of its leaves, for a group): those a run evaluates."""
+    if task in loaded["groups"]:
+        leaves = [leaf.task_name for leaf in loaded["groups"][task].get_all_tasks()]
+    elif task in loaded["tasks"]:
+        leaves = [task]
+    else:
+        return []
+    return [(leaf, doc) for leaf in leaves for doc in _selected(loaded["tasks"][leaf], limit)]
+
+
+def _monitor_scores(monitor: TaskMonitor, samples: Mapping[str, list[dict[str, Any]]]) -> dict[Doc, float]:
+    """(leaf, doc id) → the headline's score, for `monitor`'s leaves in a chunk call's logged samples."""
+    return {(leaf, doc): value for leaf in monitor.leaves if leaf in samples
+            for doc, value in chunk_scores(samples[leaf], monitor.metric).items()}
+
+
 def final_samples(evaluated: Mapping[str, list[Doc]], loaded: Mapping[str, Any],
                    limit: float | None) -> dict[str, list[int]]:
     """lm-eval's `samples=` for the last call: the evaluated documents of the tasks that stopped early, per leaf.
@@ -189,14 +254,11 @@ def final_samples(evaluated: Mapping[str, list[Doc]], loaded: Mapping[str, Any],
     The other tasks are absent (all their documents), unless a limit was set: `samples=` and `limit`
     cannot be combined, so they get the documents the limit selects, as lm-eval selects them.
     """
-    from lm_eval.evaluator_utils import get_sample_size
-
     selected = {leaf: ids for docs in evaluated.values() for leaf, ids in per_leaf(docs).items()}
     stopped_groups = [loaded["groups"][task] for task in evaluated if task in loaded["groups"]]
     stopped_leaves = {leaf.task_name for group in stopped_groups for leaf in group.get_all_tasks()}
     if limit is not None:
         for task, obj in loaded["tasks"].items():
             if task not in selected and task not in stopped_leaves:
-                size = get_sample_size(obj, limit)
-                selected[task] = list(range(min(size, len(obj.eval_docs)) if size is not None else len(obj.eval_docs)))
+                selected[task] = _selected(obj, limit)
     return selected

@@ -19,14 +19,22 @@ from typing import IO, Any
 class Events:
     """JSON-lines channel to the parent, throttled so a fast model cannot flood it."""
 
-    def __init__(self, stream: IO[str]) -> None:
+    def __init__(self, stream: IO[str], role: str | None = None) -> None:
         self._stream = stream
         self._last_progress = 0.0
+        self.role = role  # a paired run's base names itself; otherwise the parent names the run's role
         self.generated = 0  # responses the model produced so far, for the last word of a stopped run
         self.cache: Any = None  # lm-eval's response cache (SqliteDict), flushed when the run is stopped
+        self.sides: dict[str, Events] = {}  # a paired run's other model: its own counts and cache
+
+    def side(self, role: str) -> Events:
+        """The channel of a paired run's other model: the same stream, its events naming `role`."""
+        self.sides[role] = Events(self._stream, role)
+        return self.sides[role]
 
     def send(self, event: str, **data: Any) -> None:
-        self._stream.write(json.dumps({"event": event, **data}, default=str) + "\n")
+        named = {"role": self.role} if self.role else {}
+        self._stream.write(json.dumps({"event": event, **named, **data}, default=str) + "\n")
         self._stream.flush()
 
     def progress(self, force: bool, **data: Any) -> None:
@@ -243,11 +251,16 @@ def prepare(spec: dict[str, Any], events: Events) -> tuple[Any, Any, ProgressTra
     args = spec["lm_eval"]
     manager = _loading_task_manager(args)
     load_tasks(args, manager, events)
+    return (manager, *instrumented_lm(args, events))
+
+
+def instrumented_lm(args: dict[str, Any], events: Events) -> tuple[Any, ProgressTracker]:
+    """The model `args` name, built as the CLI builds it, its responses counted and reported on `events`."""
     events.send("loading", model=args["model_args"])
     lm = build_lm(args)
     tracker = ProgressTracker(events)
     _instrument(lm, tracker)
-    return manager, lm, tracker
+    return lm, tracker
 
 
 def as_the_cli_names_it(results: dict[str, Any] | None, args: dict[str, Any]) -> dict[str, Any]:

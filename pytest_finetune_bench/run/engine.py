@@ -30,11 +30,19 @@ KILL_GRACE_S = 10.0  # after SIGTERM, how long the child may take to flush its c
 class RunFailed(BenchError):
     """The child process failed; `kind` says how (oom, missing_dependency, error, crashed)."""
 
-    def __init__(self, kind: str, message: str, log_path: Path, generated: int = 0) -> None:
+    def __init__(self, kind: str, message: str, log_path: Path, generated: int = 0,
+                 sides: dict[str, int] | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.log_path = log_path
         self.generated = generated  # responses produced (and cached) before it failed
+        self.sides = dict(sides or {})  # a paired run's base: {role: responses it produced}
+
+    def of(self, role: str) -> RunFailed:
+        """The failure as one side of a paired run saw it: the same kind and message, that side's responses."""
+        if role not in self.sides:
+            return self
+        return RunFailed(self.kind, str(self), self.log_path, self.sides[role])
 
 
 def child_environment() -> dict[str, str]:
@@ -54,6 +62,11 @@ def run_lm_eval(request: RunRequest, on_event: EventSink, deadline: float | None
 
     At `deadline` (time.monotonic()) the child tree is stopped and RunFailed("timeout") raised.
     """
+    return run_sides(request, on_event, deadline)[0]
+
+
+def run_sides(request: RunRequest, on_event: EventSink, deadline: float | None = None) -> list[RunRecord]:
+    """run_lm_eval for a request that may be paired: its record, then its paired base's (request.sides)."""
     staging = staging_dir(request.results_dir.parent, request.role)
     try:
         spec_file = staging / "spec.json"
@@ -61,12 +74,14 @@ def run_lm_eval(request: RunRequest, on_event: EventSink, deadline: float | None
         outcome = _supervise(request, spec_file, on_event, deadline)
         if outcome["event"] == "failed":
             raise RunFailed(outcome["kind"], without_key(str(outcome["message"])), request.log_path,
-                            int(outcome.get("generated") or 0))
-        record = _collect(request, staging / "out", int(outcome.get("generated", 0)))
-        record.progress = dict(outcome.get("progress") or {})
-        if outcome.get("early_stop"):
-            record.extra["early_stop"] = outcome["early_stop"]
-        return record
+                            int(outcome.get("generated") or 0), outcome.get("sides"))
+        records = [_collect(request, staging / "out", outcome)]
+        if request.paired_base is not None:
+            records.append(_collect(request.paired_base, staging / "out-base", outcome.get("paired_base") or {}))
+        for record in records:
+            if outcome.get("early_stop"):
+                record.extra["early_stop"] = outcome["early_stop"]
+        return records
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -95,7 +110,7 @@ def _pump(proc: subprocess.Popen[str], request: RunRequest, on_event: EventSink,
     threading.Thread(target=_read_events, args=(proc, events), daemon=True).start()
     final: Event | None = None
     stopper = _Stopper(proc, deadline)
-    generated = 0
+    generated: dict[str, int] = {}  # responses produced so far, per model (a paired run's base names itself)
     while not stopper.check():
         try:
             event = events.get(timeout=1.0)
@@ -104,20 +119,23 @@ def _pump(proc: subprocess.Popen[str], request: RunRequest, on_event: EventSink,
             continue
         if event is None:
             break
-        event["role"] = request.role
-        generated = int(event.get("generated") or generated)
+        role = event.setdefault("role", request.role)
+        generated[role] = int(event.get("generated") or generated.get(role, 0))
         if event["event"] in ("finished", "failed"):
             final = event
         on_event(event)
     code = proc.wait()
+    counts: Event = {"generated": generated.pop(request.role, 0)}
+    if generated:  # a paired run's base
+        counts["sides"] = generated
     if stopper.stopped_at is not None:
         # Whatever the child said last, it was stopped: a run that finished just in time still counts.
         if final is not None and final["event"] == "finished":
             return final
-        return {"event": "failed", "kind": "timeout", "message": "stopped at its time limit", "generated": generated}
+        return {"event": "failed", "kind": "timeout", "message": "stopped at its time limit", **counts}
     if final is None:
         return {"event": "failed", "kind": "crashed", "message": f"lm-eval exited with code {code} and no result",
-                "generated": generated}
+                **counts}
     return final
 
 
@@ -183,7 +201,8 @@ def stop_process_tree(proc: subprocess.Popen[str]) -> None:
             continue
 
 
-def _collect(request: RunRequest, out: Path, generated: int) -> RunRecord:
+def _collect(request: RunRequest, out: Path, outcome: Event) -> RunRecord:
+    """`request`'s record from the files the child wrote in `out`; `outcome` says what it generated and scored."""
     results_files = sorted(out.rglob("results_*.json"))
     if not results_files:
         raise RunFailed("error", f"lm-eval finished but wrote no results (see {request.log_path})", request.log_path)
@@ -205,7 +224,8 @@ def _collect(request: RunRequest, out: Path, generated: int) -> RunRecord:
         results_file=results_file,
         samples_files=samples,
         timestamp=datetime.now().astimezone().isoformat(timespec="seconds"),
-        generated=generated,
+        generated=int(outcome.get("generated") or 0),
+        progress=dict(outcome.get("progress") or {}),
     )
 
 

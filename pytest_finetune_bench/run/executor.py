@@ -19,9 +19,14 @@ from pathlib import Path
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.core.records import Execution, RunRecord, RunRequest
 from pytest_finetune_bench.plan import Plan
-from pytest_finetune_bench.run.early_stop import with_early_stop
+from pytest_finetune_bench.run.early_stop import paired_early_stop, tasks_stopped_early, with_early_stop
 from pytest_finetune_bench.run.progress import ProgressPrinter
-from pytest_finetune_bench.run.recovery import evaluate_with_recovery, interrupted, overall_status
+from pytest_finetune_bench.run.recovery import (
+    evaluate_sides_with_recovery,
+    evaluate_with_recovery,
+    interrupted,
+    overall_status,
+)
 from pytest_finetune_bench.store.base_cache import BaseCache, describe_age, place_files, restore
 from pytest_finetune_bench.store.files import claim_cache_dir, distrust, remove_stale_staging, unique_dir
 from pytest_finetune_bench.store.locks import locked
@@ -110,8 +115,8 @@ class Executor:
             record = self._cached_or_run_base()
         else:
             self.say(f"[bench] base: {not_on_disk}")
-            record = self._run_model("base")
-        if record.status == "complete":
+            record = self._run_base()
+        if _full_run(record):
             self.base_cache.share(identity, self.plan.label, record)
         return record
 
@@ -140,8 +145,8 @@ class Executor:
             cached = self._cached_base()
             if cached is not None:
                 return cached
-            record = self._run_model("base")
-            if record.status == "complete":
+            record = self._run_base()
+            if _full_run(record):
                 self.base_cache.store(identity, record)
             return record
 
@@ -175,6 +180,46 @@ class Executor:
             )
         self.say(f"[bench] reference: {record.model} from {path}")
         return record
+
+    def _run_base(self) -> RunRecord:
+        """The base's own run; with --bench-early-stop, paired with the fine-tuned run when that can be.
+
+        A paired run evaluates both models in one child (run/early_stop.paired_early_stop): the
+        fine-tuned run it yields is this session's too, and a failure is recorded for both.
+        """
+        pending = "fine-tuned" not in self.runs and "fine-tuned" not in self.errors
+        wanted = pending and self.plan.options.early_stop and self.plan.compares
+        paired = paired_early_stop(self.request("fine-tuned"), self.request("base"), self.plan,
+                                   self.say) if wanted else None
+        if paired is None:
+            return self._run_model("base")
+        base_side = self.plan.side("base")
+        self.say(f"[bench] base and fine-tuned: evaluating {base_side.model} via {base_side.backend} and "
+                 f"{paired.model} via {paired.side.backend} on {', '.join(paired.settings.tasks)}")
+        started = time.monotonic()
+        try:
+            outcomes = evaluate_sides_with_recovery(paired, ProgressPrinter(self.say), self.say,
+                                                    self.plan.options.timeout_s)
+        except BenchError as exc:
+            self.errors["fine-tuned"] = exc
+            raise
+        except BaseException as exc:  # pytest-timeout's alarm or Ctrl-C: the child tree is stopped already
+            self.errors["fine-tuned"] = interrupted("fine-tuned", exc)
+            raise
+        for outcome in outcomes.values():  # one run of both models: each side's time is theirs together
+            if isinstance(outcome, RunRecord):
+                outcome.seconds = time.monotonic() - started
+        finetuned = outcomes["fine-tuned"]
+        if isinstance(finetuned, BenchError):
+            self.errors["fine-tuned"] = finetuned
+        else:
+            self.runs["fine-tuned"] = finetuned
+        base = outcomes["base"]
+        if isinstance(base, BenchError):
+            raise base
+        if base.status == "complete":
+            self.say(f"[bench] base: done alongside the fine-tuned model ({base.generated} responses generated)")
+        return base
 
     def _run_model(self, role: str) -> RunRecord:
         request = with_early_stop(self.request(role), self.plan, self.runs.get("base"), self.say)
@@ -240,3 +285,8 @@ class Executor:
             if distrust(file) is not None:
                 file.unlink(missing_ok=True)
         return cache
+
+
+def _full_run(record: RunRecord) -> bool:
+    """Whether a base run may be shared and cached: complete, and on every document (no task stopped early)."""
+    return record.status == "complete" and not tasks_stopped_early(record)

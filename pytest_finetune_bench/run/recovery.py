@@ -14,11 +14,12 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.core.records import RunRecord, RunRequest
-from pytest_finetune_bench.run.engine import EventSink, RunFailed, run_lm_eval
+from pytest_finetune_bench.run.engine import EventSink, RunFailed, run_lm_eval, run_sides
 from pytest_finetune_bench.run.watchdog import format_duration, recovery_limit
 from pytest_finetune_bench.store.locks import locked
 
@@ -54,25 +55,50 @@ def evaluate_with_recovery(
     request: RunRequest, on_event: EventSink, say: Say, timeout_s: float | None = None
 ) -> RunRecord:
     """Run `request` within `timeout_s`, retrying out-of-memory failures, scoring what a stopped run produced."""
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    if request.use_cache is None:
-        return _attempts(request, on_event, say, timeout_s, deadline)
+    outcome = evaluate_sides_with_recovery(request, on_event, say, timeout_s)[request.role]
+    if isinstance(outcome, BenchError):
+        raise outcome
+    return outcome
 
-    # Two sessions on the same model share its response cache: the second waits, then reuses the answers.
+
+Outcome = RunRecord | BenchError
+
+
+def evaluate_sides_with_recovery(
+    request: RunRequest, on_event: EventSink, say: Say, timeout_s: float | None = None
+) -> dict[str, Outcome]:
+    """evaluate_with_recovery for a request that may be paired: {role: its record, or why it has none}.
+
+    A paired run evaluates two models, so its time limit is twice `timeout_s`; stopped, each side's
+    cached responses are scored on their own. A failure nothing can be scored from raises, as for one model.
+    """
+    limit = None if timeout_s is None else timeout_s * len(request.sides)
+    deadline = None if limit is None else time.monotonic() + limit
+    with ExitStack() as stack:
+        # Taken in one order (by path) by every session, so two paired runs never wait on each other.
+        for side in sorted(request.sides, key=lambda side: str(side.use_cache)):
+            if side.use_cache is not None:
+                stack.enter_context(_cache_lock(side, say, deadline))
+        return _attempts(request, on_event, say, limit, deadline)
+
+
+def _cache_lock(request: RunRequest, say: Say, deadline: float | None) -> AbstractContextManager[object]:
+    """Two sessions on the same model share its response cache: the second waits, then reuses the answers."""
+    assert request.use_cache is not None
+
     def waiting(lock: Path) -> None:
         say(f"[bench] {request.role}: waiting for another session that is evaluating the same model ({lock})")
 
     wait_s = None if deadline is None else max(0.0, deadline - time.monotonic())
-    with locked(request.use_cache, wait_s, waiting):
-        return _attempts(request, on_event, say, timeout_s, deadline)
+    return locked(request.use_cache, wait_s, waiting)
 
 
 def _attempts(
     request: RunRequest, on_event: EventSink, say: Say, timeout_s: float | None, deadline: float | None
-) -> RunRecord:
+) -> dict[str, Outcome]:
     while True:
         try:
-            record = run_lm_eval(request, on_event, deadline)
+            records = run_sides(request, on_event, deadline)
         except RunFailed as exc:
             lowered = lower_gpu_memory(request) if exc.kind == "oom" else None
             if lowered is not None:
@@ -87,13 +113,15 @@ def _attempts(
                 request = with_batch_size(request, smaller)
                 continue
             status = _RECOVERABLE.get(exc.kind)
-            if status is not None and (exc.kind != "error" or exc.generated):
-                return _partial_or_raise(request, exc, status, on_event, say, timeout_s)
+            if status is not None and (exc.kind != "error" or exc.generated or any(exc.sides.values())):
+                return {side.role: _partial(side, exc.of(side.role), status, on_event, say, timeout_s)
+                        for side in request.sides}
             raise BenchError(failure_message(request, exc)) from None
-        record.extra["batch_size"] = request.settings.batch_size  # after any out-of-memory retries
-        if request.settings.gpu_memory_utilization is not None:
-            record.extra["gpu_memory_utilization"] = request.settings.gpu_memory_utilization
-        return record
+        for record in records:
+            record.extra["batch_size"] = request.settings.batch_size  # after any out-of-memory retries
+            if request.settings.gpu_memory_utilization is not None:
+                record.extra["gpu_memory_utilization"] = request.settings.gpu_memory_utilization
+        return {record.role: record for record in records}
 
 
 def lower_gpu_memory(request: RunRequest) -> RunRequest | None:
@@ -128,7 +156,18 @@ def halve_batch_size(batch_size: str) -> str | None:
 
 def with_batch_size(request: RunRequest, batch_size: str) -> RunRequest:
     # Same response cache (use_cache is kept): responses of the failed attempt are not generated again.
-    return dataclasses.replace(request, settings=dataclasses.replace(request.settings, batch_size=batch_size))
+    base = request.paired_base
+    return dataclasses.replace(request, settings=dataclasses.replace(request.settings, batch_size=batch_size),
+                               paired_base=None if base is None else with_batch_size(base, batch_size))
+
+
+def _partial(request: RunRequest, exc: RunFailed, status: str, on_event: EventSink, say: Say,
+             timeout_s: float | None) -> Outcome:
+    """One side's partial record, or why it has none (RunIncomplete)."""
+    try:
+        return _partial_or_raise(request, exc, status, on_event, say, timeout_s)
+    except RunIncomplete as incomplete:
+        return incomplete
 
 
 def _partial_or_raise(
