@@ -152,8 +152,12 @@ def _pooled_mean(side: dict[str, Any], evaluated: dict[str, list[int]], only_eva
     return sum(values) / len(values)
 
 
-def _check_stopped_group(summary: dict[str, Any], documents: int = MMLU_DOCUMENTS) -> dict[str, Any]:
-    """What every stopped MMLU records; returns its early stop record."""
+def _check_stopped_group(summary: dict[str, Any], documents: int = MMLU_DOCUMENTS,
+                         paired: bool = False) -> dict[str, Any]:
+    """What every stopped MMLU records; returns its early stop record.
+
+    `paired`: the base had no scores yet, so it was evaluated on the same chunks and stopped too.
+    """
     comp = summary["comparison"]["mmlu"]
     record = comp["early_stop"]
     assert record["task"] == "mmlu" and record["group"] is True and record["stopped_early"], record
@@ -166,9 +170,15 @@ def _check_stopped_group(summary: dict[str, Any], documents: int = MMLU_DOCUMENT
     assert fine_tuned["results"]["mmlu"]["sample_len"] == record["evaluated"]
     assert comp["finetuned_accuracy"] == fine_tuned["results"]["mmlu"]["acc,none"]
     assert comp["finetuned_accuracy"] == pytest.approx(_pooled_mean(fine_tuned, evaluated, True), abs=1e-12)
-    # The base's on the same documents, from its full run's per-document scores.
-    assert comp["base_accuracy"] == pytest.approx(_pooled_mean(summary["base_model"], evaluated, False), abs=1e-12)
-    assert record["base_all_documents"] == summary["base_model"]["results"]["mmlu"]["acc,none"]
+    base = summary["base_model"]
+    assert record["sides"] == (["base", "fine-tuned"] if paired else ["fine-tuned"])
+    # The base's on the same documents: from its full run's per-document scores, or lm-eval's own when it stopped too.
+    assert comp["base_accuracy"] == pytest.approx(_pooled_mean(base, evaluated, paired), abs=1e-12)
+    if paired:
+        assert base["results"]["mmlu"]["sample_len"] == record["evaluated"] and "base_all_documents" not in record
+        assert comp["base_accuracy"] == base["results"]["mmlu"]["acc,none"]
+    else:
+        assert record["base_all_documents"] == base["results"]["mmlu"]["acc,none"]
     assert comp["stats"]["n"] == record["evaluated"]  # every evaluated document paired with the base's
     return record
 
@@ -179,11 +189,12 @@ def test_a_group_stops_early_on_the_fake_model(tmp_path: Path) -> None:
     model = make_fake_model(tmp_path)
     env = {**os.environ, FAKE_ENV: "", "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT),
                                                                                      os.environ.get("PYTHONPATH")]))}
-    args = bench_args(model, tmp_path / "out", "--bench-tasks=mmlu", "--bench-limit=none", "--bench-max-drop=30",
-                      "--bench-early-stop")
-    done = subprocess.run([sys.executable, "-m", "pytest", str(model), *args], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout + done.stderr
+    args = bench_args(model, tmp_path / "out", "--bench-tasks=mmlu", "--bench-limit=none", "--bench-max-drop=30")
+    # The base's scores first, in full and cached: then only the fine-tuned side stops early against them.
+    for extra in ("--bench-only-base", "--bench-early-stop"):
+        done = subprocess.run([sys.executable, "-m", "pytest", str(model), *args, extra], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout + done.stderr
     validate_file(tmp_path / "out" / "benchmark.json")
     summary = read_json(tmp_path / "out" / "benchmark.json")
     record = _check_stopped_group(summary)
@@ -193,21 +204,22 @@ def test_a_group_stops_early_on_the_fake_model(tmp_path: Path) -> None:
 
 
 def test_mmlu_stops_early_on_smollm2_with_lm_evals_scores(tmp_path: Path, unchanged_outputs: Path) -> None:
-    """The unchanged SmolLM2 fine-tune (the base's weights) on one question of each MMLU subject.
+    """The unchanged SmolLM2 fine-tune (the base's weights) on one question of each MMLU subject, a first run.
 
-    Both scores of the stopped group are lm-eval's on the evaluated documents: the fine-tune's is its
-    own aggregate of the pruned group, the base's our pooled mean of its full run's per-document
-    scores, and the two models are the same, so they must be equal, and the verdict is the full run's.
+    No base scores yet: both models answer the same chunks and both stop. Both scores of the stopped
+    group are lm-eval's own aggregates of the pruned group over the evaluated documents, and the two
+    models are the same, so they must be equal, and the verdict is the full run's.
     """
     session = run_bench(tmp_path, unchanged_outputs, demo_data_dir(), "--bench-tasks", "mmlu", "--bench-limit", "1",
                         "--bench-max-drop", "25", "--bench-early-stop")
     summary, out = session.summary, session.proc.stdout
     assert session.proc.returncode == 0 and summary["status"] == "complete", out
-    record = _check_stopped_group(summary, documents=57)
+    record = _check_stopped_group(summary, documents=57, paired=True)
     assert summary["comparison"]["mmlu"]["delta"] == 0.0
     assert record["verdicts"] == {NO_REGRESSION: PASSED}
     assert summary["gates"]["mmlu::no_regression"]["outcome"] == PASSED
-    assert summary["fine_tuned_model"]["generated"] == 4 * record["evaluated"]  # four choices a question
+    for side in ("base_model", "fine_tuned_model"):  # four choices a question
+        assert summary[side]["generated"] == 4 * record["evaluated"], side
     assert f"early stop: mmlu decided after {record['evaluated']} of 57 documents" in out
 
 
