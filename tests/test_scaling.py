@@ -345,9 +345,9 @@ _TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}[:-]\d{2}[:-]\d{2}(\.\d+)?([+-]\d{2}
 
 
 def comparable(summary: Any, session_root: Path) -> Any:
-    """A benchmark.json with its session folder and its timestamps taken out."""
+    """A benchmark.json with its session folder, its timestamps and its runs' wall times taken out."""
     if isinstance(summary, dict):
-        return {k: comparable(v, session_root) for k, v in summary.items()}
+        return {k: comparable(v, session_root) for k, v in summary.items() if k != "seconds"}
     if isinstance(summary, list):
         return [comparable(v, session_root) for v in summary]
     if isinstance(summary, str):
