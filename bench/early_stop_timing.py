@@ -1,14 +1,19 @@
 """Time to verdict with --bench-early-stop against the full run, side by side on this machine.
 
     python bench/early_stop_timing.py [--model outputs/my-model] [--gen-kwargs max_gen_toks=24] [--rounds 2]
-                                      [--report FILE]
+                                      [--first-run] [--report FILE]
 
 Both sessions benchmark the same fine-tune on the same IFEval-style prompts (tests/test_early_stop.py's,
-real IFEval instructions scored by lm-eval) with the base's scores from the same base cache (the
-first session computes them, untimed). Each session gets its own output folder, so neither reuses
-the other's response cache: the full run answers every prompt, the early-stopping one only what
-it evaluates. Without --model it uses the test suite's regressed SmolLM2 (the base with heavy
-weight noise), built into the test cache on first use. A few minutes on 2 CPU cores.
+real IFEval instructions scored by lm-eval). By default the base's scores come from the same base cache
+(the first session computes them, untimed), and only the fine-tuned run is timed. Each session gets its
+own output folder, so neither reuses the other's response cache: the full run answers every prompt, the
+early-stopping one only what it evaluates. Without --model it uses the test suite's regressed SmolLM2
+(the base with heavy weight noise), built into the test cache on first use.
+
+--first-run times whole first sessions instead, each on caches of its own (no base scores yet, so an
+early-stopping session evaluates both models on the same chunks), for a clearly worse fine-tune (the
+regressed SmolLM2 against SmolLM2) and a clearly better one (SmolLM2 against the regressed model as its
+base). A few minutes on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -23,11 +28,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pytest_finetune_bench.compare.gates import improves_failure, regression_failure  # noqa: E402
 from pytest_finetune_bench.compare.sequential import EARLY_STOP  # noqa: E402
 from pytest_finetune_bench.orchestrate.session import BenchSession  # noqa: E402
 from pytest_finetune_bench.plan.choices import BenchOptions  # noqa: E402
 from pytest_finetune_bench.plan.planner import make_plan  # noqa: E402
+from tests.gate_checks import improves_failure, regression_failure  # noqa: E402
 from tests.models import perturbed_outputs, smollm2_base, test_cache_root  # noqa: E402
 from tests.test_early_stop import ifeval_style_rows  # noqa: E402
 
@@ -62,12 +67,49 @@ def measure(model: Path, data: Path, work: Path, gen_kwargs: str, early: bool, r
             str(finetuned.generated), f"{seconds:.0f} s", verdict]
 
 
+def first_run(model: Path, base: str | None, data: Path, work: Path, gen_kwargs: str, early: bool,
+              name: str) -> list[str]:
+    """One whole first session (both sides, empty caches), timed from planning to the comparison."""
+    folder = work / f"{name}-{'early' if early else 'full'}"
+    options = BenchOptions(model=str(model), base=base, tasks=(TASK,), limit=None, limit_set=True, data_dir=data,
+                           gen_kwargs=gen_kwargs, batch_size="5", output=folder / "out",
+                           cache_dir=folder / "cache", early_stop=early)
+    start = time.perf_counter()
+    bench = BenchSession(make_plan(options, Path.cwd(), lambda line: print(f"    {line}", flush=True)),
+                         lambda line: print(f"    {line}", flush=True))
+    base_run, finetuned = bench.run("base"), bench.run("fine-tuned")
+    comp = bench.comparison()[TASK]
+    seconds = time.perf_counter() - start
+    opts = bench.plan.options
+    analysis = bench.analysis(TASK)
+    no_regression = regression_failure(comp, opts.max_drop_for(TASK), analysis, opts.confidence)
+    record = comp.extra.get(EARLY_STOP) or {}
+    documents = record.get("documents") or finetuned.results["n-samples"][TASK]["effective"]
+    return [name, "--bench-early-stop" if early else "full run", f"{record.get('evaluated', documents)} of {documents}",
+            f"{base_run.generated} + {finetuned.generated}", f"{seconds:.0f} s",
+            f"Δ {100 * (comp.delta or 0.0):+.1f} pts, no_regression {'failed' if no_regression else 'passed'}"]
+
+
+def first_runs(data: Path, work: Path, gen_kwargs: str) -> list[str]:
+    cache = test_cache_root()
+    smollm2 = smollm2_base(cache)
+    regressed = perturbed_outputs(cache, "regressed-smollm2", smollm2, scale=2.0)
+    unchanged = perturbed_outputs(cache, "unchanged-smollm2", smollm2, scale=0.0)
+    cases = (("worse", regressed, None), ("better", unchanged, str(regressed / "merged_16bit")))
+    rows = [first_run(model, base, data, work, gen_kwargs, early, name)
+            for name, model, base in cases for early in (False, True)]
+    return [f"first sessions (no cached base), {len(ifeval_style_rows())} IFEval-style prompts, {gen_kwargs}", "",
+            "| fine-tune | run | documents evaluated | responses generated (base + fine-tuned) | whole session "
+            "| verdict |", "|---|---|---|---|---|---|", *("| " + " | ".join(row) + " |" for row in rows)]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="an outputs/<name> folder (default: the tests' regressed SmolLM2)")
     parser.add_argument("--gen-kwargs", default="max_gen_toks=24")
     parser.add_argument("--work", type=Path, help="where to put both sessions (default: a temporary folder)")
     parser.add_argument("--rounds", type=int, default=2, help="pairs of sessions, the order alternating")
+    parser.add_argument("--first-run", action="store_true", help="time whole first sessions, both models")
     parser.add_argument("--report", type=Path)
     args = parser.parse_args(argv)
     cache = test_cache_root()
@@ -76,12 +118,15 @@ def main(argv: list[str] | None = None) -> int:
     data = work / "data"
     (data / TASK).mkdir(parents=True, exist_ok=True)
     (data / TASK / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in ifeval_style_rows()))
-    # Alternating which goes first spreads a busy neighbour's effect over both.
-    rows = [measure(model, data, work, args.gen_kwargs, early, round_)
-            for round_ in range(1, args.rounds + 1) for early in ((False, True) if round_ % 2 else (True, False))]
-    lines = [f"{model.name}, {len(ifeval_style_rows())} IFEval-style prompts, {args.gen_kwargs}, base from the cache",
-             "", "| round | run | documents evaluated | responses generated | fine-tuned run | verdict |",
-             "|---|---|---|---|---|---|", *("| " + " | ".join(row) + " |" for row in rows)]
+    if args.first_run:
+        lines = first_runs(data, work, args.gen_kwargs)
+    else:
+        # Alternating which goes first spreads a busy neighbour's effect over both.
+        rows = [measure(model, data, work, args.gen_kwargs, early, round_) for round_ in range(1, args.rounds + 1)
+                for early in ((False, True) if round_ % 2 else (True, False))]
+        lines = [f"{model.name}, {len(ifeval_style_rows())} IFEval-style prompts, {args.gen_kwargs}, base from the "
+                 "cache", "", "| round | run | documents evaluated | responses generated | fine-tuned run | verdict |",
+                 "|---|---|---|---|---|---|", *("| " + " | ".join(row) + " |" for row in rows)]
     print("\n".join(lines))
     if args.report:
         args.report.write_text("\n".join(lines) + "\n")
