@@ -206,9 +206,10 @@ class Executor:
         except BaseException as exc:  # pytest-timeout's alarm or Ctrl-C: the child tree is stopped already
             self.errors["fine-tuned"] = interrupted("fine-tuned", exc)
             raise
+        seconds = time.monotonic() - started
         for outcome in outcomes.values():  # one run of both models: each side's time is theirs together
             if isinstance(outcome, RunRecord):
-                outcome.seconds = time.monotonic() - started
+                outcome.seconds = seconds
         finetuned = outcomes["fine-tuned"]
         if isinstance(finetuned, BenchError):
             self.errors["fine-tuned"] = finetuned
