@@ -151,15 +151,39 @@ def _move_into_place(staging: Path, dest: Path) -> None:
 
 def _build(folder: Path, base: Path, config: TrainConfig, say: Callable[[str], None]) -> None:
     import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     started = time.monotonic()
-    _seed_everything(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(str(base))
     examples = [encode_chat(tokenizer, messages) for messages in load_train_messages()]
     say(f"Fine-tuning {base.name} with LoRA (rank {config.lora_rank}) on {len(examples)} examples for "
         f"{config.steps} steps on the CPU ({torch.get_num_threads()} threads; a few minutes, done once)...")
+    final_loss = fine_tune_lora(base, tokenizer, examples, config, folder, say)
+    # Written last: its presence is what marks the build as finished.
+    atomic_write_json(folder / METRICS_RELATIVE, {
+        "model_name": str(base),
+        "steps": config.steps,
+        "final_loss": round(final_loss, 4),
+        "train_examples": len(examples),
+        "lora_rank": config.lora_rank,
+        "seconds": round(time.monotonic() - started, 1),
+        "learning_rate": config.learning_rate,
+        "batch_size": config.batch_size,
+        "seed": config.seed,
+        "train_data_sha256": train_data_digest(),
+    })
+
+
+def fine_tune_lora(base: Path, tokenizer: Any, examples: Sequence[Example], config: TrainConfig, folder: Path,
+                   say: Callable[[str], None]) -> float:
+    """LoRA-tune the model in `base` on `examples` with fixed seeds; write the adapter to `folder/lora` and
+    the merged model to `folder/merged_16bit`. Returns the mean loss of the last logged steps."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    started = time.monotonic()
+    _seed_everything(config.seed)
     model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
     lora = LoraConfig(
         r=config.lora_rank,
@@ -175,19 +199,7 @@ def _build(folder: Path, base: Path, config: TrainConfig, say: Callable[[str], N
     final_loss = _train(peft_model, examples, pad_token_id(tokenizer), config, say, started)
     peft_model.save_pretrained(str(folder / "lora"))
     _save_merged(peft_model, tokenizer, folder / "merged_16bit")
-    # Written last: its presence is what marks the build as finished.
-    atomic_write_json(folder / METRICS_RELATIVE, {
-        "model_name": str(base),
-        "steps": config.steps,
-        "final_loss": round(final_loss, 4),
-        "train_examples": len(examples),
-        "lora_rank": config.lora_rank,
-        "seconds": round(time.monotonic() - started, 1),
-        "learning_rate": config.learning_rate,
-        "batch_size": config.batch_size,
-        "seed": config.seed,
-        "train_data_sha256": train_data_digest(),
-    })
+    return final_loss
 
 
 def load_train_messages(path: Path = TRAIN_FILE) -> list[list[dict[str, str]]]:
@@ -275,7 +287,7 @@ def _train(model: Any, examples: Sequence[Example], pad_id: int, config: TrainCo
     import torch
 
     if len(examples) < config.batch_size:
-        raise BenchError(f"{TRAIN_FILE} has {len(examples)} examples: need at least {config.batch_size}")
+        raise BenchError(f"the training set has {len(examples)} examples: need at least {config.batch_size}")
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate,
                                   weight_decay=0.0)
     model.train()
