@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -34,7 +32,7 @@ from pytest_finetune_bench.run.early_stop import (
     per_leaf,
     task_seed,
 )
-from tests.bench_sessions import IFEVAL_METRICS, run_bench
+from tests.bench_sessions import assert_rebuilt_alike, assert_scores_equal_the_lm_eval_cli, run_bench
 from tests.conftest import read_json
 from tests.fake_sessions import bench_args, make_fake_model, read_summary, use_fake_lm
 from tests.gate_checks import improves_failure, regression_failure
@@ -344,8 +342,8 @@ def samples_in(command: str) -> Any:
     return json.loads(argv[argv.index("--samples") + 1]) if "--samples" in argv else None
 
 
-@pytest.mark.parametrize("role", ["base", "fine-tuned"])
-def test_each_sides_score_on_the_evaluated_documents_is_the_lm_eval_clis(sessions: dict[str, Any], role: str,
+@pytest.mark.parametrize("side", ["base_model", "fine_tuned_model"])
+def test_each_sides_score_on_the_evaluated_documents_is_the_lm_eval_clis(sessions: dict[str, Any], side: str,
                                                                           tmp_path: Path) -> None:
     """The recorded reproduce command, run as it is, gives the scores the session reported for the side.
 
@@ -353,17 +351,10 @@ def test_each_sides_score_on_the_evaluated_documents_is_the_lm_eval_clis(session
     and the command selects just those (`--samples`), so the CLI evaluates the same ones.
     """
     summary = sessions["early"]["summary"]
-    record = summary["comparison"]["ifeval"]["early_stop"]
-    command = summary["reproduce"]["commands"][role]
-    assert samples_in(command) == {"ifeval": record["evaluated_ids"]}
-    argv = shlex.split(command.replace(" OUT", f" {tmp_path}"))
-    assert argv[:5] == ["python", "-m", "pytest_finetune_bench", "lm-eval", "run"] and "--limit" not in argv
-    subprocess.run([sys.executable, *argv[1:]], check=True, capture_output=True, timeout=600)
-    cli = read_json(next(tmp_path.rglob("results_*.json")))
-    assert cli["n-samples"]["ifeval"]["effective"] == record["evaluated"]
-    ours = summary[{"base": "base_model", "fine-tuned": "fine_tuned_model"}[role]]["results"]["ifeval"]
-    for metric in IFEVAL_METRICS:
-        assert ours[metric] == cli["results"]["ifeval"][metric], metric
+    command = summary["reproduce"]["commands"]["base" if side == "base_model" else "fine-tuned"]
+    assert samples_in(command) == {"ifeval": summary["comparison"]["ifeval"]["early_stop"]["evaluated_ids"]}
+    assert "--limit" not in shlex.split(command)
+    assert_scores_equal_the_lm_eval_cli(summary, side, tmp_path)
 
 
 def test_a_resumed_full_run_generates_only_the_documents_not_evaluated(sessions: dict[str, Any]) -> None:
@@ -445,6 +436,7 @@ def test_a_first_session_evaluates_both_models_chunk_by_chunk(pytester: pytest.P
     assert comp["base_accuracy"] == summary["base_model"]["results"]["ifeval"][comp["metric"]]
     # A base on part of the documents is no base run to reuse: nothing enters the base-score cache.
     assert not list((pytester.path / "base-cache" / "base").glob("*/entry.json"))
+    assert_rebuilt_alike(pytester.path / "out")
 
     # The next session, without early stop: each side generates only the documents not evaluated yet.
     full, resumed = _fake_early(pytester, model, "--bench-max-drop=0")
