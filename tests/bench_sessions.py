@@ -46,7 +46,8 @@ def run_bench(cwd: Path, model: Path, data: Path, *extra: str) -> Session:
 
 
 def assert_scores_equal_the_lm_eval_cli(summary: dict[str, Any], side: str, tmp_path: Path) -> None:
-    """The recorded reproduce command of `side`, run with the real `lm_eval` CLI, gives the same IFEval scores."""
+    """The recorded reproduce command of `side`, run as it is with the real `lm_eval` CLI, gives the same IFEval
+    scores on the same number of documents."""
     role = "base" if side == "base_model" else "fine-tuned"
     command = summary["reproduce"]["commands"][role].replace(" OUT", f" {tmp_path}")
     argv = shlex.split(command)
@@ -55,8 +56,20 @@ def assert_scores_equal_the_lm_eval_cli(summary: dict[str, Any], side: str, tmp_
     subprocess.run([sys.executable, *argv[1:]], check=True, capture_output=True, timeout=600)
     cli = read_json(next(tmp_path.rglob("results_*.json")))["results"]["ifeval"]
     ours = summary[side]["results"]["ifeval"]
-    for metric in IFEVAL_METRICS:
+    for metric in ("sample_len", *IFEVAL_METRICS):
         assert ours[metric] == cli[metric], metric
+
+
+def assert_rebuilt_alike(output: Path) -> None:
+    """The `summary` command's rebuild of `output`/benchmark.json, from the run folders alone, keeps what the
+    session recorded: every comparison (each task's early stop included) and each side's wall time."""
+    from pytest_finetune_bench.report.from_disk import rebuild_summary
+
+    session = read_json(output / "benchmark.json")
+    rebuilt = json.loads(json.dumps(rebuild_summary(output)[0]))  # as benchmark.json holds it
+    assert rebuilt["comparison"] == session["comparison"]
+    assert [rebuilt[side]["seconds"] for side in ("base_model", "fine_tuned_model")] == \
+        [session[side]["seconds"] for side in ("base_model", "fine_tuned_model")]
 
 
 def pytest_html_extras(report: Path) -> dict[str, list[dict[str, Any]]]:

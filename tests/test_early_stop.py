@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -34,7 +32,7 @@ from pytest_finetune_bench.run.early_stop import (
     per_leaf,
     task_seed,
 )
-from tests.bench_sessions import IFEVAL_METRICS, run_bench
+from tests.bench_sessions import assert_rebuilt_alike, assert_scores_equal_the_lm_eval_cli, run_bench
 from tests.conftest import read_json
 from tests.fake_sessions import bench_args, make_fake_model, read_summary, use_fake_lm
 from tests.gate_checks import improves_failure, regression_failure
@@ -338,19 +336,25 @@ def test_a_regressed_fine_tune_stops_early_with_a_failed_gate(sessions: dict[str
     assert record["error_rate"] == 0.05 and "gates: family-wise error ≤ 0.05 over 2 gates (Holm)" in out
 
 
-def test_the_base_score_on_the_evaluated_documents_is_the_lm_eval_clis(sessions: dict[str, Any],
-                                                                       tmp_path: Path) -> None:
-    """lm-eval's CLI with `--samples` (the evaluated documents) on the base gives the scores the session reported."""
+def samples_in(command: str) -> Any:
+    """The `--samples` selection a reproduce command gives lm-eval's CLI (None without one)."""
+    argv = shlex.split(command)
+    return json.loads(argv[argv.index("--samples") + 1]) if "--samples" in argv else None
+
+
+@pytest.mark.parametrize("side", ["base_model", "fine_tuned_model"])
+def test_each_sides_score_on_the_evaluated_documents_is_the_lm_eval_clis(sessions: dict[str, Any], side: str,
+                                                                          tmp_path: Path) -> None:
+    """The recorded reproduce command, run as it is, gives the scores the session reported for the side.
+
+    Both sides of the first session stopped early: lm-eval scored each on the evaluated documents only,
+    and the command selects just those (`--samples`), so the CLI evaluates the same ones.
+    """
     summary = sessions["early"]["summary"]
-    ids = summary["comparison"]["ifeval"]["early_stop"]["evaluated_ids"]
-    command = summary["reproduce"]["commands"]["base"].replace(" OUT", f" {tmp_path}")
-    argv = [*shlex.split(command), "--samples", json.dumps({"ifeval": ids})]
-    assert argv[:5] == ["python", "-m", "pytest_finetune_bench", "lm-eval", "run"] and "--limit" not in argv
-    subprocess.run([sys.executable, *argv[1:]], check=True, capture_output=True, timeout=600)
-    cli = read_json(next(tmp_path.rglob("results_*.json")))["results"]["ifeval"]
-    ours = summary["base_model"]["results"]["ifeval"]
-    for metric in IFEVAL_METRICS:
-        assert ours[metric] == cli[metric], metric
+    command = summary["reproduce"]["commands"]["base" if side == "base_model" else "fine-tuned"]
+    assert samples_in(command) == {"ifeval": summary["comparison"]["ifeval"]["early_stop"]["evaluated_ids"]}
+    assert "--limit" not in shlex.split(command)
+    assert_scores_equal_the_lm_eval_cli(summary, side, tmp_path)
 
 
 def test_a_resumed_full_run_generates_only_the_documents_not_evaluated(sessions: dict[str, Any]) -> None:
@@ -362,6 +366,7 @@ def test_a_resumed_full_run_generates_only_the_documents_not_evaluated(sessions:
         assert resumed[side]["generated"] == DOCUMENTS - evaluated, side
         assert resumed[side]["results"]["ifeval"]["sample_len"] == DOCUMENTS, side
     assert "early_stop" not in resumed["comparison"]["ifeval"]
+    assert not any(map(samples_in, resumed["reproduce"]["commands"].values()))  # full runs: every document
     # The full run agrees with the early verdict.
     assert _outcome(sessions["resumed"]["stdout"], "no_regression") == "FAILED"
 
@@ -424,10 +429,14 @@ def test_a_first_session_evaluates_both_models_chunk_by_chunk(pytester: pytest.P
         assert summary[side]["generated"] == evaluated, side
         assert summary[side]["results"]["ifeval"]["sample_len"] == evaluated, side
     assert "base_all_documents" not in record
+    # Each side's reproduce command selects the documents its scores are on.
+    commands = summary["reproduce"]["commands"]
+    assert [samples_in(commands[role]) for role in ("base", "fine-tuned")] == [{"ifeval": record["evaluated_ids"]}] * 2
     comp = summary["comparison"]["ifeval"]
     assert comp["base_accuracy"] == summary["base_model"]["results"]["ifeval"][comp["metric"]]
     # A base on part of the documents is no base run to reuse: nothing enters the base-score cache.
     assert not list((pytester.path / "base-cache" / "base").glob("*/entry.json"))
+    assert_rebuilt_alike(pytester.path / "out")
 
     # The next session, without early stop: each side generates only the documents not evaluated yet.
     full, resumed = _fake_early(pytester, model, "--bench-max-drop=0")
@@ -454,6 +463,10 @@ def test_a_paired_run_that_crashes_scores_each_side_from_its_own_cache(pytester:
         assert summary[side]["status"] == "crashed", side
         assert summary[side]["results"]["ifeval"]["sample_len"] == done, side  # its own cached answers, scored
         assert "scored" in summary[side]["partial_reason"], side
+        # Its reproduce command selects the documents scored: those lm-eval logged (their own ids).
+        logged = [json.loads(line)["doc_id"] for line in Path(summary[side]["samples_files"]["ifeval"]).open()]
+        role = "base" if side == "base_model" else "fine-tuned"
+        assert samples_in(summary["reproduce"]["commands"][role]) == {"ifeval": sorted(logged)}, side
     result.stdout.fnmatch_lines(["*fine-tuned: fine-tuned run crashed (*): scored 6 of 24 samples (partial)*",
                                  "*base: base run crashed (*): scored 8 of 24 samples (partial)*"])
     assert not list((pytester.path / "base-cache" / "base").glob("*/entry.json"))

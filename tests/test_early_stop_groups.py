@@ -27,7 +27,7 @@ from pytest_finetune_bench.run.child_early_stop import (
     pruned_group,
 )
 from pytest_finetune_bench.store.files import bench_cache_dir
-from tests.bench_sessions import run_bench
+from tests.bench_sessions import assert_rebuilt_alike, run_bench
 from tests.conftest import read_json
 from tests.fake_backend import FAKE_ENV
 from tests.fake_sessions import REPO_ROOT, bench_args, make_fake_model
@@ -201,6 +201,8 @@ def test_a_group_stops_early_on_the_fake_model(tmp_path: Path) -> None:
     assert record["verdicts"] == {NO_REGRESSION: PASSED}
     assert summary["comparison"]["mmlu"]["delta"] == 0.0
     assert f"early stop: mmlu decided after {record['evaluated']} of {MMLU_DOCUMENTS} documents" in done.stdout
+    # Rebuilt from disk, the comparison is still on the evaluated documents, the base's all-documents score aside.
+    assert_rebuilt_alike(tmp_path / "out")
 
 
 def test_mmlu_stops_early_on_smollm2_with_lm_evals_scores(tmp_path: Path, unchanged_outputs: Path) -> None:

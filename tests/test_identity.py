@@ -8,13 +8,15 @@ the reproduce command and reach lm-eval in a run and in the partial scoring of a
 from __future__ import annotations
 
 import dataclasses
+from datetime import datetime
 from pathlib import Path
+from shlex import quote as shlex_quote
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from pytest_finetune_bench.core.records import RunRequest
+from pytest_finetune_bench.core.records import Execution, RunRecord, RunRequest, samples_argument
 from pytest_finetune_bench.core.settings import (
     EvalSettings,
     Side,
@@ -26,6 +28,7 @@ from pytest_finetune_bench.core.settings import (
 from pytest_finetune_bench.demo import demo_data_dir
 from pytest_finetune_bench.plan import Plan
 from pytest_finetune_bench.plan.choices import BenchOptions
+from pytest_finetune_bench.report.summary import reproduce
 from pytest_finetune_bench.run import child_lm, child_partial
 from pytest_finetune_bench.run.executor import Executor
 from pytest_finetune_bench.store.base_cache import BaseCache
@@ -198,6 +201,52 @@ def what_lm_eval_receives(settings: EvalSettings, side: Side, monkeypatch: pytes
     assert scored.pop("limit") is None and scored.pop("samples") == {}
     scored["limit"] = partial_call.pop("selector limit")
     return run_call, partial_call
+
+
+def _as_lm_eval_cli_reads_it(command: str) -> Any:
+    """lm-eval's own configuration from the reproduce command, read by its CLI's parser (nothing is run)."""
+    import shlex
+
+    from lm_eval._cli.harness import HarnessCLI
+    from lm_eval.config.evaluate_config import EvaluatorConfig
+
+    argv = shlex.split(command)
+    assert argv[:5] == ["python", "-m", "pytest_finetune_bench", "lm-eval", "run"]
+    return EvaluatorConfig.from_cli(HarnessCLI()._parser.parse_args(argv[4:]))
+
+
+def test_a_side_scored_on_a_subset_of_documents_reproduces_on_those() -> None:
+    """An early stop or partial scoring is reproduced with lm-eval's --samples, in place of the limit."""
+    request = RunRequest(SIDE, SETTINGS, Path("r"), Path("l"))
+    full = _as_lm_eval_cli_reads_it(request.cli_command())
+    assert full.limit == 5 and full.samples is None
+    # The selection as the child gave it to lm-eval: per leaf task (a group's leaves), in any order. A task
+    # name from the user's own YAML may hold a quote: the shell must hand lm-eval the JSON as it is.
+    scored = {"mmlu_anatomy": [7, 2], "ifeval": [0, 3, 11], "it's \"mine\"": [1]}
+    command = request.cli_command(scored)
+    subset = _as_lm_eval_cli_reads_it(command)
+    assert subset.samples == {"ifeval": [0, 3, 11], "it's \"mine\"": [1], "mmlu_anatomy": [2, 7]}
+    assert subset.limit is None  # the selection holds what the limit chose; lm-eval refuses both
+    assert command.replace(f" --samples {shlex_quote(samples_argument(scored))}", "") == \
+        request.cli_command().replace(" --limit 5", "")  # everything else as the full command has it
+    assert request.cli_command({}) == request.cli_command()  # an empty selection is no selection
+
+
+def test_only_the_sides_scored_on_a_subset_get_samples_in_benchmark_json(tmp_path: Path) -> None:
+    """A fine-tune stopped early against a full base: its command selects the documents, the base's does not."""
+    finetuned = dataclasses.replace(SIDE, role="fine-tuned", model="/models/ft",
+                                    model_args="pretrained=/models/ft,dtype=float32")
+    plan = Plan(options=BenchOptions(model="unused"), location=None, base=SIDE, finetuned=finetuned,  # type: ignore[arg-type]
+                base_backend=None, backend=None, settings=SETTINGS, skipped={}, output_dir=tmp_path,  # type: ignore[arg-type]
+                headlines={})
+    requests = {side.role: RunRequest(side, SETTINGS, tmp_path, tmp_path / "log") for side in (SIDE, finetuned)}
+    runs = {role: RunRecord(role, request.model, {}, tmp_path / "results.json", {}, "now",
+                            scored_samples={"ifeval": [4, 1]} if role == "fine-tuned" else None)
+            for role, request in requests.items()}
+    execution = Execution(datetime.now(), "complete", {}, runs, requests, {})
+    commands = reproduce(plan, execution)["commands"]
+    assert commands["base"] == requests["base"].cli_command() and "--samples" not in commands["base"]
+    assert _as_lm_eval_cli_reads_it(commands["fine-tuned"]).samples == {"ifeval": [1, 4]}
 
 
 def test_compare_to_compares_everything_but_the_model() -> None:

@@ -64,17 +64,26 @@ class RunRequest:
             "parent_pid": os.getpid(),
         }
 
-    def cli_command(self) -> str:
-        """The command that reproduces this run's scores: lm-eval's CLI, with its scorers seeded as here."""
-        return reproduce_command(lm_eval_arguments(self.settings, self.side))
+    def cli_command(self, samples: Mapping[str, list[int]] | None = None) -> str:
+        """The command that reproduces this run's scores: lm-eval's CLI, with its scorers seeded as here.
+
+        `samples` is the selection lm-eval scored when it was not every document (`RunRecord.scored_samples`).
+        """
+        return reproduce_command(lm_eval_arguments(self.settings, self.side), samples)
 
 
-def reproduce_command(arguments: dict[str, Any]) -> str:
-    """lm-eval's CLI for `arguments` (see core/settings.lm_eval_arguments), run through our seeding wrapper."""
+def reproduce_command(arguments: dict[str, Any], samples: Mapping[str, list[int]] | None = None) -> str:
+    """lm-eval's CLI for `arguments` (see core/settings.lm_eval_arguments), run through our seeding wrapper.
+
+    With `samples` ({leaf task: doc ids}), the CLI evaluates those documents only (`--samples`), as the
+    run's last lm-eval call did; that selection already holds what a limit selected, and lm-eval refuses both.
+    """
     a = arguments
     parts = [*REPRODUCE_PREFIX, "run", "--model", a["model"], "--model_args", a["model_args"]]
     parts += ["--tasks", ",".join(a["tasks"]), "--batch_size", a["batch_size"], "--device", a["device"]]
-    if a["limit"] is not None:
+    if samples:
+        parts += ["--samples", samples_argument(samples)]
+    elif a["limit"] is not None:
         parts += ["--limit", str(a["limit"])]
     if a["num_fewshot"] is not None:
         parts += ["--num_fewshot", str(a["num_fewshot"])]
@@ -87,6 +96,13 @@ def reproduce_command(arguments: dict[str, Any]) -> str:
         parts += ["--include_path", a["include_path"]]
     parts += ["--seed", ",".join(map(str, a["seeds"])), "--log_samples", "--output_path", "OUT"]
     return " ".join(_quote(p) for p in parts)
+
+
+def samples_argument(samples: Mapping[str, list[int]]) -> str:
+    """lm-eval's `--samples` JSON: {task: doc ids ascending}, tasks sorted, so the same selection reads the same."""
+    import json
+
+    return json.dumps({task: sorted(samples[task]) for task in sorted(samples)}, separators=(",", ":"))
 
 
 def _quote(part: str) -> str:
@@ -113,6 +129,9 @@ class RunRecord:
     extra: dict[str, Any] = field(default_factory=dict)
     # {task: {"done": n, "total": m}}: samples scored of those asked for; done < total for a partial run
     progress: dict[str, dict[str, int]] = field(default_factory=dict)
+    # {leaf task: doc ids, ascending}: the `samples=` selection lm-eval scored when it was not given every
+    # document (a task stopped early, or partial scoring after a crash or timeout); None for a full run.
+    scored_samples: dict[str, list[int]] | None = None
 
     @property
     def task_results(self) -> dict[str, dict[str, Any]]:

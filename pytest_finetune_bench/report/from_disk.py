@@ -3,7 +3,8 @@
 A session's summary can be lost (deleted, overwritten by hand, written by an older version) while the
 runs behind it are still there. The newest *complete* run folder `fine-tuned/<timestamp>/` keeps its
 own summary, which says which lm-eval files each side used; the scores, statistics and flips are
-computed again from those files exactly as a session computes them (compare/evidence.py `add_evidence`).
+computed again from those files exactly as a session computes them (compare/evidence.py `add_evidence`;
+a task that stopped early on its evaluated documents, with the early-stop record the run's summary kept).
 """
 
 from __future__ import annotations
@@ -11,14 +12,16 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.compare.evidence import add_evidence
 from pytest_finetune_bench.compare.scores import TaskComparison, compare
+from pytest_finetune_bench.compare.sequential import EARLY_STOP
 from pytest_finetune_bench.core.records import RunRecord
 from pytest_finetune_bench.plan.metrics import MetricChoice, headlines_for_results
 from pytest_finetune_bench.report.facts import confidence_level
+from pytest_finetune_bench.run.early_stop import apply_early_stop
 from pytest_finetune_bench.store.benchmark_file import (
     SIDE_KEYS,
     BenchmarkSummary,
@@ -68,6 +71,7 @@ def rebuild_summary(output_dir: Path) -> tuple[BenchmarkSummary, Sources]:
     advice = "run the benchmark again"
     recorded = read_summary(run_dir / SUMMARY, advice)
     records = {role: record_from_summary(recorded, role, advice, run_dir / SUMMARY) for role in SIDE_KEYS}
+    records["fine-tuned"].extra.update(early_stop_of(recorded))
     tasks = compared_tasks(recorded)
     comparisons = paired_comparison(records["base"], records["fine-tuned"], recorded, run_dir)
     summary = copy.deepcopy(recorded)
@@ -84,16 +88,28 @@ def compared_tasks(recorded: BenchmarkSummary) -> list[str]:
     return list(comparison_of(recorded) or (recorded.get("reproduce") or {}).get("tasks") or [])
 
 
+def early_stop_of(recorded: BenchmarkSummary) -> dict[str, Any]:
+    """The fine-tuned run's early-stop record as its child gave it, from the comparisons `recorded` holds.
+
+    Empty when no task could stop early. A session's comparison of a task that stopped early is on the
+    evaluated documents (run/early_stop.apply_early_stop), so a comparison made again must be too.
+    """
+    tasks = {task: copy.deepcopy(c["early_stop"]) for task, c in comparison_of(recorded).items() if c.get("early_stop")}
+    return {EARLY_STOP: {"tasks": tasks}} if tasks else {}
+
+
 def paired_comparison(first: RunRecord, second: RunRecord, recorded: BenchmarkSummary,
                       flips_dir: Path | None) -> dict[str, TaskComparison]:
     """`second` against `first` on the tasks and headlines `recorded` (a benchmark.json) compared, with evidence.
 
     The session's headlines: the metric it compared each task on, its direction from lm-eval's results.
+    A task `second` stopped early (its record's `early_stop`) is compared as the session compared it.
     """
     choices = {task: _metric_choice(c["metric"]) for task, c in comparison_of(recorded).items()}
     headlines = headlines_for_results(compared_tasks(recorded), {}, {"base": first.results,
                                                                      "fine-tuned": second.results}, choices)
     comparisons = compare(first.results, second.results, headlines)
+    apply_early_stop(comparisons, first, second)
     add_evidence(comparisons, first, second, flips_dir, confidence_level(recorded))
     return comparisons
 

@@ -143,7 +143,8 @@ def reproduce(plan: Plan, execution: Execution) -> dict[str, Any]:
         # As lm-eval is given them: the backend's, then the engines' GPU settings (as asked for).
         "model_args": {role: lm_eval_arguments(s, plan.side(role))["model_args"] for role in plan.roles},
         "identity": {role: plan.identity(role) for role in plan.roles},
-        "commands": {role: _finished_request(execution, role).cli_command() for role in execution.requests},
+        "commands": {role: _finished_request(execution, role).cli_command(_scored_samples(execution, role))
+                     for role in execution.requests},
     }
 
 
@@ -164,6 +165,12 @@ def _finished_request(execution: Execution, role: str) -> RunRequest:
         request = dataclasses.replace(request, settings=settings)
     finished = extra.get("batch_size")
     return with_batch_size(request, str(finished)) if finished else request
+
+
+def _scored_samples(execution: Execution, role: str) -> dict[str, list[int]] | None:
+    """The documents `role`'s scores are on when they are not every one (early stop, partial scoring)."""
+    record = execution.runs.get(role)
+    return None if record is None else record.scored_samples
 
 
 def _finished_batch_size(execution: Execution) -> str | None:

@@ -120,8 +120,9 @@ def main(argv: list[str]) -> int:
         if spec["mode"] == "score_partial":
             from pytest_finetune_bench.run.child_partial import score_cached
 
-            results, progress = score_cached(spec)
+            results, progress, selection = score_cached(spec)
             generated = 0
+            finished["samples"] = selection
         elif spec["mode"] == "early_stop":
             from pytest_finetune_bench.run.child_early_stop import evaluate_early
 

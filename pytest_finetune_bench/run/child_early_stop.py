@@ -56,7 +56,8 @@ def evaluate_early(spec: dict[str, Any], events: Events) -> tuple[dict[str, Any]
     """(results, responses generated, what the finished event adds) of an early-stopping run.
 
     A paired run's base results are saved here, to its own output folder; the finished event carries
-    its responses generated and progress under `paired_base`.
+    its responses generated and progress under `paired_base`. When a task stopped early, the event's
+    `samples` is the last call's selection, which both models' results are on.
     """
     args, plan = spec["lm_eval"], spec["early_stop"]
     manager, lm, tracker = prepare(spec, events)
@@ -80,7 +81,8 @@ def evaluate_early(spec: dict[str, Any], events: Events) -> tuple[dict[str, Any]
     final = {"limit": None, "samples": final_samples(evaluated, loaded, args["limit"]),
              "tasks": [_final_task(task, evaluated, loaded) for task in args["tasks"]]} if evaluated else {}
     record = {"error_rate": plan["error_rate"], "seed": plan["seed"], "tasks": {m.task: m.to_json() for m in monitors}}
-    finished: dict[str, Any] = {"early_stop": record}
+    # The documents both models' results are on ({leaf: ids}), when some task stopped early: the CLI's --samples.
+    finished: dict[str, Any] = {"early_stop": record, **({"samples": final["samples"]} if final else {})}
     if base is not None:
         base_results = base.evaluate(manager, **final)
         finished["paired_base"] = {"generated": base.tracker.generated, "progress": completed_progress(base_results)}

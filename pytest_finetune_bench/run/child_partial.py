@@ -65,6 +65,8 @@ class CompleteOnly:
         self.fewshot_seed = fewshot_seed
         self.progress: Progress = {}
         self.left_out: list[str] = []
+        # The last `samples=` evaluate was given: {task: ids scored}, the lm-eval CLI's `--samples` for these scores.
+        self.selection: dict[str, list[int]] = {}
 
     def wrap(self, evaluate: Callable[..., Any]) -> Callable[..., Any]:
         def evaluate_complete(*, lm: Any, task_dict: dict[str, Any], samples: Any = None, **kwargs: Any) -> Any:
@@ -72,6 +74,7 @@ class CompleteOnly:
                 selection: dict[str, list[int]] = {}
                 for name, task in task_dict["tasks"].items():
                     self._select(name, task, lm.dbdict, selection)
+                self.selection = selection
                 try:
                     return evaluate(lm=lm, task_dict=task_dict, samples=selection, **kwargs)
                 except _TaskIncomplete as exc:
@@ -116,8 +119,11 @@ def refuse_generation(lm: Any) -> None:
         setattr(lm, attr, refuse)
 
 
-def score_cached(spec: dict[str, Any]) -> tuple[dict[str, Any], Progress]:
-    """lm-eval's results over the complete documents, and {task: {done, total}} for every task."""
+def score_cached(spec: dict[str, Any]) -> tuple[dict[str, Any], Progress, dict[str, list[int]]]:
+    """lm-eval's results over the complete documents, {task: {done, total}} for every task, and the selection.
+
+    The selection is the `samples=` lm-eval scored ({task: the ids of its complete documents, ascending}).
+    """
     import lm_eval
     import lm_eval.evaluator
 
@@ -141,4 +147,4 @@ def score_cached(spec: dict[str, Any]) -> tuple[dict[str, Any], Progress]:
         lm_eval.evaluator.evaluate = original
     if results is None:
         raise RuntimeError("lm-eval returned no results")
-    return results, selector.progress
+    return results, selector.progress, selector.selection

@@ -81,6 +81,8 @@ def run_sides(request: RunRequest, on_event: EventSink, deadline: float | None =
         for record in records:
             if outcome.get("early_stop"):
                 record.extra["early_stop"] = outcome["early_stop"]
+            # Both sides of a paired run were scored by the same last call, on the same documents.
+            record.scored_samples = _scored_samples(outcome.get("samples"))
         return records
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -227,6 +229,13 @@ def _collect(request: RunRequest, out: Path, outcome: Event) -> RunRecord:
         generated=int(outcome.get("generated") or 0),
         progress=dict(outcome.get("progress") or {}),
     )
+
+
+def _scored_samples(selection: Any) -> dict[str, list[int]] | None:
+    """The child's `samples=` selection, {task: doc ids}; None when lm-eval scored every document."""
+    if not selection:
+        return None
+    return {str(task): [int(doc) for doc in ids] for task, ids in selection.items()}
 
 
 def _samples_task(path: Path) -> str:
