@@ -45,18 +45,19 @@ def run_bench(cwd: Path, model: Path, data: Path, *extra: str) -> Session:
     return Session(proc, output)
 
 
-def assert_scores_equal_the_lm_eval_cli(summary: dict[str, Any], side: str, tmp_path: Path) -> None:
-    """The recorded reproduce command of `side`, run as it is with the real `lm_eval` CLI, gives the same IFEval
-    scores on the same number of documents."""
+def assert_scores_equal_the_lm_eval_cli(summary: dict[str, Any], side: str, tmp_path: Path, task: str = "ifeval",
+                                        metrics: tuple[str, ...] = IFEVAL_METRICS) -> None:
+    """The recorded reproduce command of `side`, run as it is with the real `lm_eval` CLI, gives the same `task`
+    scores (IFEval's by default) on the same number of documents."""
     role = "base" if side == "base_model" else "fine-tuned"
     command = summary["reproduce"]["commands"][role].replace(" OUT", f" {tmp_path}")
     argv = shlex.split(command)
     # lm-eval's own CLI, run after seeding langdetect (IFEval's language checks are random otherwise).
     assert argv[:5] == ["python", "-m", "pytest_finetune_bench", "lm-eval", "run"]
     subprocess.run([sys.executable, *argv[1:]], check=True, capture_output=True, timeout=600)
-    cli = read_json(next(tmp_path.rglob("results_*.json")))["results"]["ifeval"]
-    ours = summary[side]["results"]["ifeval"]
-    for metric in ("sample_len", *IFEVAL_METRICS):
+    cli = read_json(next(tmp_path.rglob("results_*.json")))["results"][task]
+    ours = summary[side]["results"][task]
+    for metric in ("sample_len", *metrics):
         assert ours[metric] == cli[metric], metric
 
 

@@ -27,7 +27,7 @@ from pytest_finetune_bench.run.child_early_stop import (
     pruned_group,
 )
 from pytest_finetune_bench.store.files import bench_cache_dir
-from tests.bench_sessions import assert_rebuilt_alike, run_bench
+from tests.bench_sessions import assert_rebuilt_alike, assert_scores_equal_the_lm_eval_cli, run_bench
 from tests.conftest import read_json
 from tests.fake_backend import FAKE_ENV
 from tests.fake_sessions import REPO_ROOT, bench_args, make_fake_model
@@ -223,6 +223,10 @@ def test_mmlu_stops_early_on_smollm2_with_lm_evals_scores(tmp_path: Path, unchan
     for side in ("base_model", "fine_tuned_model"):  # four choices a question
         assert summary[side]["generated"] == 4 * record["evaluated"], side
     assert f"early stop: mmlu decided after {record['evaluated']} of 57 documents" in out
+    # The group was scored on the subjects it reached; the recorded command builds that group for the CLI too.
+    assert record["evaluated"] < 57 and "--include_path" in summary["reproduce"]["commands"]["base"]
+    assert_scores_equal_the_lm_eval_cli(summary, "base_model", tmp_path / "cli", "mmlu",
+                                        ("acc,none", "acc_stderr,none"))
 
 
 def test_the_last_call_selects_a_stopped_groups_evaluated_documents_and_the_limit_for_the_others() -> None:
@@ -236,3 +240,20 @@ def test_the_last_call_selects_a_stopped_groups_evaluated_documents_and_the_limi
     # g_b is left out of the group in that call (an empty selection would select all of it), never given the limit.
     assert final_samples(evaluated, loaded, 2) == {"g_a": [1, 3], "solo": [0, 1]}
     assert final_samples(evaluated, loaded, None) == {"g_a": [1, 3]}
+
+
+def test_a_pruned_groups_task_folder_replaces_only_its_groups(tmp_path: Path) -> None:
+    from pytest_finetune_bench.plan.offline import write_pruned_groups
+
+    session = tmp_path / "session-tasks"
+    session.mkdir()
+    (session / "g.yaml").write_text('{"include": "/lm_eval/g.yaml"}\n')
+    (session / "g_a.yaml").write_text('{"include": "/lm_eval/g_a.yaml", "dataset_path": "json"}\n')
+    groups = {"g": {"yaml": str(session / "g.yaml"), "task": ["g_a"]}}
+    folder = write_pruned_groups(tmp_path / "tasks", str(session), groups)
+    assert folder == tmp_path / "tasks"
+    assert json.loads((folder / "g.yaml").read_text()) == {"include": str(session / "g.yaml"), "task": ["g_a"]}
+    assert (folder / "g_a.yaml").read_text() == (session / "g_a.yaml").read_text()
+    # A group built without a config file of its own cannot be included: no folder, the session's is used.
+    assert write_pruned_groups(tmp_path / "none", None, {"g": {"yaml": None, "task": ["g_a"]}}) is None
+    assert not (tmp_path / "none").exists()

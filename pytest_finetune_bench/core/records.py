@@ -132,6 +132,9 @@ class RunRecord:
     # {leaf task: doc ids, ascending}: the `samples=` selection lm-eval scored when it was not given every
     # document (a task stopped early, or partial scoring after a crash or timeout); None for a full run.
     scored_samples: dict[str, list[int]] | None = None
+    # The task folder in which lm-eval builds a group stopped early as it was scored (only the leaves it
+    # reached; plan/offline.py `write_pruned_groups`); None when the session's own task folder does.
+    scored_tasks: Path | None = None
 
     @property
     def task_results(self) -> dict[str, dict[str, Any]]:

@@ -229,6 +229,26 @@ def write_overlay(
     return hashes
 
 
+def write_pruned_groups(dest: Path, task_folder: str | None, groups: Mapping[str, Mapping[str, Any]]) -> Path | None:
+    """A task folder `dest` in which lm-eval builds each of `groups` with only the children listed.
+
+    `groups` is {group: {"yaml": its config file, "task": [children]}}: a group an early stop scored on the
+    leaves it reached (run/child_early_stop.py `pruned_group_configs`). `dest` holds a copy of the session's
+    `task_folder` (when it has one) with those groups' configs replaced, so `lm_eval --include_path dest
+    --samples …` scores the same groups as the run. None when a group has no config file to include.
+    """
+    if any(not config.get("yaml") for config in groups.values()):
+        return None
+    dest.mkdir(parents=True, exist_ok=True)
+    if task_folder is not None:
+        for path in Path(task_folder).glob("*.yaml"):
+            atomic_write_text(dest / path.name, path.read_text(encoding="utf-8"))
+    for name, config in groups.items():
+        pruned = {"include": str(config["yaml"]), "task": list(config["task"])}
+        atomic_write_text(dest / f"{name}.yaml", json.dumps(pruned, indent=2) + "\n")
+    return dest
+
+
 def reads_local_data(config: Mapping[str, Any]) -> bool:
     """Whether a task reads local files of its own (`dataset_kwargs: data_files`) rather than a download.
 

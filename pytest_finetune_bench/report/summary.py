@@ -163,6 +163,9 @@ def _finished_request(execution: Execution, role: str) -> RunRequest:
     if extra.get("gpu_memory_utilization") is not None:
         settings = dataclasses.replace(request.settings, gpu_memory_utilization=extra["gpu_memory_utilization"])
         request = dataclasses.replace(request, settings=settings)
+    if record is not None and record.scored_tasks is not None:  # a group scored on the leaves it reached
+        settings = dataclasses.replace(request.settings, include_path=str(record.scored_tasks))
+        request = dataclasses.replace(request, settings=settings)
     finished = extra.get("batch_size")
     return with_batch_size(request, str(finished)) if finished else request
 

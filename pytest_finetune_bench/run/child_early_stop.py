@@ -78,11 +78,14 @@ def evaluate_early(spec: dict[str, Any], events: Events) -> tuple[dict[str, Any]
             events.send("early_stop", task=monitor.task, **(monitor.chunks[-1] if monitor.chunks else {}),
                         total=monitor.documents, verdicts=monitor.verdicts, note=monitor.note)
     evaluated = {m.task: m.evaluated for m in monitors if m.stopped_early}
+    final_tasks = [_final_task(task, evaluated, loaded) for task in args["tasks"]] if evaluated else []
     final = {"limit": None, "samples": final_samples(evaluated, loaded, args["limit"]),
-             "tasks": [_final_task(task, evaluated, loaded) for task in args["tasks"]]} if evaluated else {}
+             "tasks": final_tasks} if evaluated else {}
     record = {"error_rate": plan["error_rate"], "seed": plan["seed"], "tasks": {m.task: m.to_json() for m in monitors}}
     # The documents both models' results are on ({leaf: ids}), when some task stopped early: the CLI's --samples.
     finished: dict[str, Any] = {"early_stop": record, **({"samples": final["samples"]} if final else {})}
+    if groups := pruned_group_configs(final_tasks, manager):
+        finished["groups"] = groups
     if base is not None:
         base_results = base.evaluate(manager, **final)
         finished["paired_base"] = {"generated": base.tracker.generated, "progress": completed_progress(base_results)}
@@ -211,6 +214,29 @@ def pruned_group(group: Any, keep: set[str]) -> Any:
         elif child.task_name in keep:
             copy.add(child)
     return copy
+
+
+def pruned_group_configs(tasks: list[Any], manager: Any) -> dict[str, dict[str, Any]]:
+    """{group: {"yaml": its config file, "task": its children's names}} of each group (and subgroup) among
+    `tasks` that the last call evaluates pruned: what lm-eval's CLI needs to build the same groups, since
+    `--samples` cannot leave a leaf out (the run's task folder for the reproduce command, run/engine.py)."""
+    from lm_eval.api.group import Group
+
+    configs: dict[str, dict[str, Any]] = {}
+
+    def describe(group: Any) -> None:
+        entry = manager.task_index.get(group.name)
+        configs[group.name] = {"yaml": str(entry.yaml_path) if entry and entry.yaml_path else None,
+                               "task": [child.name if isinstance(child, Group) else child.task_name
+                                        for child in group]}
+        for child in group:
+            if isinstance(child, Group):
+                describe(child)
+
+    for item in tasks:
+        if isinstance(item, Group):
+            describe(item)
+    return configs
 
 
 def chunk_scores(samples: list[dict[str, Any]], metric_key: str) -> dict[int, float]:

@@ -19,6 +19,7 @@ from typing import Any
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.backends.openai import child_api_key, without_key
 from pytest_finetune_bench.core.records import RunRecord, RunRequest
+from pytest_finetune_bench.plan.offline import write_pruned_groups
 from pytest_finetune_bench.store.files import read_json_file, staging_dir
 
 Event = dict[str, Any]
@@ -75,14 +76,18 @@ def run_sides(request: RunRequest, on_event: EventSink, deadline: float | None =
         if outcome["event"] == "failed":
             raise RunFailed(outcome["kind"], without_key(str(outcome["message"])), request.log_path,
                             int(outcome.get("generated") or 0), outcome.get("sides"))
+        requests = [request] if request.paired_base is None else [request, request.paired_base]
         records = [_collect(request, staging / "out", outcome)]
         if request.paired_base is not None:
             records.append(_collect(request.paired_base, staging / "out-base", outcome.get("paired_base") or {}))
-        for record in records:
+        for side, record in zip(requests, records, strict=True):
             if outcome.get("early_stop"):
                 record.extra["early_stop"] = outcome["early_stop"]
             # Both sides of a paired run were scored by the same last call, on the same documents.
             record.scored_samples = _scored_samples(outcome.get("samples"))
+            if outcome.get("groups"):
+                record.scored_tasks = write_pruned_groups(_tasks_folder(record), side.settings.include_path,
+                                                          outcome["groups"])
         return records
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -229,6 +234,11 @@ def _collect(request: RunRequest, out: Path, outcome: Event) -> RunRecord:
         generated=int(outcome.get("generated") or 0),
         progress=dict(outcome.get("progress") or {}),
     )
+
+
+def _tasks_folder(record: RunRecord) -> Path:
+    """Where the task folder that reproduces `record`'s groups goes: beside its results file, named after it."""
+    return record.results_file.with_name(record.results_file.stem.replace("results", "tasks", 1))
 
 
 def _scored_samples(selection: Any) -> dict[str, list[int]] | None:
