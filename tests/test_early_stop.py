@@ -410,12 +410,19 @@ def _fake_early(pytester: pytest.Pytester, model: Path, *extra: str) -> tuple[py
     return result, read_summary(output / "benchmark.json")
 
 
+def _first_paired_session(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
+                          fake_lm: str) -> tuple[Path, pytest.RunResult, dict[str, Any]]:
+    """(model, result, summary) of a first early-stopping session of a fake model run with `fake_lm`: no base
+    scores yet, so both models are evaluated together; every fine-tuned answer regresses (max drop 0)."""
+    model = make_fake_model(pytester.path)
+    use_fake_lm(monkeypatch, fake_lm)
+    return (model, *_fake_early(pytester, model, "--bench-early-stop", "--bench-max-drop=0"))
+
+
 @pytest.mark.slow  # starts lm-eval children (a fake model)
 def test_a_first_session_evaluates_both_models_chunk_by_chunk(pytester: pytest.Pytester,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    model = make_fake_model(pytester.path)
-    use_fake_lm(monkeypatch, "shout_for=merged_16bit")
-    early, summary = _fake_early(pytester, model, "--bench-early-stop", "--bench-max-drop=0")
+    model, early, summary = _first_paired_session(pytester, monkeypatch, "shout_for=merged_16bit")
     out = early.stdout.str()
     assert summary["status"] == "complete", out
     record = summary["comparison"]["ifeval"]["early_stop"]
@@ -452,10 +459,9 @@ def test_a_first_session_evaluates_both_models_chunk_by_chunk(pytester: pytest.P
 @pytest.mark.slow  # starts lm-eval children (a fake model)
 def test_a_paired_run_that_crashes_scores_each_side_from_its_own_cache(pytester: pytest.Pytester,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    model = make_fake_model(pytester.path)
     # The fine-tune dies (SIGKILL) at its sixth answer: in the second chunk, after the base answered it in full.
-    use_fake_lm(monkeypatch, "shout_for=merged_16bit,crash_after=6,only=merged_16bit")
-    result, summary = _fake_early(pytester, model, "--bench-early-stop", "--bench-max-drop=0")
+    _, result, summary = _first_paired_session(pytester, monkeypatch,
+                                               "shout_for=merged_16bit,crash_after=6,only=merged_16bit")
     out = result.stdout.str()
     assert summary["status"] == "crashed", out
     assert "one process holds both models in memory" in out
