@@ -257,3 +257,4 @@ def test_a_pruned_groups_task_folder_replaces_only_its_groups(tmp_path: Path) ->
     # A group built without a config file of its own cannot be included: no folder, the session's is used.
     assert write_pruned_groups(tmp_path / "none", None, {"g": {"yaml": None, "task": ["g_a"]}}) is None
     assert not (tmp_path / "none").exists()
+

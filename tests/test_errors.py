@@ -102,6 +102,19 @@ def test_unknown_task_names_close_matches(pytester: pytest.Pytester) -> None:
     )
 
 
+@pytest.mark.parametrize(("tasks", "message"), [
+    ("mmlu,mmlu_anatomy", "tasks 'mmlu' and 'mmlu_anatomy' both hold 'mmlu_anatomy', and lm-eval evaluates a task "
+                          "once per run: ask for one of them"),
+    ("mmlu_stem,mmlu", "tasks 'mmlu_stem' and 'mmlu' both hold 'mmlu_*', *: ask for one of them"),
+])
+def test_tasks_that_hold_the_same_task(pytester: pytest.Pytester, tasks: str, message: str) -> None:
+    """lm-eval refuses a run that holds a task twice; said before any model loads, with what to do."""
+    pytester.mkdir("model")
+    (pytester.path / "model" / "config.json").write_text("{}")
+    usage_error(pytester.runpytest("--bench-model=model", "--bench-base=model", f"--bench-tasks={tasks}", *RUN),
+                message)
+
+
 def test_unknown_suite(pytester: pytest.Pytester) -> None:
     pytester.mkdir("model")
     (pytester.path / "model" / "config.json").write_text("{}")

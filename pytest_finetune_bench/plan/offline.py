@@ -100,6 +100,21 @@ def expand_tasks(task_names: Iterable[str], index: Mapping[str, Any], *, redirec
     return list(found.values())
 
 
+def check_no_shared_tasks(task_names: Iterable[str], index: Mapping[str, Any]) -> None:
+    """BenchError when two of `task_names` hold the same task (a group and one of its own subtasks, or two
+    groups sharing one): lm-eval refuses to evaluate a task twice in one run, so it would fail only after
+    loading the models."""
+    holder: dict[str, str] = {}
+    for name in dict.fromkeys(task_names):
+        for item in _expand(name, index, seen=set(), redirectable=False):
+            if isinstance(item, GroupRef):
+                continue
+            first = holder.setdefault(item.name, name)
+            if first != name:
+                raise BenchError(f"tasks {first!r} and {name!r} both hold {item.name!r}, and lm-eval evaluates "
+                                 "a task once per run: ask for one of them")
+
+
 def _expand(name: str, index: Mapping[str, Any], seen: set[str], redirectable: bool) -> Iterator[Expanded]:
     if name in seen:
         return

@@ -13,7 +13,13 @@ from typing import Any
 from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.core.task_types import output_types as leaf_output_types
 from pytest_finetune_bench.plan.custom_tasks import content_version, index_include_paths
-from pytest_finetune_bench.plan.offline import LeafTask, OpaqueTask, expand_tasks, write_overlay
+from pytest_finetune_bench.plan.offline import (
+    LeafTask,
+    OpaqueTask,
+    check_no_shared_tasks,
+    expand_tasks,
+    write_overlay,
+)
 from pytest_finetune_bench.store.files import (
     atomic_write_bytes,
     claim_cache_dir,
@@ -178,7 +184,7 @@ class TaskCatalog:
         return self._index
 
     def validate(self, names: Sequence[str]) -> None:
-        """BenchError naming close matches for any task lm-eval does not know."""
+        """BenchError naming close matches for any task lm-eval does not know, or naming two that share a task."""
         for name in names:
             if name not in self.index:
                 close = difflib.get_close_matches(name, list(self.index), n=3, cutoff=0.6)
@@ -187,6 +193,7 @@ class TaskCatalog:
                     hint += (" (tasks of your own: a YAML file under --bench-include-path with `task: NAME`; "
                              "lm-eval skips files it cannot read, `lm_eval validate` says why)")
                 raise BenchError(f"unknown lm-eval task {name!r}{hint}")
+        check_no_shared_tasks(names, self.index)
 
     def versions(self, names: Sequence[str]) -> dict[str, Any]:
         """Version of every leaf task behind `names` (a changed task must not reuse old scores).
