@@ -96,6 +96,9 @@ def test_heartbeat_after_a_silence_then_every_30_seconds_with_eta() -> None:
     assert at(1091, tick) == ["[bench] base: no output for 91s, still running after 1m31s"]
     requests = {"event": "requests", "role": "base", "kind": "generate_until", "tasks": {"ifeval": 10}}
     assert at(1100, requests) == ["[bench] base: generate_until requests to run: ifeval 10"]
+    many = {**requests, "kind": "loglikelihood", "tasks": {f"mmlu_{i}": 8 for i in range(57)}}
+    assert at(1100, many) == ["[bench] base: loglikelihood requests to run: mmlu_0 8, mmlu_1 8, mmlu_2 8, mmlu_3 8 "
+                              "and 53 more tasks (456 in all)"]
     progress = {"event": "progress", "role": "base", "task": "ifeval", "total": 10}
     assert at(1110, {**progress, "done": 1}) == ["[bench] base: ifeval 1/10 samples (10%)"]
     assert at(1130, {**progress, "done": 3}) == ["[bench] base: ifeval 3/10 samples (30%)"]

@@ -11,6 +11,7 @@ from pytest_finetune_bench.run.watchdog import format_duration
 
 QUIET_WARNING_S = 60.0
 HEARTBEAT_EVERY_S = 30.0
+SHOWN_TASKS = 4  # tasks named in a line about many; the rest are counted
 
 
 class ProgressPrinter:
@@ -44,8 +45,10 @@ class ProgressPrinter:
         elif kind == "loading":
             self.say(f"[bench] {role}: loading model ({event.get('model', '')})")
         elif kind == "requests":
-            tasks = ", ".join(f"{t} {n}" for t, n in event.get("tasks", {}).items())
-            self.say(f"[bench] {role}: {event.get('kind')} requests to run: {tasks}")
+            counts = event.get("tasks", {})
+            tasks = first_tasks([f"{t} {n}" for t, n in counts.items()])
+            total = f" ({sum(map(int, counts.values()))} in all)" if len(counts) > SHOWN_TASKS else ""
+            self.say(f"[bench] {role}: {event.get('kind')} requests to run: {tasks}{total}")
         elif kind == "progress":
             self._progress(role, event)
         elif kind == "early_stop":
@@ -119,13 +122,18 @@ def generation_seconds(event: Event) -> float | None:
     return tokens * float(params) / CPU_TOKEN_PARAMS_PER_S if tokens else None
 
 
+def first_tasks(parts: list[str]) -> str:
+    """The first few of one line per task, joined: a group such as MMLU has dozens of subtasks."""
+    more = len(parts) - SHOWN_TASKS
+    return ", ".join(parts[:SHOWN_TASKS]) + (f" and {more} more tasks" if more > 0 else "")
+
+
 def workload_lines(role: str, event: Event) -> list[str]:
     """What the run will do and, on a CPU, about how long its generations may take."""
     tasks = event.get("tasks", {})
     parts = [f"{name} {t['docs']} docs" + (f" x up to {t['max_gen_toks']} new tokens" if t["max_gen_toks"] else "")
              for name, t in tasks.items()]
-    shown = ", ".join(parts[:4]) + (f" and {len(parts) - 4} more tasks" if len(parts) > 4 else "")
-    lines = [f"[bench] {role}: {shown}"]
+    lines = [f"[bench] {role}: {first_tasks(parts)}"]
     seconds = generation_seconds(event)
     if seconds is not None and seconds >= LONG_RUN_S:
         lines.append(f"[bench] {role}: WARNING: on this CPU the generations alone may take up to "
