@@ -4,11 +4,11 @@
                                       [--first-run [--task ifeval|mmlu]] [--report FILE]
 
 Both sessions benchmark the same fine-tune on the same IFEval-style prompts (tests/test_early_stop.py's,
-real IFEval instructions scored by lm-eval). By default the base's scores come from the same base cache
-(the first session computes them, untimed), and only the fine-tuned run is timed. Each session gets its
-own output folder, so neither reuses the other's response cache: the full run answers every prompt, the
-early-stopping one only what it evaluates. Without --model it uses the test suite's regressed SmolLM2
-(the base with heavy weight noise), built into the test cache on first use.
+real IFEval instructions scored by lm-eval). By default only the fine-tuned run is timed: each session
+first computes the base's scores in full, untimed, and caches them. Each session has its own output and
+cache folders, so neither reuses the other's answers (response caches live in the cache folder): the full
+run answers every prompt, the early-stopping one only what it evaluates. Without --model it uses the test
+suite's regressed SmolLM2 (the base with heavy weight noise), built into the test cache on first use.
 
 --first-run times whole first sessions instead, each on caches of its own (no base scores yet, so an
 early-stopping session evaluates both models on the same chunks), for a clearly worse fine-tune (the
@@ -46,14 +46,17 @@ TASK = "ifeval"
 
 def session(model: Path, data: Path, work: Path, name: str, gen_kwargs: str, early: bool) -> BenchSession:
     options = BenchOptions(model=str(model), tasks=(TASK,), limit=None, limit_set=True, data_dir=data,
-                           gen_kwargs=gen_kwargs, batch_size="5", output=work / name, cache_dir=work / "cache",
+                           gen_kwargs=gen_kwargs, batch_size="5", output=work / name, cache_dir=work / f"cache-{name}",
                            early_stop=early)
     return BenchSession(make_plan(options, Path.cwd(), lambda line: print(f"    {line}", flush=True)),
                         lambda line: print(f"    {line}", flush=True))
 
 
 def measure(model: Path, data: Path, work: Path, gen_kwargs: str, early: bool, round_: int) -> list[str]:
-    bench = session(model, data, work, f"{'early' if early else 'full'}-{round_}", gen_kwargs, early)
+    name = f"{'early' if early else 'full'}-{round_}"
+    # The base's scores first, by a session without early stop: cached, so the timed session only reads them.
+    session(model, data, work, name, gen_kwargs, early=False).run("base")
+    bench = session(model, data, work, name, gen_kwargs, early)
     bench.run("base")
     start = time.perf_counter()
     finetuned = bench.run("fine-tuned")
@@ -144,9 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         # Alternating which goes first spreads a busy neighbour's effect over both.
         rows = [measure(model, data, work, args.gen_kwargs, early, round_) for round_ in range(1, args.rounds + 1)
                 for early in ((False, True) if round_ % 2 else (True, False))]
-        lines = [f"{model.name}, {len(ifeval_style_rows())} IFEval-style prompts, {args.gen_kwargs}, base from the "
-                 "cache", "", "| round | run | documents evaluated | responses generated | fine-tuned run | verdict |",
-                 "|---|---|---|---|---|---|", *("| " + " | ".join(row) + " |" for row in rows)]
+        lines = [f"{model.name}, {len(ifeval_style_rows())} IFEval-style prompts, {args.gen_kwargs}, the base's "
+                 "run untimed", "", "| round | run | documents evaluated | responses generated | fine-tuned run "
+                 "| verdict |", "|---|---|---|---|---|---|", *("| " + " | ".join(row) + " |" for row in rows)]
     print("\n".join(lines))
     if args.report:
         args.report.write_text("\n".join(lines) + "\n")
