@@ -76,11 +76,11 @@ def run_sides(request: RunRequest, on_event: EventSink, deadline: float | None =
         if outcome["event"] == "failed":
             raise RunFailed(outcome["kind"], without_key(str(outcome["message"])), request.log_path,
                             int(outcome.get("generated") or 0), outcome.get("sides"))
-        requests = [request] if request.paired_base is None else [request, request.paired_base]
-        records = [_collect(request, staging / "out", outcome)]
-        if request.paired_base is not None:
-            records.append(_collect(request.paired_base, staging / "out-base", outcome.get("paired_base") or {}))
-        for side, record in zip(requests, records, strict=True):
+        # The child writes each side's files to its own folder and reports a paired base's counts apart.
+        sides, folders = request.sides, [("out", outcome), ("out-base", outcome.get("paired_base") or {})]
+        records = [_collect(side, staging / folder, counts)
+                   for side, (folder, counts) in zip(sides, folders, strict=False)]
+        for side, record in zip(sides, records, strict=True):
             if outcome.get("early_stop"):
                 record.extra["early_stop"] = outcome["early_stop"]
             # Both sides of a paired run were scored by the same last call, on the same documents.
