@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.server
 import json
 import socket
-import threading
 import time
 import traceback
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from pytest_finetune_bench import BenchError
 from pytest_finetune_bench.backends import openai
 from pytest_finetune_bench.backends.openai import API_KEY_ENV, OpenAIBackend
 from pytest_finetune_bench.run.engine import child_environment
+from tests.loopback import Loopback
 
 SENTINEL = "sk-SENTINEL-4c1d9e"
 
@@ -44,10 +44,8 @@ class Server(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Server)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    with Loopback(Server) as loopback:
+        yield loopback.url
 
 
 def refused_address() -> str:

@@ -12,11 +12,10 @@ import socket
 import socketserver
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -44,6 +43,7 @@ from pytest_finetune_bench.plan.tasks import TaskCatalog
 from pytest_finetune_bench.store.files import bench_cache_dir
 from tests.conftest import read_json
 from tests.llama_server import LlamaServer
+from tests.loopback import Loopback
 
 SECRET = "sk-test-d0-not-leak-7f3a91c2"  # an API key that must reach the server and no file
 IFEVAL_METRICS = ("prompt_level_strict_acc,none", "inst_level_strict_acc,none",
@@ -51,32 +51,7 @@ IFEVAL_METRICS = ("prompt_level_strict_acc,none", "inst_level_strict_acc,none",
 
 
 # --------------------------------------------------------------------------- helpers
-_Served = TypeVar("_Served", bound="_LoopbackServer")
-
-
-class _LoopbackServer:
-    """A test server on 127.0.0.1 (`self._server`) run by a daemon thread for the length of a `with` block."""
-
-    _server: socketserver.BaseServer
-
-    def _serve(self, server: socketserver.BaseServer) -> None:
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"  # type: ignore[index]
-
-    def __enter__(self: _Served) -> _Served:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
-class OllamaStub(_LoopbackServer):
+class OllamaStub(Loopback):
     """A stub of Ollama's HTTP API (not Ollama): /api/tags, /v1/models and a canned chat reply.
 
     It records every request's path and Authorization header so tests can see what reached it.
@@ -87,7 +62,7 @@ class OllamaStub(_LoopbackServer):
         self.reply = reply
         self.seen: list[tuple[str, str]] = []  # (path, Authorization header)
         self.status_override: int | None = None
-        self._serve(ThreadingHTTPServer(("127.0.0.1", 0), self._handler()))
+        super().__init__(self._handler())
 
     def _answer(self, method: str, path: str) -> tuple[int, Any]:
         if self.status_override is not None:
@@ -132,13 +107,12 @@ class OllamaStub(_LoopbackServer):
 
 
 
-class SlowServer(_LoopbackServer):
+class SlowServer(Loopback):
     """A misbehaving HTTP server on 127.0.0.1: to each request it sends `head` at once, then `tail` in
     pieces of `piece` bytes `pace_s` apart. Bounded: it sends no more than that and stops when closed."""
 
     def __init__(self, head: bytes, tail: bytes, piece: int = 1, pace_s: float = 0.0) -> None:
         self.sent = 0  # bytes of `tail` sent, over all requests
-        self._stop = threading.Event()
         server = self
 
         class Handler(socketserver.StreamRequestHandler):
@@ -148,21 +122,14 @@ class SlowServer(_LoopbackServer):
                 try:
                     self.wfile.write(head)
                     for start in range(0, len(tail), piece):
-                        if server._stop.wait(pace_s):
+                        if server.stopping.wait(pace_s):
                             return
                         self.wfile.write(tail[start:start + piece])
                         server.sent += len(tail[start:start + piece])
                 except OSError:
                     return  # the client hung up
 
-        tcp = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-        tcp.daemon_threads = True
-        tcp.block_on_close = False
-        self._serve(tcp)
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()  # a handler pacing its bytes stops now, so shutdown does not wait for it
-        super().__exit__(*exc)
+        super().__init__(Handler)
 
 
 def closed_port_url() -> str:
