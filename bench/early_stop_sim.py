@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pytest_finetune_bench.compare.sequential import IMPROVES, NO_REGRESSION, GateRule  # noqa: E402
+from pytest_finetune_bench.plan.gates import IMPROVES, NO_REGRESSION, Gate  # noqa: E402
 from tests.sequential_sim import METHOD_BOOTSTRAP, METHOD_SEQUENCE, Scenario, simulate  # noqa: E402
 
 
@@ -40,7 +40,7 @@ def _scenario(gate: str, threshold: float, points: int, documents: int) -> Scena
     improved, regressed = base_flips + max(change, 0), base_flips + max(-change, 0)
     bar = "min gain" if gate == IMPROVES else "max drop"
     name = f"{gate} ({bar} {threshold * 100:g}), Δ {100 * (improved - regressed) / documents:+.1f}"
-    return Scenario(name, GateRule(gate, threshold), documents, improved, regressed)
+    return Scenario(name, Gate("task", gate, threshold), documents, improved, regressed)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,8 +28,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -44,6 +46,8 @@ DEMO_GEN_KWARGS = "max_gen_toks=256"  # what `python -m pytest_finetune_bench de
 # A quarter of the demo's answer length keeps this script within about 5 minutes on 2 shared cores;
 # generation time grows about linearly with it (--gen-kwargs max_gen_toks=256 measures the demo's).
 DEFAULT_GEN_KWARGS = "max_gen_toks=64"
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -92,7 +96,8 @@ class Row:
     note: str = ""
 
 
-def timed(call):  # type: ignore[no-untyped-def]
+def timed(call: Callable[[], T]) -> tuple[T, float]:
+    """What `call` returns, and how many seconds it took."""
     start = time.perf_counter()
     value = call()
     return value, time.perf_counter() - start
@@ -158,6 +163,12 @@ def run_rows(label: str, phases: Phases | None, total: float) -> list[Row]:
     return rows
 
 
+def base_name(session: BenchSession) -> str:
+    """The base model's folder or Hub name, as the report's header shows it."""
+    base = session.plan.base
+    return Path(base.model).name if base else "none"
+
+
 def markdown(rows: list[Row], header: str) -> str:
     lines = [header, "", "| Piece | Seconds | Note |", "|---|---:|---|"]
     for row in rows:
@@ -214,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"work folder: {work}", flush=True)
 
     print("task index:", flush=True)
-    index, seconds = timed(lambda: TaskCatalog().index)
+    # A cache folder of its own: the index is built, not read from the sessions' cache (nor put there for them).
+    index, seconds = timed(lambda: TaskCatalog(work / "index-only-cache").index)
     rows.append(Row("lm-eval task index (parent, once per session)", seconds, f"{len(index)} tasks, groups and tags"))
 
     print("model load:", flush=True)
@@ -238,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     rows += run_rows("fine-tuned run, response cache", say.runs.get("fine-tuned"), times["fine-tuned"])
     rows.append(Row("**second session, total**", sum(times.values()), ""))
 
-    header += (f"\n\nModel: {model.name} (base {Path(session.base_model).name}); "
+    header += (f"\n\nModel: {model.name} (base {base_name(session)}); "
                f"IFEval, {args.limit} prompts, {args.gen_kwargs}, bundled offline data; "
                f"whole script {time.perf_counter() - started:.0f} s")
     table = markdown(rows, header)
