@@ -59,8 +59,9 @@ def demo_data() -> Path:
     return demo_data_dir()
 
 
-def read_json(path: Path) -> dict:
-    return json.loads(path.read_text())
+def read_json(path: Path) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(path.read_text())
+    return loaded
 
 
 # Fixtures that stand for real models (or a real server on one): a test using any of them is `slow`.

@@ -18,6 +18,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import Any, cast
 
 from pytest_finetune_bench.demo import demo_data_dir
 
@@ -47,12 +48,12 @@ MMLU_ROWS_PER_SUBJECT = 2
 problems: list[str] = []
 
 
-def lm_eval_config(relative: str) -> dict:
+def lm_eval_config(relative: str) -> dict[str, Any]:
     """One of lm-eval's task configs (a path under lm_eval/tasks/), read by lm-eval's own YAML loader."""
     import lm_eval
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    return load_yaml(Path(lm_eval.__file__).parent / "tasks" / relative, resolve_func=False)
+    return cast("dict[str, Any]", load_yaml(Path(lm_eval.__file__).parent / "tasks" / relative, resolve_func=False))
 
 
 def problem(msg: str) -> None:
@@ -60,7 +61,7 @@ def problem(msg: str) -> None:
     print(f"PROBLEM: {msg}")
 
 
-def load_jsonl(rel: str) -> list[dict]:
+def load_jsonl(rel: str) -> list[dict[str, Any]]:
     path = DATA / rel
     if not path.is_file():
         problem(f"{rel}: missing")
@@ -83,7 +84,7 @@ def load_jsonl(rel: str) -> list[dict]:
     return rows
 
 
-def check_keys(where: str, row: dict, types: dict) -> bool:
+def check_keys(where: str, row: dict[str, Any], types: dict[str, type]) -> bool:
     ok = True
     if set(row) != set(types):
         problem(f"{where}: keys {sorted(row)} != expected {sorted(types)}")
@@ -95,23 +96,23 @@ def check_keys(where: str, row: dict, types: dict) -> bool:
     return ok
 
 
-def check_count(rel: str, rows: list, expected: int) -> None:
+def check_count(rel: str, rows: list[dict[str, Any]], expected: int) -> None:
     if len(rows) != expected:
         problem(f"{rel}: {len(rows)} rows, expected {expected}")
 
 
 # --------------------------------------------------------------------------- IFEval
-def check_ifeval() -> collections.Counter:
+def check_ifeval() -> collections.Counter[str]:
     from lm_eval.tasks.ifeval import instructions_registry
     from lm_eval.tasks.ifeval import utils as ifeval_utils
 
     rel = "ifeval/train.jsonl"
     rows = load_jsonl(rel)
     check_count(rel, rows, EXPECTED_ROWS[rel])
-    counts: collections.Counter = collections.Counter()
+    counts: collections.Counter[str] = collections.Counter()
     keys_seen = set()
-    kwarg_types: dict[str, set] = collections.defaultdict(set)
-    n_instr = collections.Counter()
+    kwarg_types: dict[str, set[str]] = collections.defaultdict(set)
+    n_instr: collections.Counter[int] = collections.Counter()
     dummy = "Hello, World. This is a dummy response.\n* point one\n* point two\nP.S. bye"
 
     for i, row in enumerate(rows):
@@ -275,7 +276,7 @@ def check_mmlu() -> None:
     for extra in sorted(set(present) - set(subjects)):
         problem(f"mmlu/{extra}: not an lm-eval mmlu subject")
     total = 0
-    answers = collections.Counter()
+    answers: collections.Counter[int] = collections.Counter()
     for s in subjects:
         rel = f"mmlu/{s}/test.jsonl"
         rows = load_jsonl(rel)

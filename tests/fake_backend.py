@@ -31,7 +31,7 @@ class FakeBackend(HFBackend):
 
     name = "fake"
     lm_eval_model = "bench-fake"
-    child_imports = (CHILD_MODULE,)
+    child_imports: tuple[str, ...] = (CHILD_MODULE,)
 
     def model_args(self, model: str, settings: EvalSettings) -> dict[str, str]:
         return {"pretrained": model}
@@ -56,7 +56,7 @@ class HangableHF(HFBackend):
     """The real hf backend; its child also imports tests/fake_lm.py, which may make the model hang."""
 
     name = "hf-hang"
-    child_imports = (CHILD_MODULE,)
+    child_imports: tuple[str, ...] = (CHILD_MODULE,)
 
 
 def _fake(base_url: str | None, num_concurrent: int) -> Backend:

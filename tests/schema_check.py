@@ -19,7 +19,7 @@ SUMMARY_NAMES = {"benchmark.json": "benchmark", "benchmark.incomplete.json": "be
 
 def _registry() -> Registry:
     resources = [Resource.from_contents(schema(name)) for name in SCHEMA_FILES]
-    return Registry().with_resources((str(r.contents["$id"]), r) for r in resources)  # type: ignore[index]
+    return Registry().with_resources((str(r.contents["$id"]), r) for r in resources)
 
 
 _REGISTRY = _registry()

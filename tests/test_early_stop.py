@@ -61,7 +61,7 @@ def test_the_order_is_seeded_and_covers_every_document_once() -> None:
     assert not first.is_group and first.leaves == ["ifeval"]
 
 
-GROUP_SPEC = {"metric": "acc,none", "higher_is_better": True, "gates": [],
+GROUP_SPEC: dict[str, Any] = {"metric": "acc,none", "higher_is_better": True, "gates": [],
               "leaves": {"mmlu_b": {str(doc): 1.0 for doc in range(3)}, "mmlu_a": {str(doc): 0.0 for doc in range(5)},
                          "mmlu_c": {"0": 1.0}}}
 

@@ -140,7 +140,7 @@ def _pooled_mean(side: dict[str, Any], evaluated: dict[str, list[int]], only_eva
 
     `only_evaluated`: the side scored those documents alone (the early-stopped one), every leaf holding any.
     """
-    values = []
+    values: list[float] = []
     for leaf, ids in evaluated.items():
         if not ids:
             assert not only_evaluated or leaf not in side["samples_files"], leaf
@@ -159,7 +159,7 @@ def _check_stopped_group(summary: dict[str, Any], documents: int = MMLU_DOCUMENT
     `paired`: the base had no scores yet, so it was evaluated on the same chunks and stopped too.
     """
     comp = summary["comparison"]["mmlu"]
-    record = comp["early_stop"]
+    record: dict[str, Any] = comp["early_stop"]
     assert record["task"] == "mmlu" and record["group"] is True and record["stopped_early"], record
     assert record["documents"] == documents and record["evaluated"] < documents
     evaluated = record["evaluated_ids"]

@@ -70,13 +70,15 @@ def option_values(argv: list[str]) -> dict[str, str]:
 
 
 def workflow() -> dict[Any, Any]:
-    return yaml.safe_load(WORKFLOW.read_text())
+    flow: dict[Any, Any] = yaml.safe_load(WORKFLOW.read_text())
+    return flow
 
 
 def pytest_step(flow: dict[Any, Any]) -> dict[str, Any]:
     steps = [s for s in flow["jobs"]["bench"]["steps"] if "-m pytest" in str(s.get("run", ""))]
     assert len(steps) == 1, steps
-    return steps[0]
+    step: dict[str, Any] = steps[0]
+    return step
 
 
 def pytest_arguments(step: dict[str, Any], environment: dict[str, str]) -> list[str]:

@@ -25,6 +25,7 @@ from pytest_finetune_bench.report.ranking import (
     ranking_lines,
     reversed_pair,
 )
+from pytest_finetune_bench.store.benchmark_file import BenchmarkSummary, GateRecord
 from tests.conftest import FAST_ARGS, read_json
 from tests.fake_sessions import bench_args, own_cache_dir, use_fake_lm
 from tests.llama_server import LlamaServer
@@ -156,12 +157,12 @@ def test_only_training_facts_that_differ_are_shown() -> None:
 
 
 def test_ranking_puts_gates_first_then_scores_in_each_metrics_direction() -> None:
-    def summary(label: str, value: float, gates: dict[str, Any], higher: bool = True) -> dict[str, Any]:
+    def summary(label: str, value: float, gates: dict[str, GateRecord], higher: bool = True) -> BenchmarkSummary:
         return {"label": label, "status": "complete", "gates": gates,
                 "headlines": {"t": {"metric": "m,none", "higher_is_better": higher, "unit": "points"}},
                 "scores": {"fine-tuned": {"t": value}}}
 
-    def gate(outcome: str) -> dict[str, Any]:
+    def gate(outcome: str) -> dict[str, GateRecord]:
         """benchmark.json's record of a decided gate (the ranking counts outcomes, it never decides again)."""
         return {"t::no_regression": {"outcome": outcome, "threshold": 0.05, "rule": "point",
                                      "decided_by": "point estimate", "documents": 10}}
@@ -176,7 +177,7 @@ def test_ranking_puts_gates_first_then_scores_in_each_metrics_direction() -> Non
 
 
 def test_the_ranking_says_which_export_each_experiment_measured() -> None:
-    def summary(label: str, variant: str) -> dict[str, Any]:
+    def summary(label: str, variant: str) -> BenchmarkSummary:
         return {"label": label, "status": "complete", "model_variant": variant, "gates": {},
                 "headlines": {"t": {"metric": "m,none", "higher_is_better": True, "unit": "points"}},
                 "scores": {"fine-tuned": {"t": 0.5}}}

@@ -4,6 +4,7 @@ the options."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 
 import numpy as np
@@ -95,6 +96,16 @@ def test_holm_adjusted_intervals_contain_the_unadjusted_ones(tables: dict[str, n
         previous_low, previous_high = low, high
 
 
+def _p_claims(p: float, r: int) -> bool:
+    """A gate with p-value `p` claims at level α/r."""
+    return p <= ALPHA / r
+
+
+def _table_claims(claims: np.ndarray, i: int, r: int) -> bool:
+    """Table `i` claims at level α/r (`claims[r - 1, i]`)."""
+    return bool(claims[r - 1, i])
+
+
 def _textbook_holm(p_values: list[float], alpha: float) -> list[bool]:
     order = sorted(range(len(p_values)), key=lambda g: p_values[g])
     rejected = [False] * len(p_values)
@@ -110,7 +121,7 @@ def test_holm_on_strictest_divisors_is_holm_on_p_values() -> None:
     for _ in range(2000):
         m = int(rng.integers(1, 9))
         p_values = list(rng.choice([rng.uniform(0, 0.1), rng.uniform(0, 1)], size=m) * rng.uniform(0.1, 1, size=m))
-        strictest = [strictest_divisor(lambda r, p=p: p <= ALPHA / r, m) for p in p_values]
+        strictest = [strictest_divisor(functools.partial(_p_claims, p), m) for p in p_values]
         outcome = holm_divisors(strictest)
         assert list(outcome.rejected) == _textbook_holm(p_values, ALPHA)
         # Each gate decided at its own level gives the same decision, and no level is looser than α.
@@ -144,7 +155,7 @@ def test_holm_on_real_intervals_matches_holm_on_their_p_values_against_the_bar()
         levels = [ALPHA / r for r in range(1, m + 1)]
         if any(p_low[i] < level <= p_high[i] for i in members for level in levels):
             continue  # a level inside the grid step: the grid cannot tell the side
-        outcome = holm_divisors([strictest_divisor(lambda r, i=i: bool(claims[r - 1, i]), m) for i in members])
+        outcome = holm_divisors([strictest_divisor(functools.partial(_table_claims, claims, i), m) for i in members])
         assert list(outcome.rejected) == _textbook_holm([float(p_high[i]) for i in members], ALPHA)
         decided = [bool(claims[r - 1, i]) for i, r in zip(members, outcome.divisors, strict=True)]
         assert decided == list(outcome.rejected)

@@ -38,7 +38,7 @@ def offline_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_hub_id_is_pinned_to_its_snapshot_commit(offline_hub: Path) -> None:
     snapshot(offline_hub, "a" * 40)
     plan = make_plan(BenchOptions(model=MODEL, base=MODEL, device="cpu"), offline_hub, print, FakeCatalog(offline_hub))
-    assert plan.base.model_args == f"pretrained={MODEL},dtype=float32,revision={'a' * 40}"
+    assert plan.base is not None and plan.base.model_args == f"pretrained={MODEL},dtype=float32,revision={'a' * 40}"
     request = RunRequest(plan.base, plan.settings, results_dir=offline_hub / "r", log_path=offline_hub / "log")
     assert f"revision={'a' * 40}" in request.cli_command()
     assert plan.identity("base")["model_fingerprint"] == HFBackend().fingerprint(MODEL, offline_hub)

@@ -118,7 +118,8 @@ def test_every_key_init_writes_is_an_ini_key_of_the_plugin() -> None:
 # --- writing pyproject.toml -------------------------------------------------------------------------
 
 
-KEYS = {"bench_model": ("outputs/a", "outputs/b c"), "bench_suite": "test", "bench_min_gain": ("2", "ifeval=5")}
+KEYS: dict[str, str | tuple[str, ...]] = {
+    "bench_model": ("outputs/a", "outputs/b c"), "bench_suite": "test", "bench_min_gain": ("2", "ifeval=5")}
 
 
 def test_pyproject_keeps_everything_else_and_replaces_only_bench_keys(tmp_path: Path) -> None:

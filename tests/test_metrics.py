@@ -29,8 +29,8 @@ from pytest_finetune_bench.plan.metrics import (
 from pytest_finetune_bench.plan.tasks import load_task_index
 from pytest_finetune_bench.report.table import arrow, comparison_table, detail_tables, improvement_cell
 from pytest_finetune_bench.store.files import bench_cache_dir
+from tests.bench_sessions import Session, run_bench
 from tests.gate_checks import improves_failure, regression_failure
-from tests.test_end_to_end import Session, run_bench
 
 # --------------------------------------------------------------------------------------------
 # Parsing --bench-metric

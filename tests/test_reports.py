@@ -18,11 +18,11 @@ import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 import yaml
-from huggingface_hub import ModelCard
+from huggingface_hub import ModelCard, ModelCardData
 
 from pytest_finetune_bench import BenchError, cli
 from pytest_finetune_bench.compare.flips import read_flips, write_flips
@@ -43,6 +43,9 @@ from tests.fake_backend import FAKE_ENV
 from tests.fake_sessions import REPO_ROOT, bench_args, make_fake_model, read_summary
 from tests.schema_check import produced_summaries, validate, validate_file
 from tests.test_recovery import session_with_a_broken
+
+if TYPE_CHECKING:
+    from matplotlib.collections import LineCollection
 
 COMMANDS = ("summary", "readme", "report")
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
@@ -156,7 +159,7 @@ def test_the_readme_section_matches_its_golden_file(tmp_path: Path) -> None:
     (model / "lora").mkdir(parents=True)
     (model / "lora" / "adapter_config.json").write_text(json.dumps({"r": 16, "lora_alpha": 32}))
     (model / "lora" / "training_metrics.json").write_text(json.dumps(TRAINING_METRICS))
-    write_cards(model, golden_summary())
+    write_cards(model, cast(BenchmarkSummary, golden_summary()))
     assert (model / "README.md").read_text() == (GOLDEN / "README.md").read_text()
 
 
@@ -167,9 +170,9 @@ def test_a_second_run_changes_nothing_and_keeps_the_text_around(tmp_path: Path) 
     after = "\n## License\n\nApache-2.0\n"
     (model / "README.md").write_text(USER_TEXT + f"\n{START}\nold numbers\n{END}\n" + after)
     (model / "lora" / "README.md").write_text(USER_TEXT)
-    write_cards(model, golden_summary())
+    write_cards(model, cast(BenchmarkSummary, golden_summary()))
     first = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(model.rglob("*.*"))}
-    write_cards(model, golden_summary())
+    write_cards(model, cast(BenchmarkSummary, golden_summary()))
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(model.rglob("*.*"))} == first
     text = card_body(model / "README.md")  # after the metadata block the cards now start with
     assert text.startswith(USER_TEXT) and text.endswith(f"{END}\n" + after)
@@ -207,9 +210,9 @@ def test_the_card_metadata_holds_benchmark_json_numbers_and_loads_with_huggingfa
     summary = summary_with_task_data()
     write_cards(tmp_path, cast(BenchmarkSummary, summary))
     readme = tmp_path / "README.md"
-    card = ModelCard(readme.read_text())
-    assert card.data.base_model == "HuggingFaceTB/SmolLM2-135M"
-    assert [r.task_type for r in card.data.eval_results] == ["text-generation"]
+    data = cast(ModelCardData, ModelCard(readme.read_text()).data)
+    assert data.base_model == "HuggingFaceTB/SmolLM2-135M"
+    assert [r.task_type for r in data.eval_results or ()] == ["text-generation"]
     expected = {(task, c["metric"].split(",")[0]): ("google/IFEval", None, "train", "abc123", c["finetuned_accuracy"])
                 for task, c in summary["comparison"].items()}
     assert our_results(readme) == expected and expected
@@ -244,7 +247,7 @@ def test_card_metadata_huggingface_hub_cannot_read_is_one_line_saying_what_to_do
     readme = tmp_path / "README.md"
     readme.write_text("---\nmodel-index:\n- results: []\n---\n" + USER_TEXT)
     with pytest.raises(BenchError) as raised:
-        write_cards(tmp_path, golden_summary())
+        write_cards(tmp_path, cast(BenchmarkSummary, golden_summary()))
     message = str(raised.value)
     assert message.startswith(f"{readme}: huggingface_hub cannot read its metadata") and "\n" not in message
     assert message.endswith("fix or remove that block, then write the cards again")
@@ -264,15 +267,16 @@ def test_readme_command_writes_every_readme_once(tmp_path: Path) -> None:
 
 def test_the_chart_bars_match_the_data() -> None:
     summary = golden_summary()
-    comps = comparisons(summary)
+    comps = comparisons(cast(BenchmarkSummary, summary))
     axes = chart_figure(comps).axes[0]
     base_bars, finetuned_bars = axes.containers[:2]
-    assert [bar.get_height() for bar in base_bars] == pytest.approx([c.base_accuracy * 100 for c in comps.values()])
+    assert [bar.get_height() for bar in base_bars] == pytest.approx(
+        [cast(float, c.base_accuracy) * 100 for c in comps.values()])
     assert [bar.get_height() for bar in finetuned_bars] == pytest.approx(
-        [c.finetuned_accuracy * 100 for c in comps.values()])
+        [cast(float, c.finetuned_accuracy) * 100 for c in comps.values()])
     stats = summary["comparison"]["ifeval"]["stats"]
     base = summary["comparison"]["ifeval"]["base_accuracy"]
-    (segments,) = [c for c in axes.collections if c.get_segments()]
+    (segments,) = [c for c in cast("list[LineCollection]", axes.collections) if c.get_segments()]
     (low, high) = sorted(y for _, y in segments.get_segments()[0])
     assert (low, high) == pytest.approx(((base + stats["ci_low"]) * 100, (base + stats["ci_high"]) * 100))
     png = chart_png(comps)
@@ -284,7 +288,8 @@ def test_the_chart_bars_match_the_data() -> None:
 
 def test_the_report_is_self_contained(tmp_path: Path) -> None:
     model = golden_model(tmp_path)
-    page = write_report(tmp_path / REPORT_NAME, read_summary(model / "benchmarks" / "benchmark.json"), "MODEL")
+    summary = cast(BenchmarkSummary, read_summary(model / "benchmarks" / "benchmark.json"))
+    page = write_report(tmp_path / REPORT_NAME, summary, "MODEL")
     text = page.read_text()
     assert "<script src" not in text and "<link" not in text and 'src="http' not in text  # nothing from the network
     assert 'src="data:image/png;base64,' in text
@@ -402,7 +407,7 @@ def test_the_job_summary_is_appended_after_earlier_steps(tmp_path: Path) -> None
     job_summary = tmp_path / "step-summary.md"
     job_summary.write_text("## an earlier step\n")
     summary = golden_summary()
-    append_step_summary(job_summary, summary)
+    append_step_summary(job_summary, cast(BenchmarkSummary, summary))
     text = job_summary.read_text()
     assert text.startswith("## an earlier step\n### Fine-tune benchmark: model vs /data/model-base\n")
     stats = summary["comparison"]["ifeval"]["stats"]
@@ -521,7 +526,7 @@ def test_gate_results_carry_the_numbers_as_junit_properties(fake_run: FakeRun) -
     for case in gates.values():
         properties = {p.get("name"): p.get("value") for p in case.iter("property")}
         assert properties["metric"] == "prompt_level_strict_acc,none"
-        assert {name: float(properties[name]) for name in expected} == pytest.approx(expected)
+        assert {name: float(cast(str, properties[name])) for name in expected} == pytest.approx(expected)
 
 
 @pytest.mark.slow  # starts lm-eval children (a fake model)

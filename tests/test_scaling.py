@@ -141,7 +141,8 @@ def test_an_engine_flag_without_its_engine_is_refused(flag: str) -> None:
     field, _, engine = ENGINE_FLAGS[flag]
     value = {"tensor_parallel": 2, "data_parallel": 2, "gpu_memory_utilization": 0.5, "max_model_len": 512,
              "parallelize": True}[field]
-    options = BenchOptions(model="m", **{field: value})
+    engine_option: dict[str, Any] = {field: value}  # the flag's field: its type differs from flag to flag
+    options = BenchOptions(model="m", **engine_option)
     other = "vllm" if engine == "hf" else "hf"
     with pytest.raises(BenchError, match=f"^{flag} applies to the {engine} backend only: add --bench-backend "
                                          f"{engine}, or drop {flag}$"):

@@ -141,6 +141,7 @@ def wandb_records(run_dir: Path) -> dict[str, Any]:
 
     [log] = run_dir.glob("run-*.wandb")
     data = log.read_bytes()
+    found: dict[str, dict[str, Any]]
     block, position, pending, found = 32768, 7, b"", {"config": {}, "summary": {}}
     while position + 7 <= len(data):
         if block - position % block < 7:  # a block's tail too short for a header is padding
@@ -150,7 +151,7 @@ def wandb_records(run_dir: Path) -> dict[str, Any]:
         pending += data[position + 7:position + 7 + length]
         position += 7 + length
         if kind in (1, 4):  # a whole record, or the last piece of one
-            record = wandb_internal_pb2.Record()
+            record = wandb_internal_pb2.Record()  # type: ignore[attr-defined]  # built at import, no stubs
             record.ParseFromString(pending)
             pending = b""
             updates = (record.run.config.update if record.HasField("run") else

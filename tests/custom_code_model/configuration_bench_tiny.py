@@ -3,5 +3,5 @@
 from transformers import LlamaConfig
 
 
-class BenchTinyConfig(LlamaConfig):
+class BenchTinyConfig(LlamaConfig):  # type: ignore[no-untyped-call]  # transformers: untyped __init_subclass__
     model_type = "bench-tiny"

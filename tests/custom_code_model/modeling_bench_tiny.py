@@ -5,5 +5,5 @@ from transformers import LlamaForCausalLM
 from .configuration_bench_tiny import BenchTinyConfig
 
 
-class BenchTinyForCausalLM(LlamaForCausalLM):
+class BenchTinyForCausalLM(LlamaForCausalLM):  # type: ignore[no-untyped-call]  # transformers: untyped __init_subclass__
     config_class = BenchTinyConfig
