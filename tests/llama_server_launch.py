@@ -8,7 +8,8 @@ the same model the plain CPU way.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import llama_cpp.llama_cpp as low_level
 
@@ -29,4 +30,4 @@ if __name__ == "__main__":
     without_extra_buffer_types()
     from llama_cpp.server.__main__ import main
 
-    main()
+    cast("Callable[[], None]", main)()  # llama_cpp's main is untyped where it is installed
