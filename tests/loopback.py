@@ -20,7 +20,7 @@ JOIN_TIMEOUT_S = 10.0
 
 
 class _JoiningServer(ThreadingHTTPServer):
-    daemon_threads = False  # tracked, so that server_close joins them
+    daemon_threads = False  # non-daemon threads are tracked on every Python, so server_close joins them
     block_on_close = True
 
     def __init__(self, handler: type[socketserver.BaseRequestHandler], errors: list[BaseException]) -> None:
