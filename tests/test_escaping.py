@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import shlex
 from pathlib import Path
-from typing import cast
 
 import pytest
 
@@ -23,11 +22,10 @@ from pytest_finetune_bench.report.chart import chart_png
 from pytest_finetune_bench.report.facts import comparisons
 from pytest_finetune_bench.report.github import step_summary_markdown
 from pytest_finetune_bench.report.history import history_rows, plot_history, render, summary_files
-from pytest_finetune_bench.store.benchmark_file import BenchmarkSummary
 from pytest_finetune_bench.text import markdown_inline, printable
 from tests.cli_runs import run_cli
 from tests.fake_sessions import read_summary
-from tests.test_reports import GOLDEN_RUN, _browser, _chromium, golden_model, golden_summary
+from tests.test_reports import GOLDEN_RUN, _browser, _chromium, golden_benchmark, golden_model
 
 HOSTILE = "a\rb\x1b[2J\x1b]0;title\x07c\u202eevil\u200b\u2028d\x00e\x85f\ufeff"
 MARKER = "pwned"  # what an injected script would set as the page's title
@@ -98,7 +96,7 @@ def test_the_content_security_policy_stops_any_other_script(tmp_path: Path) -> N
 
 
 def test_names_and_errors_cannot_break_or_inject_into_markdown() -> None:
-    summary = cast(BenchmarkSummary, golden_summary())
+    summary = golden_benchmark()
     summary["model_name"] = "evil\n# Injected heading <img src=x onerror=alert(1)> | x"
     summary["errors"] = {"fine-tuned": "line one\nline two </details><script>alert(1)</script>"}
     summary["skipped_tasks"] = {"mmlu": "needs\r\nlog-likelihoods | <b>"}
@@ -136,8 +134,7 @@ def test_printed_commands_run_as_shown(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["exp$\\frac$", "$\\alpha$ and $", "price $5 to $6"])
 def test_chart_titles_and_names_are_never_mathtext(tmp_path: Path, name: str) -> None:
-    summary = golden_summary()
-    assert chart_png(comparisons(cast(BenchmarkSummary, summary)), f"{name} vs base").startswith(b"\x89PNG")
+    assert chart_png(comparisons(golden_benchmark()), f"{name} vs base").startswith(b"\x89PNG")
     model = golden_model(tmp_path)
     summary_path = model / "benchmarks" / "benchmark.json"
     summary = read_summary(summary_path)

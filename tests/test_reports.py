@@ -70,6 +70,11 @@ def golden_summary() -> dict[str, Any]:
     return read_summary(GOLDEN / "model" / "benchmarks" / "benchmark.json")
 
 
+def golden_benchmark() -> BenchmarkSummary:
+    """golden_summary() typed as the report writers take it."""
+    return cast(BenchmarkSummary, golden_summary())
+
+
 # ------------------------------------------------------------------------------------------------ summary
 
 
@@ -159,7 +164,7 @@ def test_the_readme_section_matches_its_golden_file(tmp_path: Path) -> None:
     (model / "lora").mkdir(parents=True)
     (model / "lora" / "adapter_config.json").write_text(json.dumps({"r": 16, "lora_alpha": 32}))
     (model / "lora" / "training_metrics.json").write_text(json.dumps(TRAINING_METRICS))
-    write_cards(model, cast(BenchmarkSummary, golden_summary()))
+    write_cards(model, golden_benchmark())
     assert (model / "README.md").read_text() == (GOLDEN / "README.md").read_text()
 
 
@@ -170,9 +175,9 @@ def test_a_second_run_changes_nothing_and_keeps_the_text_around(tmp_path: Path) 
     after = "\n## License\n\nApache-2.0\n"
     (model / "README.md").write_text(USER_TEXT + f"\n{START}\nold numbers\n{END}\n" + after)
     (model / "lora" / "README.md").write_text(USER_TEXT)
-    write_cards(model, cast(BenchmarkSummary, golden_summary()))
+    write_cards(model, golden_benchmark())
     first = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(model.rglob("*.*"))}
-    write_cards(model, cast(BenchmarkSummary, golden_summary()))
+    write_cards(model, golden_benchmark())
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(model.rglob("*.*"))} == first
     text = card_body(model / "README.md")  # after the metadata block the cards now start with
     assert text.startswith(USER_TEXT) and text.endswith(f"{END}\n" + after)
@@ -247,7 +252,7 @@ def test_card_metadata_huggingface_hub_cannot_read_is_one_line_saying_what_to_do
     readme = tmp_path / "README.md"
     readme.write_text("---\nmodel-index:\n- results: []\n---\n" + USER_TEXT)
     with pytest.raises(BenchError) as raised:
-        write_cards(tmp_path, cast(BenchmarkSummary, golden_summary()))
+        write_cards(tmp_path, golden_benchmark())
     message = str(raised.value)
     assert message.startswith(f"{readme}: huggingface_hub cannot read its metadata") and "\n" not in message
     assert message.endswith("fix or remove that block, then write the cards again")
